@@ -1,0 +1,173 @@
+"""Talk to a LIMA adapter (or a base model) in the terminal: multi-turn, streamed.
+
+    $ python -m lima_lite.chat --adapter runs/quickstart/adapter
+    $ python -m lima_lite.chat --adapter runs/quickstart/adapter --prompt "Plan a picnic" --prompt "Make it cheaper"
+    $ lima-lite chat --adapter someone/llama-7b-lima --compare     # base model's reply under each answer
+
+In the chat, type /help for the commands (/reset, /undo, /retry, /save FILE, /set key=value, /exit).
+"""
+
+import argparse
+import sys
+
+from lima_lite import LimaError
+from lima_lite.data import write_jsonl
+from lima_lite.generate import LIMA_SAMPLING
+
+HELP = """commands:
+  /reset            start a new conversation
+  /undo             forget the last exchange (your message and the reply)
+  /retry            answer your last message again
+  /save FILE        write the conversation as JSONL (messages form)
+  /set key=value    change sampling: temperature, top_p, max_new_tokens, repetition_penalty
+  /help             this text
+  /exit             quit (or Ctrl-D)"""
+
+SETTING_TYPES = {"temperature": float, "top_p": float, "max_new_tokens": int, "repetition_penalty": float}
+
+
+class Session:
+    """The conversation and its sampling settings; commands edit them, `respond` extends them."""
+
+    def __init__(self, engine, out=sys.stdout, compare: bool = False, **settings):
+        self.engine, self.out, self.compare = engine, out, compare
+        self.messages: list[dict] = []
+        self.settings = {**LIMA_SAMPLING, **{k: v for k, v in settings.items() if v is not None}}
+
+    def say(self, text: str = "", end: str = "\n") -> None:
+        self.out.write(text + end)
+        self.out.flush()
+
+    def respond(self) -> str:
+        """Stream the model's reply to the history (which ends with the user) and append it."""
+        label = "[adapter] " if self.compare else ""
+        self.say(label, end="")
+        for piece in self.engine.stream(self.messages, **self.settings):
+            self.say(piece, end="")
+        reply = self.engine.last
+        self.say()
+        if reply.dropped_turns:
+            self.say(f"(the history outgrew the context: the oldest {reply.dropped_turns} turns were left out)")
+        if reply.finish_reason == "length":
+            self.say(f"(stopped at max_new_tokens={self.settings['max_new_tokens']})")
+        if self.compare:
+            self.say("[base]    ", end="")
+            for piece in self.engine.stream(self.messages, adapter=False, **self.settings):
+                self.say(piece, end="")
+            self.say()
+        self.messages.append({"role": "assistant", "content": reply.text.strip()})
+        return reply.text
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False means exit."""
+        name, _, arg = line[1:].strip().partition(" ")
+        if name in ("exit", "quit"):
+            return False
+        if name == "help":
+            self.say(HELP)
+        elif name == "reset":
+            self.messages.clear()
+            self.say("(new conversation)")
+        elif name == "undo":
+            if len(self.messages) < 2:
+                self.say("(nothing to undo)")
+            else:
+                del self.messages[-2:]
+                self.say(f"(removed the last exchange; {len(self.messages) // 2} left)")
+        elif name == "retry":
+            if not self.messages:
+                self.say("(nothing to retry)")
+            else:
+                self.messages.pop()
+                self.respond()
+        elif name == "save":
+            if not arg:
+                self.say("usage: /save FILE")
+            else:
+                write_jsonl([{"messages": self.messages, "source": self.engine.name}], arg.strip())
+                self.say(f"(saved {len(self.messages)} turns to {arg.strip()})")
+        elif name == "set":
+            self.set(arg)
+        else:
+            self.say(f"unknown command /{name}; /help lists them")
+        return True
+
+    def set(self, arg: str) -> None:
+        updates = {}
+        for pair in arg.split():
+            key, sep, value = pair.partition("=")
+            if key not in SETTING_TYPES or not sep:
+                self.say(f"cannot set {pair!r}: use key=value with key one of {', '.join(SETTING_TYPES)}")
+                return
+            try:
+                updates[key] = SETTING_TYPES[key](value)
+            except ValueError:
+                self.say(f"cannot set {key}: {value!r} is not a {SETTING_TYPES[key].__name__}")
+                return
+            if updates[key] < 0 or (key == "top_p" and not 0 < updates[key] <= 1) or (key == "max_new_tokens" and updates[key] < 1):
+                self.say(f"cannot set {key}: {value} is out of range")
+                return
+        self.settings.update(updates)
+        self.say("(" + ", ".join(f"{k}={v}" for k, v in self.settings.items()) + ")")
+
+    def handle(self, line: str) -> bool:
+        """One line typed by the user: a command or a message. False means exit."""
+        if line.startswith("/"):
+            return self.command(line)
+        if line.strip():
+            self.messages.append({"role": "user", "content": line})
+            self.respond()
+        return True
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lima_lite.chat", description=__doc__.split("\n\n")[0],
+                                epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--adapter", help="adapter folder (a run's adapter/ or epoch-NN/) or Hub id")
+    p.add_argument("--base", help="base model folder or Hub id (default: the adapter's base)")
+    p.add_argument("--prompt", action="append", help="a user turn; repeat for a scripted conversation, then exit")
+    p.add_argument("--compare", action="store_true", help="also show the base model's reply to the same history")
+    p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
+                   help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
+    p.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
+    p.add_argument("--top-p", dest="top_p", type=float, help=f"default {LIMA_SAMPLING['top_p']}")
+    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float,
+                   help=f"on generated tokens; default {LIMA_SAMPLING['repetition_penalty']}")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=f"default {LIMA_SAMPLING['max_new_tokens']}")
+    p.add_argument("--seed", type=int, help="seed the sampler, for a repeatable conversation")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if not args.adapter and not args.base:
+        raise LimaError("give --adapter DIR (or --base MODEL to talk to a base model)")
+    import torch
+
+    from lima_lite.generate import load_engine
+
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    engine = load_engine(adapter=args.adapter, base=args.base, load_in_4bit=args.load_in_4bit)
+    session = Session(engine, compare=args.compare and args.adapter is not None, temperature=args.temperature,
+                      top_p=args.top_p, repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
+    if args.prompt:
+        for prompt in args.prompt:
+            session.say(f">>> {prompt}")
+            session.handle(prompt)
+        return 0
+    session.say(f"Chatting with {engine.name}. /help for commands, /exit or Ctrl-D to quit.")
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            session.say()
+            return 0
+        if not session.handle(line):
+            return 0
+
+
+if __name__ == "__main__":
+    from lima_lite.cli import run
+
+    sys.exit(run("lima_lite.chat:main", sys.argv[1:]))

@@ -1,0 +1,60 @@
+"""The `lima-lite` command: one dict from command to main function, imported only when used.
+
+    $ lima-lite --help
+    $ lima-lite train recipes/quickstart.yaml num_train_epochs=3
+
+Every command's `main(argv)` is also importable, so `python -m lima_lite.chat` is `lima-lite chat`.
+Heavy libraries (torch, transformers, trl, gradio) are imported inside the commands, so `--help` is instant.
+"""
+
+import importlib
+import sys
+
+from lima_lite import LimaError, __version__
+
+# command -> ("module:function", one-line summary)
+COMMANDS = {
+    "quickstart": ("lima_lite.train:quickstart_main", "train the quick-start recipe on the embedded model and compare"),
+    "train": ("lima_lite.train:main", "fine-tune a base model with the LIMA recipe (QLoRA)"),
+    "inspect": ("lima_lite.train:inspect_main", "validate a recipe's data and show exactly what is trained"),
+    "chat": ("lima_lite.chat:main", "talk to a base model or an adapter in the terminal"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"lima-lite {__version__}: reproduce LIMA with QLoRA on one GPU", "", "usage: lima-lite COMMAND [ARGS ...]", ""]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run `lima-lite COMMAND --help` for a command's arguments."]
+    return "\n".join(lines)
+
+
+def run(target: str, argv: list[str]) -> int:
+    """Call `module:function` with argv; a LimaError becomes one line on stderr and exit status 2."""
+    module, function = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), function)(argv) or 0
+    except LimaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return run(COMMANDS[argv[0]][0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

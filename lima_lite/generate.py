@@ -1,0 +1,193 @@
+"""The one generation core behind the terminal chat, the Gradio app and the evaluator.
+
+    >>> engine = load_engine(adapter="runs/quickstart/adapter")     # base found from the adapter
+    >>> for piece in engine.stream([{"role": "user", "content": "How do I boil an egg?"}]):
+    ...     print(piece, end="", flush=True)
+    >>> engine.last.finish_reason    # "eot" when the model ended its turn, "length" at max_new_tokens
+
+It renders the conversation with the template saved next to the adapter (exactly what training used),
+samples with LIMA's settings (nucleus p = 0.9, temperature 0.7, repetition penalty 1.2 on the tokens
+generated so far, at most 2,048 new tokens) and stops at EOT or EOS. When the history outgrows the
+model's context, the oldest turns are dropped and `last.dropped_turns` says how many.
+"""
+
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lima_lite import LimaError
+from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_prompt, token_id
+
+LIMA_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 2048}
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    finish_reason: str | None = None  # "eot" (ended its turn) or "length" (hit max_new_tokens)
+    new_tokens: int = 0
+    dropped_turns: int = 0
+    token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Engine:
+    model: torch.nn.Module
+    tokenizer: object
+    template: ChatTemplate
+    name: str
+    context_length: int
+    last: Reply = field(default_factory=Reply)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time per model
+
+    @property
+    def stop_ids(self) -> list[int]:
+        ids = {token_id(self.tokenizer, self.template.eot_token)}
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def prompt_ids(self, messages: list[dict], max_new_tokens: int) -> tuple[list[int], int]:
+        """Ids of the history, dropping the oldest exchanges until it fits with room for the reply."""
+        budget = self.context_length - max_new_tokens
+        system = messages[:1] if messages and messages[0]["role"] == "system" else []
+        turns = messages[len(system):]
+        dropped = 0
+        while True:
+            ids = encode_prompt(self.tokenizer, self.template, system + turns)
+            if len(ids) <= budget or len(turns) <= 1:
+                break
+            turns = turns[2:]  # one user turn and the assistant's answer to it
+            dropped += 2
+        if len(ids) > budget:
+            raise LimaError(f"the message is {len(ids)} tokens; with max_new_tokens={max_new_tokens} the model's "
+                            f"context of {self.context_length} leaves room for {budget}")
+        return ids, dropped
+
+    def stream(self, messages: list[dict], adapter: bool = True, **sampling):
+        """Yield the reply's text as it is generated; `self.last` holds the finished Reply."""
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextIteratorStreamer
+
+        settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
+        ids, dropped = self.prompt_ids(messages, settings["max_new_tokens"])
+        input_ids = torch.tensor([ids], device=self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        # LIMA penalises repetition of *generated* tokens only, so the prompt is ignored by the penalty.
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"],
+                                                                           prompt_ignore_length=len(ids))])
+        sample = settings["temperature"] > 0
+        kwargs = dict(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+            max_new_tokens=settings["max_new_tokens"], do_sample=sample, logits_processor=processors,
+            temperature=settings["temperature"] if sample else None, top_p=settings["top_p"] if sample else None,
+            top_k=None, eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
+        )
+        result = {}
+
+        def run():
+            try:
+                with self.lock, torch.inference_mode(), self.adapter_context(adapter):
+                    result["output"] = self.model.generate(**kwargs)
+            except BaseException as error:  # surface it in the caller's thread
+                result["error"] = error
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield piece
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        new = result["output"][0, len(ids):].tolist()
+        ended = bool(new) and new[-1] in self.stop_ids
+        self.last = Reply(text=text, finish_reason="eot" if ended else "length", new_tokens=len(new),
+                          dropped_turns=dropped, token_ids=new)
+
+    def reply(self, messages: list[dict], adapter: bool = True, **sampling) -> Reply:
+        for _ in self.stream(messages, adapter=adapter, **sampling):
+            pass
+        return self.last
+
+    def adapter_context(self, enabled: bool):
+        """The base model's behaviour, for comparisons, without loading it twice."""
+        if enabled or not hasattr(self.model, "disable_adapter"):
+            return nullcontext()
+        return self.model.disable_adapter()
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def default_precision() -> tuple[bool, str]:
+    """4-bit NF4 with bf16 compute on CUDA; full precision on a CPU (faster there than dequantizing)."""
+    return (True, "bfloat16") if torch.cuda.is_available() else (False, "float32")
+
+
+def load_engine(adapter: str | Path | None = None, base: str | None = None, load_in_4bit: bool | None = None,
+                dtype: str | None = None, trust_remote_code: bool = False) -> Engine:
+    """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
+    from lima_lite.hub import resolve_model_path
+    from lima_lite.model import get_model, get_tokenizer, resolve_base
+
+    auto_4bit, auto_dtype = default_precision()
+    load_in_4bit = auto_4bit if load_in_4bit is None else load_in_4bit
+    dtype = dtype or auto_dtype
+    if adapter is not None:
+        import json
+
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        adapter_dir = Path(resolve_model_path(str(adapter)))
+        if not is_adapter(adapter_dir):
+            raise LimaError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
+        if not (adapter_dir / TEMPLATE_FILE).is_file():
+            raise LimaError(f"{adapter_dir}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
+        base = base or json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        template = ChatTemplate.load(adapter_dir)
+        model = get_model(resolve_base(resolve_model_path(base)), load_in_4bit, dtype, vocab_size=len(tokenizer),
+                          trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        name = str(adapter)
+    else:
+        if base is None:
+            raise LimaError("give an adapter (--adapter) or a base model (--base)")
+        path = resolve_base(resolve_model_path(base))
+        tokenizer, template, _ = get_tokenizer(path, _base_eot(path), trust_remote_code)
+        model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
+        name = base
+    model.eval()
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 2048
+    return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context)
+
+
+def _base_eot(path: str) -> str:
+    """For a bare base model: its EOS plays the end-of-turn role."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path).eos_token or "<|eot|>"
+
+
+def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list[tuple[str, str]]:
+    """(base reply, tuned reply) for each single-turn prompt, from one load of the model."""
+    from tqdm.auto import tqdm
+
+    engine = load_engine(adapter=adapter)
+    pairs = []
+    for prompt in tqdm(prompts, desc="answering", unit="prompt"):
+        messages = [{"role": "user", "content": prompt}]
+        torch.manual_seed(0)
+        base = engine.reply(messages, adapter=False, **sampling).text
+        torch.manual_seed(0)
+        tuned = engine.reply(messages, **sampling).text
+        pairs.append((base.strip(), tuned.strip()))
+    return pairs
+

