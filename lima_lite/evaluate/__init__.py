@@ -1,0 +1,1 @@
+"""Evaluation the way LIMA and its successors did it: judges, protocols and reports."""
