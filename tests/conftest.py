@@ -61,3 +61,15 @@ def tiny_llama_tied(tmp_path_factory) -> Path:
     """Tied embeddings and an existing end-of-turn token, like SmolLM2/ChatML."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-tied"), tie_word_embeddings=True,
                             eos="<|im_end|>", extra_special=("<|im_end|>",))
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> Path:
+    """The quick-start recipe trained for one epoch on the real embedded SmolLM2 (about 3 minutes on 2 cores).
+
+    Shared by every end-to-end test that needs a real adapter: `quickstart_run / "adapter"`.
+    """
+    from lima_lite.train import train
+
+    output_dir = tmp_path_factory.mktemp("quickstart") / "run"
+    return train(ROOT / "recipes" / "quickstart.yaml", [f"output_dir={output_dir}", "num_train_epochs=1"])
