@@ -18,6 +18,9 @@ COMMANDS = {
     "train": ("lima_lite.train:main", "fine-tune a base model with the LIMA recipe (QLoRA)"),
     "inspect": ("lima_lite.train:inspect_main", "validate a recipe's data and show exactly what is trained"),
     "chat": ("lima_lite.chat:main", "talk to a base model or an adapter in the terminal"),
+    "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
+    "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
+    "data": ("lima_lite.curate.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
 }
 
 

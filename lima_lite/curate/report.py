@@ -1,0 +1,234 @@
+"""What every curate/select/mix run writes next to its output, and the shared plumbing those runs stream through.
+
+    >>> funnel = Funnel(seed=0)
+    >>> for number, line in read_lines(Path("Posts.xml"), "math: pass 1"): ...
+    >>> write_report("out/se.jsonl", funnel, before=[1830, 950], kept=[...], settings={"seed": 0}, seed=0)
+
+For `out/se.jsonl` the report is `out/se.report.md` (for people), `out/se.report.json` (for programs) and
+`out/se.lengths.png` (response-length histograms before and after). It holds the count at every step and
+every filter, the exact and near-duplicate removals, the source/site mix, and 5 random kept and 5 random
+dropped examples with the rule that dropped them.
+"""
+
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from lima_lite import LimaError
+
+SHOWN = 5
+SNIPPET = 400
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file through a temporary name in the same folder and a rename, so a crash leaves the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_examples(rows, path: str | Path) -> Path:
+    """Conversations as JSONL, atomically."""
+    path = Path(path)
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
+    return path
+
+
+def response_text(example: dict) -> str:
+    """All assistant turns of a conversation, joined (what "response length" means for multi-turn data)."""
+    return "\n\n".join(m["content"] for m in example["messages"] if m["role"] == "assistant")
+
+
+def example_hash(example: dict) -> str:
+    text = json.dumps([[m["role"], m["content"]] for m in example["messages"]], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class Funnel:
+    """Counts at every step, drops by rule, bad input lines, and a seeded sample of dropped examples."""
+
+    def __init__(self, seed: int):
+        self.counts: dict[str, int] = {}
+        self.drops: Counter = Counter()
+        self.bad_lines: list[str] = []
+        self.bad_count = 0
+        self._rng = random.Random(f"dropped-{seed}")
+        self._seen_drops = 0
+        self.dropped: list[dict] = []
+
+    def count(self, step: str, n: int = 1) -> None:
+        self.counts[step] = self.counts.get(step, 0) + n
+
+    def drop(self, rule: str, example_id: str, text: str = "") -> None:
+        """Count a drop under `rule`; keep it in the shown sample with reservoir sampling (k = 5, seeded)."""
+        self.drops[rule] += 1
+        self._seen_drops += 1
+        item = {"id": example_id, "reason": rule, "text": text[:SNIPPET]}
+        if len(self.dropped) < SHOWN:
+            self.dropped.append(item)
+        else:
+            slot = self._rng.randrange(self._seen_drops)
+            if slot < SHOWN:
+                self.dropped[slot] = item
+
+    def bad(self, where: str, problem: str, on_error: str) -> None:
+        """A corrupted input line: stop with its location, or count it and go on (`--on-error skip`)."""
+        if on_error == "stop":
+            raise LimaError(f"{where}: {problem} (nothing was written; rerun with --on-error skip to skip bad lines)")
+        self.bad_count += 1
+        if len(self.bad_lines) < 20:
+            self.bad_lines.append(f"{where}: {problem}")
+
+
+def read_lines(path: Path, desc: str):
+    """Yield (line number, bytes) from a plain or .zst file, with a progress bar over the bytes read from disk."""
+    from tqdm import tqdm
+
+    size = path.stat().st_size
+    with path.open("rb") as raw, tqdm(total=size, unit="B", unit_scale=True, desc=desc, mininterval=1.0) as bar:
+        if path.name.endswith(".zst"):
+            import zstandard
+
+            # Pushshift archives are compressed with a 2 GiB window; the default limit refuses them.
+            stream = io.BufferedReader(zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw))
+        else:
+            stream = raw
+        done = 0
+        for number, line in enumerate(stream, 1):
+            yield number, line
+            if number % 4096 == 0:
+                position = raw.tell()
+                bar.update(position - done)
+                done = position
+        bar.update(size - done)
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def dedupe(examples: list[dict], funnel: Funnel, threshold: float = 0.8, seed: int = 0) -> list[dict]:
+    """Drop exact duplicates (same normalised prompt + response), then near-duplicate responses (MinHash LSH).
+
+    Near-duplicates: Jaccard similarity of word 5-shingles >= `threshold`, estimated with 64 permutations;
+    the first example in the given order is kept.
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    seen, unique = set(), []
+    for example in examples:
+        key = hashlib.sha256(" ".join(_WORDS.findall(json.dumps(
+            [m["content"].lower() for m in example["messages"]], ensure_ascii=False))).encode()).digest()
+        if key in seen:
+            funnel.drop("exact_duplicate", example["id"], response_text(example))
+            continue
+        seen.add(key)
+        unique.append(example)
+    funnel.count("after exact-duplicate removal", len(unique))
+
+    lsh, kept = MinHashLSH(threshold=threshold, num_perm=64), []
+    for i, example in enumerate(unique):
+        words = _WORDS.findall(response_text(example).lower())
+        shingles = {" ".join(words[j:j + 5]) for j in range(max(1, len(words) - 4))}
+        signature = MinHash(num_perm=64, seed=seed)
+        signature.update_batch([s.encode("utf-8") for s in shingles])
+        if lsh.query(signature):
+            funnel.drop("near_duplicate", example["id"], response_text(example))
+            continue
+        lsh.insert(str(i), signature)
+        kept.append(example)
+    funnel.count("after near-duplicate removal", len(kept))
+    return kept
+
+
+def _histogram_png(before: list[int], after: list[int], path: Path, unit: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
+    top = max([*before, *after, 1])
+    bins = [top * i / 40 for i in range(41)]
+    for axis, lengths, title in ((axes[0], before, "before filtering"), (axes[1], after, "kept")):
+        axis.hist(lengths, bins=bins, color="#4c72b0")
+        axis.set_title(f"{title} (n = {len(lengths):,})")
+        axis.set_xlabel(f"response length ({unit})")
+    axes[0].set_ylabel("examples")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    write_atomic(path, buffer.getvalue())
+
+
+def report_paths(out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix else out
+    return {"md": Path(f"{stem}.report.md"), "json": Path(f"{stem}.report.json"), "png": Path(f"{stem}.lengths.png")}
+
+
+def write_report(out: str | Path, funnel: Funnel, before: list[int], kept: list[dict], settings: dict,
+                 seed: int, unit: str = "characters") -> dict[str, Path]:
+    """Write the Markdown + JSON report and the length histograms next to `out`; return their paths."""
+    paths = report_paths(out)
+    after = [len(response_text(e)) for e in kept] if unit == "characters" else settings.get("kept_lengths", [])
+    mix = dict(sorted(Counter(e.get("source", "?") for e in kept).items(), key=lambda kv: (-kv[1], kv[0])))
+    shown = random.Random(f"kept-{seed}").sample(kept, min(SHOWN, len(kept)))
+    kept_shown = [{"id": e["id"], "source": e.get("source"), "prompt": e["messages"][0]["content"][:SNIPPET],
+                   "response": response_text(e)[:SNIPPET]} for e in shown]
+    data = {
+        "output": str(out), "settings": {k: v for k, v in settings.items() if k != "kept_lengths"},
+        "counts": funnel.counts, "dropped_by_rule": dict(funnel.drops),
+        "bad_lines": {"count": funnel.bad_count, "first": funnel.bad_lines},
+        "mix": mix, "kept_examples": kept_shown, "dropped_examples": funnel.dropped,
+        "lengths": {"unit": unit, "before": _summary(before), "after": _summary(after)},
+        "histogram": paths["png"].name,
+    }
+    _histogram_png(before, after, paths["png"], unit)
+    write_atomic(paths["json"], (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(paths["md"], _markdown(data).encode("utf-8"))
+    return paths
+
+
+def _summary(lengths: list[int]) -> dict:
+    if not lengths:
+        return {"n": 0}
+    ordered = sorted(lengths)
+    return {"n": len(ordered), "min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]}
+
+
+def _markdown(data: dict) -> str:
+    lines = [f"# Report for {data['output']}", "", "## Settings", ""]
+    lines += [f"- {key}: `{value}`" for key, value in data["settings"].items()]
+    lines += ["", "## Counts at every step", "", "| step | count |", "|---|---:|"]
+    lines += [f"| {step} | {n:,} |" for step, n in data["counts"].items()]
+    lines += ["", "## Dropped, by rule", "", "| rule | dropped |", "|---|---:|"]
+    lines += [f"| {rule} | {n:,} |" for rule, n in data["dropped_by_rule"].items()]
+    if data["bad_lines"]["count"]:
+        lines += ["", f"## Bad input lines skipped: {data['bad_lines']['count']}", ""]
+        lines += [f"- {line}" for line in data["bad_lines"]["first"]]
+    lines += ["", "## Source mix", "", "| source | examples |", "|---|---:|"]
+    lines += [f"| {source} | {n:,} |" for source, n in data["mix"].items()]
+    lengths = data["lengths"]
+    lines += ["", f"## Response lengths ({lengths['unit']})", "",
+              f"before: {lengths['before']}  ", f"after: {lengths['after']}", "", f"![lengths]({data['histogram']})"]
+    lines += ["", "## 5 random kept examples", ""]
+    for e in data["kept_examples"]:
+        lines += [f"### {e['id']} ({e['source']})", "", "> " + e["prompt"].replace("\n", "\n> "), "",
+                  e["response"] + " …", ""]
+    lines += ["## 5 random dropped examples", ""]
+    for e in data["dropped_examples"]:
+        lines += [f"### {e['id']}: dropped by `{e['reason']}`", "", e["text"] + " …", ""]
+    return "\n".join(lines) + "\n"

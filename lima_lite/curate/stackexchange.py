@@ -1,0 +1,230 @@
+"""Build LIMA's Stack Exchange examples from the official Stack Exchange data dump.
+
+    $ lima-lite curate stackexchange --dump dumps/ --out data/stackexchange.jsonl --n 200 --seed 0
+
+`--dump` holds one folder per site as the archive.org dump unpacks (`math.stackexchange.com/Posts.xml`,
+`stackoverflow.com/Posts.xml`, ...). Posts.xml is read line by line (the dump writes one `<row .../>` per
+line), twice: pass 1 finds each question's top answer (highest score; ties go to the older answer) keeping
+only integers; pass 2 keeps the questions whose top answer scores >= 10 and applies LIMA's rules (§2.1):
+
+    title_not_self_contained  the title is not a stand-alone question ("How do I fix this?" fails)
+    answer_too_short/long     the top answer, as Markdown, is outside 1,200 to 4,096 characters
+    first_person              the answer's prose says "I", "me", "my", "mine", "myself"
+    refers_to_others          it mentions other answers, comments, votes or the site ("as mentioned", ...)
+
+HTML becomes Markdown with markdownify: code blocks and lists kept; links (the words stay), images and
+other tags removed. Sites are split into STEM and other (`--stem-sites` overrides the built-in list) and
+`--n` examples are drawn from each group with temperature sampling over sites: a draw picks a site with
+probability proportional to size^(1/tau) (size = the site's number of questions), then takes that site's
+highest-scoring question not yet taken. The prompt is the title or the question body, at random per
+example. Meta sites are skipped. Everything is seeded: the same dump and seed give the same file.
+"""
+
+import argparse
+import random
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+from lima_lite import LimaError
+from lima_lite.curate import filters
+from lima_lite.curate.report import Funnel, dedupe, read_lines, write_examples, write_report
+
+# Sites counted as STEM (LIMA: 75 STEM communities out of 179). Anything else is "other".
+STEM_SITES = frozenset("""
+stackoverflow superuser serverfault askubuntu math mathoverflow stats physics chemistry biology cs cstheory
+datascience ai softwareengineering programmers codereview unix tex dba security crypto electronics engineering
+astronomy earthscience quant economics bioinformatics matheducators scicomp robotics networkengineering
+dsp gis mathematica sharepoint salesforce drupal wordpress webmasters webapps apple android raspberrypi arduino
+emacs vi sqa devops reverseengineering quantumcomputing materials medicalsciences psychology computergraphics
+codegolf gamedev ux hardwarerecs softwarerecs opendata or3d 3dprinting blender magento joomla tridion ethereum
+bitcoin iot cseducators retrocomputing ham mechanics diy space aviation proofassistants hsm
+""".split())
+
+
+def site_name(folder: Path) -> str:
+    """`math.stackexchange.com` -> `math`; `stackoverflow.com` -> `stackoverflow`; `mathoverflow.net` -> `mathoverflow`."""
+    name = folder.name.lower()
+    for suffix in (".7z", ".stackexchange.com", ".com", ".net"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def find_sites(dump: Path) -> dict[str, Path]:
+    """Site name -> its Posts.xml, for `dump` itself (one site) or each of its sub-folders."""
+    if not dump.is_dir():
+        raise LimaError(f"{dump}: --dump must be a folder of site folders, each holding Posts.xml")
+    folders = [dump] if (dump / "Posts.xml").is_file() else sorted(p for p in dump.iterdir() if (p / "Posts.xml").is_file())
+    if not folders:
+        raise LimaError(f"{dump}: no Posts.xml found in it or in its sub-folders (unpack the dump's .7z archives first)")
+    return {site_name(folder): folder / "Posts.xml" for folder in folders}
+
+
+def parse_row(line: bytes, where: str, funnel: Funnel, on_error: str) -> dict | None:
+    """One `<row .../>` line -> its attributes; None for the XML header, `<posts>` and blank lines."""
+    stripped = line.strip()
+    if not stripped.startswith(b"<row"):
+        if stripped and not stripped.startswith((b"<?xml", b"<posts", b"</posts")):
+            funnel.bad(where, f"not a <row .../> element: {stripped[:60].decode('utf-8', 'replace')!r}", on_error)
+        return None
+    try:
+        row = ET.fromstring(stripped).attrib
+    except ET.ParseError as error:
+        funnel.bad(where, f"malformed XML row ({error})", on_error)
+        return None
+    for field in ("Id", "PostTypeId", "Score") + (("ParentId",) if row.get("PostTypeId") == "2" else ()):
+        if not row.get(field, "").lstrip("-").isdigit():
+            funnel.bad(where, f"{field}: missing or not an integer ({row.get(field)!r})", on_error)
+            return None
+    return row
+
+
+def top_answers(site: str, posts: Path, funnel: Funnel, on_error: str) -> tuple[dict[int, tuple[int, int]], int]:
+    """Pass 1: question id -> (score, id) of its top answer, and the site's number of questions."""
+    top, questions = {}, 0
+    for number, line in read_lines(posts, f"{site}: pass 1/2"):
+        row = parse_row(line, f"{posts}:{number}", funnel, on_error)
+        if row is None:
+            continue
+        if row["PostTypeId"] == "1":
+            questions += 1
+        elif row["PostTypeId"] == "2":
+            parent, score, answer = int(row["ParentId"]), int(row["Score"]), int(row["Id"])
+            best = top.get(parent)
+            if best is None or score > best[0] or (score == best[0] and answer < best[1]):
+                top[parent] = (score, answer)
+    return top, questions
+
+
+def site_candidates(site: str, posts: Path, top: dict, funnel: Funnel, min_score: int, min_chars: int,
+                    max_chars: int, seed: int) -> tuple[list[dict], list[int]]:
+    """Pass 2: the site's (question, top answer) pairs that pass every rule, as examples, best question first,
+    and the lengths of every top answer that was checked (the "before" histogram)."""
+    wanted = {answer: question for question, (score, answer) in top.items() if score >= min_score}
+    questions, answers, lengths = {}, {}, []
+    for number, line in read_lines(posts, f"{site}: pass 2/2"):
+        row = parse_row(line, f"{posts}:{number}", funnel, on_error="skip")  # pass 1 already reported bad lines
+        if row is None:
+            continue
+        post = int(row["Id"])
+        if row["PostTypeId"] == "1" and post not in top:
+            funnel.drop("no_answer", f"stackexchange/{site}/{post}", row.get("Title", ""))
+        elif row["PostTypeId"] == "1" and top[post][0] < min_score:
+            funnel.drop("top_answer_score_low", f"stackexchange/{site}/{post}", row.get("Title", ""))
+        elif row["PostTypeId"] == "1":
+            title = row.get("Title", "")
+            questions[post] = (title, row.get("Body", ""), int(row["Score"])) if filters.title_self_contained(title) \
+                else ("title_not_self_contained", title)
+        elif row["PostTypeId"] == "2" and post in wanted:
+            answer = filters.html_to_markdown(row.get("Body", ""))
+            lengths.append(len(answer))
+            reason = ("answer_too_short" if len(answer) < min_chars else "answer_too_long" if len(answer) > max_chars
+                      else "first_person" if filters.first_person(answer)
+                      else "refers_to_others" if filters.refers_to_others(answer) else None)
+            answers[wanted[post]] = (reason, answer)
+
+    funnel.count("questions with a top answer", len(top))
+    funnel.count(f"top answer score >= {min_score}", len(wanted))
+    examples = []
+    for question in sorted(questions, key=lambda q: (-questions[q][-1] if len(questions[q]) == 3 else 0, q)):
+        example_id = f"stackexchange/{site}/{question}"
+        if len(questions[question]) == 2:
+            funnel.drop("title_not_self_contained", example_id, questions[question][1])
+            continue
+        funnel.count("title self-contained")
+        reason, answer = answers.get(question, ("answer_missing", ""))
+        if reason:
+            funnel.drop(reason, example_id, answer)
+            continue
+        title, body, _ = questions[question]
+        # The prompt is the title for some examples and the body for others (LIMA §2.1), fixed per question.
+        use_body = random.Random(f"{seed}-{site}-{question}").random() < 0.5
+        prompt = filters.html_to_markdown(body) if use_body else title.strip()
+        examples.append({"messages": [{"role": "user", "content": prompt or title.strip()},
+                                      {"role": "assistant", "content": answer}],
+                         "source": f"stackexchange/{site}", "id": example_id})
+    return examples, lengths
+
+
+def temperature_counts(sizes: dict[str, int], available: dict[str, int], n: int, tau: float,
+                       rng: random.Random) -> Counter:
+    """How many examples to take from each site: n draws, each picking a site with p ∝ size^(1/tau).
+
+    A site whose `available` examples are used up leaves the draw; the rest are renormalised.
+    """
+    taken, sites = Counter(), sorted(s for s in sizes if available.get(s, 0) > 0)
+    weights = {s: sizes[s] ** (1 / tau) for s in sites}
+    for _ in range(n):
+        if not sites:
+            break
+        site = rng.choices(sites, weights=[weights[s] for s in sites])[0]
+        taken[site] += 1
+        if taken[site] == available[site]:
+            sites.remove(site)
+    return taken
+
+
+def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, seed: int = 0,
+                         stem_sites: frozenset = STEM_SITES, min_score: int = filters.MIN_ANSWER_SCORE,
+                         min_chars: int = filters.MIN_ANSWER_CHARS, max_chars: int = filters.MAX_ANSWER_CHARS,
+                         near_duplicate: float = 0.8, on_error: str = "stop") -> list[dict]:
+    funnel = Funnel(seed)
+    sites, by_site, sizes, before = find_sites(dump), {}, {}, []
+    for site, posts in sites.items():
+        if site.startswith("meta.") or ".meta" in site or site == "meta":
+            funnel.drop("meta_site", site)
+            continue
+        top, sizes[site] = top_answers(site, posts, funnel, on_error)
+        funnel.count("questions", sizes[site])
+        by_site[site], lengths = site_candidates(site, posts, top, funnel, min_score, min_chars, max_chars, seed)
+        before += lengths
+    candidates = [e for site in sorted(by_site) for e in by_site[site]]
+    funnel.count("passed every rule", len(candidates))
+    unique = {e["id"] for e in dedupe(candidates, funnel, near_duplicate, seed)}
+    by_site = {site: [e for e in examples if e["id"] in unique] for site, examples in by_site.items()}
+
+    rng, kept, groups = random.Random(seed), [], {}
+    for group in ("stem", "other"):
+        members = {s: sizes[s] for s in by_site if (s in stem_sites) == (group == "stem")}
+        taken = temperature_counts(members, {s: len(by_site[s]) for s in members}, n, tau, rng)
+        groups[group] = dict(sorted(taken.items()))
+        funnel.count(f"sampled ({group}, tau = {tau:g})", sum(taken.values()))
+        for site in sorted(taken):
+            kept += by_site[site][: taken[site]]
+    write_examples(kept, out)
+    settings = {"command": "curate stackexchange", "dump": str(dump), "n_per_group": n, "tau": tau, "seed": seed,
+                "min_score": min_score, "chars": [min_chars, max_chars], "near_duplicate": near_duplicate,
+                "sites": {s: {"group": "stem" if s in stem_sites else "other", "questions": sizes[s],
+                              "candidates": len(by_site[s])} for s in sorted(by_site)},
+                "sampled_per_site": groups}
+    write_report(out, funnel, before, kept, settings, seed)
+    return kept
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="lima-lite curate stackexchange", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dump", type=Path, required=True, help="folder of unpacked site folders, each with Posts.xml")
+    parser.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
+    parser.add_argument("--n", type=int, default=200, help="examples drawn from each group, STEM and other (LIMA: 200)")
+    parser.add_argument("--tau", type=float, default=3.0, help="sampling temperature over sites: p ∝ size^(1/tau)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for site draws and title-or-body prompt choice")
+    parser.add_argument("--stem-sites", help="comma-separated site names counted as STEM (default: a built-in list "
+                        "of science, maths and computing sites)")
+    parser.add_argument("--min-score", type=int, default=filters.MIN_ANSWER_SCORE, help="least score of the top answer")
+    parser.add_argument("--min-chars", type=int, default=filters.MIN_ANSWER_CHARS, help="shortest answer kept")
+    parser.add_argument("--max-chars", type=int, default=filters.MAX_ANSWER_CHARS, help="longest answer kept")
+    parser.add_argument("--near-duplicate", type=float, default=0.8,
+                        help="MinHash Jaccard threshold above which a later answer counts as a near-duplicate")
+    parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                        help="on a corrupted XML row: stop with its file:line, or count it in the report and go on")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    stem = frozenset(s.strip() for s in args.stem_sites.split(",")) if args.stem_sites else STEM_SITES
+    kept = curate_stackexchange(args.dump, args.out, args.n, args.tau, args.seed, stem, args.min_score,
+                                args.min_chars, args.max_chars, args.near_duplicate, args.on_error)
+    print(f"wrote {len(kept)} examples to {args.out} (report: {args.out.with_suffix('')}.report.md)")
+    return 0

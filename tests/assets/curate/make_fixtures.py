@@ -1,0 +1,175 @@
+"""Regenerate the curate fixtures in this folder (text written for lima_lite's tests, in the real formats).
+
+    $ python tests/assets/curate/make_fixtures.py
+
+Stack Exchange: two sites in dump form (one `<row .../>` per line). The comment on each question says which
+rule it must meet; tests/test_curate.py checks exactly those fates.
+"""
+
+import json
+from pathlib import Path
+
+from lima_lite.curate.synthetic import FOOTER, HEADER, row_xml
+
+HERE = Path(__file__).resolve().parent
+
+SQRT2 = (
+    "<p>The classical proof is by contradiction and uses nothing more than the fact that every fraction can be "
+    "reduced to lowest terms.</p>"
+    "<ol><li>Suppose that <code>sqrt(2) = p/q</code> where <code>p</code> and <code>q</code> are integers with no "
+    "common factor.</li><li>Squaring both sides gives <code>p^2 = 2 q^2</code>, so <code>p^2</code> is even.</li>"
+    "<li>An odd number squared is odd, therefore <code>p</code> itself is even; write <code>p = 2k</code>.</li>"
+    "<li>Substituting, <code>4k^2 = 2q^2</code>, so <code>q^2 = 2k^2</code> and <code>q</code> is even too.</li></ol>"
+    "<p>Both numbers are now even, which contradicts the assumption that the fraction was in lowest terms. "
+    "Hence no such fraction exists and the square root of two is irrational.</p>"
+    "<p>There is a second, more general argument based on the <a href=\"https://en.wikipedia.org/wiki/"
+    "Rational_root_theorem\">rational root theorem</a>: any rational root of the polynomial <code>x^2 - 2</code> "
+    "must be an integer dividing 2, and none of 1, -1, 2 or -2 squares to 2. The same argument shows that the "
+    "square root of any integer that is not a perfect square is irrational.</p>"
+    "<img src=\"https://i.sstatic.net/proof.png\" alt=\"a diagram of the proof\">"
+    "<p>A geometric version exists as well. Take an isosceles right triangle whose sides are the smallest "
+    "possible integers; folding one leg onto the hypotenuse produces a smaller isosceles right triangle with "
+    "integer sides, which is impossible. This infinite descent is the same idea as the parity argument, "
+    "dressed in a picture, and it is often the version that students remember longest.</p>"
+    "<p>Whichever proof is used, the important step is the one that turns a statement about a fraction into a "
+    "statement about divisibility, because divisibility is where integers have structure that can be exploited.</p>"
+)
+
+FIBONACCI = (
+    "<p>The naive recursion recomputes the same values exponentially many times, so it is hopeless beyond "
+    "about forty terms. Two better approaches exist.</p>"
+    "<h2>Iteration</h2><p>Keep only the last two values and walk forward. This takes linear time and constant "
+    "memory:</p>"
+    "<pre><code>def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n"
+    "</code></pre>"
+    "<h2>Fast doubling</h2><p>For very large indices, use the identities</p>"
+    "<ul><li><code>F(2k) = F(k) * (2*F(k+1) - F(k))</code></li><li><code>F(2k+1) = F(k)^2 + F(k+1)^2</code></li></ul>"
+    "<p>which halve the index at every step, so the number of arithmetic operations grows with the logarithm "
+    "of the index:</p>"
+    "<pre><code>def fib_pair(n):\n    if n == 0:\n        return (0, 1)\n    a, b = fib_pair(n // 2)\n"
+    "    c = a * (2 * b - a)\n    d = a * a + b * b\n    return (d, c + d) if n % 2 else (c, d)\n</code></pre>"
+    "<p>The cost is then dominated by multiplying big integers, which Python does with the Karatsuba "
+    "algorithm once the numbers are large. Computing the millionth Fibonacci number this way takes well under "
+    "a second on an ordinary laptop, while the iterative version needs noticeably longer because it performs "
+    "a million additions of numbers with hundreds of thousands of digits.</p>"
+    "<p>The matrix power method is equivalent to fast doubling but does about twice as many multiplications, "
+    "so it is usually only worth using when the matrix form is needed for another reason.</p>"
+)
+
+EUCLID_FIRST_PERSON = (
+    "<p>I always explain it with a picture of tiles, because my students find the algebra dry. </p>"
+    + "<p>The algorithm repeatedly replaces the larger number by its remainder modulo the smaller one. Every "
+    "common divisor of the pair divides the remainder as well, so the set of common divisors never changes, "
+    "and the numbers strictly decrease until the remainder is zero. The last nonzero value is the greatest "
+    "common divisor of the original pair.</p>" * 4
+)
+
+RING_REFERS = (
+    "<p>As mentioned in the other answer, a ring has two operations while a group has one.</p>"
+    + "<p>A group is a set with a single associative operation, an identity element and inverses. A ring adds a "
+    "second operation, usually written as multiplication, that distributes over addition; under addition a "
+    "ring is an abelian group, but multiplication need not have inverses. The integers form a ring, and the "
+    "nonzero rationals form a group under multiplication.</p>" * 4
+)
+
+LONG_ANSWER = "<p>" + "Each term in the series is smaller than the one before it, and the ratio settles down. " * 70 + "</p>"
+
+CAST_IRON = (
+    "<p>Rust forms when bare iron meets water and oxygen, so the goal is to keep a thin layer of polymerised oil "
+    "between the metal and the air.</p>"
+    "<ol><li>Dry the pan completely right after washing, ideally by heating it on the stove for a minute.</li>"
+    "<li>While it is still warm, wipe on a very thin film of a neutral oil and buff off the excess.</li>"
+    "<li>Store it somewhere dry, with a paper towel inside if it is stacked with other pans.</li></ol>"
+    "<p>Soap is not the enemy it is often said to be: modern dish soap does not contain lye and will not strip a "
+    "well-built seasoning. Long soaks are the real problem, because water finds every scratch.</p>"
+    "<p>If orange spots appear anyway, scrub them off with steel wool, rinse, dry, and re-season the whole pan: "
+    "coat it thinly with oil, turn it upside down in an oven at about 230 °C for an hour, and let it cool in the "
+    "oven. Two or three rounds give a durable, dark finish. Acidic foods such as tomato sauce can wear the "
+    "seasoning down, so cook them briefly or in a pan that has been seasoned many times.</p>"
+    "<p>Finally, cooking with the pan often is the best protection of all; every session with fat adds to the "
+    "layer, and a pan in daily use rarely rusts. Frying bacon, searing steaks and shallow-frying potatoes are "
+    "especially good at building it up, while boiling water in the pan for long periods does the opposite.</p>"
+)
+
+BREAD = (
+    "<p>Yeast is a living organism, and its metabolism roughly doubles for every ten degrees of warming up to "
+    "about 35 °C. A warm kitchen therefore speeds up fermentation a great deal.</p>"
+    "<ul><li>At 20 °C a typical dough doubles in about two hours.</li><li>At 27 °C the same dough can double in "
+    "an hour or less.</li><li>Above roughly 40 °C the yeast starts to suffer, and at 60 °C it dies.</li></ul>"
+    "<p>Faster is not always better, though. Slow fermentation gives enzymes and bacteria time to produce the "
+    "acids and aromatic compounds that give bread its flavour, which is why many bakers deliberately retard "
+    "dough in the refrigerator overnight. A dough risen quickly in a hot room tends to taste flat and can "
+    "over-proof before the baker notices, collapsing in the oven.</p>"
+    "<p>To control the rise, adjust the water temperature when mixing so that the dough ends up near 24 to 26 °C, "
+    "and use less yeast in summer than in winter. A rule of thumb is to reduce the yeast by a quarter for every "
+    "few degrees above the usual room temperature, then judge readiness by the poke test rather than by the "
+    "clock: a floured finger should leave a dent that springs back slowly.</p>"
+    "<p>Salt also matters: it slows yeast down, so a dough with too little salt rises fast and weakly.</p>"
+)
+
+
+def write_site(folder: Path, rows: list[str], broken: str | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    body = "".join(rows)
+    if broken is not None:
+        lines = body.splitlines(keepends=True)
+        lines.insert(2, broken)
+        body = "".join(lines)
+    (folder / "Posts.xml").write_text(HEADER + body + FOOTER, encoding="utf-8")
+
+
+def stackexchange() -> None:
+    q = dict(PostTypeId=1, CreationDate="2014-05-01T09:00:00.000", Body="<p>Some context for the question.</p>")
+    a = dict(PostTypeId=2, CreationDate="2014-05-02T09:00:00.000")
+    math = [
+        # 1: kept (top answer 2, score 40; answer 3 is lower)
+        row_xml(Id=1, Score=25, Title="How do you prove that the square root of 2 is irrational?", **q),
+        row_xml(Id=2, ParentId=1, Score=40, Body=SQRT2, **a),
+        row_xml(Id=3, ParentId=1, Score=5, Body="<p>Use a calculator and look at the digits.</p>", **a),
+        # 4: title_not_self_contained
+        row_xml(Id=4, Score=12, Title="Why is this integral wrong?", **q),
+        row_xml(Id=5, ParentId=4, Score=15, Body=SQRT2.replace("classical", "standard"), **a),
+        # 6: answer_too_short
+        row_xml(Id=6, Score=8, Title="What is the derivative of the exponential function?", **q),
+        row_xml(Id=7, ParentId=6, Score=12, Body="<p>It is the function itself, <code>d/dx e^x = e^x</code>.</p>", **a),
+        # 8: first_person
+        row_xml(Id=8, Score=30, Title="How does the Euclidean algorithm compute greatest common divisors?", **q),
+        row_xml(Id=9, ParentId=8, Score=30, Body=EUCLID_FIRST_PERSON, **a),
+        # 10: refers_to_others
+        row_xml(Id=10, Score=18, Title="What is the difference between a group and a ring?", **q),
+        row_xml(Id=11, ParentId=10, Score=20, Body=RING_REFERS, **a),
+        row_xml(Id=12, PostTypeId=5, Score=0, Body="<p>Tag wiki excerpt, not a question.</p>"),
+        # 13: kept (code blocks and lists)
+        row_xml(Id=13, Score=50, Title="How can one compute large Fibonacci numbers efficiently?", **q),
+        row_xml(Id=14, ParentId=13, Score=9, Body="<p>Memoise the recursion.</p>", **a),
+        row_xml(Id=15, ParentId=13, Score=64, Body=FIBONACCI, **a),
+        # 16: top_answer_score_low (best answer scores 9)
+        row_xml(Id=16, Score=3, Title="Is every bounded sequence of real numbers convergent?", **q),
+        row_xml(Id=17, ParentId=16, Score=9, Body=SQRT2.replace("classical", "usual"), **a),
+        # 18: no_answer
+        row_xml(Id=18, Score=2, Title="What is the sum of the first hundred prime numbers?", **q),
+        # 19: answer_too_long
+        row_xml(Id=19, Score=7, Title="Does the ratio test decide convergence of every power series?", **q),
+        row_xml(Id=20, ParentId=19, Score=11, Body=LONG_ANSWER, **a),
+    ]
+    cooking = [
+        # 1: kept
+        row_xml(Id=1, Score=40, Title="How do you keep a cast iron skillet from rusting?", **q),
+        row_xml(Id=2, ParentId=1, Score=33, Body=CAST_IRON, **a),
+        # 3: kept
+        row_xml(Id=3, Score=22, Title="Why does bread dough rise faster in a warm kitchen?", **q),
+        row_xml(Id=4, ParentId=3, Score=14, Body=BREAD, **a),
+        # 5: near_duplicate of 1 (the same answer with two words changed; lower question score, so 1 is kept)
+        row_xml(Id=5, Score=6, Title="How should a cast iron pan be stored to prevent rust?", **q),
+        row_xml(Id=6, ParentId=5, Score=12, Body=CAST_IRON.replace("Finally", "Lastly").replace("durable", "hard"), **a),
+    ]
+    write_site(HERE / "stackexchange" / "math.stackexchange.com", math)
+    write_site(HERE / "stackexchange" / "cooking.stackexchange.com", cooking)
+    # A dump with a truncated row on line 5 (the third row): reported as Posts.xml:5.
+    write_site(HERE / "stackexchange-broken" / "math.stackexchange.com", math,
+               broken='  <row Id="99" PostTypeId="2" ParentId="1" Score="3" Body="&lt;p&gt;cut off\n')
+
+
+if __name__ == "__main__":
+    stackexchange()
+    print("fixtures written under", HERE)
