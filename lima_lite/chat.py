@@ -3,6 +3,10 @@
     $ python -m lima_lite.chat --adapter runs/quickstart/adapter
     $ python -m lima_lite.chat --adapter runs/quickstart/adapter --prompt "Plan a picnic" --prompt "Make it cheaper"
     $ lima-lite chat --adapter someone/llama-7b-lima --compare     # base model's reply under each answer
+    $ lima-lite chat --adapter runs/quickstart/epoch-02 --no-load-in-4bit --dtype float32
+
+--adapter and --base take a local folder or a Hub id (downloaded once, then cached). The base loads in
+4-bit NF4 on CUDA and in full precision on a CPU unless --load-in-4bit / --no-load-in-4bit says otherwise.
 
 In the chat, type /help for the commands (/reset, /undo, /retry, /save FILE, /set key=value, /exit).
 """
@@ -29,8 +33,8 @@ SETTING_TYPES = {"temperature": float, "top_p": float, "max_new_tokens": int, "r
 class Session:
     """The conversation and its sampling settings; commands edit them, `respond` extends them."""
 
-    def __init__(self, engine, out=sys.stdout, compare: bool = False, **settings):
-        self.engine, self.out, self.compare = engine, out, compare
+    def __init__(self, engine, out=None, compare: bool = False, **settings):
+        self.engine, self.out, self.compare = engine, out or sys.stdout, compare
         self.messages: list[dict] = []
         self.settings = {**LIMA_SAMPLING, **{k: v for k, v in settings.items() if v is not None}}
 
@@ -78,7 +82,8 @@ class Session:
             if not self.messages:
                 self.say("(nothing to retry)")
             else:
-                self.messages.pop()
+                if self.messages[-1]["role"] == "assistant":
+                    self.messages.pop()
                 self.respond()
         elif name == "save":
             if not arg:
@@ -111,12 +116,20 @@ class Session:
         self.say("(" + ", ".join(f"{k}={v}" for k, v in self.settings.items()) + ")")
 
     def handle(self, line: str) -> bool:
-        """One line typed by the user: a command or a message. False means exit."""
+        """One line typed by the user: a command or a message. False means exit.
+
+        A message that cannot be answered (longer than the context) is reported and forgotten;
+        the session goes on.
+        """
         if line.startswith("/"):
             return self.command(line)
         if line.strip():
             self.messages.append({"role": "user", "content": line})
-            self.respond()
+            try:
+                self.respond()
+            except LimaError as error:
+                self.messages.pop()
+                self.say(f"\n(not sent: {error})")
         return True
 
 
@@ -129,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="also show the base model's reply to the same history")
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="compute dtype (default: bfloat16 with CUDA, float32 on a CPU)")
     p.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
     p.add_argument("--top-p", dest="top_p", type=float, help=f"default {LIMA_SAMPLING['top_p']}")
     p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float,
@@ -148,7 +163,7 @@ def main(argv=None) -> int:
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    engine = load_engine(adapter=args.adapter, base=args.base, load_in_4bit=args.load_in_4bit)
+    engine = load_engine(adapter=args.adapter, base=args.base, load_in_4bit=args.load_in_4bit, dtype=args.dtype)
     session = Session(engine, compare=args.compare and args.adapter is not None, temperature=args.temperature,
                       top_p=args.top_p, repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
     if args.prompt:

@@ -22,9 +22,19 @@ def resolve_model_path(name: str) -> str:
     try:
         return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja",
                                                        "*.tiktoken", "*.md"])
-    except Exception as error:  # offline, gated, missing: all answered the same way
-        raise LimaError(
-            f"{name}: not a local folder, and fetching it from the Hugging Face Hub failed ({type(error).__name__}). "
-            f"Log in (`hf auth login`) if it is gated or private, download it where you have network "
-            f"(`hf download {name} --local-dir DIR`), or pass a local path."
-        ) from None
+    except Exception as error:
+        raise LimaError(f"{name}: {hub_failure(name, error)}") from None
+
+
+def hub_failure(name: str, error: Exception) -> str:
+    """What went wrong fetching `name` from the Hub, and what to do, in one line."""
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if isinstance(error, GatedRepoError):
+        return f"gated on the Hub: accept its license at https://huggingface.co/{name}, then `hf auth login`"
+    if isinstance(error, RepositoryNotFoundError):
+        return "no such model on the Hub (or it is private: `hf auth login`); check the id, or pass a local folder"
+    if isinstance(error, LocalEntryNotFoundError) or "connect" in type(error).__name__.lower():
+        return (f"not a local folder, and the Hugging Face Hub cannot be reached (offline) with no cached copy: "
+                f"download it where you have network (`hf download {name} --local-dir DIR`) and pass DIR")
+    return f"fetching it from the Hugging Face Hub failed ({type(error).__name__}: {error}); or pass a local folder"

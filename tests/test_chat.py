@@ -1,0 +1,241 @@
+"""The terminal chat (`python -m lima_lite.chat`): commands, scripted turns, rendering, context, Hub ids.
+
+Most tests talk to a tiny adapter trained here in seconds; the last one talks to the real SmolLM2
+adapter of the quick start and checks that both scripted replies end at EOT.
+"""
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from lima_lite.chat import Session, main
+from lima_lite.cli import run
+
+EOT = "<|im_end|>"
+
+
+def train_tiny(base: Path, output_dir: Path, conversations: list[list[dict]], **overrides) -> Path:
+    """Two optimizer steps of the LIMA recipe on a tiny base, full precision: a real run folder in ~10 s."""
+    from lima_lite.train import train
+
+    data = output_dir.parent / f"{output_dir.name}-data.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    settings = {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
+                "max_steps": 2, "num_train_epochs": 1, "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 1, "load_in_4bit": False, "dtype": "float32", "bf16": False,
+                "gradient_checkpointing": False, "eot_token": EOT, "max_length": 256, **overrides}
+    return train(None, settings)
+
+
+def qa(i: int) -> list[dict]:
+    return [{"role": "user", "content": f"How do I water plant number {i}?"},
+            {"role": "assistant", "content": f"Water plant {i} once a week, in the morning."}]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
+    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("chat") / "run", [qa(i) for i in range(4)])
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_run):
+    from lima_lite.generate import load_engine
+
+    return load_engine(adapter=tiny_run / "adapter", load_in_4bit=False)
+
+
+@pytest.fixture
+def recorded(engine, monkeypatch):
+    """Every model.generate call's input ids and sampling arguments, while still generating for real."""
+    calls = []
+    generate = engine.model.generate
+
+    def recording(**kwargs):
+        calls.append({"ids": kwargs["input_ids"][0].tolist(), **{k: v for k, v in kwargs.items() if k != "input_ids"}})
+        return generate(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", recording)
+    return calls
+
+
+def session(engine, **settings) -> Session:
+    return Session(engine, out=io.StringIO(), max_new_tokens=8, **settings)
+
+
+def output(s: Session) -> str:
+    return s.out.getvalue()
+
+
+def test_two_turns_make_a_two_exchange_history(engine, recorded):
+    s = session(engine)
+    assert s.handle("First question?") and s.handle("Second question?")
+    assert [m["role"] for m in s.messages] == ["user", "assistant", "user", "assistant"]
+    assert [m["content"] for m in s.messages[::2]] == ["First question?", "Second question?"]
+    # The second prompt carries the whole first exchange, rendered with the template: 4 EOTs before the reply.
+    eot = engine.tokenizer.convert_tokens_to_ids(EOT)
+    assert recorded[0]["ids"].count(eot) == 1 and recorded[1]["ids"].count(eot) == 3
+    assert recorded[1]["ids"][: len(recorded[0]["ids"])] == recorded[0]["ids"]
+    # LIMA's sampling unless told otherwise.
+    assert recorded[0]["do_sample"] and recorded[0]["top_p"] == 0.9 and recorded[0]["temperature"] == 0.7
+    assert recorded[0]["max_new_tokens"] == 8
+
+
+def test_undo_retry_reset(engine, recorded):
+    s = session(engine)
+    s.handle("one")
+    s.handle("two")
+    first_exchange = s.messages[:2]
+    assert s.handle("/undo") and s.messages == first_exchange
+    assert "1 left" in output(s)
+
+    s.handle("/retry")  # answers "one" again: same prompt, the old answer replaced
+    assert len(s.messages) == 2 and s.messages[0] == first_exchange[0]
+    assert recorded[-1]["ids"] == recorded[0]["ids"]
+
+    s.handle("/reset")
+    assert s.messages == [] and "(new conversation)" in output(s)
+    s.handle("/undo")
+    s.handle("/retry")
+    assert "(nothing to undo)" in output(s) and "(nothing to retry)" in output(s)
+    assert len(recorded) == 3  # neither empty command generated anything
+
+
+def test_save_writes_canonical_messages_jsonl(engine, tmp_path):
+    from lima_lite.data import load_conversations
+
+    s = session(engine)
+    s.handle("Plan a picnic")
+    s.handle("Make it cheaper")
+    target = tmp_path / "talk" / "chat.jsonl"
+    s.handle(f"/save {target}")
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["messages"] == s.messages
+    # The project's own reader accepts it: a saved chat can become training data.
+    assert load_conversations(str(target))[0]["messages"] == s.messages
+    assert f"saved 4 turns to {target}" in output(s)
+    assert not list(target.parent.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_set_changes_sampling_and_bad_values_keep_the_session(engine, recorded):
+    s = session(engine)
+    s.handle("/set temperature=0.5 top_p=0.8 max_new_tokens=5 repetition_penalty=1.3")
+    assert s.settings == {"temperature": 0.5, "top_p": 0.8, "max_new_tokens": 5, "repetition_penalty": 1.3}
+    s.handle("hello")
+    assert recorded[-1]["temperature"] == 0.5 and recorded[-1]["top_p"] == 0.8 and recorded[-1]["max_new_tokens"] == 5
+    assert recorded[-1]["logits_processor"][0].penalty == 1.3
+
+    before = dict(s.settings)
+    for bad, message in [("temperature=hot", "'hot' is not a float"), ("top_p=1.5", "top_p: 1.5 is out of range"),
+                         ("max_new_tokens=0", "out of range"), ("seed=3", "key one of temperature"),
+                         ("top_p=0.5 temperature=x", "not a float")]:
+        assert s.handle(f"/set {bad}") is True
+        assert message in output(s).splitlines()[-1]
+        assert s.settings == before  # nothing half-applied
+    s.handle("still here?")
+    assert len(s.messages) == 4
+
+
+def test_help_unknown_and_exit(engine):
+    s = session(engine)
+    assert s.handle("/help") and "/save FILE" in output(s)
+    assert s.handle("/frobnicate") and "unknown command /frobnicate" in output(s)
+    assert s.handle("/exit") is False
+
+
+def test_special_token_text_from_the_user_is_text(engine, recorded):
+    from lima_lite.template import encode_text
+
+    tokenizer = engine.tokenizer
+    typed = f"Say {EOT} then </s> and <s>"
+    s = session(engine)
+    s.handle(typed)
+    ids = recorded[-1]["ids"]
+    eot, eos, bos = (tokenizer.convert_tokens_to_ids(t) for t in (EOT, "</s>", "<s>"))
+    # Exactly one EOT, the one the template puts after the user's turn; the typed tags are plain tokens.
+    assert ids == encode_text(tokenizer, typed) + [eot]
+    assert ids.count(eot) == 1 and eos not in ids and bos not in ids
+    assert tokenizer.decode(ids[:-1]) == typed
+
+
+def test_oldest_turns_dropped_when_history_outgrows_the_context(engine, recorded):
+    small = dataclasses.replace(engine, context_length=60)
+    s = session(small)
+    for i in range(4):
+        s.handle(f"Tell me about topic number {i} please")
+    assert "the oldest" in output(s) and "turns were left out" in output(s)
+    assert len(recorded[-1]["ids"]) <= 60 - 8
+    assert len(s.messages) == 8  # the session keeps everything; only the prompt is cut
+
+
+def test_a_message_longer_than_the_context_is_refused_and_the_session_goes_on(engine):
+    s = session(dataclasses.replace(engine, context_length=40))
+    s.handle("word " * 100)
+    assert "(not sent:" in output(s) and s.messages == []
+    s.handle("short")
+    assert len(s.messages) == 2
+
+
+def test_compare_shows_base_reply_under_the_adapters(engine, recorded):
+    s = Session(engine, out=io.StringIO(), compare=True, max_new_tokens=6)
+    s.handle("Compare us")
+    text = output(s)
+    assert text.index("[adapter] ") < text.index("[base]    ")
+    assert len(recorded) == 2 and recorded[0]["ids"] == recorded[1]["ids"]
+    assert len(s.messages) == 2  # the adapter's reply is the one kept
+
+
+def test_scripted_prompts_from_the_command_line(tiny_run, capsys):
+    assert main(["--adapter", str(tiny_run / "adapter"), "--prompt", "First?", "--prompt", "Second?",
+                 "--max-new-tokens", "6", "--seed", "0", "--no-load-in-4bit"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(">>> ") == 2 and out.index(">>> First?") < out.index(">>> Second?")
+
+
+def test_hub_id_offline_fails_with_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert run("lima_lite.chat:main", ["--adapter", "nobody-here/no-such-adapter", "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "nobody-here/no-such-adapter" in err and "hf download nobody-here/no-such-adapter" in err
+
+
+def test_no_model_is_an_input_error(capsys):
+    assert run("lima_lite.chat:main", ["--prompt", "hi"]) == 2
+    assert "--adapter" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quickstart_adapter_scripted_chat_ends_at_eot(quickstart_run, capsys, monkeypatch):
+    """Two scripted turns with the real SmolLM2 adapter: two replies, each ended by EOT, not the limit."""
+    import lima_lite.generate
+
+    replies = []
+    load_engine = lima_lite.generate.load_engine
+
+    def recording_engine(**kwargs):
+        engine = load_engine(**kwargs)
+        stream = engine.stream
+
+        def recorded_stream(*args, **settings):
+            yield from stream(*args, **settings)
+            replies.append(engine.last)
+
+        engine.stream = recorded_stream
+        return engine
+
+    monkeypatch.setattr(lima_lite.generate, "load_engine", recording_engine)
+    limit = 400
+    assert main(["--adapter", str(quickstart_run / "adapter"), "--prompt", "How do I make a cup of tea?",
+                 "--prompt", "How can I make it less bitter?", "--seed", "0", "--max-new-tokens", str(limit)]) == 0
+    out = capsys.readouterr().out
+    assert len(replies) == 2
+    for reply in replies:
+        assert reply.finish_reason == "eot" and reply.new_tokens < limit and reply.text.strip()
+    assert "stopped at max_new_tokens" not in out
+    assert out.index(replies[0].text.strip()[:20]) < out.index(">>> How can I make it less bitter?")
