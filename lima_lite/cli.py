@@ -20,6 +20,7 @@ COMMANDS = {
     "chat": ("lima_lite.chat:main", "talk to a base model or an adapter in the terminal"),
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
+    "eval": ("lima_lite.evaluate.cli:main", "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
     "data": ("lima_lite.curate.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
 }
 

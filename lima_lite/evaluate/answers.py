@@ -1,0 +1,217 @@
+"""Answers to evaluate: read prompts, resolve a model SPEC, answer each prompt once, resumably.
+
+    >>> prompts = read_prompts("embedded:dev.jsonl")                 # [{"id": "dev-001", "prompt": "..."}, ...]
+    >>> model = get_answerer("runs/quickstart/epoch-03")             # or a run, a base, MODEL@URL
+    >>> rows = generate_answers(model, prompts, "answers/epoch-03.jsonl", max_new_tokens=256)
+
+A prompts file is one of:
+  * JSONL with a `prompt` string per line (and an optional `id`),
+  * JSONL conversations in any form lima_lite reads (`messages`, GAIR/lima `conversations`, ...):
+    the first user turn is the prompt, the conversation's `id` its id,
+  * any other file: plain text, one prompt per non-empty line.
+Ids default to `<file stem>-<line>`. An answers file has one JSONL line per answer:
+`{"id", "prompt", "answer", "model", "finish_reason", "sample"}` (finish_reason "eot": the model ended
+its turn; "length": it hit max_new_tokens). Rerunning skips the (id, sample) pairs already answered.
+"""
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from lima_lite import LimaError
+
+
+def read_prompts(name: str) -> list[dict]:
+    """[{"id", "prompt"}] from a prompts file (see the module docstring); errors name file:line and field."""
+    from lima_lite.data import resolve_data_path, to_messages
+
+    path = resolve_data_path(name) or Path(name)
+    if not path.is_file():
+        raise LimaError(f"{path}: prompts file not found")
+    prompts, seen = [], {}
+    as_json = path.suffix in (".jsonl", ".json")
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if as_json:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise LimaError(f"{where}: invalid JSON at column {error.colno}: {error.msg}") from None
+            if isinstance(row, dict) and "prompt" in row:
+                prompt = row["prompt"]
+                if not isinstance(prompt, str) or not prompt.strip():
+                    raise LimaError(f"{where}: prompt: must be a non-empty string")
+            else:
+                messages = to_messages(row, where)
+                prompt = next((m["content"] for m in messages if m["role"] == "user"), None)
+                if not isinstance(prompt, str) or not prompt.strip():
+                    raise LimaError(f"{where}: messages: no user turn to use as the prompt")
+            pid = str(row.get("id", f"{path.stem}-{number}"))
+        else:
+            prompt, pid = line.strip(), f"{path.stem}-{number}"
+        if pid in seen:
+            raise LimaError(f"{where}: id: {pid!r} already used on line {seen[pid]}")
+        seen[pid] = number
+        prompts.append({"id": pid, "prompt": prompt})
+    if not prompts:
+        raise LimaError(f"{path}: no prompts")
+    return prompts
+
+
+def model_label(spec: str) -> str:
+    """A short name for charts: `gpt-4o` for `gpt-4o@URL`, `quickstart/epoch-03` for a path."""
+    model, at, url = spec.rpartition("@")
+    if at and url.startswith(("http://", "https://")):
+        return model
+    parts = Path(spec).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else spec
+
+
+@dataclass
+class LocalModel:
+    engine: object  # lima_lite.generate.Engine
+    name: str
+    adapter: bool = True  # False: the adapter's base model, rendered with the adapter's template
+
+    def answer(self, prompt: str, seed: int = 0, **sampling) -> tuple[str, str]:
+        import torch
+
+        torch.manual_seed(seed)
+        reply = self.engine.reply([{"role": "user", "content": prompt}], adapter=self.adapter, **sampling)
+        return reply.text.strip(), reply.finish_reason
+
+
+@dataclass
+class EndpointModel:
+    """An OpenAI-compatible chat endpoint. Sampling is LIMA's except the repetition penalty, which the
+    OpenAI API has no field for; a server's own default applies."""
+    model: str
+    base_url: str
+    name: str
+
+    def answer(self, prompt: str, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
+               max_new_tokens: int = 2048, repetition_penalty: float | None = None) -> tuple[str, str]:
+        import os
+
+        from openai import OpenAI
+
+        client = OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"))
+        response = client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": prompt}], temperature=temperature,
+            top_p=top_p, max_tokens=max_new_tokens, seed=seed)
+        choice = response.choices[0]
+        return (choice.message.content or "").strip(), "length" if choice.finish_reason == "length" else "eot"
+
+
+def resolve_spec(spec: str) -> str:
+    """A run folder means its final adapter (`RUN/adapter`); anything else is returned as is."""
+    from lima_lite.generate import is_adapter
+
+    path = Path(spec)
+    if path.is_dir() and not is_adapter(path) and is_adapter(path / "adapter"):
+        return str(path / "adapter")
+    if path.is_dir() and not is_adapter(path) and not (path / "config.json").is_file():
+        raise LimaError(f"{spec}: a folder, but not an adapter (no adapter_config.json), a run (no adapter/) "
+                        "or a model (no config.json)")
+    return spec
+
+
+def get_answerer(spec: str, name: str | None = None, adapter: bool = True):
+    """SPEC -> something with `.answer(prompt, seed, **sampling) -> (text, finish_reason)` and `.name`.
+
+    SPEC: an adapter folder, a run's `epoch-NN`, a run folder (its final adapter), a base model (folder,
+    Hub id, `embedded:SmolLM2-135M-Instruct`) or `MODEL@http(s)://HOST/v1` for an OpenAI-compatible server.
+    `adapter=False` answers with an adapter's base model (the adapter switched off)."""
+    model, at, url = spec.rpartition("@")
+    if at and url.startswith(("http://", "https://")):
+        if not model:
+            raise LimaError(f"{spec}: an endpoint is MODEL@URL, e.g. llama-3-8b@http://127.0.0.1:8000/v1")
+        return EndpointModel(model=model, base_url=url, name=name or model)
+    from lima_lite.generate import is_adapter, load_engine
+
+    spec = resolve_spec(spec)
+    if is_adapter(spec):
+        engine = load_engine(adapter=spec)
+        default = model_label(spec) if adapter else f"base of {model_label(spec)}"
+        return LocalModel(engine=engine, name=name or default, adapter=adapter)
+    if not adapter:
+        raise LimaError(f"{spec}: --no-adapter needs an adapter; this is a base model already")
+    return LocalModel(engine=load_engine(base=spec), name=name or model_label(spec))
+
+
+def answer_seed(pid: str, sample: int) -> int:
+    """The same seed for the same prompt and sample every time, so a resumed run equals an uninterrupted one."""
+    return zlib.crc32(f"{pid}:{sample}".encode())
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The JSONL records already in `path` (none if it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise LimaError(f"{path}:{number}: invalid JSON at column {error.colno}: {error.msg}") from None
+    return rows
+
+
+def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str) -> list[dict]:
+    """Run each `(key, make_record)` whose key no record in `out` has yet; rewrite `out` atomically after
+    every record, so an interrupted run loses at most the record in progress."""
+    from tqdm.auto import tqdm
+
+    from lima_lite.data import write_jsonl
+
+    records = read_records(out)
+    have = {key(r) for r in records}
+    pending = [(k, make) for k, make in todo if k not in have]
+    if len(pending) < len(todo):
+        print(f"{out}: {len(todo) - len(pending)} of {len(todo)} already done; {len(pending)} to go")
+    for _, make in tqdm(pending, desc=desc, unit="item"):
+        records.append(make())
+        write_jsonl(records, out)
+    return records
+
+
+def answer_key(row: dict) -> tuple:
+    return row["id"], row.get("sample", 0)
+
+
+def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, **sampling) -> list[dict]:
+    """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...)."""
+    def make(item, sample):
+        def run():
+            text, finish = model.answer(item["prompt"], seed=answer_seed(item["id"], sample), **sampling)
+            return {"id": item["id"], "prompt": item["prompt"], "answer": text, "model": model.name,
+                    "finish_reason": finish, "sample": sample}
+        return run
+
+    todo = [((item["id"], s), make(item, s)) for item in prompts for s in range(samples)]
+    records = resume(out, answer_key, todo, desc=f"answering ({model.name})")
+    names = {r["model"] for r in records}
+    if len(names) > 1:
+        raise LimaError(f"{out}: holds answers from several models ({sorted(names)}); use one file per model")
+    return records
+
+
+def answers_by_id(path: str | Path) -> dict[str, list[dict]]:
+    """An answers file as {id: [rows by sample]}; errors name file:line and the missing field."""
+    rows = read_records(path)
+    if not rows:
+        raise LimaError(f"{path}: no answers (run `lima-lite eval generate` first)")
+    grouped: dict[str, list[dict]] = {}
+    for number, row in enumerate(rows, 1):
+        for name in ("id", "prompt", "answer", "model"):
+            if not isinstance(row.get(name), str):
+                raise LimaError(f"{path}:{number}: {name}: missing or not a string")
+        grouped.setdefault(row["id"], []).append(row)
+    for group in grouped.values():
+        group.sort(key=lambda r: r.get("sample", 0))
+    return grouped

@@ -1,0 +1,228 @@
+"""`lima-lite eval`: answers, judgments and a report, one command per step, each resumable.
+
+    $ lima-lite eval generate --model runs/quickstart/adapter --prompts embedded:dev.jsonl --out evals/adapter.jsonl
+    $ lima-lite eval generate --model runs/quickstart/adapter --no-adapter --prompts embedded:dev.jsonl --out evals/base.jsonl
+    $ lima-lite eval pairwise --judge gpt-4o@https://api.openai.com/v1 --ours evals/adapter.jsonl --baseline evals/base.jsonl --out evals/pairwise.jsonl
+    $ lima-lite eval likert   --judge JUDGE --answers evals/adapter.jsonl --out evals/likert.jsonl
+    $ lima-lite eval absolute --judge JUDGE --answers evals/adapter.jsonl --out evals/absolute.jsonl
+    $ lima-lite eval knowledge --model runs/quickstart/adapter --out evals/knowledge.jsonl
+    $ lima-lite eval human votes.jsonl --ours quickstart/adapter --out evals/human.jsonl
+    $ lima-lite eval select-epoch runs/quickstart --prompts embedded:dev.jsonl --epochs 1-3
+    $ lima-lite eval report evals/ --out evals/report
+"""
+
+import argparse
+import sys
+
+from lima_lite import LimaError
+
+STEPS = {
+    "generate": "answer every prompt once with LIMA's sampling (resumable)",
+    "pairwise": "judge ours vs a baseline in both orders: win / tie / loss",
+    "likert": "rate helpfulness 1-6 (LIMA's ablations)",
+    "absolute": "grade Fail / Pass / Excellent (LIMA §4.3)",
+    "knowledge": "exact-match / contains on factual questions, base vs adapter",
+    "human": "import the Judge tab's votes (JSONL) for the report and agreement",
+    "select-epoch": "score a run's epochs with a judge and name the best",
+    "report": "Markdown report and PNG charts from judgment files",
+}
+SPEC_HELP = ("an adapter folder, a run's epoch-NN, a run folder (its final adapter), a base model "
+             "(folder, Hub id, embedded:SmolLM2-135M-Instruct) or MODEL@http://HOST:PORT/v1 (OpenAI-compatible)")
+JUDGE_HELP = ("a local model (any model SPEC; greedy, through the generation core) or MODEL@URL for an "
+              "OpenAI-compatible server (vLLM, llama.cpp server, TGI, OpenAI; key from OPENAI_API_KEY)")
+
+
+def parse_epochs(text: str) -> list[int]:
+    """'5-10' or '5,7,9' -> epochs."""
+    try:
+        if "-" in text:
+            low, high = (int(x) for x in text.split("-"))
+            return list(range(low, high + 1))
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a range like 5-10 or a list like 5,7,9, got {text!r}") from None
+
+
+def prompt_epilog(protocol: str, extra: str = "") -> str:
+    from lima_lite.evaluate.protocols import PROMPTS, load_prompt
+
+    return (f"{extra}The judging prompt ({PROMPTS / (protocol + '.txt')}); the verdict is read from the judge's "
+            f"last line,\nasked again once if unreadable, then counted as unparsed:\n\n" + load_prompt(protocol))
+
+
+def add_sampling(parser, max_new_tokens=None) -> None:
+    from lima_lite.generate import LIMA_SAMPLING
+
+    group = parser.add_argument_group("sampling (LIMA's by default)")
+    group.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
+    group.add_argument("--top-p", type=float, help=f"nucleus sampling; default {LIMA_SAMPLING['top_p']}")
+    group.add_argument("--repetition-penalty", type=float,
+                       help=f"on generated tokens; default {LIMA_SAMPLING['repetition_penalty']} (local models only)")
+    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                       help=f"default {max_new_tokens or LIMA_SAMPLING['max_new_tokens']}")
+
+
+def sampling(args) -> dict:
+    values = {"temperature": args.temperature, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
+              "max_new_tokens": args.max_new_tokens}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def add_judge(parser, required: bool = True) -> None:
+    parser.add_argument("--judge", required=required, metavar="SPEC", help=JUDGE_HELP)
+    parser.add_argument("--judge-max-new-tokens", type=int, default=256,
+                        help="longest verdict reply, reasoning included (default 256)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="lima-lite eval", formatter_class=raw, description=__doc__.split("\n\n")[0],
+                                     epilog="\n".join(f"  {k:<13} {v}" for k, v in STEPS.items()))
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    p = steps.add_parser("generate", help=STEPS["generate"], formatter_class=raw, description=STEPS["generate"],
+                         epilog="prompts: JSONL with a `prompt` per line, JSONL conversations (first user turn), or "
+                                "plain text, one per line.\nout: JSONL {id, prompt, answer, model, finish_reason, "
+                                "sample}; rerun to resume.")
+    p.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--prompts", required=True, metavar="FILE", help="prompts file, or embedded:dev.jsonl")
+    p.add_argument("--out", required=True, metavar="FILE", help="answers JSONL")
+    p.add_argument("--name", help="the model's name in judgments and charts (default: short form of SPEC)")
+    p.add_argument("--no-adapter", action="store_true", help="answer with the adapter's base model (adapter off)")
+    p.add_argument("--samples", type=int, default=1, help="answers per prompt (LIMA §5 rates 5 with likert)")
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    add_sampling(p)
+
+    p = steps.add_parser("pairwise", help=STEPS["pairwise"], formatter_class=raw, description=STEPS["pairwise"],
+                         epilog=prompt_epilog("pairwise", "Each prompt is judged twice, answers swapped: win if both "
+                                              "orders prefer ours,\nloss if both prefer the baseline, tie otherwise.\n\n"))
+    add_judge(p)
+    p.add_argument("--ours", required=True, metavar="FILE", help="answers of the model under test")
+    p.add_argument("--baseline", required=True, metavar="FILE", help="answers of the baseline, same prompts")
+    p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
+
+    for name in ("likert", "absolute"):
+        p = steps.add_parser(name, help=STEPS[name], formatter_class=raw, description=STEPS[name],
+                             epilog=prompt_epilog(name))
+        add_judge(p)
+        p.add_argument("--answers", required=True, metavar="FILE", help="answers JSONL (several samples: averaged)")
+        p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
+
+    p = steps.add_parser("knowledge", help=STEPS["knowledge"], formatter_class=raw, description=STEPS["knowledge"],
+                         epilog=prompt_epilog("knowledge", "Questions file: JSONL {id, question, answers: [...]}. "
+                                              "Answered greedily. exact: the normalised\nanswer equals a gold answer; "
+                                              "contains: a gold answer appears in it.\n\nThe question prompt:\n")
+                         .replace("The judging prompt", "Prompt file"))
+    p.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--questions", default="embedded:knowledge.jsonl", metavar="FILE",
+                   help="factual QA JSONL (default: the 40 embedded questions)")
+    p.add_argument("--out", required=True, metavar="FILE", help="knowledge records JSONL (resumable)")
+    p.add_argument("--no-base", action="store_true", help="for an adapter, skip scoring its base model too")
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="default 32")
+
+    from lima_lite.evaluate.protocols import HUMAN_VOTE_FIELDS
+
+    p = steps.add_parser("human", help=STEPS["human"], formatter_class=raw, description=STEPS["human"],
+                         epilog="One JSON object per line, as the UI's Judge tab saves it:\n  "
+                                + ", ".join(HUMAN_VOTE_FIELDS) + "\nvote is a, b or tie (for the answers as shown); "
+                                "winner the winning model's name or tie.")
+    p.add_argument("votes", metavar="VOTES", help="the Judge tab's JSONL")
+    p.add_argument("--out", required=True, metavar="FILE", help="records for the report")
+    p.add_argument("--ours", help="the model to report wins for (default: the alphabetically first of each pair)")
+
+    p = steps.add_parser("select-epoch", help=STEPS["select-epoch"], formatter_class=raw,
+                         description=STEPS["select-epoch"], epilog=prompt_epilog("pairwise"))
+    p.add_argument("run", metavar="RUN", help="a training run folder with epoch-NN/ adapters")
+    p.add_argument("--prompts", default="embedded:dev.jsonl", metavar="FILE", help="dev prompts (default embedded)")
+    add_judge(p, required=False)
+    p.add_argument("--epochs", type=parse_epochs, default=list(range(5, 11)), help="e.g. 5-10 (default) or 5,7,9")
+    p.add_argument("--against", choices=("base", "each-other"), default="base",
+                   help="compare each epoch with the base model (default) or every pair of epochs")
+    p.add_argument("--out", metavar="DIR", help="default RUN/select-epoch")
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    add_sampling(p)
+
+    p = steps.add_parser("report", help=STEPS["report"], formatter_class=raw, description=STEPS["report"],
+                         epilog="Charts: pairwise.png, likert.png, absolute.png, agreement.png, knowledge.png.")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="judgment files, or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the charts go")
+    p.add_argument("--title", default="lima_lite evaluation report")
+    return parser
+
+
+def default_judge(run) -> str:
+    """select-epoch without --judge: the run's own base model, as recorded in run.json."""
+    import json
+    from pathlib import Path
+
+    info = Path(run) / "run.json"
+    if not info.is_file():
+        raise LimaError(f"{info}: not found; name a judge with --judge")
+    name = json.loads(info.read_text()).get("base", {}).get("name")
+    if not name:
+        raise LimaError(f"{info}: base.name: missing; name a judge with --judge")
+    print(f"judge: {name} (the run's base model; a stronger judge gives a more trustworthy choice: --judge)")
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from lima_lite.evaluate import steps
+    from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
+    from lima_lite.evaluate.judges import get_judge
+
+    if args.step == "generate":
+        prompts = read_prompts(args.prompts)[: args.limit]
+        model = get_answerer(args.model, name=args.name, adapter=not args.no_adapter)
+        rows = generate_answers(model, prompts, args.out, samples=args.samples, **sampling(args))
+        stopped = sum(r["finish_reason"] == "length" for r in rows)
+        print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
+    elif args.step == "report":
+        from lima_lite.evaluate.report import build_report
+
+        print(f"report: {build_report(args.inputs, args.out, args.title)}")
+    elif args.step == "human":
+        records = steps.human_file(args.votes, args.out, args.ours)
+        print(f"{len(records)} votes from {len({r['judge'] for r in records})} rater(s) -> {args.out}")
+    elif args.step == "knowledge":
+        from lima_lite.evaluate.protocols import knowledge_summary
+
+        records = steps.knowledge_file(args.model, args.questions, args.out, with_base=not args.no_base,
+                                       limit=args.limit, max_new_tokens=args.max_new_tokens)
+        for model in dict.fromkeys(r["model"] for r in records):
+            s = knowledge_summary([r for r in records if r["model"] == model])
+            print(f"{model}: exact {s['exact']}/{s['n']}, contains {s['contains']}/{s['n']}")
+    elif args.step == "select-epoch":
+        judge = get_judge(args.judge or default_judge(args.run), max_new_tokens=args.judge_max_new_tokens)
+        prompts = args.prompts
+        if args.limit:
+            prompts = limited_prompts(args.prompts, args.limit, args.out or f"{args.run}/select-epoch")
+        result = steps.select_epoch(args.run, prompts, judge, args.epochs, args.against, args.out, **sampling(args))
+        print(f"best: {result['best']} (top two: {', '.join(result['top_two'])}); table in "
+              f"{args.out or args.run + '/select-epoch'}/select-epoch.md")
+    else:
+        from lima_lite.evaluate.protocols import absolute_mix, likert_summary, win_tie_loss
+
+        judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+        if args.step == "pairwise":
+            print(win_tie_loss(steps.pairwise_file(judge, args.ours, args.baseline, args.out)))
+        elif args.step == "likert":
+            print(likert_summary(steps.likert_file(judge, args.answers, args.out)))
+        else:
+            print(absolute_mix(steps.absolute_file(judge, args.answers, args.out)))
+    return 0
+
+
+def limited_prompts(prompts: str, limit: int, out: str) -> str:
+    """The first `limit` prompts, written as a prompts file in `out` so the selection records what it used."""
+    from pathlib import Path
+
+    from lima_lite.data import write_jsonl
+    from lima_lite.evaluate.answers import read_prompts
+
+    return str(write_jsonl(read_prompts(prompts)[:limit], Path(out) / "prompts.jsonl"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The evaluation report: Markdown tables and PNG charts from judgment files.
+
+    >>> build_report(["evals/"], "evals/report")        # -> evals/report/report.md + *.png
+    $ lima-lite eval report evals/ --out evals/report
+
+Reads every judgment record (JSONL lines with a `protocol`: pairwise, human, likert, absolute,
+knowledge) from the files and folders given; answers files in a folder are skipped. Charts:
+  pairwise.png   stacked win / tie / loss bars per comparison and judge (like LIMA's Figure 1)
+  likert.png     mean helpfulness 1-6 per model with a 95% confidence interval over prompts
+  absolute.png   the Fail / Pass / Excellent mix per model (LIMA §4.3)
+  agreement.png  tie-discounted agreement between every two raters, people or judges
+  knowledge.png  exact-match and contains accuracy on factual questions, base vs adapter
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lima_lite import LimaError
+from lima_lite.evaluate.answers import model_label, read_records
+from lima_lite.evaluate.protocols import (ABSOLUTE_CHOICES, absolute_mix, agreement_matrix, knowledge_summary,
+                                          likert_summary, win_tie_loss)
+
+PROTOCOLS = ("pairwise", "human", "likert", "absolute", "knowledge")
+COLORS = {"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828", "unparsed": "#ffffff",
+          "Fail": "#c62828", "Pass": "#f9a825", "Excellent": "#2e7d32"}
+
+
+def read_judgments(paths: list[str | Path]) -> list[dict]:
+    """Every judgment record in the given files, and in the `*.jsonl` files of the given folders."""
+    records = []
+    for given in paths:
+        given = Path(given)
+        if not given.exists():
+            raise LimaError(f"{given}: no such file or folder")
+        files = sorted(given.rglob("*.jsonl")) if given.is_dir() else [given]
+        for path in files:
+            rows = read_records(path)
+            if given.is_dir() and rows and "protocol" not in rows[0]:
+                continue  # an answers file next to the judgments
+            for number, row in enumerate(rows, 1):
+                if row.get("protocol") not in PROTOCOLS:
+                    raise LimaError(f"{path}:{number}: protocol: expected one of {PROTOCOLS}, got {row.get('protocol')!r}")
+                records.append(row)
+    if not records:
+        raise LimaError(f"no judgments in {', '.join(map(str, paths))} (run lima-lite eval pairwise/likert/... first)")
+    return records
+
+
+def group(records: list[dict], *fields: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[f] for f in fields), []).append(record)
+    return groups
+
+
+def short(name: str) -> str:
+    return name if name.startswith("human:") else model_label(name)
+
+
+def pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "-"
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically (temporary file, then rename)."""
+    import matplotlib.pyplot as plt
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pairwise_section(records: list[dict], out: Path) -> list[str]:
+    rows = []
+    for (judge, a, b), items in sorted(group(records, "judge", "model_a", "model_b").items()):
+        rows.append((f"{short(a)} vs {short(b)}", short(judge), win_tie_loss(items)))
+    lines = ["## Pairwise preference", "",
+             "Each prompt judged in both orders: win if both prefer the first model, loss if both prefer the "
+             "second, tie otherwise (Long Is More). People's votes (Judge tab) are counted once per vote.", "",
+             "| comparison | judge | win | tie | loss | unparsed | n |", "|---|---|---|---|---|---|---|"]
+    for label, judge, c in rows:
+        lines.append(f"| {label} | {judge} | {c['win']} ({pct(c['win'], c['n'])}) | {c['tie']} ({pct(c['tie'], c['n'])}) "
+                     f"| {c['loss']} ({pct(c['loss'], c['n'])}) | {c['unparsed']} | {c['n']} |")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
+    labels = [f"{label}\n({judge})" for label, judge, _ in rows]
+    left = [0.0] * len(rows)
+    for outcome in ("win", "tie", "loss", "unparsed"):
+        widths = [100 * c[outcome] / c["n"] for _, _, c in rows]
+        bars = ax.barh(labels, widths, left=left, color=COLORS[outcome], edgecolor="#424242", label=outcome)
+        for bar, width in zip(bars, widths):
+            if width >= 6:
+                ax.text(bar.get_x() + width / 2, bar.get_y() + bar.get_height() / 2, f"{width:.0f}%",
+                        ha="center", va="center", color="black" if outcome in ("tie", "unparsed") else "white", fontsize=8)
+        left = [x + w for x, w in zip(left, widths)]
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of prompts")
+    ax.set_title("Pairwise preference: win / tie / loss of the first model")
+    ax.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.25), frameon=False)
+    save_figure(fig, out / "pairwise.png")
+    return lines + ["", "![pairwise](pairwise.png)", ""]
+
+
+def likert_section(records: list[dict], out: Path) -> list[str]:
+    rows = [(short(model), short(judge), likert_summary(items))
+            for (judge, model), items in sorted(group(records, "judge", "model").items())]
+    lines = ["## Helpfulness 1-6 (Likert)", "",
+             "Each answer rated 1 (not helpful) to 6 (highly helpful), as in LIMA's ablations; a prompt's samples "
+             "are averaged, then the mean over prompts is shown with a 95% Student t interval.", "",
+             "| model | judge | mean | 95% CI | prompts | ratings | unparsed |", "|---|---|---|---|---|---|---|"]
+    for model, judge, s in rows:
+        mean = "-" if s["mean"] is None else f"{s['mean']:.2f}"
+        ci = "-" if s["mean"] is None else f"{s['low']:.2f} to {s['high']:.2f}"
+        lines.append(f"| {model} | {judge} | {mean} | {ci} | {s['prompts']} | {s['ratings']} | {s['unparsed']} |")
+    shown = [(m, j, s) for m, j, s in rows if s["mean"] is not None]
+    if shown:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(shown) + 2), 3.6))
+        means = [s["mean"] for _, _, s in shown]
+        errors = [[s["mean"] - s["low"] for _, _, s in shown], [s["high"] - s["mean"] for _, _, s in shown]]
+        ax.bar(range(len(shown)), means, yerr=errors, capsize=6, color="#1565c0", edgecolor="#0d47a1")
+        ax.set_xticks(range(len(shown)), [f"{m}\n({j})" for m, j, _ in shown], fontsize=8)
+        ax.set_ylim(1, 6)
+        ax.set_ylabel("helpfulness (1-6)")
+        ax.set_title("Mean helpfulness with 95% confidence interval")
+        save_figure(fig, out / "likert.png")
+        lines += ["", "![likert](likert.png)"]
+    return lines + [""]
+
+
+def absolute_section(records: list[dict], out: Path) -> list[str]:
+    rows = [(short(model), short(judge), absolute_mix(items))
+            for (judge, model), items in sorted(group(records, "judge", "model").items())]
+    lines = ["## Absolute rating (Fail / Pass / Excellent)", "",
+             "LIMA §4.3: Fail = does not meet the requirements of the prompt; Pass = meets them; Excellent = "
+             "an excellent answer.", "",
+             "| model | judge | Fail | Pass | Excellent | unparsed | n |", "|---|---|---|---|---|---|---|"]
+    for model, judge, c in rows:
+        cells = " | ".join(f"{c[g]} ({pct(c[g], c['n'])})" for g in ABSOLUTE_CHOICES)
+        lines.append(f"| {model} | {judge} | {cells} | {c['unparsed']} | {c['n']} |")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
+    labels = [f"{m}\n({j})" for m, j, _ in rows]
+    left = [0.0] * len(rows)
+    for grade in (*ABSOLUTE_CHOICES, "unparsed"):
+        widths = [100 * c[grade] / c["n"] for _, _, c in rows]
+        ax.barh(labels, widths, left=left, color=COLORS[grade], edgecolor="#424242", label=grade)
+        left = [x + w for x, w in zip(left, widths)]
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of answers")
+    ax.set_title("Absolute rating mix")
+    ax.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.25), frameon=False)
+    save_figure(fig, out / "absolute.png")
+    return lines + ["", "![absolute](absolute.png)", ""]
+
+
+def agreement_section(records: list[dict], out: Path) -> list[str]:
+    raters, matrix = agreement_matrix(records)
+    if len(raters) < 2:
+        return []
+    names = [short(r) for r in raters]
+    lines = ["## Agreement between raters", "",
+             "LIMA's tie-discounted accuracy over the items both raters judged: 1 when they agree, 0.5 when exactly "
+             "one says tie, 0 otherwise (LIMA: crowd-crowd 82%, GPT-4 vs humans 78-79%). Cells show agreement "
+             "(shared items).", "",
+             "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for a, name in zip(raters, names):
+        cells = []
+        for b in raters:
+            score, n = matrix[(a, b)]
+            cells.append("-" if score is None else f"{100 * score:.0f}% ({n})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 * len(raters) + 2.5, 1.0 * len(raters) + 1.5))
+    values = [[float("nan") if matrix[(a, b)][0] is None else 100 * matrix[(a, b)][0] for b in raters] for a in raters]
+    image = ax.imshow(values, vmin=0, vmax=100, cmap="viridis")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                ax.text(j, i, f"{value:.0f}%", ha="center", va="center", color="white" if value < 60 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    fig.colorbar(image, ax=ax, label="tie-discounted agreement (%)")
+    ax.set_title("Agreement between raters")
+    save_figure(fig, out / "agreement.png")
+    return lines + ["", "![agreement](agreement.png)", ""]
+
+
+def knowledge_section(records: list[dict], out: Path) -> list[str]:
+    rows = [(short(model), knowledge_summary(items)) for (model,), items in sorted(group(records, "model").items())]
+    lines = ["## Knowledge check", "",
+             "Factual questions answered greedily (The False Promise of Imitating Proprietary LLMs: style can fool "
+             "judges while facts do not improve). exact: the normalised answer equals a gold answer; contains: a "
+             "gold answer appears in it.", "",
+             "| model | exact | contains | n | stopped at max_new_tokens |", "|---|---|---|---|---|"]
+    for model, s in rows:
+        lines.append(f"| {model} | {s['exact']} ({pct(s['exact'], s['n'])}) | {s['contains']} "
+                     f"({pct(s['contains'], s['n'])}) | {s['n']} | {s['length_stops']} |")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(rows) + 2), 3.4))
+    width = 0.38
+    for offset, metric, color in ((-width / 2, "exact", "#6a1b9a"), (width / 2, "contains", "#00838f")):
+        ax.bar([i + offset for i in range(len(rows))], [100 * s[metric] / s["n"] for _, s in rows], width,
+               label=metric, color=color)
+    ax.set_xticks(range(len(rows)), [m for m, _ in rows], fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% correct")
+    ax.set_title("Knowledge check")
+    ax.legend(frameon=False)
+    save_figure(fig, out / "knowledge.png")
+    return lines + ["", "![knowledge](knowledge.png)", ""]
+
+
+def build_report(paths: list[str | Path], out: str | Path, title: str = "lima_lite evaluation report") -> Path:
+    """Write `out/report.md` and its charts from the judgment records in `paths`; returns the report path."""
+    records = read_judgments(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_protocol = {p: [r for r in records if r["protocol"] == p] for p in PROTOCOLS}
+    judges = sorted({short(r["judge"]) for r in records if "judge" in r})
+    lines = [f"# {title}", "",
+             f"{len(records)} judgment records; judges: {', '.join(judges) or 'none'}. "
+             "Unparsed verdicts (asked twice, still unreadable) are counted, never guessed.", ""]
+    if by_protocol["pairwise"] or by_protocol["human"]:
+        lines += pairwise_section(by_protocol["pairwise"] + by_protocol["human"], out)
+    if by_protocol["likert"]:
+        lines += likert_section(by_protocol["likert"], out)
+    if by_protocol["absolute"]:
+        lines += absolute_section(by_protocol["absolute"], out)
+    lines += agreement_section(records, out)
+    if by_protocol["knowledge"]:
+        lines += knowledge_section(by_protocol["knowledge"], out)
+    summary = {"records": {p: len(rs) for p, rs in by_protocol.items()}, "judges": judges}
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return write_text(out / "report.md", "\n".join(lines).rstrip() + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically (temporary file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
