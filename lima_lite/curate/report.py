@@ -24,6 +24,7 @@ from lima_lite import LimaError
 
 SHOWN = 5
 SNIPPET = 400
+LISTED = 100
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -62,6 +63,7 @@ class Funnel:
     def __init__(self, seed: int):
         self.counts: dict[str, int] = {}
         self.drops: Counter = Counter()
+        self.drop_ids: dict[str, list[str]] = {}  # the first LISTED ids dropped by each rule
         self.bad_lines: list[str] = []
         self.bad_count = 0
         self._rng = random.Random(f"dropped-{seed}")
@@ -74,6 +76,8 @@ class Funnel:
     def drop(self, rule: str, example_id: str, text: str = "") -> None:
         """Count a drop under `rule`; keep it in the shown sample with reservoir sampling (k = 5, seeded)."""
         self.drops[rule] += 1
+        if len(self.drop_ids.setdefault(rule, [])) < LISTED:
+            self.drop_ids[rule].append(example_id)
         self._seen_drops += 1
         item = {"id": example_id, "reason": rule, "text": text[:SNIPPET]}
         if len(self.dropped) < SHOWN:
@@ -84,7 +88,11 @@ class Funnel:
                 self.dropped[slot] = item
 
     def bad(self, where: str, problem: str, on_error: str) -> None:
-        """A corrupted input line: stop with its location, or count it and go on (`--on-error skip`)."""
+        """A corrupted input line: stop with its location, or count it and go on (`--on-error skip`).
+
+        "ignore" is for a second pass over a file whose bad lines the first pass already reported."""
+        if on_error == "ignore":
+            return
         if on_error == "stop":
             raise LimaError(f"{where}: {problem} (nothing was written; rerun with --on-error skip to skip bad lines)")
         self.bad_count += 1
@@ -191,6 +199,7 @@ def write_report(out: str | Path, funnel: Funnel, before: list[int], kept: list[
     data = {
         "output": str(out), "settings": {k: v for k, v in settings.items() if k != "kept_lengths"},
         "counts": funnel.counts, "dropped_by_rule": dict(funnel.drops),
+        "dropped_ids": funnel.drop_ids,
         "bad_lines": {"count": funnel.bad_count, "first": funnel.bad_lines},
         "mix": mix, "kept_examples": kept_shown, "dropped_examples": funnel.dropped,
         "lengths": {"unit": unit, "before": _summary(before), "after": _summary(after)},

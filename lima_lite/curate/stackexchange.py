@@ -103,7 +103,7 @@ def site_candidates(site: str, posts: Path, top: dict, funnel: Funnel, min_score
     wanted = {answer: question for question, (score, answer) in top.items() if score >= min_score}
     questions, answers, lengths = {}, {}, []
     for number, line in read_lines(posts, f"{site}: pass 2/2"):
-        row = parse_row(line, f"{posts}:{number}", funnel, on_error="skip")  # pass 1 already reported bad lines
+        row = parse_row(line, f"{posts}:{number}", funnel, on_error="ignore")  # pass 1 reported them
         if row is None:
             continue
         post = int(row["Id"])
