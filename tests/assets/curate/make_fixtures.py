@@ -6,6 +6,7 @@ Stack Exchange: two sites in dump form (one `<row .../>` per line). The comment 
 rule it must meet; tests/test_curate.py checks exactly those fates.
 """
 
+import csv
 import json
 from pathlib import Path
 
@@ -170,6 +171,132 @@ def stackexchange() -> None:
                broken='  <row Id="99" PostTypeId="2" ParentId="1" Score="3" Body="&lt;p&gt;cut off\n')
 
 
+LIGHTHOUSE = (
+    "The lighthouse keeper had been dead for eleven years when the light came back on.\n\n"
+    "Mara saw it first, from the deck of the ferry, a thin white blade turning over the water where nothing "
+    "had turned for a decade. She said nothing. People on the island had learned not to talk about the "
+    "lighthouse, the way they had learned not to swim past the second buoy or to whistle after dark.\n\n"
+    "That night she climbed the hill with a torch and her father's old key. The door was already open. Inside, "
+    "the spiral stairs were swept clean, and on every landing someone had left a cup of tea, still warm.\n\n"
+    "At the top, the lamp turned slowly, and beside it sat a man in a wool coat, writing in a logbook. He did "
+    "not look up. 'Ships still pass,' he said. 'Fewer than before. But they pass.'\n\n"
+    "'You died,' Mara said.\n\n"
+    "'I did,' he agreed, and turned the page. 'The light did not. Somebody has to write down who comes home.'\n\n"
+    "She read over his shoulder. The last entry was the ferry, that afternoon, with her name beside it, and "
+    "below it a line left empty, waiting for the next boat, and the next keeper."
+)
+
+SNOW = (
+    "Snow fell upward on the morning the physicists finally admitted they did not understand gravity. "
+    "It started in Oslo and spread south, flakes lifting off the pavement and drifting into a pale sky, and "
+    "by noon every news channel showed the same picture: children lying on their backs, watching the ground "
+    "leave.\n\nThe government issued a statement that said nothing. The church issued a statement that said "
+    "too much. Engineers bolted chairs to floors and tied bicycles to railings, and for a few days the whole "
+    "country moved carefully, one hand always on something solid.\n\nThen, on the fourth day, the snow "
+    "stopped rising and simply hung in the air at the height of a tall person's shoulder, a white ceiling "
+    "that stretched from coast to coast. People learned to walk beneath it. They said it was like living "
+    "inside a cloud, quiet and soft, with every sound muffled. Nobody could explain it, and after a while "
+    "nobody tried; they simply built taller doors and waited, as people always have, for the weather to change."
+)
+
+
+def pushshift() -> None:
+    submissions = [
+        {"id": "wp1", "subreddit": "WritingPrompts", "title": "[WP] A lighthouse turns on years after its keeper died.",
+         "selftext": "", "score": 812, "num_comments": 4, "created_utc": 1546300800, "over_18": False},
+        {"id": "wp2", "subreddit": "WritingPrompts", "title": "[WP] Gravity reverses, but only for snow.",
+         "selftext": "", "score": 95, "num_comments": 2, "created_utc": 1546300900, "over_18": False},
+        {"id": "wp3", "subreddit": "WritingPrompts", "title": "[WP] Your cat starts paying rent.",
+         "selftext": "", "score": 40, "num_comments": 1, "created_utc": 1546301000, "over_18": False},
+        {"id": "wp4", "subreddit": "WritingPrompts", "title": "[WP] The moon sends a letter of complaint.",
+         "selftext": "", "score": 12, "num_comments": 0, "created_utc": 1546301100, "over_18": False},
+        {"id": "wp5", "subreddit": "WritingPrompts", "title": "[OT] Weekly feedback thread",
+         "selftext": "Post feedback here.", "score": 30, "num_comments": 0, "created_utc": 1546301200, "over_18": False},
+        {"id": "wp6", "subreddit": "WritingPrompts", "title": "[WP] A lighthouse keeper returns as a ghost.",
+         "selftext": "", "score": 20, "num_comments": 1, "created_utc": 1546301300, "over_18": False},
+        {"id": "ar1", "subreddit": "AskReddit", "title": "What is the best advice you have ever received?",
+         "selftext": "", "score": 5000, "num_comments": 900, "created_utc": 1546300800, "over_18": False},
+        {"id": "ar2", "subreddit": "AskReddit", "title": "Thoughts on this?", "selftext": "", "score": 3,
+         "num_comments": 2, "created_utc": 1546300801, "over_18": False},
+        {"id": "ot1", "subreddit": "pics", "title": "My dog at the beach", "score": 100, "created_utc": 1546300802},
+    ]
+    comments = [
+        {"id": "c1", "link_id": "t3_wp1", "parent_id": "t3_wp1", "author": "AutoModerator", "score": 900,
+         "body": "Reminder: stories must be at least 100 words."},
+        {"id": "c2", "link_id": "t3_wp1", "parent_id": "t3_wp1", "author": "quill", "score": 640,
+         "body": LIGHTHOUSE + "\n\n[more stories](https://www.reddit.com/r/quill)"},
+        {"id": "c3", "link_id": "t3_wp1", "parent_id": "t3_wp1", "author": "[deleted]", "score": 700, "body": "[deleted]"},
+        {"id": "c4", "link_id": "t3_wp1", "parent_id": "t1_c2", "author": "reader", "score": 2000,
+         "body": "A reply to a story is not a story. " * 40},
+        {"id": "c5", "link_id": "t3_wp2", "parent_id": "t3_wp2", "author": "frost", "score": 88, "body": SNOW},
+        {"id": "c6", "link_id": "t3_wp2", "parent_id": "t3_wp2", "author": "brief", "score": 3, "body": "Too short."},
+        {"id": "c7", "link_id": "t3_wp3", "parent_id": "t3_wp3", "author": "catlady", "score": 31,
+         "body": "The cat left forty dollars on the table."},
+        {"id": "c8", "link_id": "t3_wp6", "parent_id": "t3_wp6", "author": "lamp", "score": 4, "body": LIGHTHOUSE},
+        {"id": "c9", "link_id": "t3_ar1", "parent_id": "t3_ar1", "author": "sage", "score": 4000,
+         "body": "Sleep on big decisions. " * 60},
+    ]
+    folder = HERE / "reddit"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "RS_2019-01.ndjson").write_text("".join(json.dumps(s) + "\n" for s in submissions))
+    (folder / "RC_2019-01.ndjson").write_text("".join(json.dumps(c) + "\n" for c in comments))
+
+
+OMELETTE = (
+    "This article explains how to cook a soft, folded French omelette in a few minutes.\n"
+    "Crack three eggs into a bowl, add a pinch of salt and beat them with a fork until no streaks of white "
+    "remain. Beating longer does not help; the goal is an even mixture, not foam.\n"
+    "Heat a 20 cm non-stick pan over medium heat and add a knob of butter. When the foam subsides, pour in the "
+    "eggs. Stir quickly with a spatula while shaking the pan, so that small curds form everywhere at once.\n"
+    "When the eggs are set underneath but still glossy on top, stop stirring and let them sit for ten seconds. "
+    "Tilt the pan away from you and roll the omelette over itself with the spatula, into a neat cylinder.\n"
+    "Turn it out onto a warm plate, seam side down, and rub the top with a little butter so it shines. "
+    "See [our egg guide](https://www.wikihow.com/Cook-Eggs) for other styles. ![omelette](https://pad.wikihow.com/omelette.jpg)\n"
+    "Fillings such as grated cheese or chopped herbs go in just before rolling, in a line across the middle. "
+    "Keep them small and few: a French omelette is about the eggs, and heavy fillings tear it.\n"
+    "If the outside browns, the heat was too high. The ideal omelette is pale yellow all over, with a creamy "
+    "centre that is just barely set. It takes practice, so the first two or three may look rough; they will "
+    "still taste good, and every attempt teaches the timing a little better."
+)
+
+TIRE = (
+    "Changing a flat tyre safely starts before touching the wheel.\n"
+    "Pull over on flat, firm ground well away from traffic, switch on the hazard lights and apply the parking "
+    "brake. Put wheel chocks or heavy stones behind the wheel diagonally opposite the flat one.\n"
+    "Take out the spare, the jack and the wheel wrench. Loosen each lug nut half a turn while the wheel is still "
+    "on the ground; the weight of the car stops the wheel from spinning.\n"
+    "Place the jack at the lifting point shown in the owner's manual, usually a reinforced notch behind the "
+    "front wheel or in front of the rear one. Raise the car until the flat tyre is about five centimetres off "
+    "the ground.\n"
+    "Remove the lug nuts completely, pull the wheel straight off and set it flat so it cannot roll away. Lift the "
+    "spare onto the studs, line up the holes, and thread the nuts by hand.\n"
+    "Lower the car until the tyre touches the ground, then tighten the nuts in a star pattern, a little at a "
+    "time, so the wheel seats evenly. Lower the car fully and give each nut a final firm pull.\n"
+    "Check the spare's pressure at the next petrol station, and remember that many compact spares are only "
+    "rated for short distances at moderate speed, so have the original tyre repaired or replaced soon."
+)
+
+
+def wikihow() -> None:
+    rows = [
+        {"headline": "Beat the eggs.\nCook and roll.", "title": "How to Cook a French Omelette", "text": OMELETTE,
+         "category": "Food and Entertaining"},
+        {"headline": "Secure the car.\nSwap the wheel.", "title": "How to Change a Flat Tire", "text": TIRE,
+         "category": "Cars & Other Vehicles"},
+        {"headline": "Water it.", "title": "How to Water a Cactus", "text": "Water it rarely, and let the soil dry out.",
+         "category": "Home and Garden"},
+        {"headline": "About.", "title": "Frequently Asked Questions about wikiHow", "text": TIRE, "category": "wikiHow"},
+    ]
+    folder = HERE / "wikihow"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "wikihowAll.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["headline", "title", "text", "category"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 if __name__ == "__main__":
     stackexchange()
+    pushshift()
+    wikihow()
     print("fixtures written under", HERE)
