@@ -18,6 +18,8 @@ other tags removed. Sites are split into STEM and other (`--stem-sites` override
 probability proportional to size^(1/tau) (size = the site's number of questions), then takes that site's
 highest-scoring question not yet taken. The prompt is the title or the question body, at random per
 example. Meta sites are skipped. Everything is seeded: the same dump and seed give the same file.
+Memory: pass 2 holds titles, scores and byte offsets, not texts; only the `--pool` best-scored passing
+questions of each site are re-read in full for de-duplication and sampling.
 """
 
 import argparse
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.curate import filters
-from lima_lite.curate.report import Funnel, dedupe, read_lines, write_examples, write_report
+from lima_lite.curate.report import SNIPPET, Funnel, dedupe, read_lines, write_examples, write_report
 
 # Sites counted as STEM (LIMA: 75 STEM communities out of 179). Anything else is "other".
 STEM_SITES = frozenset("""
@@ -96,13 +98,25 @@ def top_answers(site: str, posts: Path, funnel: Funnel, on_error: str) -> tuple[
     return top, questions
 
 
+def row_at(posts: Path, offset: int) -> dict:
+    """Re-read the one row that starts at byte `offset` (pass 2 keeps offsets, not texts)."""
+    with posts.open("rb") as handle:
+        handle.seek(offset)
+        return ET.fromstring(handle.readline().strip()).attrib
+
+
 def site_candidates(site: str, posts: Path, top: dict, funnel: Funnel, min_score: int, min_chars: int,
-                    max_chars: int, seed: int) -> tuple[list[dict], list[int]]:
+                    max_chars: int, seed: int, pool: int) -> tuple[list[dict], list[int]]:
     """Pass 2: the site's (question, top answer) pairs that pass every rule, as examples, best question first,
-    and the lengths of every top answer that was checked (the "before" histogram)."""
+    and the lengths of every top answer that was checked (the "before" histogram).
+
+    Memory stays small on any dump: for a question or answer that passes, only its title, score and byte
+    offset are held; the texts of the `pool` best-scored passing pairs are re-read at the end.
+    """
     wanted = {answer: question for question, (score, answer) in top.items() if score >= min_score}
-    questions, answers, lengths = {}, {}, []
+    questions, answers, lengths, offset = {}, {}, [], 0
     for number, line in read_lines(posts, f"{site}: pass 2/2"):
+        start, offset = offset, offset + len(line)
         row = parse_row(line, f"{posts}:{number}", funnel, on_error="ignore")  # pass 1 reported them
         if row is None:
             continue
@@ -113,7 +127,7 @@ def site_candidates(site: str, posts: Path, top: dict, funnel: Funnel, min_score
             funnel.drop("top_answer_score_low", f"stackexchange/{site}/{post}", row.get("Title", ""))
         elif row["PostTypeId"] == "1":
             title = row.get("Title", "")
-            questions[post] = (title, row.get("Body", ""), int(row["Score"])) if filters.title_self_contained(title) \
+            questions[post] = (title, start, int(row["Score"])) if filters.title_self_contained(title) \
                 else ("title_not_self_contained", title)
         elif row["PostTypeId"] == "2" and post in wanted:
             answer = filters.html_to_markdown(row.get("Body", ""))
@@ -121,11 +135,11 @@ def site_candidates(site: str, posts: Path, top: dict, funnel: Funnel, min_score
             reason = ("answer_too_short" if len(answer) < min_chars else "answer_too_long" if len(answer) > max_chars
                       else "first_person" if filters.first_person(answer)
                       else "refers_to_others" if filters.refers_to_others(answer) else None)
-            answers[wanted[post]] = (reason, answer)
+            answers[wanted[post]] = (reason, answer[:SNIPPET] if reason else start)
 
     funnel.count("questions with a top answer", len(top))
     funnel.count(f"top answer score >= {min_score}", len(wanted))
-    examples = []
+    passing = []
     for question in sorted(questions, key=lambda q: (-questions[q][-1] if len(questions[q]) == 3 else 0, q)):
         example_id = f"stackexchange/{site}/{question}"
         if len(questions[question]) == 2:
@@ -136,13 +150,20 @@ def site_candidates(site: str, posts: Path, top: dict, funnel: Funnel, min_score
         if reason:
             funnel.drop(reason, example_id, answer)
             continue
-        title, body, _ = questions[question]
+        passing.append((question, answer))
+    funnel.count("passed every rule", len(passing))
+    if len(passing) > pool:
+        funnel.count(f"best-scored pool kept for sampling (--pool {pool})", pool)
+    examples = []
+    for question, answer_offset in passing[:pool]:
+        title, question_offset, _ = questions[question]
         # The prompt is the title for some examples and the body for others (LIMA §2.1), fixed per question.
         use_body = random.Random(f"{seed}-{site}-{question}").random() < 0.5
-        prompt = filters.html_to_markdown(body) if use_body else title.strip()
+        prompt = filters.html_to_markdown(row_at(posts, question_offset).get("Body", "")) if use_body else title.strip()
+        answer = filters.html_to_markdown(row_at(posts, answer_offset).get("Body", ""))
         examples.append({"messages": [{"role": "user", "content": prompt or title.strip()},
                                       {"role": "assistant", "content": answer}],
-                         "source": f"stackexchange/{site}", "id": example_id})
+                         "source": f"stackexchange/{site}", "id": f"stackexchange/{site}/{question}"})
     return examples, lengths
 
 
@@ -167,8 +188,8 @@ def temperature_counts(sizes: dict[str, int], available: dict[str, int], n: int,
 def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, seed: int = 0,
                          stem_sites: frozenset = STEM_SITES, min_score: int = filters.MIN_ANSWER_SCORE,
                          min_chars: int = filters.MIN_ANSWER_CHARS, max_chars: int = filters.MAX_ANSWER_CHARS,
-                         near_duplicate: float = 0.8, on_error: str = "stop") -> list[dict]:
-    funnel = Funnel(seed)
+                         near_duplicate: float = 0.8, on_error: str = "stop", pool: int | None = None) -> list[dict]:
+    funnel, pool = Funnel(seed), pool or 5 * n
     sites, by_site, sizes, before = find_sites(dump), {}, {}, []
     for site, posts in sites.items():
         if site.startswith("meta.") or ".meta" in site or site == "meta":
@@ -176,10 +197,11 @@ def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, 
             continue
         top, sizes[site] = top_answers(site, posts, funnel, on_error)
         funnel.count("questions", sizes[site])
-        by_site[site], lengths = site_candidates(site, posts, top, funnel, min_score, min_chars, max_chars, seed)
+        by_site[site], lengths = site_candidates(site, posts, top, funnel, min_score, min_chars, max_chars, seed,
+                                                   pool)
         before += lengths
     candidates = [e for site in sorted(by_site) for e in by_site[site]]
-    funnel.count("passed every rule", len(candidates))
+    funnel.count("candidates pooled over sites", len(candidates))
     unique = {e["id"] for e in dedupe(candidates, funnel, near_duplicate, seed)}
     by_site = {site: [e for e in examples if e["id"] in unique] for site, examples in by_site.items()}
 
@@ -216,6 +238,8 @@ def parse_args(argv):
     parser.add_argument("--max-chars", type=int, default=filters.MAX_ANSWER_CHARS, help="longest answer kept")
     parser.add_argument("--near-duplicate", type=float, default=0.8,
                         help="MinHash Jaccard threshold above which a later answer counts as a near-duplicate")
+    parser.add_argument("--pool", type=int, help="per site, how many of the best-scored passing questions are "
+                        "loaded for de-duplication and sampling (default 5 x --n: a site gives at most --n)")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a corrupted XML row: stop with its file:line, or count it in the report and go on")
     return parser.parse_args(argv)
@@ -225,6 +249,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     stem = frozenset(s.strip() for s in args.stem_sites.split(",")) if args.stem_sites else STEM_SITES
     kept = curate_stackexchange(args.dump, args.out, args.n, args.tau, args.seed, stem, args.min_score,
-                                args.min_chars, args.max_chars, args.near_duplicate, args.on_error)
+                                args.min_chars, args.max_chars, args.near_duplicate, args.on_error, args.pool)
     print(f"wrote {len(kept)} examples to {args.out} (report: {args.out.with_suffix('')}.report.md)")
     return 0
