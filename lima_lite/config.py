@@ -46,6 +46,11 @@ class LimaArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "run Python code shipped with a Hub model (off: safetensors only)"}
     )
+    multi_turn: bool = field(
+        default=True,
+        metadata={"help": "train on multi-turn conversations too; false keeps single-turn ones only "
+                  "(LIMA's 1,000-example set out of GAIR/lima's 1,030)"},
+    )
     drop_too_long: bool = field(
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},
@@ -68,7 +73,7 @@ LIMA_DEFAULTS = {
     "dataset_name": "embedded:train.jsonl",
     "model_name_or_path": EMBEDDED_BASE,
     "use_peft": True,
-    "lora_target_modules": ["all-linear"],
+    "lora_target_modules": "all-linear",
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,

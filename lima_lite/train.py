@@ -31,12 +31,17 @@ def epoch_dir(output_dir: str | Path, epoch: int) -> Path:
     return Path(output_dir) / f"epoch-{epoch:02d}"
 
 
-def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False):
+def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
+                   multi_turn: bool = True):
     """Token ids and labels of every conversation, with counts of what was kept, cut and dropped."""
     from lima_lite.template import IGNORE, encode_conversation
 
     rows, counts, dropped = [], {"read": len(conversations), "kept": 0, "cut": 0, "dropped": 0}, []
     for conversation in conversations:
+        if not multi_turn and sum(m["role"] == "user" for m in conversation["messages"]) > 1:
+            counts["dropped"] += 1
+            dropped.append({"id": conversation["id"], "tokens": None, "reason": "multi-turn (multi_turn: false)"})
+            continue
         example = encode_conversation(tokenizer, template, conversation["messages"], max_length)
         cut = example["full_length"] > len(example["input_ids"])
         if (cut and drop_too_long) or all(label == IGNORE for label in example["labels"]):
@@ -65,7 +70,7 @@ def prepare(recipe: str | None, overrides):
     base = resolve_base(model_args.model_name_or_path)
     tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, lima_args.trust_remote_code)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
-                                           lima_args.drop_too_long)
+                                           lima_args.drop_too_long, lima_args.multi_turn)
     dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
     if not rows:
         raise LimaError(f"{script_args.dataset_name}: every example was dropped ({counts})")
@@ -172,12 +177,29 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
     return [EpochAdapters(), MetricsFile()]
 
 
+def sft_trainer_class():
+    """TRL's SFTTrainer, with the loss computed through the model's own LM head.
+
+    TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows: an
+    added EOT would then never learn to be predicted (and an untied head fails outright). The model's
+    own forward goes through PEFT, so every trained row takes part in the loss.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class LimaSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return LimaSFTTrainer
+
+
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
 
     from lima_lite.data import file_sha256
     from lima_lite.model import add_residual_dropout, get_model, trainable_token_indices
@@ -196,12 +218,14 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
                       model_args.attn_implementation, model_args.model_revision)
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
+    # No KV cache in training: with one, transformers would not see packed sequences' boundaries.
+    model.config.use_cache = False
     rates = add_residual_dropout(model, lima_args.residual_dropout)
     peft_config = get_peft_config(model_args)
     peft_config.trainable_token_indices = trainable_token_indices(model, added)
 
     columns = ["input_ids", "labels"]
-    trainer = SFTTrainer(
+    trainer = sft_trainer_class()(
         model=model,
         args=sft_config,
         train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in rows]),

@@ -1,0 +1,184 @@
+"""Training on tiny LLaMAs: the 4-bit QLoRA path, the EOT rows, residual dropout, LIMA's optimizer and schedule,
+and packing. Each test trains for a few steps on CPU in seconds."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import TrainerCallback
+
+from lima_lite.generate import load_engine
+from lima_lite.model import add_residual_dropout, get_model, get_tokenizer, residual_dropout_rates
+from lima_lite.train import train
+
+TINY = {"num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3, "max_length": 256, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+        "gradient_checkpointing": False, "residual_dropout": 0.1, "dataloader_num_workers": 0,
+        "logging_steps": 1, "seed": 7}
+
+
+def dataset(tmp_path, n=6):
+    path = tmp_path / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}: how do plants grow?"},
+                          {"role": "assistant", "content": f"Answer {i}: they use light, water and soil."}]}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def overrides(model, data, out, **extra):
+    return {**TINY, "model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), **extra}
+
+
+class Snapshot(TrainerCallback):
+    """Copies of every parameter and buffer before and after training, and the LR used at each step."""
+
+    def __init__(self):
+        self.before, self.after, self.lrs, self.optimizer = {}, {}, [], None
+
+    @staticmethod
+    def state(model):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = self.state(model)
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.optimizer = optimizer
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = self.state(model)
+
+
+def test_4bit_qlora_trains_lora_and_leaves_the_base(tiny_llama, tmp_path):
+    snap = Snapshot()
+    run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=3, load_in_4bit=True),
+                callbacks=[snap])
+    quantized = [k for k in snap.before if k.endswith("q_proj.base_layer.weight")]
+    assert quantized and snap.before[quantized[0]].dtype == torch.uint8  # really NF4-packed
+    lora = [k for k in snap.before if "lora_" in k]
+    base = [k for k in snap.before if "lora_" not in k and "trainable_tokens" not in k]
+    assert lora and base
+    assert all(torch.equal(snap.before[k], snap.after[k]) for k in base)
+    assert any(not torch.equal(snap.before[k], snap.after[k]) for k in lora if "lora_B" in k)
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "epoch-01").is_dir()
+
+
+def test_trainable_parameter_count(tiny_llama, tmp_path):
+    run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=1, load_in_4bit=False,
+                                dtype="float32", bf16=False))
+    # per layer, r x (in + out) for q 64->64, k 64->32, v 64->32, o 64->64, gate/up 64->128, down 128->64
+    per_layer = 16 * ((64 + 64) + (64 + 32) * 2 + (64 + 64) + (64 + 128) * 3)
+    eot_rows = 2 * 64  # the added EOT's row in embed_tokens and in the untied lm_head
+    assert json.loads((run / "run.json").read_text())["trainable_parameters"] == 2 * per_layer + eot_rows
+
+
+def test_lima_optimizer_and_linear_schedule_to_a_tenth(tiny_llama, tmp_path):
+    snap = Snapshot()
+    train(None, overrides(tiny_llama, dataset(tmp_path, n=8), tmp_path / "run", num_train_epochs=2,
+                          load_in_4bit=False, dtype="float32", bf16=False), callbacks=[snap])
+    group = snap.optimizer.param_groups[0]
+    assert group["betas"] == (0.9, 0.95) and group["weight_decay"] == 0.1
+    peak, steps = 1e-3, 8  # 8 examples / batch 2 = 4 steps per epoch, 2 epochs
+    expected = [peak * (1 - 0.9 * k / steps) for k in range(steps)]  # no warm-up, reaching peak/10 at the end
+    assert snap.lrs == pytest.approx(expected, rel=1e-6)
+    assert snap.lrs[0] == pytest.approx(peak) and snap.lrs[steps // 2] == pytest.approx(peak * 0.55)
+    assert snap.optimizer.param_groups[0]["lr"] == pytest.approx(peak / 10)  # after the last step
+
+
+def test_added_eot_rows_survive_save_and_reload_and_no_full_embedding_is_saved(tiny_llama, tmp_path):
+    run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=3, load_in_4bit=False,
+                                dtype="float32", bf16=False))
+    adapter = run / "adapter"
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as f:
+        shapes = {k: f.get_tensor(k).shape for k in f.keys()}
+        saved_rows = {k: f.get_tensor(k) for k in f.keys() if "trainable_tokens" in k}
+    vocab = len(get_tokenizer(str(tiny_llama), "<|eot|>")[0])
+    assert not any(vocab in shape for shape in shapes.values())  # no full embedding matrix
+    assert {k.split(".token_adapter")[0].rsplit(".", 1)[-1] for k in saved_rows} == {"embed_tokens", "lm_head"}
+    engine = load_engine(adapter=adapter, load_in_4bit=False, dtype="float32")
+    eot = engine.tokenizer.convert_tokens_to_ids("<|eot|>")
+    merged_embed = engine.model.get_input_embeddings()(torch.tensor([eot]))[0]
+    saved_embed = next(v for k, v in saved_rows.items() if "embed_tokens" in k)[0]
+    assert torch.equal(merged_embed, saved_embed)
+    # the trained row differs from the untrained resized row: it was really trained
+    untrained = get_model(str(tiny_llama), load_in_4bit=False, dtype="float32", vocab_size=vocab)
+    assert not torch.allclose(untrained.get_input_embeddings().weight[eot], saved_embed)
+
+
+def test_existing_eot_is_reused_not_added(tiny_llama_tied):
+    tokenizer, template, added = get_tokenizer(str(tiny_llama_tied), "<|im_end|>")
+    assert added == [] and template.eot_token == "<|im_end|>"
+    assert len(tokenizer) == len(get_tokenizer(str(tiny_llama_tied), "<|im_end|>")[0])
+    _, _, added = get_tokenizer(str(tiny_llama_tied), "<|eot|>")
+    assert len(added) == 1
+
+
+def test_residual_dropout_rises_linearly_and_is_off_in_eval(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                         num_attention_heads=4, num_key_value_heads=4))
+    ids = torch.randint(0, 64, (8, 64))
+    model.eval()
+    with torch.no_grad():
+        clean = model(ids).logits
+    rates = add_residual_dropout(model, 0.3)
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert residual_dropout_rates(4, 0.3) == pytest.approx(rates)
+    zero_fraction = {}
+
+    def measure(name):
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            zero_fraction[name] = (out == 0).float().mean().item()
+        return hook
+
+    for i, layer in enumerate(model.model.layers):
+        layer.self_attn.register_forward_hook(measure(f"attn{i}"))
+        layer.mlp.register_forward_hook(measure(f"mlp{i}"))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, clean)  # eval: no effect at all
+        assert all(v == 0 for v in zero_fraction.values())
+        model.train()
+        model(ids)
+    for i, p in enumerate(rates):
+        assert zero_fraction[f"attn{i}"] == pytest.approx(p, abs=0.02)
+        assert zero_fraction[f"mlp{i}"] == pytest.approx(p, abs=0.02)
+
+
+def test_packed_batch_loss_equals_unpacked_loss(tiny_llama):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from lima_lite.template import encode_conversation
+
+    tokenizer, template, _ = get_tokenizer(str(tiny_llama), "<|eot|>")
+    model = get_model(str(tiny_llama), load_in_4bit=False, dtype="float32", vocab_size=len(tokenizer)).eval()
+    conversations = [[{"role": "user", "content": "Why is the sky blue?"},
+                      {"role": "assistant", "content": "Air scatters blue light more than red light."}],
+                     [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "Seven."},
+                      {"role": "user", "content": "Another?"}, {"role": "assistant", "content": "Eleven, and thirteen."}]]
+    examples = [encode_conversation(tokenizer, template, c) for c in conversations]
+    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in examples:  # token-weighted mean over the examples, each run alone
+            out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]), use_cache=False)
+            n = sum(label != -100 for label in e["labels"][1:])
+            total, count = total + out.loss.item() * n, count + n
+        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(examples)
+        assert batch["input_ids"].shape[0] == 1  # really packed into one row
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
+                       use_cache=False).loss.item()
+    assert packed == pytest.approx(total / count, abs=1e-5)
+
+
+def test_packing_option_trains(tiny_llama, tmp_path):
+    run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=2, packing=True,
+                                load_in_4bit=False, dtype="float32", bf16=False))
+    assert json.loads((run / "run.json").read_text())["training"]["packing"] is True
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
