@@ -1,0 +1,104 @@
+"""Merge a LoRA adapter into its base: one standalone bf16 model in safetensors, no peft needed to run it.
+
+    $ lima-lite merge runs/quickstart/adapter --out models/smollm2-135m-lima
+    $ lima-lite merge runs/llama-7b/epoch-07 --out models/llama-7b-lima --base /models/llama-7b
+    >>> merge_adapter("runs/quickstart/adapter", "models/smollm2-135m-lima")
+
+A QLoRA adapter was trained against the base's 4-bit NF4 weights, so the base is loaded in 4-bit and
+dequantized to bf16 before the LoRA deltas are added: the merged weights are the ones the adapter saw.
+An adapter trained on a full-precision base (load_in_4bit: false in its run.json) is merged into the
+full-precision base. The tokenizer, the LIMA template and the chat template are saved with the model,
+so `lima-lite chat --base DIR` and plain transformers both render conversations as training did.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from lima_lite import LimaError
+
+
+def trained_in_4bit(adapter_dir: Path) -> bool | None:
+    """What run.json next to the adapter says about the base's precision in training; None if unknown."""
+    for run_json in (adapter_dir / "run.json", adapter_dir.parent / "run.json"):
+        if run_json.is_file():
+            return bool(json.loads(run_json.read_text())["model"]["load_in_4bit"])
+    return None
+
+
+def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None, from_4bit: bool | None = None,
+                  dtype: str = "bfloat16") -> Path:
+    """Write base + adapter, merged, to `out` (atomically) and return it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from lima_lite.generate import is_adapter
+    from lima_lite.hub import resolve_model_path
+    from lima_lite.model import get_model, resolve_base
+    from lima_lite.template import TEMPLATE_FILE, ChatTemplate
+
+    adapter_dir = Path(resolve_model_path(str(adapter)))
+    if not is_adapter(adapter_dir):
+        raise LimaError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
+    if not (adapter_dir / TEMPLATE_FILE).is_file():
+        raise LimaError(f"{adapter_dir}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
+    out = Path(out)
+    if out.exists():
+        raise LimaError(f"{out}: already exists; choose another --out or delete it")
+    if from_4bit is None:
+        recorded = trained_in_4bit(adapter_dir)
+        from_4bit = True if recorded is None else recorded  # the recipes train QLoRA unless they say otherwise
+    base = base or json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    target = getattr(torch, dtype)
+
+    if from_4bit:
+        model = get_model(resolve_base(resolve_model_path(base)), True, dtype, vocab_size=len(tokenizer))
+        model = model.dequantize()  # NF4 -> the compute dtype: the weights the adapter was trained on
+    else:
+        model = get_model(resolve_base(resolve_model_path(base)), False, "float32", vocab_size=len(tokenizer))
+    model = PeftModel.from_pretrained(model.float(), adapter_dir)
+    # Merge in float32, round once to the target dtype: W + BA computed before rounding.
+    merged = model.merge_and_unload().to(target)
+    merged.config.dtype = target
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        ChatTemplate.load(adapter_dir).save(tmp)
+        (tmp / "lima_merge.json").write_text(json.dumps(
+            {"adapter": str(adapter), "base": base, "base_dequantized_from_4bit": from_4bit, "dtype": dtype},
+            indent=2) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lima-lite merge", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Merge an adapter into its base model and save one standalone model (safetensors):\n"
+                    "the base dequantized to bf16 (when it was trained in 4-bit) plus the LoRA deltas.",
+        epilog="Talk to the result with: lima-lite chat --base OUT")
+    parser.add_argument("adapter", metavar="ADAPTER", help="adapter folder (RUN/adapter, RUN/epoch-NN) or Hub id")
+    parser.add_argument("--out", required=True, help="folder to write (must not exist)")
+    parser.add_argument("--base", help="base model folder or Hub id (default: the adapter's base)")
+    parser.add_argument("--from-4bit", dest="from_4bit", action=argparse.BooleanOptionalAction, default=None,
+                        help="dequantize a 4-bit NF4 base before merging (default: as in the adapter's run.json; "
+                             "on when unknown, as QLoRA trains)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                        help="dtype of the saved weights (default bfloat16)")
+    args = parser.parse_args(argv)
+    out = merge_adapter(args.adapter, args.out, args.base, args.from_4bit, args.dtype)
+    size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+    print(f"merged model written to {out} ({size / 1e6:.1f} MB of {args.dtype} weights)")
+    print(f"Talk to it: lima-lite chat --base {out}")
+    return 0

