@@ -389,3 +389,26 @@ def test_eval_cli_is_dispatched_and_input_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "likert", "--help"])
     assert "Reply with the number only" in capsys.readouterr().out  # the judging prompt is shown
+
+
+def test_every_step_runs_on_a_tiny_local_model_as_model_and_judge(tiny_llama, tmp_path, capsys):
+    """The real code path (load_engine, LocalJudge, the CLI) in seconds; a random model's verdicts are noise."""
+    from lima_lite.cli import main
+
+    a, b, evals = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "evals"
+    common = ["--prompts", "embedded:dev.jsonl", "--limit", "2", "--max-new-tokens", "4"]
+    assert main(["eval", "generate", "--model", str(tiny_llama), "--out", str(a), "--name", "sampled", *common]) == 0
+    assert main(["eval", "generate", "--model", str(tiny_llama), "--out", str(b), "--name", "greedy",
+                 "--temperature", "0", *common]) == 0
+    assert [(r["model"], r["finish_reason"]) for r in read_records(a)] == [("sampled", "length")] * 2
+    judge = ["--judge", str(tiny_llama), "--judge-max-new-tokens", "3"]
+    assert main(["eval", "pairwise", *judge, "--ours", str(a), "--baseline", str(b),
+                 "--out", str(evals / "pairwise.jsonl")]) == 0
+    assert "'n': 2" in capsys.readouterr().out
+    assert main(["eval", "knowledge", "--model", str(tiny_llama), "--limit", "2", "--max-new-tokens", "3",
+                 "--out", str(evals / "knowledge.jsonl")]) == 0
+    assert len(read_records(evals / "knowledge.jsonl")) == 2  # a base model: no "base of" rows
+    assert main(["eval", "report", str(evals), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "pairwise.png").is_file() and (tmp_path / "report" / "knowledge.png").is_file()
+    assert main(["eval", "generate", "--model", str(tiny_llama), "--no-adapter", "--out", str(a), *common]) == 2
+    assert "--no-adapter needs an adapter" in capsys.readouterr().err

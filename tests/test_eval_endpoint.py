@@ -1,0 +1,88 @@
+"""The endpoint judge and endpoint answers against a real OpenAI-compatible server on loopback.
+
+The server is `transformers serve` (FastAPI + Uvicorn, installed from PyPI with transformers; no compiling)
+serving the tiny random LLaMA fixture on 127.0.0.1; it answers nonsense, which is what the unparsed
+counting needs. Nothing leaves the machine.
+"""
+
+import importlib.util
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from lima_lite.evaluate import steps
+from lima_lite.evaluate.answers import generate_answers, get_answerer, read_records
+from lima_lite.evaluate.judges import get_judge
+from lima_lite.evaluate.protocols import win_tie_loss
+
+missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(missing) or shutil.which("transformers") is None,
+    reason=f"no OpenAI-compatible server here: `transformers serve` needs {missing or 'the transformers CLI'} "
+           "(pip install 'transformers[serving]' openai)")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama, tmp_path_factory):
+    """`transformers serve` on a free loopback port, serving the tiny LLaMA with a minimal chat template."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("served") / "tiny"
+    shutil.copytree(tiny_llama, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}</s>{% endfor %}"
+    tokenizer.save_pretrained(folder)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (folder.parent / "serve.log").open("w")
+    process = subprocess.Popen(["transformers", "serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
+                                "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"transformers serve did not come up: {(folder.parent / 'serve.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield f"{folder}@http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_endpoint_judge_counts_nonsense_verdicts_as_unparsed(server, tmp_path):
+    judge = get_judge(server, max_new_tokens=6)
+    assert type(judge).__name__ == "EndpointJudge" and judge.name == server
+    rows = [{"id": str(i), "prompt": f"Name a colour {i}.", "answer": a, "model": m, "finish_reason": "eot"}
+            for i in range(2) for a, m in (("Red.", "ours"), ("Blue.", "theirs"))]
+    ours, theirs = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
+    ours.write_text("".join(json.dumps(r) + "\n" for r in rows if r["model"] == "ours"))
+    theirs.write_text("".join(json.dumps(r) + "\n" for r in rows if r["model"] == "theirs"))
+    records = steps.pairwise_file(judge, ours, theirs, tmp_path / "pairwise.jsonl")
+    counts = win_tie_loss(records)
+    assert counts["n"] == 2 and counts["win"] + counts["tie"] + counts["loss"] + counts["unparsed"] == 2
+    for record in records:  # every order has the server's raw reply, and a retry when it was unreadable
+        for verdict, replies in zip(record["verdicts"], record["raw"]):
+            assert all(isinstance(reply, str) for reply in replies)
+            assert len(replies) == (1 if verdict else 2)
+
+
+def test_endpoint_answers_are_generated_and_resumed(server, tmp_path):
+    model = get_answerer(server, name="served")
+    prompts = [{"id": "a", "prompt": "Say hello."}, {"id": "b", "prompt": "Say goodbye."}]
+    out = tmp_path / "answers.jsonl"
+    rows = generate_answers(model, prompts[:1], out, max_new_tokens=4)
+    rows = generate_answers(model, prompts, out, max_new_tokens=4)
+    assert [(r["id"], r["model"], r["finish_reason"]) for r in rows] == [("a", "served", "length"),
+                                                                         ("b", "served", "length")]
+    assert all(isinstance(r["answer"], str) for r in read_records(out)) and len(read_records(out)) == 2
