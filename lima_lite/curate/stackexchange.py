@@ -225,7 +225,7 @@ def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="lima-lite curate stackexchange", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dump", type=Path, required=True, help="folder of unpacked site folders, each with Posts.xml")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
     parser.add_argument("--n", type=int, default=200, help="examples drawn from each group, STEM and other (LIMA: 200)")
