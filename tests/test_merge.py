@@ -54,3 +54,27 @@ def test_merge_refuses_to_overwrite_and_non_adapters(strong_run, tmp_path, capsy
     assert run("lima_lite.merge:main", [str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "not an adapter folder" in err
+
+
+def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(strong_run, tmp_path):
+    """The QLoRA path: NF4 base dequantized, LoRA added; compared with the 4-bit base + adapter it was trained on."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lima_lite.model import get_model
+
+    out = tmp_path / "merged-4bit"
+    assert main([str(strong_run / "adapter"), "--out", str(out), "--from-4bit"]) == 0
+    assert json.loads((out / "lima_merge.json").read_text())["base_dequantized_from_4bit"] is True
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base_path = json.loads((strong_run / "run.json").read_text())["base"]["path"]
+    quantized = PeftModel.from_pretrained(get_model(base_path, load_in_4bit=True, dtype="bfloat16"), strong_run / "adapter")
+    full = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
+    with torch.no_grad():
+        expected = quantized(ids).logits.float()
+        got = merged(ids).logits.float()
+        unquantized = full(ids).logits
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
+    # The merged weights are the NF4 ones, not the original full-precision ones.
+    assert (got - unquantized).abs().max() > (got - expected).abs().max()
