@@ -198,6 +198,7 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
@@ -213,6 +214,7 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     if dev_rows:
         sft_config.eval_strategy = "epoch"
 
+    set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
     model = get_model(base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                       model_args.use_bnb_nested_quant, len(tokenizer), lima_args.trust_remote_code,
                       model_args.attn_implementation, model_args.model_revision)
