@@ -1,0 +1,60 @@
+"""End to end on the real embedded SmolLM2-135M-Instruct: the quick-start recipe trains in 4-bit NF4, writes
+its artifacts, the adapter reloads with the same logits, and the chat reply ends at EOT before the limit."""
+
+import json
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_run_writes_every_artifact(quickstart_run):
+    run = json.loads((quickstart_run / "run.json").read_text())
+    assert run["status"] == "finished"
+    assert run["base"]["name"] == "embedded:SmolLM2-135M-Instruct"
+    assert run["model"]["load_in_4bit"] and run["model"]["bnb_4bit_quant_type"] == "nf4"
+    assert run["counts"]["train"] == {"read": 60, "kept": 60, "cut": 0, "dropped": 0}
+    assert run["template"]["eot_token"] == "<|im_end|>" and run["counts"]["added_tokens"] == []
+    assert len(run["data"]["sha256"]) == 64 and run["versions"]["trl"]
+    for name in ("adapter_model.safetensors", "adapter_config.json", "lima_template.json", "tokenizer.json"):
+        assert (quickstart_run / "adapter" / name).is_file()
+        assert (quickstart_run / "epoch-01" / name).is_file()
+    metrics = [json.loads(line) for line in (quickstart_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 9))  # 60 examples / 8 per step
+    assert any("eval_loss" in m for m in metrics)
+    assert (quickstart_run / "loss.png").stat().st_size > 10_000
+    config = json.loads((quickstart_run / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "embedded:SmolLM2-135M-Instruct"
+
+
+def test_adapter_reloads_with_the_same_logits_and_chat_stops_at_eot(quickstart_run):
+    from lima_lite.generate import load_engine
+    from lima_lite.template import encode_prompt
+
+    engine = load_engine(adapter=quickstart_run / "adapter")
+    messages = [{"role": "user", "content": "How do I keep basil fresh?"}]
+    ids = torch.tensor([encode_prompt(engine.tokenizer, engine.template, messages)])
+    with torch.no_grad():
+        tuned = engine.model(input_ids=ids).logits
+        with engine.model.disable_adapter():
+            base = engine.model(input_ids=ids).logits
+        again = load_engine(adapter=quickstart_run / "epoch-01").model(input_ids=ids).logits
+    assert (tuned - base).abs().max() > 1e-3  # the adapter changes the model
+    assert torch.allclose(tuned, again, atol=1e-4)  # the final adapter is the last epoch's, reloaded
+    torch.manual_seed(0)
+    reply = engine.reply(messages, max_new_tokens=400)
+    assert reply.finish_reason == "eot" and 0 < reply.new_tokens < 400
+    assert reply.token_ids[-1] in engine.stop_ids and reply.text.strip()
+
+
+def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
+    from lima_lite.data import load_conversations
+    from lima_lite.train import quickstart_main
+
+    assert quickstart_main([f"output_dir={quickstart_run}", "--max-new-tokens", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping training" in out  # the run exists: it is reused, not retrained
+    for conversation in load_conversations("embedded:dev.jsonl")[:3]:
+        assert conversation["messages"][0]["content"] in out
+    assert out.count("--- base model ---") == 3 and out.count("--- after LIMA fine-tuning ---") == 3
