@@ -182,3 +182,29 @@ def test_packing_option_trains(tiny_llama, tmp_path):
                                 load_in_4bit=False, dtype="float32", bf16=False))
     assert json.loads((run / "run.json").read_text())["training"]["packing"] is True
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_inspect_shows_exactly_the_trained_tokens(tiny_llama, tmp_path, capsys):
+    from lima_lite.train import inspect_main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "x1", "messages": [{"role": "user", "content": "Say hi"},
+                                                        {"role": "assistant", "content": "Hi there"}]}) + "\n"
+                    + json.dumps({"id": "x2", "messages": [{"role": "user", "content": "word " * 300},
+                                                          {"role": "assistant", "content": "cut away"}]}) + "\n")
+    args = [str(tmp_path / "none.yaml"), f"model_name_or_path={tiny_llama}", f"dataset_name={data}", "max_length=64"]
+    (tmp_path / "none.yaml").write_text("eot_token: <|eot|>\n")
+    assert inspect_main([*args, "--json", "--n", "1"]) == 0
+    [shown] = json.loads(capsys.readouterr().out)
+    tokenizer, _, _ = get_tokenizer(str(tiny_llama), "<|eot|>")
+    user = tokenizer("Say hi", add_special_tokens=False)["input_ids"]
+    eot = tokenizer.convert_tokens_to_ids("<|eot|>")
+    assert shown["id"] == "x1" and shown["ids"][: len(user) + 1] == user + [eot]
+    assert shown["labels"] == [-100] * (len(user) + 1) + shown["ids"][len(user) + 1:]
+    assert shown["tokens"][-1] == "<|eot|>" and shown["labels"][-1] == eot
+    assert inspect_main(args) == 0
+    out = capsys.readouterr().out
+    assert "[[Hi there<|eot|>]]" in out
+    # the second example is all user text within the first 64 tokens: dropped, and said so
+    assert "2 conversations read: 1 kept (0 cut at the length limit), 1 dropped" in out
+    assert "dropped x2: no trained token left after the cut" in out
