@@ -155,7 +155,7 @@ def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "
         kwargs["attn_implementation"] = attn_implementation
     if revision:
         kwargs["revision"] = revision
-    if load_in_4bit and torch.cuda.is_available():
+    if torch.cuda.is_available():
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -90,3 +90,17 @@ def test_write_jsonl_is_atomic_and_keeps_the_old_file_on_failure(tmp_path):
         write_jsonl(rows(), path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temporary file left behind
+
+
+def test_missing_model_path_and_offline_hub_model_are_clear(tmp_path):
+    from lima_lite import LimaError
+    from lima_lite.train import prepare
+
+    data = write(tmp_path, [GOOD])
+    with pytest.raises(LimaError, match="model path does not exist"):
+        prepare(None, {"model_name_or_path": str(tmp_path / "no-such-model"), "dataset_name": str(data)})
+    with pytest.raises(LimaError, match=r"someone/no-such-model: could not load it from the Hugging Face Hub.*hf download"):
+        prepare(None, {"model_name_or_path": "someone/no-such-model", "dataset_name": str(data)})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LimaError, match="not a model folder"):
+        prepare(None, {"model_name_or_path": str(tmp_path / "empty"), "dataset_name": str(data)})
