@@ -51,7 +51,7 @@ def prompt_epilog(protocol: str, extra: str = "") -> str:
 
 
 def add_sampling(parser, max_new_tokens=None) -> None:
-    from lima_lite.generate import LIMA_SAMPLING
+    from lima_lite.config import LIMA_SAMPLING
 
     group = parser.add_argument_group("sampling (LIMA's by default)")
     group.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")

@@ -143,6 +143,8 @@ def likert_section(records: list[dict], out: Path) -> list[str]:
         ax.set_title("Mean helpfulness with 95% confidence interval")
         save_figure(fig, out / "likert.png")
         lines += ["", "![likert](likert.png)"]
+    else:
+        lines += ["", "(no readable rating, so no chart)"]
     return lines + [""]
 
 

@@ -74,12 +74,13 @@ def knowledge_file(spec: str, questions: str, out: str | Path, with_base: bool =
                    **sampling) -> list[dict]:
     """Exact-match and contains accuracy of a model on factual questions; for an adapter, also of its base
     (the adapter switched off, same load), since fine-tuning on ~1,000 examples should not add facts."""
-    from lima_lite.evaluate.answers import LocalModel
+    from lima_lite.evaluate.answers import LocalModel, resolve_spec
+    from lima_lite.generate import is_adapter
 
     rows = read_questions(questions)[:limit]
     model = get_answerer(spec)
     models = [model]
-    if with_base and isinstance(model, LocalModel) and model.adapter and hasattr(model.engine.model, "disable_adapter"):
+    if with_base and isinstance(model, LocalModel) and is_adapter(resolve_spec(spec)):
         models.append(LocalModel(engine=model.engine, name=f"base of {model.name}", adapter=False))
     template, settings = load_prompt("knowledge"), {**KNOWLEDGE_SAMPLING, **sampling}
 
