@@ -16,7 +16,7 @@ import sys
 
 from lima_lite import LimaError
 from lima_lite.data import write_jsonl
-from lima_lite.generate import LIMA_SAMPLING
+from lima_lite.config import LIMA_SAMPLING
 
 HELP = """commands:
   /reset            start a new conversation

@@ -10,6 +10,7 @@ overrides. An unknown key is an error that names it and the closest valid key.
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ import yaml
 from lima_lite import LimaError
 
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
+# LIMA's generation settings (§4): nucleus p = 0.9, temperature 0.7, repetition penalty 1.2, <= 2,048 new tokens.
+LIMA_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 2048}
 
 
 @dataclass

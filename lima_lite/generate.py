@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from lima_lite import LimaError
+from lima_lite.config import LIMA_SAMPLING
 from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_prompt, token_id
 
-LIMA_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 2048}
 
 
 @dataclass
@@ -51,8 +51,12 @@ class Engine:
         return sorted(ids)
 
     def prompt_ids(self, messages: list[dict], max_new_tokens: int) -> tuple[list[int], int]:
-        """Ids of the history, dropping the oldest exchanges until it fits with room for the reply."""
-        budget = self.context_length - max_new_tokens
+        """Ids of the history, dropping the oldest exchanges until it fits with room for the reply.
+
+        The room kept for the reply is max_new_tokens, but at most half the context: LIMA's 2,048 new
+        tokens on a 2,048-token LLaMA would otherwise leave no room for any question.
+        """
+        budget = self.context_length - min(max_new_tokens, self.context_length // 2)
         system = messages[:1] if messages and messages[0]["role"] == "system" else []
         turns = messages[len(system):]
         dropped = 0
@@ -63,8 +67,8 @@ class Engine:
             turns = turns[2:]  # one user turn and the assistant's answer to it
             dropped += 2
         if len(ids) > budget:
-            raise LimaError(f"the message is {len(ids)} tokens; with max_new_tokens={max_new_tokens} the model's "
-                            f"context of {self.context_length} leaves room for {budget}")
+            raise LimaError(f"the message is {len(ids)} tokens; the model's context of {self.context_length} "
+                            f"leaves room for {budget} with space for a reply")
         return ids, dropped
 
     def stream(self, messages: list[dict], adapter: bool = True, **sampling):
@@ -73,6 +77,7 @@ class Engine:
 
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
         ids, dropped = self.prompt_ids(messages, settings["max_new_tokens"])
+        max_new_tokens = min(settings["max_new_tokens"], self.context_length - len(ids))
         input_ids = torch.tensor([ids], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         # LIMA penalises repetition of *generated* tokens only, so the prompt is ignored by the penalty.
@@ -81,7 +86,7 @@ class Engine:
         sample = settings["temperature"] > 0
         kwargs = dict(
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-            max_new_tokens=settings["max_new_tokens"], do_sample=sample, logits_processor=processors,
+            max_new_tokens=max_new_tokens, do_sample=sample, logits_processor=processors,
             temperature=settings["temperature"] if sample else None, top_p=settings["top_p"] if sample else None,
             top_k=None, eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -161,7 +166,12 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
         if base is None:
             raise LimaError("give an adapter (--adapter) or a base model (--base)")
         path = resolve_base(resolve_model_path(base))
-        tokenizer, template, _ = get_tokenizer(path, _base_eot(path), trust_remote_code)
+        if (Path(path) / TEMPLATE_FILE).is_file():  # a merged lima_lite model: render as it was trained
+            from transformers import AutoTokenizer
+
+            tokenizer, template = AutoTokenizer.from_pretrained(path), ChatTemplate.load(path)
+        else:
+            tokenizer, template, _ = get_tokenizer(path, _base_eot(path), trust_remote_code)
         model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
         name = base
     model.eval()

@@ -18,8 +18,7 @@ import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import EMBEDDED_BASE
-from lima_lite.model import HUB_ID
+from lima_lite.config import EMBEDDED_BASE, HUB_ID
 
 
 def resolve_model_path(name: str) -> str:

@@ -9,7 +9,6 @@ and LIMA's residual dropout.
 
 import importlib.util
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,12 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from lima_lite import LimaError
-from lima_lite.config import EMBEDDED_BASE
+from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.template import ChatTemplate
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAD_TOKEN = "<|pad|>"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class ModelError(LimaError):

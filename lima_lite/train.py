@@ -266,6 +266,8 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     if last:
         print(f"Resuming from {last}")
     started = time.time()
+    if dev_rows and not last:
+        trainer.evaluate()  # the base's dev loss, logged at step 0: the point every epoch is compared with
     trainer.train(resume_from_checkpoint=last)
     save_adapter(trainer.model, tokenizer, template, output_dir / FINAL_ADAPTER, model_args.model_name_or_path)
     plot_loss(output_dir / "metrics.jsonl", output_dir / "loss.png")

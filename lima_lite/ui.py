@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.generate import LIMA_SAMPLING
+from lima_lite.config import LIMA_SAMPLING
 
 EPOCH = re.compile(r"^epoch-(\d+)$")
 BASE = "base"
