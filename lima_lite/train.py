@@ -133,7 +133,7 @@ def plot_loss(metrics_file: Path, out: Path) -> Path | None:
 
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     train = [(r["epoch"], r["loss"]) for r in rows if "loss" in r]
-    dev = [(r["epoch"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    dev = [(r["epoch"] or 0.0, r["eval_loss"]) for r in rows if "eval_loss" in r]  # epoch 0: the base
     if not train:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
