@@ -208,3 +208,14 @@ def test_inspect_shows_exactly_the_trained_tokens(tiny_llama, tmp_path, capsys):
     # the second example is all user text within the first 64 tokens: dropped, and said so
     assert "2 conversations read: 1 kept (0 cut at the length limit), 1 dropped" in out
     assert "dropped x2: no trained token left after the cut" in out
+
+
+def test_dev_loss_is_logged_for_the_base_and_every_epoch(tiny_llama, tmp_path):
+    data = dataset(tmp_path)
+    run = train(None, overrides(tiny_llama, data, tmp_path / "run", num_train_epochs=2, dev_dataset=str(data),
+                                load_in_4bit=False, dtype="float32", bf16=False))
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    dev = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    assert [step for step, _ in dev] == [0, 3, 6]  # the base, then after each epoch of 3 steps
+    assert dev[-1][1] < dev[0][1]  # training on the same conversations lowers their loss
+    assert (run / "loss.png").stat().st_size > 10_000
