@@ -22,6 +22,9 @@ from lima_lite.evaluate.answers import model_label, read_records
 from lima_lite.evaluate.protocols import (ABSOLUTE_CHOICES, absolute_mix, agreement_matrix, knowledge_summary,
                                           likert_summary, win_tie_loss)
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+PUBLIC = 0o666 & ~_UMASK  # what open() would give; mkstemp's temporary files are private (0600)
 PROTOCOLS = ("pairwise", "human", "likert", "absolute", "knowledge")
 COLORS = {"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828", "unparsed": "#ffffff",
           "Fail": "#c62828", "Pass": "#f9a825", "Excellent": "#2e7d32"}
@@ -71,6 +74,7 @@ def save_figure(fig, path: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.chmod(tmp, PUBLIC)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -114,7 +118,7 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
     ax.invert_yaxis()
     ax.set_xlabel("% of prompts")
     ax.set_title("Pairwise preference: win / tie / loss of the first model")
-    ax.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.25), frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     save_figure(fig, out / "pairwise.png")
     return lines + ["", "![pairwise](pairwise.png)", ""]
 
@@ -170,7 +174,7 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
     ax.invert_yaxis()
     ax.set_xlabel("% of answers")
     ax.set_title("Absolute rating mix")
-    ax.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.25), frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     save_figure(fig, out / "absolute.png")
     return lines + ["", "![absolute](absolute.png)", ""]
 
@@ -178,7 +182,9 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
 def agreement_section(records: list[dict], out: Path) -> list[str]:
     raters, matrix = agreement_matrix(records)
     if len(raters) < 2:
-        return []
+        return ["## Agreement between raters", "",
+                "Needs two raters (people or judges) with readable verdicts, in both orders, on the same comparisons; "
+                f"here: {', '.join(short(r) for r in raters) or 'none'}.", ""]
     names = [short(r) for r in raters]
     lines = ["## Agreement between raters", "",
              "LIMA's tie-discounted accuracy over the items both raters judged: 1 when they agree, 0.5 when exactly "
@@ -262,6 +268,7 @@ def write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, PUBLIC)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
