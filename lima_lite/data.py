@@ -14,7 +14,9 @@ Every problem is reported as `file:line: field: what is wrong`; nothing is dropp
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from lima_lite import LimaError
@@ -178,6 +180,25 @@ def write_jsonl(rows, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_dir(target: str | Path):
+    """Yield a temporary folder beside `target`; when the block succeeds it becomes `target` by a rename.
+
+    A crash or an error leaves the previous `target` (if any) as it was and no half-written folder.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def file_sha256(name: str) -> str | None:

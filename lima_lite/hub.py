@@ -12,12 +12,11 @@ from the run's run.json: base model and revision, data source and size, the reci
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import atomic_dir
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 
 
@@ -282,9 +281,7 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     license_id = license_id or KNOWN_LICENSES.get(base_id)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         for item in sorted(adapter.iterdir()):
             if item.is_file() and item.name not in SKIPPED_ADAPTER_FILES and not item.name.startswith("."):
                 shutil.copy2(item, tmp / item.name)
@@ -298,12 +295,6 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
         card = model_card(repo, base_id, adapter, run, ChatTemplate.load(adapter).eot_token, added, evaluation,
                           (tmp / "loss.png").is_file(), license_id)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -13,12 +13,10 @@ so `lima-lite chat --base DIR` and plain transformers both render conversations 
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import atomic_dir
 
 
 def trained_in_4bit(adapter_dir: Path) -> bool | None:
@@ -66,19 +64,13 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     merged = model.merge_and_unload().to(target)
     merged.config.dtype = target
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         ChatTemplate.load(adapter_dir).save(tmp)
         (tmp / "lima_merge.json").write_text(json.dumps(
             {"adapter": str(adapter), "base": base, "base_dequantized_from_4bit": from_4bit, "dtype": dtype},
             indent=2) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

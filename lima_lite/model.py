@@ -9,14 +9,13 @@ and LIMA's residual dropout.
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from lima_lite import LimaError
+from lima_lite.data import atomic_dir
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.template import ChatTemplate
 
@@ -53,9 +52,7 @@ def convert_embedded(target: Path) -> Path:
 
     gguf = embedded_gguf()
     print(f"Converting the embedded base {gguf.name} to safetensors in {target} (once, ~20 s)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_dir(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         model.hf_quantizer = None
@@ -63,10 +60,6 @@ def convert_embedded(target: Path) -> Path:
         del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -14,14 +14,13 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import atomic_dir
 from lima_lite.config import lima_help
 
 FINAL_ADAPTER = "adapter"
@@ -87,22 +86,13 @@ def save_adapter(model, tokenizer, template, folder: Path, base_name: str) -> Pa
     `base_name` is the base as the user named it (a Hub id, a path, the embedded alias), recorded in
     adapter_config.json so chat and plain peft find the base again.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp, save_embedding_layers=False)
         config_file = tmp / "adapter_config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
                                            "base_model_name_or_path": base_name}, indent=2) + "\n")
         tokenizer.save_pretrained(tmp)
         template.save(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

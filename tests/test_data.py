@@ -104,3 +104,20 @@ def test_missing_model_path_and_offline_hub_model_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LimaError, match="not a model folder"):
         prepare(None, {"model_name_or_path": str(tmp_path / "empty"), "dataset_name": str(data)})
+
+
+def test_atomic_dir_keeps_the_previous_folder_when_writing_fails(tmp_path):
+    from lima_lite.data import atomic_dir
+
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("half of v2")
+            raise RuntimeError("killed")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import torch
 from safetensors.torch import load_file
 
 SCRIPT = textwrap.dedent("""
