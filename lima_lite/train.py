@@ -167,15 +167,19 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
     return [EpochAdapters(), MetricsFile()]
 
 
-def sft_trainer_class():
-    """TRL's SFTTrainer, with the loss computed through the model's own LM head.
+def sft_trainer_class(trainable_tokens: bool):
+    """TRL's SFTTrainer; with trainable tokens, one whose loss goes through the model's own LM head.
 
     TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows: an
     added EOT would then never learn to be predicted (and an untied head fails outright). The model's
-    own forward goes through PEFT, so every trained row takes part in the loss.
+    own forward goes through PEFT, so every trained row takes part in the loss; it materializes the
+    logits, so the faster fused head is kept when no token was added.
     """
     from transformers import Trainer
     from trl import SFTTrainer
+
+    if not trainable_tokens:
+        return SFTTrainer
 
     class LimaSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -217,7 +221,7 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     peft_config.trainable_token_indices = trainable_token_indices(model, added)
 
     columns = ["input_ids", "labels"]
-    trainer = sft_trainer_class()(
+    trainer = sft_trainer_class(bool(added))(
         model=model,
         args=sft_config,
         train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in rows]),

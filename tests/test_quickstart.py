@@ -19,10 +19,11 @@ def test_quickstart_run_writes_every_artifact(quickstart_run):
     assert len(run["data"]["sha256"]) == 64 and run["versions"]["trl"]
     for name in ("adapter_model.safetensors", "adapter_config.json", "lima_template.json", "tokenizer.json"):
         assert (quickstart_run / "adapter" / name).is_file()
-        assert (quickstart_run / "epoch-01" / name).is_file()
+        assert (quickstart_run / "epoch-03" / name).is_file()
     metrics = [json.loads(line) for line in (quickstart_run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 9))  # 60 examples / 8 per step
-    assert any("eval_loss" in m for m in metrics)
+    assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 25))  # 60 examples / 8 per step, 3 epochs
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [0, 8, 16, 24]  # the base, then every epoch
+    assert sorted(p.name for p in quickstart_run.glob("epoch-*")) == ["epoch-01", "epoch-02", "epoch-03"]
     assert (quickstart_run / "loss.png").stat().st_size > 10_000
     config = json.loads((quickstart_run / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "embedded:SmolLM2-135M-Instruct"
@@ -39,7 +40,7 @@ def test_adapter_reloads_with_the_same_logits_and_chat_stops_at_eot(quickstart_r
         tuned = engine.model(input_ids=ids).logits
         with engine.model.disable_adapter():
             base = engine.model(input_ids=ids).logits
-        again = load_engine(adapter=quickstart_run / "epoch-01").model(input_ids=ids).logits
+        again = load_engine(adapter=quickstart_run / "epoch-03").model(input_ids=ids).logits
     assert (tuned - base).abs().max() > 1e-3  # the adapter changes the model
     assert torch.allclose(tuned, again, atol=1e-4)  # the final adapter is the last epoch's, reloaded
     torch.manual_seed(0)
