@@ -91,6 +91,30 @@ def pyplot():
     return plt
 
 
+def stacked_percent_bars(rows: list[tuple], categories: tuple, xlabel: str, title: str, path: Path,
+                         annotate: bool = False) -> None:
+    """One horizontal bar per (label, judge, counts) row, stacked by category as % of n (LIMA Figure 1 style)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
+    labels = [f"{label}\n({judge})" for label, judge, _ in rows]
+    left = [0.0] * len(rows)
+    for category in categories:
+        widths = [100 * c[category] / c["n"] for _, _, c in rows]
+        bars = ax.barh(labels, widths, left=left, color=COLORS[category], edgecolor="#424242", label=category)
+        if annotate:
+            for bar, width in zip(bars, widths):
+                if width >= 6:
+                    ax.text(bar.get_x() + width / 2, bar.get_y() + bar.get_height() / 2, f"{width:.0f}%", ha="center",
+                            va="center", color="black" if category in ("tie", "unparsed") else "white", fontsize=8)
+        left = [x + w for x, w in zip(left, widths)]
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    save_figure(fig, path)
+
+
 def pairwise_section(records: list[dict], out: Path) -> list[str]:
     rows = []
     for (judge, a, b), items in sorted(group(records, "judge", "model_a", "model_b").items()):
@@ -102,24 +126,8 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
     for label, judge, c in rows:
         lines.append(f"| {label} | {judge} | {c['win']} ({pct(c['win'], c['n'])}) | {c['tie']} ({pct(c['tie'], c['n'])}) "
                      f"| {c['loss']} ({pct(c['loss'], c['n'])}) | {c['unparsed']} | {c['n']} |")
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
-    labels = [f"{label}\n({judge})" for label, judge, _ in rows]
-    left = [0.0] * len(rows)
-    for outcome in ("win", "tie", "loss", "unparsed"):
-        widths = [100 * c[outcome] / c["n"] for _, _, c in rows]
-        bars = ax.barh(labels, widths, left=left, color=COLORS[outcome], edgecolor="#424242", label=outcome)
-        for bar, width in zip(bars, widths):
-            if width >= 6:
-                ax.text(bar.get_x() + width / 2, bar.get_y() + bar.get_height() / 2, f"{width:.0f}%",
-                        ha="center", va="center", color="black" if outcome in ("tie", "unparsed") else "white", fontsize=8)
-        left = [x + w for x, w in zip(left, widths)]
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
-    ax.set_xlabel("% of prompts")
-    ax.set_title("Pairwise preference: win / tie / loss of the first model")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    save_figure(fig, out / "pairwise.png")
+    stacked_percent_bars(rows, ("win", "tie", "loss", "unparsed"), "% of prompts",
+                         "Pairwise preference: win / tie / loss of the first model", out / "pairwise.png", annotate=True)
     return lines + ["", "![pairwise](pairwise.png)", ""]
 
 
@@ -162,20 +170,8 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
     for model, judge, c in rows:
         cells = " | ".join(f"{c[g]} ({pct(c[g], c['n'])})" for g in ABSOLUTE_CHOICES)
         lines.append(f"| {model} | {judge} | {cells} | {c['unparsed']} | {c['n']} |")
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
-    labels = [f"{m}\n({j})" for m, j, _ in rows]
-    left = [0.0] * len(rows)
-    for grade in (*ABSOLUTE_CHOICES, "unparsed"):
-        widths = [100 * c[grade] / c["n"] for _, _, c in rows]
-        ax.barh(labels, widths, left=left, color=COLORS[grade], edgecolor="#424242", label=grade)
-        left = [x + w for x, w in zip(left, widths)]
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
-    ax.set_xlabel("% of answers")
-    ax.set_title("Absolute rating mix")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    save_figure(fig, out / "absolute.png")
+    stacked_percent_bars(rows, (*ABSOLUTE_CHOICES, "unparsed"), "% of answers", "Absolute rating mix",
+                         out / "absolute.png")
     return lines + ["", "![absolute](absolute.png)", ""]
 
 
