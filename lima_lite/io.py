@@ -1,0 +1,142 @@
+"""The one way lima_lite writes files and folders: atomically, with the usual permissions.
+
+    >>> write_jsonl(rows, "data/lima-1k.jsonl")        # a temporary file beside it, then a rename
+    >>> write_json("runs/x/run.json", {"status": "running"})
+    >>> with atomic_dir("runs/x/adapter") as tmp:      # fill tmp; it becomes runs/x/adapter on success
+    ...     model.save_pretrained(tmp)
+    >>> rows = read_jsonl("answers.jsonl")             # [(line number, row), ...]; bad lines name file:line
+
+A crash or an error leaves the previous file or folder as it was and no half-written one. Files come out
+0644 and folders 0755 under the usual umask 022 (the umask is respected), so another user, a container or a
+web server can read a shared run: `tempfile` alone would leave them 0600 and 0700.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from lima_lite import LimaError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(path: Path, mode: int) -> None:
+    os.chmod(path, mode & ~_umask())
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w"):
+    """Yield an open temporary file beside `path`; when the block succeeds it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as out:
+            yield out
+        _publish(Path(tmp), 0o666)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_file(path) as out:
+        out.write(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_file(path, "wb") as out:
+        out.write(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(rows, path: str | Path) -> Path:
+    """Rows as JSONL, one object a line, UTF-8."""
+    with atomic_file(path) as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as PNG, atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_file(path, "wb") as out:
+            fig.savefig(out, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(target: str | Path, replace: bool = True):
+    """Yield a temporary folder beside `target`; when the block succeeds it becomes `target` by a rename.
+
+    replace=False refuses (before anything is written) when `target` already exists, for folders a
+    command must not overwrite. The folder and everything in it get the usual permissions.
+    """
+    target = Path(target)
+    if not replace and target.exists():
+        raise LimaError(f"{target}: already exists; choose another path or delete it first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield tmp
+        _publish(tmp, 0o777)
+        for folder, dirs, files in os.walk(tmp):
+            for name in dirs:
+                _publish(Path(folder) / name, 0o777)
+            for name in files:
+                file = Path(folder) / name
+                if not file.is_symlink():
+                    _publish(file, 0o777 if os.access(file, os.X_OK) else 0o666)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+            os.replace(target, old / target.name)  # moved aside, deleted only once the new one is in place
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class JsonlError(LimaError):
+    pass
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
+    """(line number, parsed row) for every non-blank line; the first bad line raises with file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise JsonlError(f"{path}: file not found")
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((number, json.loads(line)))
+                except (json.JSONDecodeError, RecursionError) as error:
+                    problem = f"column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+                    raise JsonlError(f"{path}:{number}: invalid JSON at {problem}") from None
+    except UnicodeDecodeError as error:
+        raise JsonlError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
+    return rows

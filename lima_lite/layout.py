@@ -1,0 +1,125 @@
+"""A training run's folder, in one place: what `lima-lite train` writes and every other command reads.
+
+    runs/llama-7b/
+      adapter/          the final adapter (+ tokenizer, lima_template.json): `adapter_dir(run)`
+      epoch-01/ ...     one adapter per finished epoch: `epoch_dir(run, 1)`, `epoch_adapters(run)`
+      checkpoint-N/     the Trainer's state, to resume
+      run.json          resolved recipe, versions, data hash, counts: `read_run(run)`
+      metrics.jsonl     every logged step; loss.png its plot
+
+    >>> adapter, run = find_run("runs/llama-7b")          # (runs/llama-7b/adapter, runs/llama-7b)
+    >>> adapter, run = find_run("runs/llama-7b/epoch-07")  # (runs/llama-7b/epoch-07, runs/llama-7b)
+"""
+
+import json
+import re
+from pathlib import Path
+
+from lima_lite import LimaError
+
+FINAL_ADAPTER = "adapter"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+ADAPTER_CONFIG = "adapter_config.json"
+TEMPLATE_FILE = "lima_template.json"  # written by template.ChatTemplate.save
+EPOCH = re.compile(r"^epoch-(\d+)$")
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch-{epoch:02d}"
+
+
+def epoch_dir(run: str | Path, epoch: int) -> Path:
+    return Path(run) / epoch_name(epoch)
+
+
+def adapter_dir(run: str | Path) -> Path:
+    return Path(run) / FINAL_ADAPTER
+
+
+def is_adapter(path: str | Path) -> bool:
+    """A PEFT adapter folder (adapter_config.json), whoever trained it."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def check_lima_adapter(path: str | Path) -> Path:
+    """`path` if it is an adapter trained by lima_lite (adapter_config.json and lima_template.json), else one clear error."""
+    path = Path(path)
+    if not is_adapter(path):
+        raise LimaError(f"{path}: not an adapter folder (no {ADAPTER_CONFIG})")
+    if not (path / TEMPLATE_FILE).is_file():
+        raise LimaError(f"{path}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
+    return path
+
+
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter names in its adapter_config.json."""
+    config_file = Path(path) / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LimaError(f"{config_file}: not a readable adapter config ({type(error).__name__})") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base:
+        raise LimaError(f"{config_file}: base_model_name_or_path: missing; pass the base model with --base")
+    return base
+
+
+def read_run(run: str | Path) -> dict | None:
+    """run.json of a run folder, or None when there is none."""
+    file = Path(run) / RUN_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LimaError(f"{file}: not valid JSON ({error})") from None
+
+
+def run_of(adapter: str | Path) -> Path | None:
+    """The run folder an adapter folder belongs to (its parent with a run.json), or None."""
+    parent = Path(adapter).parent
+    return parent if is_run(parent) else None
+
+
+def find_run(path: str | Path) -> tuple[Path, Path | None]:
+    """(adapter folder, run folder or None) for a run folder, its adapter/ or an epoch-NN/ folder."""
+    path = Path(path).expanduser()
+    if is_run(path) and not is_adapter(path):
+        adapter = adapter_dir(path)
+        if not is_adapter(adapter):
+            raise LimaError(f"{path}: a run folder without a finished adapter ({adapter} is missing)")
+        return adapter, path
+    if is_adapter(path):
+        return path, run_of(path)
+    raise LimaError(f"{path}: neither a run folder ({RUN_FILE}) nor an adapter folder ({ADAPTER_CONFIG})")
+
+
+def epoch_adapters(run: str | Path) -> dict[int, Path]:
+    """{epoch: folder} of a run's saved epoch adapters, in order."""
+    run = Path(run)
+    found = {}
+    for folder in run.glob("epoch-*"):
+        match = EPOCH.match(folder.name)
+        if match and is_adapter(folder):
+            found[int(match[1])] = folder
+    return dict(sorted(found.items()))
+
+
+def find_adapters(runs_dir: str | Path) -> dict[str, Path]:
+    """{"RUN/epoch-03": path, ..., "RUN/adapter": path} for every run under runs_dir, epochs in order, final last."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for config in runs_dir.rglob(ADAPTER_CONFIG):
+        folder = config.parent
+        match = EPOCH.match(folder.name)
+        if folder.name != FINAL_ADAPTER and not match:
+            continue  # checkpoints, Hub upload folders
+        run = folder.parent.relative_to(runs_dir).as_posix()
+        found.append(((run, int(match[1]) if match else float("inf")), f"{run}/{folder.name}".lstrip("./"), folder))
+    return {label: folder for _, label, folder in sorted(found)}
