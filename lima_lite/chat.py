@@ -33,8 +33,9 @@ SETTING_TYPES = {"temperature": float, "top_p": float, "max_new_tokens": int, "r
 class Session:
     """The conversation and its sampling settings; commands edit them, `respond` extends them."""
 
-    def __init__(self, engine, out=None, compare: bool = False, **settings):
-        self.engine, self.out, self.compare = engine, out or sys.stdout, compare
+    def __init__(self, engine, out=None, compare: bool = False, seed: int | None = None, **settings):
+        self.engine, self.out, self.compare, self.seed = engine, out or sys.stdout, compare, seed
+        self.replies = 0  # with --seed, reply n is drawn from seed + n: a scripted chat repeats exactly
         self.messages: list[dict] = []
         self.settings = {**LIMA_SAMPLING, **{k: v for k, v in settings.items() if v is not None}}
 
@@ -46,7 +47,9 @@ class Session:
         """Stream the model's reply to the history (which ends with the user) and append it."""
         label = "[adapter] " if self.compare else ""
         self.say(label, end="")
-        for piece in self.engine.stream(self.messages, **self.settings):
+        seed = None if self.seed is None else self.seed + self.replies
+        self.replies += 1
+        for piece in self.engine.stream(self.messages, seed=seed, **self.settings):
             self.say(piece, end="")
         reply = self.engine.last
         self.say()
@@ -56,7 +59,7 @@ class Session:
             self.say(f"(stopped at max_new_tokens={self.settings['max_new_tokens']})")
         if self.compare:
             self.say("[base]    ", end="")
-            for piece in self.engine.stream(self.messages, adapter=False, **self.settings):
+            for piece in self.engine.stream(self.messages, use_adapter=False, seed=seed, **self.settings):
                 self.say(piece, end="")
             self.say()
         self.messages.append({"role": "assistant", "content": reply.text.strip()})
@@ -157,14 +160,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if not args.adapter and not args.base:
         raise LimaError("give --adapter DIR (or --base MODEL to talk to a base model)")
-    import torch
-
     from lima_lite.generate import load_engine
 
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
     engine = load_engine(adapter=args.adapter, base=args.base, load_in_4bit=args.load_in_4bit, dtype=args.dtype)
-    session = Session(engine, compare=args.compare and args.adapter is not None, temperature=args.temperature,
+    session = Session(engine, compare=args.compare and args.adapter is not None, seed=args.seed, temperature=args.temperature,
                       top_p=args.top_p, repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
     if args.prompt:
         for prompt in args.prompt:

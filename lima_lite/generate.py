@@ -12,7 +12,7 @@ model's context, the oldest turns are dropped and `last.dropped_turns` says how 
 """
 
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +71,12 @@ class Engine:
                             f"leaves room for {budget} with space for a reply")
         return ids, dropped
 
-    def stream(self, messages: list[dict], adapter: bool = True, **sampling):
-        """Yield the reply's text as it is generated; `self.last` holds the finished Reply."""
+    def stream(self, messages: list[dict], use_adapter: bool = True, seed: int | None = None, **sampling):
+        """Yield the reply's text as it is generated; `self.last` holds the finished Reply.
+
+        `seed` makes the sample repeatable without touching anybody else's random state: the draw runs
+        on a forked RNG seeded for this call, and the global RNG is as it was afterwards.
+        """
         from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextIteratorStreamer
 
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
@@ -94,7 +98,7 @@ class Engine:
 
         def run():
             try:
-                with self.lock, torch.inference_mode(), self.adapter_context(adapter):
+                with self.lock, torch.inference_mode(), self.adapter_context(use_adapter), seeded(seed):
                     result["output"] = self.model.generate(**kwargs)
             except BaseException as error:  # surface it in the caller's thread
                 result["error"] = error
@@ -114,8 +118,8 @@ class Engine:
         self.last = Reply(text=text, finish_reason="eot" if ended else "length", new_tokens=len(new),
                           dropped_turns=dropped, token_ids=new)
 
-    def reply(self, messages: list[dict], adapter: bool = True, **sampling) -> Reply:
-        for _ in self.stream(messages, adapter=adapter, **sampling):
+    def reply(self, messages: list[dict], use_adapter: bool = True, seed: int | None = None, **sampling) -> Reply:
+        for _ in self.stream(messages, use_adapter=use_adapter, seed=seed, **sampling):
             pass
         return self.last
 
@@ -126,8 +130,16 @@ class Engine:
         return self.model.disable_adapter()
 
 
-def is_adapter(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
+@contextmanager
+def seeded(seed: int | None):
+    """Torch draws from `seed` inside the block (CPU and CUDA) and the global RNG is restored after; None: no change."""
+    if seed is None:
+        yield
+        return
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def default_precision() -> tuple[bool, str]:
@@ -194,10 +206,8 @@ def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list
     pairs = []
     for prompt in tqdm(prompts, desc="answering", unit="prompt"):
         messages = [{"role": "user", "content": prompt}]
-        torch.manual_seed(0)
-        base = engine.reply(messages, adapter=False, **sampling).text
-        torch.manual_seed(0)
-        tuned = engine.reply(messages, **sampling).text
+        base = engine.reply(messages, use_adapter=False, seed=0, **sampling).text
+        tuned = engine.reply(messages, seed=0, **sampling).text
         pairs.append((base.strip(), tuned.strip()))
     return pairs
 

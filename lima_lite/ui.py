@@ -84,7 +84,7 @@ class Models:
         """Yield the reply so far (the whole text each time), then the finished Reply as the last item."""
         engine, use_adapter = self.engine(label)
         text = ""
-        for piece in engine.stream(messages, adapter=use_adapter, **sampling):
+        for piece in engine.stream(messages, use_adapter=use_adapter, **sampling):
             text += piece
             yield text
         yield engine.last
@@ -273,12 +273,10 @@ def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_i
                 # The same seed for both, so the comparison is of the models, not of the dice.
                 draw = seed if seed is not None else random.randrange(2**31)
                 notes = []
-                torch.manual_seed(draw)
-                for left_now, text in answer(a, left, settings):
+                for left_now, text in answer(a, left, {**settings, "seed": draw}):
                     yield "", left_now, right, text
                 notes.append(f"A: {text}" if text else "")
-                torch.manual_seed(draw)
-                for right_now, text in answer(b, right, settings):
+                for right_now, text in answer(b, right, {**settings, "seed": draw}):
                     yield "", left_now, right_now, " ".join(notes + [f"B: {text}" if text else ""]).strip()
 
             compare_inputs = [compare_box, left_chat, right_chat, left_model, right_model, *knobs]
@@ -322,7 +320,7 @@ def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_i
                 texts = []
                 for label in shown:
                     try:
-                        texts.append(models.engine(label)[0].reply(messages, adapter=models.specs[label][1],
+                        texts.append(models.engine(label)[0].reply(messages, use_adapter=models.specs[label][1],
                                                                    **settings).text.strip())
                     except LimaError as error:
                         raise gr.Error(str(error)) from None

@@ -77,10 +77,7 @@ class LocalModel:
     adapter: bool = True  # False: the adapter's base model, rendered with the adapter's template
 
     def answer(self, prompt: str, seed: int = 0, **sampling) -> tuple[str, str]:
-        import torch
-
-        torch.manual_seed(seed)
-        reply = self.engine.reply([{"role": "user", "content": prompt}], adapter=self.adapter, **sampling)
+        reply = self.engine.reply([{"role": "user", "content": prompt}], use_adapter=self.adapter, seed=seed, **sampling)
         return reply.text.strip(), reply.finish_reason
 
 
