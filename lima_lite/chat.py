@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.data import write_jsonl
+from lima_lite.io import write_jsonl
 from lima_lite.config import LIMA_SAMPLING
 
 HELP = """commands:

@@ -13,10 +13,6 @@ Every problem is reported as `file:line: field: what is wrong`; nothing is dropp
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from lima_lite import LimaError
@@ -164,41 +160,6 @@ def load_conversations(name: str, split: str = "train") -> list[dict]:
     if not conversations:
         raise DataError(f"{label}: no conversations")
     return conversations
-
-
-def write_jsonl(rows, path: str | Path) -> Path:
-    """Write rows as JSONL atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-@contextmanager
-def atomic_dir(target: str | Path):
-    """Yield a temporary folder beside `target`; when the block succeeds it becomes `target` by a rename.
-
-    A crash or an error leaves the previous `target` (if any) as it was and no half-written folder.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def file_sha256(name: str) -> str | None:

@@ -150,34 +150,28 @@ def default_precision() -> tuple[bool, str]:
 def load_engine(adapter: str | Path | None = None, base: str | None = None, load_in_4bit: bool | None = None,
                 dtype: str | None = None, trust_remote_code: bool = False) -> Engine:
     """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
-    from lima_lite.hub import resolve_model_path
-    from lima_lite.model import get_model, get_tokenizer, resolve_base
+    from lima_lite.layout import adapter_base, check_lima_adapter
+    from lima_lite.model import get_model, get_tokenizer, resolve_model
 
     auto_4bit, auto_dtype = default_precision()
     load_in_4bit = auto_4bit if load_in_4bit is None else load_in_4bit
     dtype = dtype or auto_dtype
     if adapter is not None:
-        import json
-
         from peft import PeftModel
         from transformers import AutoTokenizer
 
-        adapter_dir = Path(resolve_model_path(str(adapter)))
-        if not is_adapter(adapter_dir):
-            raise LimaError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
-        if not (adapter_dir / TEMPLATE_FILE).is_file():
-            raise LimaError(f"{adapter_dir}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
-        base = base or json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        adapter_dir = check_lima_adapter(resolve_model(str(adapter)))
+        base = base or adapter_base(adapter_dir)
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
         template = ChatTemplate.load(adapter_dir)
-        model = get_model(resolve_base(resolve_model_path(base)), load_in_4bit, dtype, vocab_size=len(tokenizer),
+        model = get_model(resolve_model(base), load_in_4bit, dtype, vocab_size=len(tokenizer),
                           trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(model, adapter_dir)
         name = str(adapter)
     else:
         if base is None:
             raise LimaError("give an adapter (--adapter) or a base model (--base)")
-        path = resolve_base(resolve_model_path(base))
+        path = resolve_model(base)
         if (Path(path) / TEMPLATE_FILE).is_file():  # a merged lima_lite model: render as it was trained
             from transformers import AutoTokenizer
 

@@ -135,8 +135,9 @@ def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
                 try:
                     rows.append((number, json.loads(line)))
                 except (json.JSONDecodeError, RecursionError) as error:
-                    problem = f"column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else "nested too deeply"
-                    raise JsonlError(f"{path}:{number}: invalid JSON at {problem}") from None
+                    problem = (f"at column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError)
+                               else "nested too deeply")
+                    raise JsonlError(f"{path}:{number}: invalid JSON {problem}") from None
     except UnicodeDecodeError as error:
         raise JsonlError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
     return rows

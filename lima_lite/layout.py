@@ -16,13 +16,13 @@ import re
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.template import TEMPLATE_FILE  # the template owns its file name
 
 FINAL_ADAPTER = "adapter"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 ADAPTER_CONFIG = "adapter_config.json"
-TEMPLATE_FILE = "lima_template.json"  # written by template.ChatTemplate.save
 EPOCH = re.compile(r"^epoch-(\d+)$")
 
 

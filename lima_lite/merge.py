@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import atomic_dir
+from lima_lite.io import atomic_dir
 
 
 def trained_in_4bit(adapter_dir: Path) -> bool | None:
@@ -34,31 +34,26 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from lima_lite.generate import is_adapter
-    from lima_lite.hub import resolve_model_path
-    from lima_lite.model import get_model, resolve_base
-    from lima_lite.template import TEMPLATE_FILE, ChatTemplate
+    from lima_lite.layout import adapter_base, check_lima_adapter
+    from lima_lite.model import get_model, resolve_model
+    from lima_lite.template import ChatTemplate
 
-    adapter_dir = Path(resolve_model_path(str(adapter)))
-    if not is_adapter(adapter_dir):
-        raise LimaError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
-    if not (adapter_dir / TEMPLATE_FILE).is_file():
-        raise LimaError(f"{adapter_dir}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
+    adapter_dir = Path(check_lima_adapter(resolve_model(str(adapter))))
     out = Path(out)
     if out.exists():
         raise LimaError(f"{out}: already exists; choose another --out or delete it")
     if from_4bit is None:
         recorded = trained_in_4bit(adapter_dir)
         from_4bit = True if recorded is None else recorded  # the recipes train QLoRA unless they say otherwise
-    base = base or json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = base or adapter_base(adapter_dir)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     target = getattr(torch, dtype)
 
     if from_4bit:
-        model = get_model(resolve_base(resolve_model_path(base)), True, dtype, vocab_size=len(tokenizer))
+        model = get_model(resolve_model(base), True, dtype, vocab_size=len(tokenizer))
         model = model.dequantize()  # NF4 -> the compute dtype: the weights the adapter was trained on
     else:
-        model = get_model(resolve_base(resolve_model_path(base)), False, "float32", vocab_size=len(tokenizer))
+        model = get_model(resolve_model(base), False, "float32", vocab_size=len(tokenizer))
     model = PeftModel.from_pretrained(model.float(), adapter_dir)
     # Merge in float32, round once to the target dtype: W + BA computed before rounding.
     merged = model.merge_and_unload().to(target)

@@ -1,7 +1,7 @@
 """Load a base model for LIMA fine-tuning or chat: 4-bit NF4 (QLoRA) or full precision, EOT token, LoRA,
 and LIMA's residual dropout.
 
-    >>> path = resolve_base("embedded:SmolLM2-135M-Instruct")   # or a local folder, or a Hub id
+    >>> path = resolve_model("embedded:SmolLM2-135M-Instruct")  # or a local folder, or a Hub id
     >>> tokenizer, template, new_tokens = get_tokenizer(path, eot_token="<|eot|>")
     >>> model = get_model(path, load_in_4bit=True, vocab_size=len(tokenizer))
     >>> add_residual_dropout(model, 0.2)   # 0.0 at layer 0 ... 0.2 at the last layer, training only
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lima_lite import LimaError
-from lima_lite.data import atomic_dir
+from lima_lite.io import atomic_dir
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.template import ChatTemplate
 
@@ -63,27 +63,52 @@ def convert_embedded(target: Path) -> Path:
     return target
 
 
-def resolve_base(name: str) -> str:
-    """A local folder for the embedded base or a local path; a Hub id is returned as is (downloaded on load)."""
+def resolve_model(name: str) -> str:
+    """The one answer to "what is this model name": a local folder for a base model or an adapter.
+
+    `embedded:SmolLM2-135M-Instruct` -> the converted embedded base (converted once, then cached);
+    a local folder -> itself (it must hold config.json or adapter_config.json); a Hub id (owner/name) ->
+    a cached snapshot of its configs, tokenizer and safetensors (downloaded once; offline, the cached copy).
+    """
     if name == EMBEDDED_BASE:
         target = cache_dir() / "smollm2-135m-instruct"
         return str(target if (target / "config.json").is_file() else convert_embedded(target))
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not a model folder (no config.json)")
+        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+            raise ModelError(f"{path}: not a model folder (no config.json) nor an adapter folder (no adapter_config.json)")
         return str(path)
-    if HUB_ID.match(name) and not name.startswith((".", "~")):
-        return name
-    raise ModelError(f"{name}: model path does not exist (give a local folder, a Hub id, or {EMBEDDED_BASE})")
+    if not HUB_ID.match(name) or name.startswith((".", "~")):
+        raise ModelError(f"{name}: model path does not exist (give a local folder, a Hub id, or {EMBEDDED_BASE})")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, allow_patterns=HUB_FILES)
+    except Exception as error:  # huggingface_hub raises many types for offline / gated / missing
+        raise ModelError(f"{name}: {hub_failure(name, error)}") from None
 
 
-def hub_error(name: str, error: Exception) -> ModelError:
-    return ModelError(
-        f"{name}: could not load it from the Hugging Face Hub ({type(error).__name__}). If you are offline, "
-        f"download it first where you have network (`hf download {name}`) and pass the local folder; "
-        "for a gated model, log in with `hf auth login`."
-    )
+# What a snapshot of a model or adapter needs: configs, tokenizer files, safetensors weights (never pickles).
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.md"]
+
+
+def hub_failure(name: str, error: Exception) -> str:
+    """What went wrong fetching `name` from the Hub, and what to do, in one line."""
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if isinstance(error, GatedRepoError):
+        return f"gated on the Hub: accept its license at https://huggingface.co/{name}, then `hf auth login`"
+    if isinstance(error, RepositoryNotFoundError):
+        return "no such model on the Hub (or it is private: `hf auth login`); check the id, or pass a local folder"
+    if isinstance(error, LocalEntryNotFoundError) or "connect" in type(error).__name__.lower():
+        return (f"not a local folder, and the Hugging Face Hub cannot be reached (offline) with no cached copy: "
+                f"download it where you have network (`hf download {name} --local-dir DIR`) and pass DIR")
+    return f"fetching it from the Hugging Face Hub failed ({type(error).__name__}: {error}); or pass a local folder"
+
+
+def load_error(path: str, error: Exception) -> ModelError:
+    return ModelError(f"{path}: the model could not be loaded ({type(error).__name__}: "
+                      f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else 'no detail'})")
 
 
 def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
@@ -97,7 +122,7 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as error:
-        raise hub_error(path, error) from None
+        raise load_error(path, error) from None
     added = []
     if eot_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
@@ -151,7 +176,7 @@ def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
-        raise hub_error(path, error) from None
+        raise load_error(path, error) from None
     if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
         # New rows start at the mean of the old ones (transformers' mean_resizing); PEFT then trains only them.
         model.resize_token_embeddings(vocab_size, mean_resizing=True)

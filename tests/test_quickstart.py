@@ -51,7 +51,7 @@ def test_adapter_reloads_with_the_same_logits_and_chat_stops_at_eot(quickstart_r
 
 def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
     from lima_lite.data import load_conversations
-    from lima_lite.train import quickstart_main
+    from lima_lite.quickstart import main as quickstart_main
 
     assert quickstart_main([f"output_dir={quickstart_run}", "--max-new-tokens", "32"]) == 0
     out = capsys.readouterr().out

@@ -185,7 +185,7 @@ def test_packing_option_trains(tiny_llama, tmp_path):
 
 
 def test_inspect_shows_exactly_the_trained_tokens(tiny_llama, tmp_path, capsys):
-    from lima_lite.train import inspect_main
+    from lima_lite.inspect import main as inspect_main
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "x1", "messages": [{"role": "user", "content": "Say hi"},

@@ -164,7 +164,7 @@ def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str) ->
     every record, so an interrupted run loses at most the record in progress."""
     from tqdm.auto import tqdm
 
-    from lima_lite.data import write_jsonl
+    from lima_lite.io import write_jsonl
 
     records = read_records(out)
     have = {key(r) for r in records}

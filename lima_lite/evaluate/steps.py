@@ -98,7 +98,7 @@ def knowledge_file(spec: str, questions: str, out: str | Path, with_base: bool =
 
 def human_file(votes: str | Path, out: str | Path, ours: str | None = None) -> list[dict]:
     """Import the Judge tab's votes (see protocols.HUMAN_VOTE_FIELDS) as records the report reads."""
-    from lima_lite.data import write_jsonl
+    from lima_lite.io import write_jsonl
 
     rows = read_records(votes)
     if not rows:

