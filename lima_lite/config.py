@@ -11,7 +11,6 @@ overrides. An unknown key is an error that names it and the closest valid key.
 import dataclasses
 import difflib
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +45,6 @@ class LimaArguments:
     dev_dataset: str | None = field(
         default=None,
         metadata={"help": "JSONL file or Hub id of held-out conversations; its loss is logged every epoch"},
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "run Python code shipped with a Hub model (off: safetensors only)"}
     )
     multi_turn: bool = field(
         default=True,
@@ -94,93 +90,167 @@ def _trl_classes():
     return ScriptArguments, SFTConfig, ModelConfig, LimaArguments
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """`["learning_rate=3e-4", "lora_target_modules=[q_proj,v_proj]"]` -> dict, values read as YAML."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LimaError(f"override {pair!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return overrides
+NULL_TAG = "tag:yaml.org,2002:null"
 
 
-def read_yaml(path: str | Path) -> dict:
+def _raw(node):
+    """A YAML value as the text the user wrote (a scalar), a list of texts, or a JSON object: argparse then
+    reads it with the field's own type, so `save_strategy: no` stays TRL's "no" and `3e-4` is a float."""
+    import json
+
+    if isinstance(node, yaml.ScalarNode):
+        return None if node.tag == NULL_TAG else node.value
+    if isinstance(node, yaml.SequenceNode):
+        return [_raw(item) for item in node.value]
+    return json.dumps(yaml.safe_load(yaml.serialize(node)))
+
+
+def read_yaml(path: str | Path) -> dict[str, tuple[object, int]]:
+    """key -> (raw value, line) of a recipe file; invalid YAML, a non-mapping and duplicate keys name their line."""
     path = Path(path)
     if not path.is_file():
         raise LimaError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LimaError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LimaError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}") from None
-    if not isinstance(data, dict):
-        raise LimaError(f"{path}: a recipe is a mapping of key: value")
-    return data
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise LimaError(f"{path}:{root.start_mark.line + 1}: a recipe is a mapping of key: value")
+    values = {}
+    for key_node, value_node in root.value:
+        key, line = key_node.value, key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise LimaError(f"{path}:{line}: a recipe key must be a name")
+        if key in values:
+            raise LimaError(f"{path}:{line}: {key}: set twice (first on line {values[key][1]}); keep one")
+        values[key] = (_raw(value_node), line)
+    return values
 
 
-def _key_lines(path: Path) -> dict:
-    """key -> line number of a top-level key in a YAML file, for error messages."""
-    lines = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line and not line[0].isspace() and ":" in line and not line.startswith("#"):
-            lines.setdefault(line.split(":", 1)[0].strip(), number)
-    return lines
-
-
-def _coerce(value, annotation):
-    """YAML reads `3e-4` as a string and `1` as an int; make values match the field's declared type."""
-    origins = typing.get_args(annotation) or (annotation,)
-    if isinstance(value, str) and float in origins and str not in origins:
+def parse_overrides(pairs: list[str]) -> dict:
+    """`["learning_rate=3e-4", "lora_target_modules=[q_proj,v_proj]"]` -> {key: raw value}, read as in a YAML file."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LimaError(f"override {pair!r} is not key=value")
         try:
-            return float(value)
-        except ValueError:
-            return value
-    if isinstance(value, int) and not isinstance(value, bool) and float in origins and int not in origins:
-        return float(value)
-    return value
+            node = yaml.compose(value) if value.strip() else None
+        except yaml.YAMLError:
+            node = yaml.ScalarNode("tag:yaml.org,2002:str", value)  # not YAML: the text as it is
+        overrides[key.strip()] = None if node is None else _raw(node)
+    return overrides
+
+
+def _argv(values: dict, actions: dict) -> tuple[list[str], list[str]]:
+    """Raw values -> an argument list for HfArgumentParser, and the keys set to null (left to set after)."""
+    argv, nulls = [], []
+    for key, value in values.items():
+        if value is None:
+            nulls.append(key)
+        elif isinstance(value, list) and actions[key].nargs in ("+", "*"):
+            argv += [f"--{key}", *map(str, value)]
+        elif isinstance(value, list):
+            argv.append(f"--{key}=[{', '.join(map(str, value))}]")  # refused by the field's type, with its name
+        else:
+            argv.append(f"--{key}={value}")
+    return argv, nulls
+
+
+class _Parser:
+    """transformers' HfArgumentParser over TRL's dataclasses and ours, raising instead of exiting."""
+
+    def __init__(self):
+        from transformers import HfArgumentParser
+
+        class Raising(HfArgumentParser):
+            def error(self, message):
+                raise LimaError(message)
+
+        self.parser = Raising(_trl_classes(), exit_on_error=False)
+        self.actions = {a.dest: a for a in self.parser._actions if a.option_strings}
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
-    """Read a recipe into (ScriptArguments, SFTConfig, ModelConfig, LimaArguments)."""
-    classes = _trl_classes()
-    fields = {f.name: (cls, f) for cls in classes for f in dataclasses.fields(cls) if f.init}
-    values = dict(LIMA_DEFAULTS)
-    sources = {}
+    """Read a recipe into (ScriptArguments, SFTConfig, ModelConfig, LimaArguments).
+
+    LIMA_DEFAULTS < the YAML < key=value overrides; every value is read by transformers' HfArgumentParser
+    with its field's type, then checked for range (check_values). Errors name file:line and the key.
+    """
+    import argparse
+
+    parser = _Parser()
+    values = {key: str(value) if not isinstance(value, bool) else str(value).lower() for key, value in LIMA_DEFAULTS.items()}
+    sources = {key: "lima_lite.config.LIMA_DEFAULTS" for key in values}
     if path is not None:
-        recipe = read_yaml(path)
-        lines = _key_lines(Path(path))
-        values.update(recipe)
-        sources.update({key: f"{path}:{lines.get(key, 1)}" for key in recipe})
-    extra = parse_overrides(overrides) if isinstance(overrides, list | tuple) else dict(overrides)
+        for key, (value, line) in read_yaml(path).items():
+            values[key], sources[key] = value, f"{path}:{line}"
+    extra = parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else dict(overrides)
     values.update(extra)
     sources.update({key: "command line" for key in extra})
     import torch
 
     if "use_cpu" not in values and not torch.cuda.is_available():
-        values["use_cpu"] = True  # no GPU: bf16 autocast runs on the CPU instead of failing validation
+        values["use_cpu"] = "true"  # no GPU: bf16 autocast runs on the CPU instead of failing validation
 
     for key in values:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
+        if key not in parser.actions:
+            close = difflib.get_close_matches(key, parser.actions, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise LimaError(f"{sources.get(key, 'recipe')}: unknown key {key!r}{hint}")
-
-    per_class = {cls: {} for cls in classes}
-    for key, value in values.items():
-        cls, f = fields[key]
-        per_class[cls][key] = _coerce(value, f.type if not isinstance(f.type, str) else eval(f.type, vars(typing)))
-    built = []
-    for cls in classes:
-        try:
-            built.append(cls(**per_class[cls]))
-        except (TypeError, ValueError) as error:
-            raise LimaError(f"{path or 'recipe'}: {cls.__name__}: {error}") from None
+    argv, nulls = _argv(values, parser.actions)
+    try:
+        built = parser.parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except (argparse.ArgumentError, LimaError) as error:
+        text = str(error)
+        key = next((k for k in values if f"--{k}" in text or f"--{k.replace('_', '-')}" in text), None)
+        where = f"{sources[key]}: {key}" if key else str(path or "recipe")
+        raise LimaError(f"{where}: {text.split(': ', 1)[-1]}") from None
+    except (TypeError, ValueError) as error:
+        raise LimaError(f"{path or 'recipe'}: {str(error).splitlines()[0]}") from None
     script_args, sft_config, model_args, lima_args = built
-    if model_args.model_name_or_path is None:
-        raise LimaError(f"{path}: model_name_or_path is not set")
+    for key in nulls:
+        for args in built:
+            if hasattr(args, key):
+                setattr(args, key, None)
+    check_values(script_args, sft_config, model_args, lima_args, sources)
     return script_args, sft_config, model_args, lima_args
+
+
+def check_values(script_args, sft_config, model_args, lima_args, sources: dict) -> None:
+    """Values of the right type but out of range would train silently wrong: refuse them by name."""
+    def where(key):
+        return f"{sources.get(key, 'recipe')}: {key}"
+
+    rules = [
+        ("learning_rate", sft_config.learning_rate > 0, "must be > 0"),
+        ("num_train_epochs", sft_config.num_train_epochs > 0 or sft_config.max_steps > 0, "must be > 0"),
+        ("per_device_train_batch_size", sft_config.per_device_train_batch_size >= 1, "must be >= 1"),
+        ("gradient_accumulation_steps", sft_config.gradient_accumulation_steps >= 1, "must be >= 1"),
+        ("max_length", sft_config.max_length is None or sft_config.max_length >= 2, "must be >= 2 tokens (or null)"),
+        ("weight_decay", sft_config.weight_decay >= 0, "must be >= 0"),
+        ("lora_r", model_args.lora_r >= 1, "must be >= 1"),
+        ("lora_alpha", model_args.lora_alpha > 0, "must be > 0"),
+        ("lora_dropout", 0 <= model_args.lora_dropout < 1, "must be in [0, 1)"),
+        ("residual_dropout", 0 <= lima_args.residual_dropout < 1, "must be in [0, 1)"),
+        ("final_lr_ratio", 0 <= lima_args.final_lr_ratio <= 1, "must be in [0, 1]"),
+        ("eot_token", bool(EOT_SHAPE.match(lima_args.eot_token or "")),
+         f"{lima_args.eot_token!r} is not a special-token string (e.g. '<|eot|>', '<|eot_id|>', '<|im_end|>')"),
+        ("model_name_or_path", bool(model_args.model_name_or_path), "is not set"),
+    ]
+    for key, ok, problem in rules:
+        if not ok:
+            raise LimaError(f"{where(key)}: {problem}")
+
+
+# An end-of-turn token is a special-token string: no spaces, not a plain word or number.
+EOT_SHAPE = re.compile(r"^(?=.*[^\w])\S+$")
 
 
 def lima_help() -> str:

@@ -75,7 +75,7 @@ def prepare(recipe: str | None, overrides) -> Setup:
     conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
     base = resolve_model(model_args.model_name_or_path)
-    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, lima_args.trust_remote_code)
+    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, model_args.trust_remote_code)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
                                            lima_args.drop_too_long, lima_args.multi_turn)
     dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
@@ -229,7 +229,7 @@ def build_trainer(setup: Setup, callbacks=()):
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
-                      model_args.use_bnb_nested_quant, len(setup.tokenizer), lima_args.trust_remote_code,
+                      model_args.use_bnb_nested_quant, len(setup.tokenizer), model_args.trust_remote_code,
                       model_args.attn_implementation, model_args.model_revision)
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)

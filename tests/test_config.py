@@ -63,3 +63,46 @@ def test_invalid_yaml_and_bad_override_are_clear(tmp_path):
         load_recipe(None, ["learning_rate"])
     with pytest.raises(LimaError, match="recipe file not found"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+BAD_VALUES = [
+    ("num_train_epochs: three", "num_train_epochs", "invalid float value"),
+    ("learning_rate: [1, 2]", "learning_rate", "invalid float value"),
+    ("learning_rate: -1.0e-4", "learning_rate", "must be > 0"),
+    ("per_device_train_batch_size: -2", "per_device_train_batch_size", "must be >= 1"),
+    ("lora_r: -8", "lora_r", "must be >= 1"),
+    ("residual_dropout: 1.5", "residual_dropout", r"must be in \[0, 1\)"),
+    ("eot_token: 123", "eot_token", "not a special-token string"),
+    ("eot_token: ''", "eot_token", "not a special-token string"),
+    ("dtype: float8", "dtype", "invalid choice"),
+    ("num_train_epochs: -1", "num_train_epochs", "must be > 0"),
+    ("max_length: -5", "max_length", "must be >= 2"),
+    ("multi_turn: maybe", "multi_turn", "Truthy value expected"),
+]
+
+
+@pytest.mark.parametrize("line,key,problem", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_bad_values_name_file_line_and_key(tmp_path, line, key, problem):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"# a comment\n{line}\n")
+    with pytest.raises(LimaError, match=rf"r\.yaml:2: {key}: .*{problem}"):
+        load_recipe(recipe)
+
+
+def test_values_are_read_with_the_fields_own_types(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("save_strategy: no\nmulti_turn: 'no'\nlearning_rate: 3e-4\n"
+                      "lr_scheduler_kwargs: {power: 1.0, lr_end: 1.0e-6}\nlora_target_modules: [q_proj, v_proj]\n")
+    _, sft, model_args, lima = load_recipe(recipe)
+    assert sft.save_strategy == "no" and lima.multi_turn is False and sft.learning_rate == 3e-4
+    assert sft.lr_scheduler_kwargs == {"power": 1.0, "lr_end": 1.0e-6}
+    assert model_args.lora_target_modules == ["q_proj", "v_proj"]
+    _, sft, _, lima = load_recipe(None, ["save_strategy=no", "multi_turn=false", "dev_dataset=null"])
+    assert sft.save_strategy == "no" and lima.multi_turn is False and lima.dev_dataset is None
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lora_r: 8\nseed: 1\nlora_r: 16\n")
+    with pytest.raises(LimaError, match=r"r\.yaml:3: lora_r: set twice \(first on line 1\)"):
+        load_recipe(recipe)
