@@ -75,7 +75,7 @@ def prepare(recipe: str | None, overrides) -> Setup:
     conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
     base = resolve_model(model_args.model_name_or_path)
-    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, model_args.trust_remote_code)
+    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
                                            lima_args.drop_too_long, lima_args.multi_turn)
     dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
@@ -138,35 +138,101 @@ def plot_loss(metrics_file: Path, out: Path) -> Path | None:
     return save_figure(fig, out)
 
 
+def is_epoch_end(epoch: float | None) -> bool:
+    """The Trainer's state.epoch is a whole number exactly at an epoch's end (epoch + steps/steps_in_epoch)."""
+    return epoch is not None and epoch > 0 and abs(epoch - round(epoch)) < 1e-6
+
+
 def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
-    """Save `epoch-NN/` after every epoch and append every log line to metrics.jsonl."""
+    """Save `epoch-NN/` after every whole epoch, append every log line to metrics.jsonl, and redo an
+    epoch's end (its adapter and dev loss) that a killed run checkpointed but never finished."""
     from transformers import TrainerCallback
 
     metrics_file = output_dir / METRICS_FILE
 
+    def save_epoch(model, state):
+        save_adapter(model, tokenizer, template, epoch_dir(output_dir, round(state.epoch)), base_name)
+
     class EpochAdapters(TrainerCallback):
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero:
-                save_adapter(model, tokenizer, template, epoch_dir(output_dir, round(state.epoch)), base_name)
+            # max_steps can stop inside an epoch: only a whole epoch gets an epoch-NN/
+            if state.is_world_process_zero and is_epoch_end(state.epoch):
+                save_epoch(model, state)
 
     class MetricsFile(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            # After a resume, forget the lines the killed run logged past its last checkpoint.
-            if state.is_world_process_zero and metrics_file.exists():
-                kept = [line for line in metrics_file.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] <= state.global_step]
-                metrics_file.write_text("".join(line + "\n" for line in kept))
-
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                with metrics_file.open("a") as out:
+                with metrics_file.open("a", encoding="utf-8") as out:
                     out.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
-    return [EpochAdapters(), MetricsFile()]
+    class FinishEpochEnd(TrainerCallback):
+        """A checkpoint saved at an epoch's last step, killed before that epoch's end was handled."""
+
+        trainer = None  # set by build_trainer: evaluating needs the trainer
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if not is_epoch_end(state.epoch):
+                return
+            epoch = round(state.epoch)
+            if state.is_world_process_zero and not epoch_dir(output_dir, epoch).exists():
+                print(f"Saving {epoch_dir(output_dir, epoch).name}/, which the interrupted run did not")
+                save_epoch(model, state)
+            logged = [r for r in read_metrics(metrics_file) if "eval_loss" in r and r.get("step") == state.global_step]
+            if self.trainer is not None and self.trainer.eval_dataset is not None and not logged:
+                print(f"Evaluating epoch {epoch} on the dev set, which the interrupted run did not")
+                self.trainer.evaluate()
+
+    return [EpochAdapters(), MetricsFile(), FinishEpochEnd()]
+
+
+def read_metrics(metrics_file: Path) -> list[dict]:
+    """The rows of metrics.jsonl; a line cut short by a kill is skipped."""
+    rows = []
+    if metrics_file.is_file():
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def keep_metrics_until(metrics_file: Path, step: int) -> None:
+    """Forget what a killed run logged after its last checkpoint (or everything, with no checkpoint)."""
+    from lima_lite.io import write_jsonl
+
+    if metrics_file.exists():
+        write_jsonl([r for r in read_metrics(metrics_file) if r.get("step", -1) <= step], metrics_file)
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint-N the Trainer finished writing (trainer_state.json is its last file).
+
+    A run killed while writing a checkpoint leaves one without it, or with a cut one: it is removed
+    (it holds nothing that the previous checkpoint and a rerun do not give back) and the one before is used.
+    """
+    import shutil
+
+    def step(path):
+        return int(path.name.split("-")[1])
+
+    folders = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[1].isdigit()]
+    for folder in sorted(folders, key=step, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            weights = any((folder / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            weights = False
+        if weights:
+            return folder
+        print(f"Removing {folder.name}/: the interrupted run did not finish writing it")
+        shutil.rmtree(folder)
+    return None
 
 
 def sft_trainer_class(trainable_tokens: bool):
-    """TRL's SFTTrainer; with trainable tokens, one whose loss goes through the model's own LM head.
+    """TRL's SFTTrainer, resumable in one precision; with trainable tokens, its loss goes through the
+    model's own LM head.
 
     TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows: an
     added EOT would then never learn to be predicted (and an untied head fails outright). The model's
@@ -176,10 +242,23 @@ def sft_trainer_class(trainable_tokens: bool):
     from transformers import Trainer
     from trl import SFTTrainer
 
-    if not trainable_tokens:
-        return SFTTrainer
+    class ResumableSFTTrainer(SFTTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            """Trainable weights come back in the precision they trained in.
 
-    class LimaSFTTrainer(SFTTrainer):
+            With a 4-bit base, TRL trains LoRA weights in bf16 (as the QLoRA paper does); PEFT upcasts an
+            adapter it loads to fp32, so a resumed run would go on in another precision than an
+            uninterrupted one. Cast back before the optimizer (and its bf16 state) is restored."""
+            dtypes = {name: p.dtype for name, p in self.model.named_parameters() if p.requires_grad}
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            for name, p in self.model.named_parameters():
+                if name in dtypes and p.dtype != dtypes[name]:
+                    p.data = p.data.to(dtypes[name])
+
+    if not trainable_tokens:
+        return ResumableSFTTrainer
+
+    class LimaSFTTrainer(ResumableSFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
@@ -229,7 +308,7 @@ def build_trainer(setup: Setup, callbacks=()):
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
-                      model_args.use_bnb_nested_quant, len(setup.tokenizer), model_args.trust_remote_code,
+                      model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
                       model_args.attn_implementation, model_args.model_revision)
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
@@ -243,12 +322,13 @@ def build_trainer(setup: Setup, callbacks=()):
         return Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]) if rows else None
 
     output_dir = Path(sft_config.output_dir)
+    lima = lima_callbacks(output_dir, setup.tokenizer, setup.template, model_args.model_name_or_path)
     trainer = sft_trainer_class(bool(setup.added))(
         model=model, args=sft_config, train_dataset=dataset(setup.rows), eval_dataset=dataset(setup.dev_rows),
         processing_class=setup.tokenizer, peft_config=peft_config,
-        callbacks=[*lima_callbacks(output_dir, setup.tokenizer, setup.template, model_args.model_name_or_path),
-                   *callbacks],
+        callbacks=[*lima, *callbacks],
     )
+    lima[-1].trainer = trainer  # FinishEpochEnd evaluates through it
     return trainer, rates
 
 
@@ -275,8 +355,6 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
 
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     setup = prepare(recipe, overrides)
     output_dir = Path(setup.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
@@ -292,9 +370,11 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
           f"{counts['dropped']} dropped), effective batch {run.effective_batch}, {run.steps_per_epoch} steps/epoch "
           f"x {setup.sft_config.num_train_epochs:g} epochs -> {output_dir}")
 
-    last = get_last_checkpoint(str(output_dir))
+    last = last_complete_checkpoint(output_dir)
+    keep_metrics_until(output_dir / METRICS_FILE, int(last.name.split("-")[1]) if last else -1)
     if last:
         print(f"Resuming from {last}")
+        last = str(last)
     started = time.time()
     try:
         if setup.dev_rows and not last:
