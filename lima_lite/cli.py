@@ -24,7 +24,7 @@ COMMANDS = {
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
     "eval": ("lima_lite.evaluate.cli:main", "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
-    "data": ("lima_lite.curate.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
+    "data": ("lima_lite.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
 }
 
 

@@ -1,5 +1,6 @@
-"""curate stackexchange: each LIMA rule keeps and drops exactly the fixture rows meant for it; HTML cleaning;
-tau = 3 site sampling; reproducibility; corrupted rows; the report."""
+"""curate stackexchange: each LIMA rule keeps and drops exactly the fixture rows meant for it; the wording rules'
+precision and recall on labelled titles and answers; HTML cleaning; tau = 3 site sampling; reproducibility;
+corrupted rows; the report."""
 
 import json
 import random
@@ -53,7 +54,7 @@ def test_kept_example_is_top_answer_in_markdown_with_title_or_body_prompt(curate
     example = {e["id"]: e for e in read(out)}["stackexchange/math/13"]
     user, assistant = example["messages"]
     assert user["role"] == "user" and assistant["role"] == "assistant"
-    assert user["content"] in ("How can one compute large Fibonacci numbers efficiently?", "Some context for the question.")
+    assert user["content"] in ("How do I compute large Fibonacci numbers efficiently?", "Some context for the question.")
     assert assistant["content"].startswith("The naive recursion")  # answer 15 (score 64), not 14 (score 9)
     assert "```\ndef fib(n):\n    a, b = 0, 1\n" in assistant["content"]
     assert "- `F(2k) = F(k) * (2*F(k+1) - F(k))`" in assistant["content"]
@@ -85,6 +86,78 @@ def test_wording_rules_ignore_code_and_catch_prose():
     assert filters.title_self_contained("How do you prove that the square root of 2 is irrational?")
     assert not filters.title_self_contained("Why is this integral wrong?")
     assert not filters.title_self_contained("Integration by parts")
+    assert not filters.first_person("A type I error rejects a true null hypothesis.")
+    assert not filters.first_person('The pronoun "I" is capitalised.') and filters.first_person("i think so")
+    assert not filters.refers_to_others("Deep recursion causes a stack overflow.")
+    assert filters.refers_to_others("EDIT: fixed a typo.") and filters.refers_to_others("The OP's code is fine.")
+
+
+@pytest.mark.parametrize("title", ["How do I remove rust from cast iron?", "Can I freeze cooked rice?",
+                                   "Should I learn C before C++?", "Why is my sourdough starter not rising?",
+                                   "How do I keep a cast iron pan from rusting after washing it?",
+                                   "How do I evaluate the sum of 1/(k(k+1)) from k = 1 to n?"])
+def test_first_person_titles_that_stand_alone_are_kept(title):
+    assert filters.title_self_contained(title)
+
+
+@pytest.mark.parametrize("title", ["What does this code do?", "Why doesn't my script compile?",
+                                   "Error in the following query", "Help with my homework", "See attached image"])
+def test_titles_that_need_their_body_are_dropped(title):
+    assert not filters.title_self_contained(title)
+
+
+RULES = ASSETS / "rules"
+
+
+def labelled(rule: str) -> list[tuple[str, bool]]:
+    """(text, should the rule drop it) from the rule's fixture, written for lima_lite."""
+    path = RULES / filters.RULE_QUALITY[rule][3]
+    if path.suffix == ".tsv":
+        rows = [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")]
+        assert {row[0] for row in rows} == {"alone", "body"}
+        return [(row[2], row[0] == "body") for row in rows]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {row["label"] for row in rows} == {"yes", "no"}
+    return [(row["text"], row["label"] == "yes") for row in rows]
+
+
+DROPS = {"title_not_self_contained": lambda title: not filters.title_self_contained(title),
+         "first_person": filters.first_person, "refers_to_others": filters.refers_to_others}
+
+
+@pytest.mark.parametrize("rule", list(filters.RULE_QUALITY))
+def test_rule_precision_and_recall_on_labelled_examples(rule):
+    rows = labelled(rule)
+    dropped = [(DROPS[rule](text), should) for text, should in rows]
+    right = sum(d and s for d, s in dropped)
+    precision = right / sum(d for d, _ in dropped)
+    recall = right / sum(s for _, s in dropped)
+    wrong = [text for (text, should), (d, _) in zip(rows, dropped) if d != should]
+    measured = f"{rule}: precision {precision:.3f}, recall {recall:.3f} on {len(rows)} labelled; wrong: {wrong}"
+    print(measured)
+    assert precision >= 0.9 and recall >= 0.9, measured
+    # What --help and every report state must be what the fixture gives.
+    assert filters.RULE_QUALITY[rule][:3] == (round(precision, 2), round(recall, 2), len(rows)), measured
+
+
+def test_title_fixture_is_mixed_and_names_its_borderline_cases():
+    rows = [line.split("\t") for line in (RULES / "titles.tsv").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert len(rows) >= 150 and len({row[1] for row in rows}) >= 20
+    assert 0.3 < sum(row[0] == "body" for row in rows) / len(rows) < 0.7
+    borderline = {row[2]: row[0] for row in rows if len(row) > 3 and row[3].startswith("borderline:")}
+    assert borderline["Why is my sourdough starter not rising?"] == "alone"
+    assert borderline["How can I speed up my code?"] == "body"
+
+
+def test_help_states_the_title_rule_and_its_measured_quality(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Why is my sourdough starter not rising?" in text and '"Can I freeze cooked rice?"' in text
+    for rule in filters.RULE_QUALITY:
+        precision, recall, labelled_n, _ = filters.RULE_QUALITY[rule]
+        assert f"{rule} precision {precision:.2f}, recall {recall:.2f} on {labelled_n} labelled examples" in text
 
 
 def test_temperature_sampling_matches_size_to_the_one_third():
@@ -132,11 +205,28 @@ def test_report_has_histograms_mix_and_examples(curated):
     out, report = curated
     png = out.with_name("se.lengths.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert report["lengths"]["before"]["n"] == 10  # every top answer scoring >= 10 and report["lengths"]["after"]["n"] == 4
+    assert report["lengths"]["before"]["n"] == 10  # every top answer scoring >= 10
+    assert report["lengths"]["after"]["n"] == 4
     assert len(report["kept_examples"]) == 4 and len(report["dropped_examples"]) == 5
     assert all(d["reason"] in report["dropped_by_rule"] for d in report["dropped_examples"])
     markdown = out.with_name("se.report.md").read_text()
     assert "| first_person | 1 |" in markdown and "| stackexchange/math | 2 |" in markdown
+    # Under "Dropped, by rule": the dropped titles/texts of each rule and the rule's measured quality.
+    assert report["dropped_shown_by_rule"]["title_not_self_contained"] == ["stackexchange/math/4: Why is this integral wrong?"]
+    assert report["dropped_shown_by_rule"]["first_person"][0].startswith("stackexchange/math/8: I always explain it")
+    assert "- stackexchange/math/4: Why is this integral wrong?" in markdown
+    precision, recall, n, _ = filters.RULE_QUALITY["first_person"]
+    assert f"`first_person` (precision {precision:.2f}, recall {recall:.2f} on {n} labelled examples)" in markdown
+
+
+def test_report_shows_at_most_three_random_drops_per_rule():
+    funnel = Funnel(seed=0)
+    for i in range(50):
+        funnel.drop("rule_a", f"a/{i}", f"title {i}")
+    funnel.drop("rule_b", "b/0", "only one")
+    shown = funnel.dropped_by_rule
+    assert len(shown["rule_a"]) == 3 and len(set(shown["rule_a"])) == 3 and shown["rule_b"] == ["b/0: only one"]
+    assert shown["rule_a"] != ["a/0: title 0", "a/1: title 1", "a/2: title 2"]  # a sample, not the first three
 
 
 def test_exact_and_near_duplicates_are_counted():

@@ -114,11 +114,28 @@ def test_select_command_writes_subset_and_report(tmp_path):
     assert (tmp_path / "long.lengths.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_select_by_tokens_uses_the_tokenizer(tmp_path, tiny_llama):
-    source = write(tmp_path / "in.jsonl", make_examples(10))
-    main(["--strategy", "longest", "--by", "tokens", "--tokenizer", str(tiny_llama), "--k", "3",
-          str(source), str(tmp_path / "out.jsonl")])
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+def test_select_by_tokens_ranks_by_tokens_and_reports_tokens(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+
+    # Common English words are one token each in the tiny BPE; Greek letters (2 UTF-8 bytes, unseen in its
+    # training text) are two tokens each. So "words" is the longest in characters, "greek" the longest in tokens.
+    texts = {"words": "the " * 60, "greek": "αβγδεζηθ" * 12, "short": "the cat sat"}
+    examples = [{"id": name, "messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": text}]}
+                for name, text in texts.items()]
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    tokens = {name: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for name, text in texts.items()}
+    assert len(texts["words"]) > len(texts["greek"]) and tokens["greek"] > tokens["words"] > tokens["short"]
+    source = write(tmp_path / "in.jsonl", examples)
+    for by, winner in (("tokens", "greek"), ("chars", "words")):
+        out = tmp_path / f"{by}.jsonl"
+        main(["--strategy", "longest", "--by", by, "--tokenizer", str(tiny_llama), "--k", "1", str(source), str(out)])
+        assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [winner]
+    lengths = json.loads((tmp_path / "tokens.report.json").read_text())["lengths"]
+    assert lengths["unit"] == "tokens"
+    assert lengths["after"] == {"n": 1, "min": tokens["greek"], "median": tokens["greek"], "max": tokens["greek"]}
+    assert lengths["before"]["max"] == tokens["greek"] and lengths["before"]["min"] == tokens["short"]
+    assert "## Response lengths (tokens)" in (tmp_path / "tokens.report.md").read_text()
+    assert json.loads((tmp_path / "chars.report.json").read_text())["lengths"]["unit"] == "characters"
 
 
 @pytest.mark.parametrize("strategy", ["longest", "random"])

@@ -10,8 +10,8 @@ Submissions need `id`, `subreddit`, `title`, `score`; comments need `id`, `link_
   top-level comment with the highest score (not deleted, not a bot), links removed. Rules, each counted:
   `comment_score_low` (< --min-score), `story_too_short` / `story_too_long` (--min-chars/--max-chars),
   `no_story`. Then `--n` stories are drawn at random (seeded) from those that pass (LIMA: 150, by hand).
-- r/AskReddit: self-contained titles (a question of 4+ words that does not point at a body) are written
-  to `--test-out` as test prompts only (`{"id", "source", "prompt"}`); their answers are never used.
+- r/AskReddit: self-contained titles (filters.title_self_contained: a question that does not need a body) are
+  written to `--test-out` as test prompts only (`{"id", "source", "prompt"}`); their answers are never used.
 """
 
 import argparse
@@ -20,7 +20,8 @@ import random
 from pathlib import Path
 
 from lima_lite.curate import filters
-from lima_lite.curate.report import Funnel, dedupe, read_lines, write_examples, write_report
+from lima_lite.curate.report import Funnel, dedupe, read_lines, write_report
+from lima_lite.io import write_jsonl
 
 BOTS = {"AutoModerator", "WritingPromptsRobot"}
 
@@ -99,11 +100,11 @@ def curate_reddit(submissions: list[Path], comments: list[Path], out: Path, test
     candidates = dedupe(candidates, funnel, seed=seed)
     kept = random.Random(seed).sample(candidates, min(n, len(candidates)))
     funnel.count("sampled stories", len(kept))
-    write_examples(kept, out)
+    write_jsonl(kept, out)
     if test_out is not None:
         tests = random.Random(seed).sample(tests, min(n_test, len(tests)))
         funnel.count("AskReddit test prompts written", len(tests))
-        write_examples(tests, test_out)
+        write_jsonl(tests, test_out)
     settings = {"command": "curate reddit", "submissions": [str(p) for p in submissions],
                 "comments": [str(p) for p in comments], "n": n, "n_test": n_test, "min_score": min_score,
                 "chars": [min_chars, max_chars], "seed": seed, "test_out": str(test_out) if test_out else None}

@@ -7,44 +7,26 @@
 For `out/se.jsonl` the report is `out/se.report.md` (for people), `out/se.report.json` (for programs) and
 `out/se.lengths.png` (response-length histograms before and after). It holds the count at every step and
 every filter, the exact and near-duplicate removals, the source/site mix, and 5 random kept and 5 random
-dropped examples with the rule that dropped them.
+dropped examples with the rule that dropped them; under "Dropped, by rule", 3 random dropped titles or texts
+of each rule (so a rule that is too strict shows at a glance) and, for the wording rules, their precision
+and recall measured on labelled examples (lima_lite.curate.filters.RULE_QUALITY).
 """
 
 import hashlib
 import io
 import json
-import os
 import random
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.io import save_figure, write_json, write_text
 
 SHOWN = 5
+SHOWN_PER_RULE = 3
 SNIPPET = 400
 LISTED = 100
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary name in the same folder and a rename, so a crash leaves the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_examples(rows, path: str | Path) -> Path:
-    """Conversations as JSONL, atomically."""
-    path = Path(path)
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
-    return path
 
 
 def response_text(example: dict) -> str:
@@ -69,23 +51,23 @@ class Funnel:
         self._rng = random.Random(f"dropped-{seed}")
         self._seen_drops = 0
         self.dropped: list[dict] = []
+        self.dropped_by_rule: dict[str, list[str]] = {}  # SHOWN_PER_RULE texts of each rule, reservoir-sampled
+        self._rule_rng = random.Random(f"dropped-by-rule-{seed}")
 
     def count(self, step: str, n: int = 1) -> None:
         self.counts[step] = self.counts.get(step, 0) + n
 
     def drop(self, rule: str, example_id: str, text: str = "") -> None:
-        """Count a drop under `rule`; keep it in the shown sample with reservoir sampling (k = 5, seeded)."""
+        """Count a drop under `rule`; keep it in the shown samples with reservoir sampling (seeded): 5 over all
+        rules, and 3 of each rule."""
         self.drops[rule] += 1
         if len(self.drop_ids.setdefault(rule, [])) < LISTED:
             self.drop_ids[rule].append(example_id)
         self._seen_drops += 1
-        item = {"id": example_id, "reason": rule, "text": text[:SNIPPET]}
-        if len(self.dropped) < SHOWN:
-            self.dropped.append(item)
-        else:
-            slot = self._rng.randrange(self._seen_drops)
-            if slot < SHOWN:
-                self.dropped[slot] = item
+        _reservoir(self.dropped, {"id": example_id, "reason": rule, "text": text[:SNIPPET]}, SHOWN,
+                   self._seen_drops, self._rng)
+        _reservoir(self.dropped_by_rule.setdefault(rule, []), f"{example_id}: {text[:SNIPPET // 2]}",
+                   SHOWN_PER_RULE, self.drops[rule], self._rule_rng)
 
     def bad(self, where: str, problem: str, on_error: str) -> None:
         """A corrupted input line: stop with its location, or count it and go on (`--on-error skip`).
@@ -98,6 +80,14 @@ class Funnel:
         self.bad_count += 1
         if len(self.bad_lines) < 20:
             self.bad_lines.append(f"{where}: {problem}")
+
+
+def _reservoir(sample: list, item, k: int, seen: int, rng: random.Random) -> None:
+    """Keep a uniform random k of the `seen` items offered so far (Algorithm R)."""
+    if len(sample) < k:
+        sample.append(item)
+    elif (slot := rng.randrange(seen)) < k:
+        sample[slot] = item
 
 
 def read_lines(path: Path, desc: str):
@@ -161,12 +151,9 @@ def dedupe(examples: list[dict], funnel: Funnel, threshold: float = 0.8, seed: i
 
 
 def _histogram_png(before: list[int], after: list[int], path: Path, unit: str) -> None:
-    import matplotlib
+    from lima_lite.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
+    figure, axes = pyplot().subplots(1, 2, figsize=(10, 3.5), sharex=True)
     top = max([*before, *after, 1])
     bins = [top * i / 40 for i in range(41)]
     for axis, lengths, title in ((axes[0], before, "before filtering"), (axes[1], after, "kept")):
@@ -175,10 +162,7 @@ def _histogram_png(before: list[int], after: list[int], path: Path, unit: str) -
         axis.set_xlabel(f"response length ({unit})")
     axes[0].set_ylabel("examples")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    save_figure(figure, path, dpi=90)
 
 
 def report_paths(out: str | Path) -> dict[str, Path]:
@@ -188,26 +172,33 @@ def report_paths(out: str | Path) -> dict[str, Path]:
 
 
 def write_report(out: str | Path, funnel: Funnel, before: list[int], kept: list[dict], settings: dict,
-                 seed: int, unit: str = "characters") -> dict[str, Path]:
-    """Write the Markdown + JSON report and the length histograms next to `out`; return their paths."""
+                 seed: int, unit: str = "characters", after: list[int] | None = None) -> dict[str, Path]:
+    """Write the Markdown + JSON report and the length histograms next to `out`; return their paths.
+
+    `before` and `after` are response lengths in `unit`; `after` defaults to the kept responses' characters
+    (`select --by tokens` passes both in tokens)."""
+    from lima_lite.curate.filters import RULE_QUALITY
+
     paths = report_paths(out)
-    after = [len(response_text(e)) for e in kept] if unit == "characters" else settings.get("kept_lengths", [])
+    after = [len(response_text(e)) for e in kept] if after is None else after
     mix = dict(sorted(Counter(e.get("source", "?") for e in kept).items(), key=lambda kv: (-kv[1], kv[0])))
     shown = random.Random(f"kept-{seed}").sample(kept, min(SHOWN, len(kept)))
     kept_shown = [{"id": e["id"], "source": e.get("source"), "prompt": e["messages"][0]["content"][:SNIPPET],
                    "response": response_text(e)[:SNIPPET]} for e in shown]
     data = {
-        "output": str(out), "settings": {k: v for k, v in settings.items() if k != "kept_lengths"},
+        "output": str(out), "settings": settings,
         "counts": funnel.counts, "dropped_by_rule": dict(funnel.drops),
-        "dropped_ids": funnel.drop_ids,
+        "dropped_ids": funnel.drop_ids, "dropped_shown_by_rule": funnel.dropped_by_rule,
+        "rule_quality": {rule: {"precision": q[0], "recall": q[1], "labelled": q[2], "fixture": q[3]}
+                         for rule, q in RULE_QUALITY.items() if rule in funnel.drops},
         "bad_lines": {"count": funnel.bad_count, "first": funnel.bad_lines},
         "mix": mix, "kept_examples": kept_shown, "dropped_examples": funnel.dropped,
         "lengths": {"unit": unit, "before": _summary(before), "after": _summary(after)},
         "histogram": paths["png"].name,
     }
     _histogram_png(before, after, paths["png"], unit)
-    write_atomic(paths["json"], (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    write_atomic(paths["md"], _markdown(data).encode("utf-8"))
+    write_json(paths["json"], data)
+    write_text(paths["md"], _markdown(data))
     return paths
 
 
@@ -225,6 +216,12 @@ def _markdown(data: dict) -> str:
     lines += [f"| {step} | {n:,} |" for step, n in data["counts"].items()]
     lines += ["", "## Dropped, by rule", "", "| rule | dropped |", "|---|---:|"]
     lines += [f"| {rule} | {n:,} |" for rule, n in data["dropped_by_rule"].items()]
+    for rule, shown in data["dropped_shown_by_rule"].items():
+        quality = data["rule_quality"].get(rule)
+        measured = (f" (precision {quality['precision']:.2f}, recall {quality['recall']:.2f} on "
+                    f"{quality['labelled']} labelled examples)" if quality else "")
+        lines += ["", f"`{rule}`{measured}, {len(shown)} of {data['dropped_by_rule'][rule]:,} dropped:", ""]
+        lines += ["- " + " ".join(text.split()) for text in shown]
     if data["bad_lines"]["count"]:
         lines += ["", f"## Bad input lines skipped: {data['bad_lines']['count']}", ""]
         lines += [f"- {line}" for line in data["bad_lines"]["first"]]

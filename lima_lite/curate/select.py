@@ -72,16 +72,15 @@ def rate_examples(examples: list[dict], judge, cache_path: Path) -> list[int | N
     from tqdm import tqdm
 
     from lima_lite.curate.report import example_hash, response_text
+    from lima_lite.io import read_jsonl
 
     cache = {}
-    if cache_path.is_file():
-        for number, line in enumerate(cache_path.read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                row = json.loads(line)
-                cache[(row["hash"], row["judge"])] = row["rating"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise LimaError(f"{cache_path}:{number}: not a rating cache line (hash, judge, rating); "
-                                "delete the file to rate again") from None
+    for number, row in read_jsonl(cache_path) if cache_path.is_file() else ():
+        try:
+            cache[(row["hash"], row["judge"])] = row["rating"]
+        except (KeyError, TypeError):
+            raise LimaError(f"{cache_path}:{number}: not a rating cache line (hash, judge, rating); "
+                            "delete the file to rate again") from None
     ratings = []
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with cache_path.open("a", encoding="utf-8") as out:
@@ -199,8 +198,9 @@ def select(examples: list[dict], strategy: str, k: int, output: Path, seed: int 
 
 
 def main(argv=None) -> int:
-    from lima_lite.curate.report import Funnel, response_text, write_examples, write_report
+    from lima_lite.curate.report import Funnel, response_text, write_report
     from lima_lite.data import load_conversations
+    from lima_lite.io import write_jsonl
 
     args = parse_args(argv)
     if args.k < 1:
@@ -228,11 +228,13 @@ def main(argv=None) -> int:
         if id(example) not in kept_ids:
             funnel.drop(f"not selected ({args.strategy})", example["id"], response_text(example))
     funnel.count(f"selected ({args.strategy})", len(chosen))
-    write_examples(chosen, args.output)
+    write_jsonl(chosen, args.output)
     settings = {"command": "select", "input": args.input, "strategy": args.strategy, "k": args.k, "seed": args.seed,
                 **({"by": args.by} if args.strategy == "longest" else {}),
                 **({"embedder": args.embedder, "clusters_asked": args.clusters} if args.strategy == "diversity" else {}),
                 **extra}
-    write_report(args.output, funnel, [len(response_text(e)) for e in examples], chosen, settings, args.seed)
+    # Lengths in the unit the choice was made in: tokens of --tokenizer for `--by tokens`, else characters.
+    write_report(args.output, funnel, [response_length(e, tokenizer) for e in examples], chosen, settings, args.seed,
+                 unit="tokens" if tokenizer else "characters", after=[response_length(e, tokenizer) for e in chosen])
     print(f"wrote {len(chosen)} of {len(examples)} examples to {args.output} ({args.strategy})")
     return 0

@@ -7,10 +7,21 @@
 line), twice: pass 1 finds each question's top answer (highest score; ties go to the older answer) keeping
 only integers; pass 2 keeps the questions whose top answer scores >= 10 and applies LIMA's rules (§2.1):
 
-    title_not_self_contained  the title is not a stand-alone question ("How do I fix this?" fails)
+    title_not_self_contained  the title needs its body: not a question ("Integration by parts"), under 3
+                              words, pointing at the body ("What does this code do?", "Error in the following
+                              query", "See attached image", "Why doesn't it work?"), about the writer's own
+                              work ("Why doesn't my script compile?", "Is my proof correct?", "Where did I go
+                              wrong?") or a vague request ("Help with my homework"). First person alone is
+                              fine: "How do I remove rust from cast iron?", "Can I freeze cooked rice?",
+                              "Should I learn C before C++?" stand alone. Borderline, kept: "Why is my
+                              sourdough starter not rising?" (a starter is a thing every baker has and its
+                              usual causes answer it; code, a proof or homework is a text only the body holds)
     answer_too_short/long     the top answer, as Markdown, is outside 1,200 to 4,096 characters
-    first_person              the answer's prose says "I", "me", "my", "mine", "myself"
-    refers_to_others          it mentions other answers, comments, votes or the site ("as mentioned", ...)
+    first_person              the answer's prose (not code, TeX or quoted examples) says "I", "me", "my",
+                              "mine", "myself", "IMO"; "type I error", "World War I", "Henry I" do not count
+    refers_to_others          it mentions other answers, comments, votes, edits, the asker or the site ("as
+                              mentioned", "the accepted answer", "EDIT:", "the OP", "Stack Exchange"); a stack
+                              overflow in a program or a comment in code does not count
 
 HTML becomes Markdown with markdownify: code blocks and lists kept; links (the words stay), images and
 other tags removed. Sites are split into STEM and other (`--stem-sites` overrides the built-in list) and
@@ -30,7 +41,8 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.curate import filters
-from lima_lite.curate.report import SNIPPET, Funnel, dedupe, read_lines, write_examples, write_report
+from lima_lite.curate.report import SNIPPET, Funnel, dedupe, read_lines, write_report
+from lima_lite.io import write_jsonl
 
 # Sites counted as STEM (LIMA: 75 STEM communities out of 179). Anything else is "other".
 STEM_SITES = frozenset("""
@@ -213,7 +225,7 @@ def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, 
         funnel.count(f"sampled ({group}, tau = {tau:g})", sum(taken.values()))
         for site in sorted(taken):
             kept += by_site[site][: taken[site]]
-    write_examples(kept, out)
+    write_jsonl(kept, out)
     settings = {"command": "curate stackexchange", "dump": str(dump), "n_per_group": n, "tau": tau, "seed": seed,
                 "min_score": min_score, "chars": [min_chars, max_chars], "near_duplicate": near_duplicate,
                 "sites": {s: {"group": "stem" if s in stem_sites else "other", "questions": sizes[s],
@@ -223,9 +235,17 @@ def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, 
     return kept
 
 
+def measured_rules() -> str:
+    """The wording rules' precision and recall, as measured (filters.RULE_QUALITY), for --help."""
+    lines = ["Measured on labelled titles and answers written for lima_lite (tests/assets/curate/rules/; precision:",
+             "share of the drops that were right; recall: share of the items that should go that were dropped):"]
+    return "\n".join(lines + [f"    {rule:<25} {filters.rule_quality(rule)}" for rule in filters.RULE_QUALITY]) + "\n"
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="lima-lite curate stackexchange", description=__doc__.split("\n\n")[1],
-                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=__doc__.split("\n\n", 2)[2] + "\n" + measured_rules(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dump", type=Path, required=True, help="folder of unpacked site folders, each with Posts.xml")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
     parser.add_argument("--n", type=int, default=200, help="examples drawn from each group, STEM and other (LIMA: 200)")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.curate import filters
-from lima_lite.curate.report import Funnel, dedupe, write_examples, write_report
+from lima_lite.curate.report import Funnel, dedupe, write_report
+from lima_lite.io import write_jsonl
 
 
 def rows(path: Path, funnel: Funnel, on_error: str):
@@ -103,7 +104,7 @@ def curate_wikihow(path: Path, out: Path, n: int = 200, min_chars: int = filters
         kept.append(pool.pop(rng.randrange(len(pool))))
     kept = dedupe(kept, funnel, seed=seed)
     funnel.count("sampled", len(kept))
-    write_examples(kept, out)
+    write_jsonl(kept, out)
     settings = {"command": "curate wikihow", "csv": str(path), "n": n, "chars": [min_chars, max_chars], "seed": seed,
                 "categories": dict(sorted(seen.items()))}
     write_report(out, funnel, before, kept, settings, seed)

@@ -8,11 +8,12 @@ rule it must meet; tests/test_curate.py checks exactly those fates.
 
 import csv
 import json
+import sys
 from pathlib import Path
 
-from lima_lite.curate.synthetic import FOOTER, HEADER, row_xml
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2] / "bench"))  # the one Posts.xml row writer, shared with the benchmark
+from make_posts_xml import FOOTER, HEADER, row_xml  # noqa: E402
 
 SQRT2 = (
     "<p>The classical proof is by contradiction and uses nothing more than the fact that every fraction can be "
@@ -140,8 +141,8 @@ def stackexchange() -> None:
         row_xml(Id=10, Score=18, Title="What is the difference between a group and a ring?", **q),
         row_xml(Id=11, ParentId=10, Score=20, Body=RING_REFERS, **a),
         row_xml(Id=12, PostTypeId=5, Score=0, Body="<p>Tag wiki excerpt, not a question.</p>"),
-        # 13: kept (code blocks and lists)
-        row_xml(Id=13, Score=50, Title="How can one compute large Fibonacci numbers efficiently?", **q),
+        # 13: kept (code blocks and lists; a first-person title that stands alone)
+        row_xml(Id=13, Score=50, Title="How do I compute large Fibonacci numbers efficiently?", **q),
         row_xml(Id=14, ParentId=13, Score=9, Body="<p>Memoise the recursion.</p>", **a),
         row_xml(Id=15, ParentId=13, Score=64, Body=FIBONACCI, **a),
         # 16: top_answer_score_low (best answer scores 9)
@@ -154,8 +155,8 @@ def stackexchange() -> None:
         row_xml(Id=20, ParentId=19, Score=11, Body=LONG_ANSWER, **a),
     ]
     cooking = [
-        # 1: kept
-        row_xml(Id=1, Score=40, Title="How do you keep a cast iron skillet from rusting?", **q),
+        # 1: kept (a first-person title that stands alone)
+        row_xml(Id=1, Score=40, Title="How do I keep a cast iron pan from rusting after washing it?", **q),
         row_xml(Id=2, ParentId=1, Score=33, Body=CAST_IRON, **a),
         # 3: kept
         row_xml(Id=3, Score=22, Title="Why does bread dough rise faster in a warm kitchen?", **q),

@@ -65,13 +65,14 @@ def main(argv=None) -> int:
     m.add_argument("--seed", type=int, default=0, help="seed for the output order")
     args = parser.parse_args(argv)
 
-    from lima_lite.curate.report import Funnel, response_text, write_examples, write_report
+    from lima_lite.curate.report import Funnel, response_text, write_report
+    from lima_lite.io import write_jsonl
 
     funnel = Funnel(args.seed)
     single = [load(path, "single") for path in args.single]
     dialogues = load(args.dialogues, "dialogues")
     rows = mix(single, dialogues, args.single_k, args.seed, funnel)
-    write_examples(rows, args.out)
+    write_jsonl(rows, args.out)
     before = [len(response_text(e)) for examples in single for e in examples] + [len(response_text(e)) for e in dialogues]
     settings = {"command": "data mix", "single": args.single, "dialogues": args.dialogues, "single_k": args.single_k,
                 "seed": args.seed}

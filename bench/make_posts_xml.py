@@ -1,6 +1,6 @@
 """Write Stack Exchange dump files: the rows of our test fixtures, or a large synthetic site for benchmarks.
 
-    $ python -m lima_lite.curate.synthetic --out /tmp/bench/big.stackexchange.com --mb 1024
+    $ python bench/make_posts_xml.py --out /tmp/bench/dump/big.stackexchange.com --mb 1024
 
 Rows follow the official dump's Posts.xml: one `<row .../>` per line, HTML bodies escaped into attributes.
 The synthetic text is assembled from a few sentences written for this purpose; about a third of the
