@@ -230,7 +230,8 @@ def judge_next(models: Models, prompts: list[dict], rng: random.Random, index: i
         answers.append(engine.reply(messages, use_adapter=use_adapter, **sampling).text.strip())
     record = {"prompt": item["prompt"], "id": item["id"], "model_a": shown[0], "model_b": shown[1],
               "answer_a": answers[0], "answer_b": answers[1]}
-    yield heading, answers[0], answers[1], record, index + 1, *[gr.update(interactive=True)] * 3, "which answer is better?"
+    yield (heading, answers[0], answers[1], record, index + 1, *[gr.update(interactive=True)] * 3,
+           "which answer is better?")
 
 
 def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, rater: str):
@@ -307,7 +308,8 @@ def sampling_sliders(start: dict) -> list:
         return [gr.Slider(0, 2, start["temperature"], step=0.05, label="temperature"),
                 gr.Slider(0.05, 1, start["top_p"], step=0.05, label="top_p"),
                 gr.Slider(1, 2, start["repetition_penalty"], step=0.05, label="repetition_penalty"),
-                gr.Slider(1, max(2048, start["max_new_tokens"]), start["max_new_tokens"], step=1, label="max_new_tokens")]
+                gr.Slider(1, max(2048, start["max_new_tokens"]), start["max_new_tokens"], step=1,
+                          label="max_new_tokens")]
 
 
 def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int) -> None:
@@ -347,8 +349,8 @@ def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_
         send = gr.Button("Ask both", variant="primary", scale=1, elem_id="compare-send")
     clear = gr.Button("New conversation")
     for trigger in (compare_box.submit, send.click):
-        trigger(event(compare_turn, models, max_input_chars, seed), [compare_box, left, right, model_a, model_b, *sliders],
-                [compare_box, left, right, compare_note])
+        trigger(event(compare_turn, models, max_input_chars, seed),
+                [compare_box, left, right, model_a, model_b, *sliders], [compare_box, left, right, compare_note])
     for trigger in (clear.click, model_a.change, model_b.change):
         trigger(lambda: ([], [], ""), None, [left, right, compare_note])
 

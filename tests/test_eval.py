@@ -228,6 +228,17 @@ def test_bad_votes_are_reported_with_line_and_field(tmp_path):
         human_vote_record("p", "x", "y", "a", "b", "A", "ann")
 
 
+def test_endpoint_specs_are_parsed_in_one_place():
+    from lima_lite.judges import parse_endpoint
+
+    assert parse_endpoint("gpt-4o@https://api.openai.com/v1") == ("gpt-4o", "https://api.openai.com/v1")
+    assert parse_endpoint("me@example.org/model@http://127.0.0.1:8000/v1") == ("me@example.org/model",
+                                                                                "http://127.0.0.1:8000/v1")
+    assert parse_endpoint("runs/quickstart/adapter") is None and parse_endpoint("someone/llama@v2") is None
+    with pytest.raises(LimaError, match="an endpoint is MODEL@URL"):
+        parse_endpoint("@http://127.0.0.1:8000/v1")
+
+
 # ------------------------------------------------------------------ prompts and resumable generation
 
 

@@ -72,8 +72,9 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
     for label, judge, c in rows:
         lines.append(f"| {label} | {judge} | {c['win']} ({pct(c['win'], c['n'])}) | {c['tie']} ({pct(c['tie'], c['n'])}) "
                      f"| {c['loss']} ({pct(c['loss'], c['n'])}) | {c['unparsed']} | {c['n']} |")
-    fig = stacked_percent_bars([(f"{label}\n({judge})", c) for label, judge, c in rows], ("win", "tie", "loss", "unparsed"),
-                               "% of prompts", "Pairwise preference: win / tie / loss of the first model", annotate=True)
+    fig = stacked_percent_bars([(f"{label}\n({judge})", c) for label, judge, c in rows],
+                               ("win", "tie", "loss", "unparsed"), "% of prompts",
+                               "Pairwise preference: win / tie / loss of the first model", annotate=True)
     save_figure(fig, out / "pairwise.png")
     return lines + ["", "![pairwise](pairwise.png)", ""]
 
@@ -117,8 +118,8 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
     for model, judge, c in rows:
         cells = " | ".join(f"{c[g]} ({pct(c[g], c['n'])})" for g in ABSOLUTE_CHOICES)
         lines.append(f"| {model} | {judge} | {cells} | {c['unparsed']} | {c['n']} |")
-    fig = stacked_percent_bars([(f"{model}\n({judge})", c) for model, judge, c in rows], (*ABSOLUTE_CHOICES, "unparsed"),
-                               "% of answers", "Absolute rating mix")
+    fig = stacked_percent_bars([(f"{model}\n({judge})", c) for model, judge, c in rows],
+                               (*ABSOLUTE_CHOICES, "unparsed"), "% of answers", "Absolute rating mix")
     save_figure(fig, out / "absolute.png")
     return lines + ["", "![absolute](absolute.png)", ""]
 
