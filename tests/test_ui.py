@@ -179,6 +179,33 @@ def test_input_errors_reach_the_page_as_gradio_errors(models, tmp_path):
         event(judge_vote, Votes(tmp_path / "v.jsonl"), "a")(None, "x", "y", "me")
 
 
+
+
+def test_the_sliders_start_at_limas_settings_unless_told_otherwise(models, tmp_path):
+    import gradio as gr
+
+    app = build_app(models, [{"id": "p", "prompt": "x"}], tmp_path / "v.jsonl", sampling={"max_new_tokens": 24})
+    sliders = {block.label: block.value for block in app.blocks.values() if isinstance(block, gr.Slider)}
+    assert sliders == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 24}
+
+def test_chat_eval_and_ui_share_one_definition_of_the_sampling_flags():
+    from lima_lite.chat import parser as chat_parser
+    from lima_lite.config import sampling_args
+    from lima_lite.evaluate.cli import build_parser
+    from lima_lite.ui import parser as ui_parser
+
+    def flags(p):
+        group = next(g for g in p._action_groups if g.title == "sampling (LIMA's by default)")
+        return [(a.option_strings, a.type, a.default, a.help) for a in group._group_actions]
+
+    steps = next(a for a in build_parser()._actions if a.choices and "generate" in a.choices).choices
+    assert flags(chat_parser()) == flags(ui_parser()) == flags(steps["generate"]) == flags(steps["select-epoch"])
+    assert [f[0] for f in flags(ui_parser())] == [["--temperature"], ["--top-p"], ["--repetition-penalty"],
+                                                  ["--max-new-tokens"]]
+    args = ui_parser().parse_args(["--top-p", "0.5", "--max-new-tokens", "64"])
+    assert sampling_args(args) == {"top_p": 0.5, "max_new_tokens": 64}  # flags left out: LIMA's, in the handlers
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
