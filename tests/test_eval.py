@@ -122,6 +122,13 @@ def test_pairwise_file_resumes_and_requires_the_same_prompts(tmp_path):
     write(tmp_path / "short.jsonl", [row("1", "meh", "theirs")])
     with pytest.raises(LimaError, match=r"short.jsonl: no answer for 2 prompt id\(s\).*2, 3"):
         steps.pairwise_file(judge, ours, tmp_path / "short.jsonl", tmp_path / "other.jsonl")
+    # errors name the file's own line, blank lines counted
+    (tmp_path / "gap.jsonl").write_text(json.dumps(row("1", "x", "m")) + "\n\n" + json.dumps({"id": "2"}) + "\n")
+    with pytest.raises(LimaError, match=r"gap.jsonl:3: prompt: missing or not a string"):
+        steps.pairwise_file(judge, tmp_path / "gap.jsonl", theirs, tmp_path / "other.jsonl")
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(LimaError, match=r"list.jsonl:1: expected a JSON object, got list"):
+        steps.pairwise_file(judge, tmp_path / "list.jsonl", theirs, tmp_path / "other.jsonl")
 
 
 # ------------------------------------------------------------------ likert, absolute, knowledge

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -229,14 +230,34 @@ def served(runs, tmp_path):
     hook.remove()
 
 
-def test_three_tabs_in_a_real_browser(served, tmp_path):
+def browser_tools():
+    """playwright.sync_api, once Chromium and Playwright are there; without them a skip, or under CI a failure."""
     missing = [] if Path(CHROMIUM).exists() else [f"{CHROMIUM} (apt-get install chromium)"]
     try:
-        from playwright import sync_api as playwright
+        from playwright import sync_api
     except ImportError:
         missing.append("playwright (pip install playwright)")
     if missing:
         (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"not installed: {', '.join(missing)}")
+    return sync_api
+
+
+@pytest.fixture
+def playwright():
+    return browser_tools()
+
+
+def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not installed: /nonexistent/chromium"):
+        browser_tools()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="not installed: /nonexistent/chromium"):
+        browser_tools()
+
+
+def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     url, votes_file, models = served
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
