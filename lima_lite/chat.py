@@ -16,7 +16,7 @@ import sys
 
 from lima_lite import LimaError
 from lima_lite.io import write_jsonl
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.config import LIMA_SAMPLING, add_sampling_args
 
 HELP = """commands:
   /reset            start a new conversation
@@ -147,11 +147,7 @@ def parser() -> argparse.ArgumentParser:
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                    help="compute dtype (default: bfloat16 with CUDA, float32 on a CPU)")
-    p.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
-    p.add_argument("--top-p", dest="top_p", type=float, help=f"default {LIMA_SAMPLING['top_p']}")
-    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float,
-                   help=f"on generated tokens; default {LIMA_SAMPLING['repetition_penalty']}")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=f"default {LIMA_SAMPLING['max_new_tokens']}")
+    add_sampling_args(p)
     p.add_argument("--seed", type=int, help="seed the sampler, for a repeatable conversation")
     return p
 

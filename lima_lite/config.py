@@ -24,6 +24,23 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
 LIMA_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 2048}
 
 
+def add_sampling_args(parser) -> None:
+    """--temperature, --top-p, --repetition-penalty, --max-new-tokens (chat, eval, ui); a flag left out is
+    None, so LIMA_SAMPLING applies."""
+    group = parser.add_argument_group("sampling (LIMA's by default)")
+    group.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
+    group.add_argument("--top-p", type=float, help=f"nucleus sampling; default {LIMA_SAMPLING['top_p']}")
+    group.add_argument("--repetition-penalty", type=float, help=f"on the tokens generated so far; default "
+                       f"{LIMA_SAMPLING['repetition_penalty']} (local models: the OpenAI API has no such field)")
+    group.add_argument("--max-new-tokens", type=int, help=f"longest reply; default {LIMA_SAMPLING['max_new_tokens']}")
+
+
+def sampling_args(args) -> dict:
+    """The sampling flags given on the command line (see add_sampling_args), as keyword arguments."""
+    values = {name: getattr(args, name) for name in LIMA_SAMPLING}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 @dataclass
 class LimaArguments:
     """What LIMA adds to TRL's settings. Help text here is what `lima-lite train --help` prints."""

@@ -4,41 +4,29 @@
     $ python ui/app.py --runs runs --prompts embedded:dev.jsonl --votes votes.jsonl
     $ lima-lite ui --adapter someone/llama-7b-lima --auth me:secret --share
 
-Chat: multi-turn, streamed, sampling sliders, a picker of every adapter found under --runs (the final
-`adapter/` and each `epoch-NN/`) and the base model of each run. Compare: one conversation answered by
+Chat: multi-turn, streamed, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
+say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`)
+and the base model of each run. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
 --votes (JSONL that records which model was which), and a live win / tie / loss chart.
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth, a bounded queue,
 a cap on input length, and one generation at a time per model (each model's Engine.lock).
+Each tab's handlers (chat_turn, chat_retry, chat_undo, compare_turn, judge_next, judge_vote) are plain
+functions of plain values; build_app only lays out the widgets and wires them to the handlers.
 """
 
 import argparse
 import random
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.config import LIMA_SAMPLING, add_sampling_args, sampling_args
 
-EPOCH = re.compile(r"^epoch-(\d+)$")
 BASE = "base"
-
-
-def find_adapters(runs_dir: str | Path) -> dict[str, Path]:
-    """{"RUN/adapter": path, "RUN/epoch-03": path, ...} for every run under runs_dir, epochs in order, final last."""
-    runs_dir = Path(runs_dir)
-    found = []
-    for config in runs_dir.rglob("adapter_config.json"):
-        folder = config.parent
-        match = EPOCH.match(folder.name)
-        if folder.name != "adapter" and not match:
-            continue  # checkpoints, Hub upload folders
-        run = folder.parent.relative_to(runs_dir).as_posix()
-        found.append(((run, int(match[1]) if match else float("inf")), f"{run}/{folder.name}".lstrip("./"), folder))
-    return {label: folder for _, label, folder in sorted(found)}
+VOTE_KEYS = ("a", "tie", "b")
 
 
 @dataclass
@@ -52,6 +40,8 @@ class Models:
 
     @classmethod
     def discover(cls, runs_dir: str | Path, extra: list[str] = (), load_in_4bit: bool | None = None) -> "Models":
+        from lima_lite.layout import find_adapters
+
         found = find_adapters(runs_dir) if Path(runs_dir).is_dir() else {}
         specs = {label: (str(path), True) for label, path in found.items()}
         # Each run's base model: its final adapter (listed last) loaded once, with the adapter switched off.
@@ -120,27 +110,14 @@ def vote_counts(votes: list[dict], first: str, second: str) -> dict:
 
 
 def vote_chart(counts: dict, first: str, second: str):
-    """One stacked horizontal bar, like LIMA's Figure 1."""
-    import matplotlib
+    """The report's stacked bar (LIMA's Figure 1) for one pair: win / tie / loss of `first` as % of the votes."""
+    from lima_lite.plots import pyplot, stacked_percent_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 1.8), dpi=100)
     total = sum(counts.values())
-    left = 0
-    for key, color in (("win", "#2e7d32"), ("tie", "#9e9e9e"), ("loss", "#c62828")):
-        share = counts[key] / total if total else 0
-        ax.barh([0], [share], left=left, color=color, label=f"{key} {counts[key]}")
-        if share:
-            ax.text(left + share / 2, 0, f"{share:.0%}", ha="center", va="center", color="white")
-        left += share
-    ax.set_xlim(0, 1)
-    ax.set_yticks([])
-    ax.set_title(f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
-    fig.tight_layout()
-    plt.close(fig)
+    fig = stacked_percent_bars([(f"{first}\nvs {second}", {**counts, "n": total})], ("win", "tie", "loss"),
+                               "% of votes", f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}",
+                               annotate=True)
+    pyplot().close(fig)  # gradio draws it from the figure; pyplot need not keep it open
     return fig
 
 
@@ -151,11 +128,9 @@ class Votes:
         self.path, self.lock = Path(path), threading.Lock()
 
     def read(self) -> list[dict]:
-        import json
+        from lima_lite.io import read_jsonl
 
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [row for _, row in read_jsonl(self.path)] if self.path.is_file() else []
 
     def add(self, record: dict) -> int:
         from lima_lite.io import write_jsonl
@@ -166,189 +141,247 @@ class Votes:
             return len(rows)
 
 
-def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_input_chars: int = 4000,
-              max_new_tokens: int = LIMA_SAMPLING["max_new_tokens"], seed: int | None = None):
-    """The gr.Blocks app: widgets only; every answer comes from the generation core through `models`."""
+# ---------------------------------------------------------------- the tabs' handlers: plain values in and out
+# The sliders' values arrive as (temperature, top_p, repetition_penalty, max_new_tokens) at the end of
+# each handler's arguments; an input error is a LimaError, which build_app shows as a gradio error.
+
+
+def checked(text: str, max_input_chars: int) -> str:
+    if not text or not text.strip():
+        raise LimaError("type a message first")
+    if len(text) > max_input_chars:
+        raise LimaError(f"the message is {len(text):,} characters; the limit is {max_input_chars:,}")
+    return text
+
+
+def slider_sampling(temperature: float, top_p: float, repetition_penalty: float, max_new_tokens) -> dict:
+    return {"temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
+            "max_new_tokens": int(max_new_tokens)}
+
+
+def stream_reply(models: Models, label: str, history: list[dict], sampling: dict):
+    """Stream one model's reply to `history` (ending with the user); yields (history + the reply so far, note)."""
+    so_far = history + [{"role": "assistant", "content": ""}]
+    for item in models.stream(label, history, **sampling):
+        if isinstance(item, str):
+            so_far = history + [{"role": "assistant", "content": item}]  # a new list each time: gradio diffs them
+            yield so_far, ""
+        else:
+            yield so_far, note(item, sampling["max_new_tokens"])
+
+
+def chat_turn(models: Models, max_input_chars: int, message: str, history: list, label: str, *sliders):
+    """Chat's Send: yields (emptied input box, history with the message and the reply so far, note)."""
+    history = plain(history or []) + [{"role": "user", "content": checked(message, max_input_chars)}]
+    yield "", history, ""
+    for updated, text in stream_reply(models, label, history, slider_sampling(*sliders)):
+        yield "", updated, text
+
+
+def chat_retry(models: Models, history: list, label: str, *sliders):
+    """Chat's Retry: the last reply drawn again (or the reply a failed turn never got); yields (history, note)."""
+    history = plain(history or [])
+    if history and history[-1]["role"] == "assistant":
+        history = history[:-1]
+    if not history:
+        raise LimaError("nothing to retry")
+    yield from stream_reply(models, label, history, slider_sampling(*sliders))
+
+
+def chat_undo(history: list) -> list[dict]:
+    """Chat's Undo: the history without its last exchange (the user's message and the reply)."""
+    return plain(history or [])[:-2]
+
+
+def compare_turn(models: Models, max_input_chars: int, seed: int | None, message: str, left: list, right: list,
+                 model_a: str, model_b: str, *sliders):
+    """Compare's Ask both: the same message to A then B, each streamed; yields (input box, A, B, note)."""
+    message = checked(message, max_input_chars)
+    left = plain(left or []) + [{"role": "user", "content": message}]
+    right = plain(right or []) + [{"role": "user", "content": message}]
+    yield "", left, right, ""
+    # The same seed for both, so the comparison is of the models, not of the dice.
+    sampling = {**slider_sampling(*sliders), "seed": seed if seed is not None else random.randrange(2**31)}
+    left_now, text = left, ""
+    for left_now, text in stream_reply(models, model_a, left, sampling):
+        yield "", left_now, right, text
+    notes = [f"A: {text}" if text else ""]
+    for right_now, text in stream_reply(models, model_b, right, sampling):
+        yield "", left_now, right_now, " ".join(notes + [f"B: {text}" if text else ""]).strip()
+
+
+def judge_next(models: Models, prompts: list[dict], rng: random.Random, index: int, x: str, y: str, *sliders):
+    """Judge's Next prompt: both answers to prompt `index`, X and Y in a random order. Yields (prompt text,
+    answer A, answer B, the pending record or None, next index, three vote-button updates, status)."""
     import gradio as gr
-    import torch
+
+    if x == y:
+        raise LimaError("choose two different models")
+    item = prompts[index % len(prompts)]
+    shown = [x, y]
+    rng.shuffle(shown)
+    heading = f"**Prompt {index % len(prompts) + 1} of {len(prompts)}** ({item['id']})\n\n{item['prompt']}"
+    yield heading, "", "", None, index, *[gr.update(interactive=False)] * 3, "generating both answers…"
+    messages = [{"role": "user", "content": item["prompt"]}]
+    sampling = slider_sampling(*sliders)
+    answers = []
+    for label in shown:
+        engine, use_adapter = models.engine(label)
+        answers.append(engine.reply(messages, use_adapter=use_adapter, **sampling).text.strip())
+    record = {"prompt": item["prompt"], "id": item["id"], "model_a": shown[0], "model_b": shown[1],
+              "answer_a": answers[0], "answer_b": answers[1]}
+    yield (heading, answers[0], answers[1], record, index + 1, *[gr.update(interactive=True)] * 3,
+           "which answer is better?")
+
+
+def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, rater: str):
+    """A / Tie / B: the vote appended to the JSONL. Returns (no pending record, three vote-button updates,
+    status, the chart of X against Y)."""
+    import gradio as gr
 
     from lima_lite.evaluate.protocols import human_vote_record
 
-    votes = Votes(votes_path)
-    labels = models.labels
-    adapters = [label for label, (_, on) in models.specs.items() if on]
-    bases = [label for label in labels if label not in adapters]
-    rng = random.Random(seed)
+    if record is None:
+        raise LimaError("press Next prompt first")
+    vote = human_vote_record(record["prompt"], record["model_a"], record["model_b"], record["answer_a"],
+                             record["answer_b"], choice, (rater or "anonymous").strip())
+    total = votes.add({**vote, "id": record["id"]})
+    return None, *[gr.update(interactive=False)] * 3, f"vote {total} saved to {votes.path}", pair_chart(votes, x, y)
 
-    def checked(text: str) -> str:
-        if not text or not text.strip():
-            raise gr.Error("type a message first")
-        if len(text) > max_input_chars:
-            raise gr.Error(f"the message is {len(text):,} characters; the limit is {max_input_chars:,}")
-        return text
 
-    def sampling(temperature, top_p, repetition_penalty, new_tokens):
-        return {"temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
-                "max_new_tokens": int(new_tokens)}
+def pair_chart(votes: Votes, x: str, y: str):
+    return vote_chart(vote_counts(votes.read(), x, y), x, y)
 
-    def answer(label, history, settings):
-        """Stream one model's reply to `history` (ending with the user); yields (history, note)."""
-        history = history + [{"role": "assistant", "content": ""}]
+
+def event(handler, *values):
+    """What a widget calls: `handler` with its first arguments fixed to `values`, the widgets' values after
+    them, and a LimaError shown to the user as a gradio error (a message, not a server error)."""
+    import inspect
+
+    import gradio as gr
+
+    if inspect.isgeneratorfunction(handler):
+        def streamed(*inputs):
+            try:
+                yield from handler(*values, *inputs)
+            except LimaError as error:
+                raise gr.Error(str(error)) from None
+        return streamed
+
+    def called(*inputs):
         try:
-            for item in models.stream(label, plain(history[:-1]), **settings):
-                if isinstance(item, str):
-                    history[-1]["content"] = item
-                    yield history, ""
-                else:
-                    yield history, note(item, settings["max_new_tokens"])
+            return handler(*values, *inputs)
         except LimaError as error:
             raise gr.Error(str(error)) from None
+    return called
 
+
+# ---------------------------------------------------------------- the layout
+
+
+def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_input_chars: int = 4000,
+              sampling: dict | None = None, seed: int | None = None):
+    """The gr.Blocks app: widgets wired to the handlers above; `sampling` sets the sliders (LIMA's otherwise)."""
+    import gradio as gr
+
+    adapters = [label for label, (_, on) in models.specs.items() if on]
+    bases = [label for label in models.labels if label not in adapters]
+    tuned = adapters[-1] if adapters else models.labels[0]
+    base = bases[0] if bases else models.labels[-1]
     with gr.Blocks(title="lima_lite") as app:
         gr.Markdown("## lima_lite: talk to your LIMA adapter, compare, judge")
-        with gr.Accordion("Sampling (LIMA's defaults)", open=False):
-            with gr.Row():
-                temperature = gr.Slider(0, 2, LIMA_SAMPLING["temperature"], step=0.05, label="temperature")
-                top_p = gr.Slider(0.05, 1, LIMA_SAMPLING["top_p"], step=0.05, label="top_p")
-                repetition = gr.Slider(1, 2, LIMA_SAMPLING["repetition_penalty"], step=0.05, label="repetition_penalty")
-                new_tokens = gr.Slider(1, max(2048, max_new_tokens), max_new_tokens, step=1, label="max_new_tokens")
-        knobs = [temperature, top_p, repetition, new_tokens]
-
+        sliders = sampling_sliders({**LIMA_SAMPLING, **(sampling or {})})
         with gr.Tab("Chat", id="chat"):
-            chat_model = gr.Dropdown(labels, value=adapters[-1] if adapters else labels[0], label="model")
-            chatbot = gr.Chatbot(label="conversation", elem_id="chat-history", height=420)
-            chat_note = gr.Markdown(elem_id="chat-note")
-            with gr.Row():
-                chat_box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
-                                      max_length=max_input_chars, elem_id="chat-input")
-                chat_send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-            with gr.Row():
-                chat_retry = gr.Button("Retry")
-                chat_undo = gr.Button("Undo")
-                chat_clear = gr.Button("New conversation")
-
-            def chat_turn(message, history, label, *knob_values):
-                history = plain(history or []) + [{"role": "user", "content": checked(message)}]
-                yield "", history, ""
-                for updated, text in answer(label, history, sampling(*knob_values)):
-                    yield "", updated, text
-
-            def chat_again(history, label, *knob_values):
-                history = plain(history or [])
-                if history and history[-1]["role"] == "assistant":
-                    history = history[:-1]
-                if not history:
-                    raise gr.Error("nothing to retry")
-                for updated, text in answer(label, history, sampling(*knob_values)):
-                    yield updated, text
-
-            inputs = [chat_box, chatbot, chat_model, *knobs]
-            chat_box.submit(chat_turn, inputs, [chat_box, chatbot, chat_note])
-            chat_send.click(chat_turn, inputs, [chat_box, chatbot, chat_note])
-            chat_retry.click(chat_again, [chatbot, chat_model, *knobs], [chatbot, chat_note])
-            chat_undo.click(lambda h: plain(h or [])[:-2], chatbot, chatbot)
-            chat_clear.click(lambda: ([], ""), None, [chatbot, chat_note])
-            chat_model.change(lambda: ([], ""), None, [chatbot, chat_note])  # a new model starts a new conversation
-
+            chat_tab(models, tuned, sliders, max_input_chars)
         with gr.Tab("Compare", id="compare"):
-            with gr.Row():
-                left_model = gr.Dropdown(labels, value=bases[0] if bases else labels[0], label="model A")
-                right_model = gr.Dropdown(labels, value=adapters[-1] if adapters else labels[-1], label="model B")
-            with gr.Row():
-                left_chat = gr.Chatbot(label="A", elem_id="compare-a", height=380)
-                right_chat = gr.Chatbot(label="B", elem_id="compare-b", height=380)
-            compare_note = gr.Markdown()
-            with gr.Row():
-                compare_box = gr.Textbox(placeholder="One prompt, or the next turn of the conversation", show_label=False,
-                                         scale=5, max_length=max_input_chars, elem_id="compare-input")
-                compare_send = gr.Button("Ask both", variant="primary", scale=1, elem_id="compare-send")
-            compare_clear = gr.Button("New conversation")
-
-            def compare_turn(message, left, right, a, b, *knob_values):
-                message = checked(message)
-                settings = sampling(*knob_values)
-                left = plain(left or []) + [{"role": "user", "content": message}]
-                right = plain(right or []) + [{"role": "user", "content": message}]
-                yield "", left, right, ""
-                # The same seed for both, so the comparison is of the models, not of the dice.
-                draw = seed if seed is not None else random.randrange(2**31)
-                notes = []
-                for left_now, text in answer(a, left, {**settings, "seed": draw}):
-                    yield "", left_now, right, text
-                notes.append(f"A: {text}" if text else "")
-                for right_now, text in answer(b, right, {**settings, "seed": draw}):
-                    yield "", left_now, right_now, " ".join(notes + [f"B: {text}" if text else ""]).strip()
-
-            compare_inputs = [compare_box, left_chat, right_chat, left_model, right_model, *knobs]
-            compare_outputs = [compare_box, left_chat, right_chat, compare_note]
-            compare_box.submit(compare_turn, compare_inputs, compare_outputs)
-            compare_send.click(compare_turn, compare_inputs, compare_outputs)
-            compare_clear.click(lambda: ([], [], ""), None, [left_chat, right_chat, compare_note])
-            for dropdown in (left_model, right_model):
-                dropdown.change(lambda: ([], [], ""), None, [left_chat, right_chat, compare_note])
-
+            compare_tab(models, base, tuned, sliders, max_input_chars, seed)
         with gr.Tab("Judge", id="judge"):
-            gr.Markdown("Blind side-by-side, as in LIMA's human study: which answer is better? "
-                        "The order is random and the models are hidden.")
-            with gr.Row():
-                first = gr.Dropdown(labels, value=adapters[-1] if adapters else labels[0], label="model X")
-                second = gr.Dropdown(labels, value=bases[0] if bases else labels[-1], label="model Y")
-                rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=80)
-            next_prompt = gr.Button("Next prompt", variant="primary", elem_id="judge-next")
-            judge_prompt = gr.Markdown(elem_id="judge-prompt")
-            with gr.Row():
-                answer_a = gr.Textbox(label="Answer A", lines=10, interactive=False, elem_id="judge-a")
-                answer_b = gr.Textbox(label="Answer B", lines=10, interactive=False, elem_id="judge-b")
-            with gr.Row():
-                vote_buttons = [gr.Button(text, interactive=False, elem_id=f"judge-vote-{key}")
-                                for text, key in (("A is better", "a"), ("Tie", "tie"), ("B is better", "b"))]
-            judge_status = gr.Markdown(elem_id="judge-status")
-            chart = gr.Plot(label="win / tie / loss of model X against model Y")
-            pending = gr.State(None)
-            position = gr.State(0)
-
-            def deal(index, x, y, *knob_values):
-                if x == y:
-                    raise gr.Error("choose two different models")
-                item = prompts[index % len(prompts)]
-                messages = [{"role": "user", "content": item["prompt"]}]
-                settings = sampling(*knob_values)
-                shown = [x, y]
-                rng.shuffle(shown)
-                yield (f"**Prompt {index % len(prompts) + 1} of {len(prompts)}** ({item['id']})\n\n{item['prompt']}",
-                       "", "", None, index, *[gr.update(interactive=False)] * 3, "generating both answers…")
-                texts = []
-                for label in shown:
-                    try:
-                        texts.append(models.engine(label)[0].reply(messages, use_adapter=models.specs[label][1],
-                                                                   **settings).text.strip())
-                    except LimaError as error:
-                        raise gr.Error(str(error)) from None
-                record = {"prompt": item["prompt"], "id": item["id"], "model_a": shown[0], "model_b": shown[1],
-                          "answer_a": texts[0], "answer_b": texts[1]}
-                yield (gr.update(), texts[0], texts[1], record, index + 1, *[gr.update(interactive=True)] * 3,
-                       "which answer is better?")
-
-            def cast(choice, record, x, y, who):
-                if record is None:
-                    raise gr.Error("press Next prompt first")
-                vote = human_vote_record(record["prompt"], record["model_a"], record["model_b"], record["answer_a"],
-                                         record["answer_b"], choice, (who or "anonymous").strip())
-                total = votes.add({**vote, "id": record["id"]})
-                counts = vote_counts(votes.read(), x, y)
-                return (None, *[gr.update(interactive=False)] * 3, f"vote {total} saved to {votes.path}",
-                        vote_chart(counts, x, y))
-
-            next_prompt.click(deal, [position, first, second, *knobs],
-                              [judge_prompt, answer_a, answer_b, pending, position, *vote_buttons, judge_status])
-            for button, key in zip(vote_buttons, ("a", "tie", "b")):
-                button.click(lambda record, x, y, who, key=key: cast(key, record, x, y, who),
-                             [pending, first, second, rater], [pending, *vote_buttons, judge_status, chart])
-            show_chart = lambda x, y: vote_chart(vote_counts(votes.read(), x, y), x, y)  # noqa: E731
-            for dropdown in (first, second):
-                dropdown.change(show_chart, [first, second], chart)
-            app.load(show_chart, [first, second], chart)
+            judge_tab(app, models, tuned, base, sliders, prompts, Votes(votes_path), seed)
     return app
+
+
+def sampling_sliders(start: dict) -> list:
+    """temperature, top_p, repetition_penalty, max_new_tokens: the order every handler takes them in."""
+    import gradio as gr
+
+    with gr.Accordion("Sampling (LIMA's defaults)", open=False), gr.Row():
+        return [gr.Slider(0, 2, start["temperature"], step=0.05, label="temperature"),
+                gr.Slider(0.05, 1, start["top_p"], step=0.05, label="top_p"),
+                gr.Slider(1, 2, start["repetition_penalty"], step=0.05, label="repetition_penalty"),
+                gr.Slider(1, max(2048, start["max_new_tokens"]), start["max_new_tokens"], step=1,
+                          label="max_new_tokens")]
+
+
+def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int) -> None:
+    import gradio as gr
+
+    chat_model = gr.Dropdown(models.labels, value=tuned, label="model")
+    chatbot = gr.Chatbot(label="conversation", elem_id="chat-history", height=420)
+    chat_note = gr.Markdown(elem_id="chat-note")
+    with gr.Row():
+        chat_box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
+                              max_length=max_input_chars, elem_id="chat-input")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+    with gr.Row():
+        retry, undo, clear = gr.Button("Retry"), gr.Button("Undo"), gr.Button("New conversation")
+    for trigger in (chat_box.submit, send.click):
+        trigger(event(chat_turn, models, max_input_chars), [chat_box, chatbot, chat_model, *sliders],
+                [chat_box, chatbot, chat_note])
+    retry.click(event(chat_retry, models), [chatbot, chat_model, *sliders], [chatbot, chat_note])
+    undo.click(event(chat_undo), chatbot, chatbot)
+    for trigger in (clear.click, chat_model.change):  # a new model starts a new conversation
+        trigger(lambda: ([], ""), None, [chatbot, chat_note])
+
+
+def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_chars: int, seed: int | None) -> None:
+    import gradio as gr
+
+    with gr.Row():
+        model_a = gr.Dropdown(models.labels, value=base, label="model A")
+        model_b = gr.Dropdown(models.labels, value=tuned, label="model B")
+    with gr.Row():
+        left = gr.Chatbot(label="A", elem_id="compare-a", height=380)
+        right = gr.Chatbot(label="B", elem_id="compare-b", height=380)
+    compare_note = gr.Markdown()
+    with gr.Row():
+        compare_box = gr.Textbox(placeholder="One prompt, or the next turn of the conversation", show_label=False,
+                                 scale=5, max_length=max_input_chars, elem_id="compare-input")
+        send = gr.Button("Ask both", variant="primary", scale=1, elem_id="compare-send")
+    clear = gr.Button("New conversation")
+    for trigger in (compare_box.submit, send.click):
+        trigger(event(compare_turn, models, max_input_chars, seed),
+                [compare_box, left, right, model_a, model_b, *sliders], [compare_box, left, right, compare_note])
+    for trigger in (clear.click, model_a.change, model_b.change):
+        trigger(lambda: ([], [], ""), None, [left, right, compare_note])
+
+
+def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts: list[dict], votes: Votes,
+              seed: int | None) -> None:
+    import gradio as gr
+
+    gr.Markdown("Blind side-by-side, as in LIMA's human study: which answer is better? "
+                "The order is random and the models are hidden.")
+    with gr.Row():
+        first = gr.Dropdown(models.labels, value=tuned, label="model X")
+        second = gr.Dropdown(models.labels, value=base, label="model Y")
+        rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=80)
+    next_prompt = gr.Button("Next prompt", variant="primary", elem_id="judge-next")
+    judge_prompt = gr.Markdown(elem_id="judge-prompt")
+    with gr.Row():
+        answer_a = gr.Textbox(label="Answer A", lines=10, interactive=False, elem_id="judge-a")
+        answer_b = gr.Textbox(label="Answer B", lines=10, interactive=False, elem_id="judge-b")
+    with gr.Row():
+        buttons = [gr.Button(text, interactive=False, elem_id=f"judge-vote-{key}")
+                   for text, key in zip(("A is better", "Tie", "B is better"), VOTE_KEYS)]
+    status = gr.Markdown(elem_id="judge-status")
+    chart = gr.Plot(label="win / tie / loss of model X against model Y")
+    pending, position = gr.State(None), gr.State(0)
+    next_prompt.click(event(judge_next, models, prompts, random.Random(seed)), [position, first, second, *sliders],
+                      [judge_prompt, answer_a, answer_b, pending, position, *buttons, status])
+    for button, key in zip(buttons, VOTE_KEYS):
+        button.click(event(judge_vote, votes, key), [pending, first, second, rater], [pending, *buttons, status, chart])
+    for trigger in (first.change, second.change, app.load):
+        trigger(event(pair_chart, votes), [first, second], chart)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -374,11 +407,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
     p.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (default 16); more are refused")
     p.add_argument("--max-input-chars", type=int, default=4000, help="longest message accepted (default 4000)")
-    p.add_argument("--max-new-tokens", type=int, default=LIMA_SAMPLING["max_new_tokens"],
-                   help=f"initial reply length limit (default {LIMA_SAMPLING['max_new_tokens']}, LIMA's)")
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
     p.add_argument("--seed", type=int, help="seed the Judge tab's order and the Compare tab's sampling")
+    add_sampling_args(p)  # the sliders' initial values
     return p
 
 
@@ -390,7 +422,7 @@ def main(argv=None) -> int:
     models = Models.discover(args.runs, args.adapter, args.load_in_4bit)
     prompts = read_prompts(args.prompts)
     votes = args.votes or str(Path(args.runs) / "human_votes.jsonl")
-    app = build_app(models, prompts, votes, args.max_input_chars, args.max_new_tokens, args.seed)
+    app = build_app(models, prompts, votes, args.max_input_chars, sampling_args(args), args.seed)
     app.queue(max_size=args.queue_size, default_concurrency_limit=1)
     print(f"{len(models.labels)} models: {', '.join(models.labels)}; votes -> {votes}")
     app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)

@@ -8,9 +8,10 @@ import pytest
 
 from lima_lite import LimaError
 from lima_lite.evaluate import steps
-from lima_lite.evaluate.answers import generate_answers, read_prompts, read_records
+from lima_lite.evaluate import select_epoch
+from lima_lite.evaluate.answers import generate_answers, read_prompts
 from lima_lite.evaluate.protocols import (LIKERT_CHOICES, PAIRWISE_CHOICES, agreement, agreement_matrix,
-                                          check_human_vote, human_records, human_vote_record, knowledge_score,
+                                          check_human_vote, human_vote_record, knowledge_score,
                                           likert_summary, mean_ci95, pairwise_judge, parse_verdict, preferences,
                                           render, tie_discounted, win_tie_loss)
 from lima_lite.evaluate.report import build_report
@@ -41,6 +42,10 @@ def row(pid, answer, model, prompt=None, sample=0):
 def write(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ------------------------------------------------------------------ verdict parsing and retries
@@ -117,6 +122,13 @@ def test_pairwise_file_resumes_and_requires_the_same_prompts(tmp_path):
     write(tmp_path / "short.jsonl", [row("1", "meh", "theirs")])
     with pytest.raises(LimaError, match=r"short.jsonl: no answer for 2 prompt id\(s\).*2, 3"):
         steps.pairwise_file(judge, ours, tmp_path / "short.jsonl", tmp_path / "other.jsonl")
+    # errors name the file's own line, blank lines counted
+    (tmp_path / "gap.jsonl").write_text(json.dumps(row("1", "x", "m")) + "\n\n" + json.dumps({"id": "2"}) + "\n")
+    with pytest.raises(LimaError, match=r"gap.jsonl:3: prompt: missing or not a string"):
+        steps.pairwise_file(judge, tmp_path / "gap.jsonl", theirs, tmp_path / "other.jsonl")
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(LimaError, match=r"list.jsonl:1: expected a JSON object, got list"):
+        steps.pairwise_file(judge, tmp_path / "list.jsonl", theirs, tmp_path / "other.jsonl")
 
 
 # ------------------------------------------------------------------ likert, absolute, knowledge
@@ -142,6 +154,10 @@ def test_mean_ci95_by_hand():
     mean, low, high = mean_ci95([4, 5, 6])  # sd 1, t(2) 4.303 -> 4.303 / sqrt(3) = 2.484
     assert (mean, round(low, 3), round(high, 3)) == (5, 2.516, 7.484)
     assert mean_ci95([]) is None and mean_ci95([3]) == (3, 3, 3)
+    # 41 values: mean 1, sd 1 (squares sum to 40 over 40 degrees of freedom); t(40) = 2.021 from a printed
+    # table (not the normal 1.96) -> 2.021 / sqrt(41) = 0.3156
+    mean, low, high = mean_ci95([0, 2] * 20 + [1])
+    assert mean == 1 and high - mean == pytest.approx(0.3156, abs=1e-4) and mean - low == pytest.approx(0.3156, abs=1e-4)
 
 
 def test_absolute_grades_and_unparsed(tmp_path):
@@ -219,6 +235,17 @@ def test_bad_votes_are_reported_with_line_and_field(tmp_path):
         human_vote_record("p", "x", "y", "a", "b", "A", "ann")
 
 
+def test_endpoint_specs_are_parsed_in_one_place():
+    from lima_lite.judges import parse_endpoint
+
+    assert parse_endpoint("gpt-4o@https://api.openai.com/v1") == ("gpt-4o", "https://api.openai.com/v1")
+    assert parse_endpoint("me@example.org/model@http://127.0.0.1:8000/v1") == ("me@example.org/model",
+                                                                                "http://127.0.0.1:8000/v1")
+    assert parse_endpoint("runs/quickstart/adapter") is None and parse_endpoint("someone/llama@v2") is None
+    with pytest.raises(LimaError, match="an endpoint is MODEL@URL"):
+        parse_endpoint("@http://127.0.0.1:8000/v1")
+
+
 # ------------------------------------------------------------------ prompts and resumable generation
 
 
@@ -290,10 +317,10 @@ class FakeEngine:
     def __init__(self, quality):
         self.quality, self.model = quality, object()
 
-    def reply(self, messages, adapter=True, **sampling):
+    def reply(self, messages, use_adapter=True, seed=None, **sampling):
         from lima_lite.generate import Reply
 
-        return Reply(text=f"quality {self.quality if adapter else 4}", finish_reason="eot")
+        return Reply(text=f"quality {self.quality if use_adapter else 4}", finish_reason="eot")
 
 
 def prefers_quality(prompt):
@@ -312,14 +339,14 @@ def test_select_epoch_names_the_best_epoch(tmp_path, monkeypatch, against):
         (run / f"epoch-{epoch:02d}" / "adapter_config.json").write_text("{}")
     loads = []
 
-    def fake_answerer(spec, name=None, adapter=True):
+    def fake_answerer(spec, name=None, use_adapter=True):
         loads.append(spec)
-        return LocalModel(engine=FakeEngine(quality[int(spec[-2:])]), name=name, adapter=adapter)
+        return LocalModel(engine=FakeEngine(quality[int(spec[-2:])]), name=name, use_adapter=use_adapter)
 
-    monkeypatch.setattr(steps, "get_answerer", fake_answerer)
+    monkeypatch.setattr(select_epoch, "get_answerer", fake_answerer)
     prompts = write(tmp_path / "dev.jsonl", [{"prompt": f"p{i}"} for i in range(3)])
     judge = Scripted(prefers_quality)
-    result = steps.select_epoch(run, str(prompts), judge, epochs=range(5, 9), against=against)
+    result = select_epoch.select_epoch(run, str(prompts), judge, epochs=range(5, 9), against=against)
     assert result["best"] == "epoch-06" and result["top_two"] == ["epoch-06", "epoch-07"]
     assert len(loads) == 3
     table = {r["epoch"]: r for r in result["table"]}
@@ -331,10 +358,22 @@ def test_select_epoch_names_the_best_epoch(tmp_path, monkeypatch, against):
         assert table["epoch-06"] == {"epoch": "epoch-06", "win": 6, "tie": 0, "loss": 0, "unparsed": 0, "score": 1.0}
         assert table["epoch-05"]["score"] == 0.0 and table["epoch-07"]["score"] == 0.5
     saved = json.loads((run / "select-epoch" / "select-epoch.json").read_text())
-    assert saved["best"] == result["best"]
-    assert "| epoch-06 |" in (run / "select-epoch" / "select-epoch.md").read_text()
+    assert saved["best"] == "epoch-06" and saved["adapters"]["epoch-05"] == str(run / "epoch-05")
+    rows = [line for line in (run / "select-epoch" / "select-epoch.md").read_text().splitlines()
+            if line.startswith("| epoch-")]
+    assert [line.split(" | ")[0] for line in rows] == ["| epoch-06", "| epoch-07", "| epoch-05"]  # best first
     with pytest.raises(LimaError, match=r"no epoch adapters among epochs \[1, 2\]; found \['epoch-05'"):
-        steps.select_epoch(run, str(prompts), judge, epochs=[1, 2])
+        select_epoch.select_epoch(run, str(prompts), judge, epochs=[1, 2])
+
+
+def test_ranking_puts_unscorable_epochs_last_and_keeps_the_earlier_of_equals():
+    table = [{"epoch": "epoch-05", "score": 0.5}, {"epoch": "epoch-06", "score": None},
+             {"epoch": "epoch-07", "score": 0.5}, {"epoch": "epoch-08", "score": 0.75}]
+    assert [r["epoch"] for r in select_epoch.ranked(table)] == ["epoch-08", "epoch-05", "epoch-07", "epoch-06"]
+    points = {"epoch-05": {"win": 1, "tie": 2, "loss": 1, "unparsed": 3}, "epoch-06": dict.fromkeys(
+        ("win", "tie", "loss"), 0) | {"unparsed": 4}}
+    scored = select_epoch.score_table(["epoch-05", "epoch-06"], points)
+    assert [r["score"] for r in scored] == [0.5, None]  # (1 + 2/2) / 4 readable; no readable verdict
 
 
 # ------------------------------------------------------------------ the report

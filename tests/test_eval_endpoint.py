@@ -16,9 +16,9 @@ import urllib.request
 import pytest
 
 from lima_lite.evaluate import steps
-from lima_lite.evaluate.answers import generate_answers, get_answerer, read_records
-from lima_lite.evaluate.judges import get_judge
+from lima_lite.evaluate.answers import generate_answers, get_answerer
 from lima_lite.evaluate.protocols import win_tie_loss
+from lima_lite.judges import get_judge
 
 missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(
@@ -69,12 +69,12 @@ def test_endpoint_judge_counts_nonsense_verdicts_as_unparsed(server, tmp_path):
     ours.write_text("".join(json.dumps(r) + "\n" for r in rows if r["model"] == "ours"))
     theirs.write_text("".join(json.dumps(r) + "\n" for r in rows if r["model"] == "theirs"))
     records = steps.pairwise_file(judge, ours, theirs, tmp_path / "pairwise.jsonl")
-    counts = win_tie_loss(records)
-    assert counts["n"] == 2 and counts["win"] + counts["tie"] + counts["loss"] + counts["unparsed"] == 2
-    for record in records:  # every order has the server's raw reply, and a retry when it was unreadable
-        for verdict, replies in zip(record["verdicts"], record["raw"]):
-            assert all(isinstance(reply, str) for reply in replies)
-            assert len(replies) == (1 if verdict else 2)
+    # a random model's six tokens are never exactly A, B or tie: every order unreadable, asked twice
+    assert win_tie_loss(records) == {"win": 0, "tie": 0, "loss": 0, "unparsed": 2, "n": 2}
+    for record in records:
+        assert record["verdicts"] == [None, None] and record["outcome"] is None
+        assert [len(replies) for replies in record["raw"]] == [2, 2]  # the reply, then the retry with a reminder
+        assert all(isinstance(reply, str) for replies in record["raw"] for reply in replies)
 
 
 def test_endpoint_answers_are_generated_and_resumed(server, tmp_path):
@@ -85,4 +85,6 @@ def test_endpoint_answers_are_generated_and_resumed(server, tmp_path):
     rows = generate_answers(model, prompts, out, max_new_tokens=4)
     assert [(r["id"], r["model"], r["finish_reason"]) for r in rows] == [("a", "served", "length"),
                                                                          ("b", "served", "length")]
-    assert all(isinstance(r["answer"], str) for r in read_records(out)) and len(read_records(out)) == 2
+    saved = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in saved] == ["a", "b"] and all(isinstance(r["answer"], str) for r in saved)
+

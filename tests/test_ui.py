@@ -1,17 +1,25 @@
-"""The Gradio app (ui/app.py, lima-lite ui): model discovery, vote bookkeeping, and the three tabs driven
-in a real headless Chromium through Playwright: a streamed chat reply, a side-by-side comparison, a
-blind vote that lands in the JSONL. A screenshot is saved in the test's tmp dir.
+"""The Gradio app (ui/app.py, lima-lite ui): model discovery, vote bookkeeping, each tab's handlers called
+directly on a tiny model (chat, Retry, Undo, Compare's shared seed, Judge's deal and vote, the chart),
+and the three tabs driven in a real headless Chromium through Playwright: a streamed chat reply, a
+side-by-side comparison, a blind vote that lands in the JSONL. A screenshot is saved in the test's tmp dir.
+Without /usr/bin/chromium the browser test is skipped, except under CI (CI=true), where it fails.
 """
 
 import json
+import os
+import random
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lima_lite.ui import Models, Votes, build_app, find_adapters, parse_auth, vote_counts
+from lima_lite import LimaError
+from lima_lite.layout import find_adapters
+from lima_lite.ui import (Models, Votes, build_app, chat_retry, chat_turn, chat_undo, compare_turn, event, judge_next,
+                          judge_vote, parse_auth, vote_chart, vote_counts)
 from test_chat import qa, train_tiny
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,14 +44,11 @@ def test_find_adapters_lists_final_and_every_epoch_only(runs):
 
 
 def test_no_adapters_is_an_input_error(tmp_path):
-    from lima_lite import LimaError
-
     with pytest.raises(LimaError, match="no adapters found"):
         Models.discover(tmp_path)
 
 
 def test_auth_and_vote_counts(tmp_path):
-    from lima_lite import LimaError
     from lima_lite.evaluate.protocols import human_vote_record
 
     assert parse_auth("me:se:cret") == ("me", "se:cret") and parse_auth(None) is None
@@ -54,6 +59,152 @@ def test_auth_and_vote_counts(tmp_path):
         votes.add(human_vote_record("p", *shown, "ans a", "ans b", vote, "me"))
     assert vote_counts(votes.read(), "x", "y") == {"win": 1, "tie": 1, "loss": 1}
     assert len((tmp_path / "votes.jsonl").read_text().splitlines()) == 4
+
+
+# ---------------------------------------------------------------- the handlers, called as the widgets call them
+
+GREEDY = (0.0, 1.0, 1.0, 6)  # temperature, top_p, repetition_penalty, max_new_tokens: the same reply every time
+SAMPLED = (1.0, 1.0, 1.0, 12)  # the full distribution: two unseeded draws differ
+FERN = "How do I water a fern?"
+
+
+@pytest.fixture(scope="module")
+def models(runs) -> Models:
+    return Models.discover(runs, load_in_4bit=False)
+
+
+def core_reply(models, label, messages, sliders, seed=None):
+    """The generation core's own reply, for the handler's output to be compared with."""
+    engine, use_adapter = models.engine(label)
+    temperature, top_p, repetition_penalty, max_new_tokens = sliders
+    return engine.reply(messages, use_adapter=use_adapter, seed=seed, temperature=temperature, top_p=top_p,
+                        repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens)
+
+
+def test_chat_turn_streams_the_reply_into_the_history(models):
+    steps = list(chat_turn(models, 500, FERN, [], "tiny/adapter", *GREEDY))
+    assert steps[0] == ("", [{"role": "user", "content": FERN}], "")  # the message shows at once, the box empties
+    expected = core_reply(models, "tiny/adapter", [{"role": "user", "content": FERN}], GREEDY)
+    box, history, note_text = steps[-1]
+    assert box == "" and history == [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected.text}]
+    assert note_text == ("stopped at max_new_tokens=6" if expected.finish_reason == "length" else "")
+    replies = [h[-1]["content"] for _, h, _ in steps[1:]]
+    assert all(expected.text.startswith(text) for text in replies)  # each step a longer piece of the one reply
+    with pytest.raises(LimaError, match="type a message first"):
+        next(chat_turn(models, 500, "  ", [], "tiny/adapter", *GREEDY))
+    with pytest.raises(LimaError, match="501 characters; the limit is 500"):
+        next(chat_turn(models, 500, "x" * 501, [], "tiny/adapter", *GREEDY))
+
+
+def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
+    earlier = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
+    shown = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
+                       {"role": "assistant", "content": "a reply the user did not like"}]
+    expected = core_reply(models, "tiny/adapter", earlier + [{"role": "user", "content": FERN}], GREEDY).text
+    history, _ = list(chat_retry(models, shown, "tiny/adapter", *GREEDY))[-1]
+    assert history == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
+    assert shown[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
+    # a turn whose reply failed ends with the user: Retry answers it
+    history, _ = list(chat_retry(models, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
+    assert history[-1] == {"role": "assistant", "content": expected} and len(history) == 4
+    with pytest.raises(LimaError, match="nothing to retry"):
+        next(chat_retry(models, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
+
+    assert chat_undo(shown) == earlier
+    assert chat_undo(earlier) == [] and chat_undo(None) == []
+
+
+@pytest.mark.parametrize("seed", [0, None])
+def test_compare_gives_both_models_the_same_seed(models, seed):
+    *_, (box, left, right, _) = compare_turn(models, 500, seed, "Name a fast bird.", [], [], "tiny/adapter",
+                                             "tiny/adapter", *SAMPLED)
+    assert box == "" and [m["role"] for m in left] == [m["role"] for m in right] == ["user", "assistant"]
+    assert left[-1]["content"] == right[-1]["content"]  # one model, one seed: one reply, whatever the seed
+    messages = [{"role": "user", "content": "Name a fast bird."}]
+    if seed is not None:
+        *_, (_, left, right, _) = compare_turn(models, 500, seed, "Name a fast bird.", [], [], "tiny/adapter",
+                                               "tiny/base", *SAMPLED)
+        assert left[-1]["content"] == core_reply(models, "tiny/adapter", messages, SAMPLED, seed=seed).text
+        assert right[-1]["content"] == core_reply(models, "tiny/base", messages, SAMPLED, seed=seed).text
+    else:  # unseeded draws of the same model differ, so the equality above came from the shared seed
+        draws = {core_reply(models, "tiny/adapter", messages, SAMPLED).text for _ in range(3)}
+        assert len(draws) > 1, draws
+
+
+def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
+    prompts = [{"id": "p1", "prompt": FERN}, {"id": "p2", "prompt": "Name a fast bird."}]
+    with pytest.raises(LimaError, match="two different models"):
+        next(judge_next(models, prompts, random.Random(0), 0, "tiny/adapter", "tiny/adapter", *GREEDY))
+    steps = list(judge_next(models, prompts, random.Random(0), 2, "tiny/adapter", "tiny/base", *GREEDY))
+    heading, a, b, record, index, *buttons, status = steps[0]
+    assert FERN in heading and "Prompt 1 of 2" in heading and record is None and index == 2
+    assert [u["interactive"] for u in buttons] == [False] * 3
+    heading, a, b, record, index, *buttons, status = steps[-1]
+    order = ["tiny/adapter", "tiny/base"]
+    random.Random(0).shuffle(order)  # the order the app's own Random(0) shows them in
+    assert (record["model_a"], record["model_b"]) == tuple(order) and index == 3
+    messages = [{"role": "user", "content": FERN}]
+    assert (a, b) == tuple(core_reply(models, label, messages, GREEDY).text.strip() for label in order)
+    assert record["answer_a"] == a and record["answer_b"] == b and record["id"] == "p1"
+    assert [u["interactive"] for u in buttons] == [True] * 3
+
+    votes = Votes(tmp_path / "votes.jsonl")
+    with pytest.raises(LimaError, match="press Next prompt first"):
+        judge_vote(votes, "a", None, "tiny/adapter", "tiny/base", "ann")
+    pending, *buttons, status, chart = judge_vote(votes, "b", record, "tiny/adapter", "tiny/base", " ann ")
+    assert pending is None and [u["interactive"] for u in buttons] == [False] * 3 and status.startswith("vote 1 saved")
+    saved = [json.loads(line) for line in (tmp_path / "votes.jsonl").read_text().splitlines()]
+    assert len(saved) == 1 and saved[0]["vote"] == "b" and saved[0]["winner"] == order[1]
+    assert saved[0]["rater"] == "ann" and saved[0]["id"] == "p1" and saved[0]["answer_b"] == b
+    # B won: a win for X (tiny/adapter) if B was the adapter, else a loss
+    widths = [round(bar.get_width()) for bar in chart.axes[0].patches]
+    assert widths == ([100, 0, 0] if order[1] == "tiny/adapter" else [0, 0, 100])
+
+
+def test_vote_chart_is_the_stacked_percent_bar():
+    chart = vote_chart({"win": 1, "tie": 1, "loss": 2}, "x", "y")
+    ax = chart.axes[0]
+    assert [round(bar.get_width()) for bar in ax.patches] == [25, 25, 50]
+    assert [round(bar.get_x()) for bar in ax.patches] == [0, 25, 50]  # stacked, left to right
+    assert ax.get_title() == "x vs y: 4 votes" and ax.get_xlim() == (0, 100)
+    empty = vote_chart({"win": 0, "tie": 0, "loss": 0}, "x", "y")  # before the first vote
+    assert [bar.get_width() for bar in empty.axes[0].patches] == [0, 0, 0]
+
+
+def test_input_errors_reach_the_page_as_gradio_errors(models, tmp_path):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="nothing to retry"):
+        list(event(chat_retry, models)([], "tiny/adapter", *GREEDY))
+    with pytest.raises(gr.Error, match="press Next prompt first"):
+        event(judge_vote, Votes(tmp_path / "v.jsonl"), "a")(None, "x", "y", "me")
+
+
+
+
+def test_the_sliders_start_at_limas_settings_unless_told_otherwise(models, tmp_path):
+    import gradio as gr
+
+    app = build_app(models, [{"id": "p", "prompt": "x"}], tmp_path / "v.jsonl", sampling={"max_new_tokens": 24})
+    sliders = {block.label: block.value for block in app.blocks.values() if isinstance(block, gr.Slider)}
+    assert sliders == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 24}
+
+def test_chat_eval_and_ui_share_one_definition_of_the_sampling_flags():
+    from lima_lite.chat import parser as chat_parser
+    from lima_lite.config import sampling_args
+    from lima_lite.evaluate.cli import build_parser
+    from lima_lite.ui import parser as ui_parser
+
+    def flags(p):
+        group = next(g for g in p._action_groups if g.title == "sampling (LIMA's by default)")
+        return [(a.option_strings, a.type, a.default, a.help) for a in group._group_actions]
+
+    steps = next(a for a in build_parser()._actions if a.choices and "generate" in a.choices).choices
+    assert flags(chat_parser()) == flags(ui_parser()) == flags(steps["generate"]) == flags(steps["select-epoch"])
+    assert [f[0] for f in flags(ui_parser())] == [["--temperature"], ["--top-p"], ["--repetition-penalty"],
+                                                  ["--max-new-tokens"]]
+    args = ui_parser().parse_args(["--top-p", "0.5", "--max-new-tokens", "64"])
+    assert sampling_args(args) == {"top_p": 0.5, "max_new_tokens": 64}  # flags left out: LIMA's, in the handlers
 
 
 def free_port() -> int:
@@ -70,7 +221,7 @@ def served(runs, tmp_path):
     engine, _ = models.engine("tiny/adapter")
     hook = engine.model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
     votes = tmp_path / "votes.jsonl"
-    app = build_app(models, prompts, votes, max_input_chars=500, max_new_tokens=24, seed=0)
+    app = build_app(models, prompts, votes, max_input_chars=500, sampling={"max_new_tokens": 24}, seed=0)
     app.queue(max_size=8, default_concurrency_limit=1)
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False)
@@ -79,10 +230,34 @@ def served(runs, tmp_path):
     hook.remove()
 
 
-def test_three_tabs_in_a_real_browser(served, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+def browser_tools():
+    """playwright.sync_api, once Chromium and Playwright are there; without them a skip, or under CI a failure."""
+    missing = [] if Path(CHROMIUM).exists() else [f"{CHROMIUM} (apt-get install chromium)"]
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing.append("playwright (pip install playwright)")
+    if missing:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"not installed: {', '.join(missing)}")
+    return sync_api
+
+
+@pytest.fixture
+def playwright():
+    return browser_tools()
+
+
+def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not installed: /nonexistent/chromium"):
+        browser_tools()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="not installed: /nonexistent/chromium"):
+        browser_tools()
+
+
+def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     url, votes_file, models = served
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -214,7 +214,7 @@ def main(argv=None) -> int:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     if args.strategy == "quality" and args.judge:
-        from lima_lite.evaluate.judges import get_judge
+        from lima_lite.judges import get_judge
 
         judge = get_judge(args.judge, max_new_tokens=8)
     if args.strategy == "diversity":

@@ -4,9 +4,12 @@
                                                  # human, select-epoch, report
     $ lima-lite eval pairwise --help             # shows the judging prompt (lima_lite/evaluate/prompts/)
 
-judges.py     get_judge(spec): a local model through the generation core, or MODEL@URL (OpenAI-compatible)
-answers.py    prompts files, model SPECs, resumable answer generation
-protocols.py  pairwise (both orders), likert, absolute, knowledge, human votes, tie-discounted agreement
-steps.py      one resumable function per step, files in and out; select_epoch
-report.py     report.md and the PNG charts
+answers.py       prompts files, model SPECs, resumable answer generation
+protocols.py     pairwise (both orders), likert, absolute, knowledge, human votes, tie-discounted agreement
+steps.py         one resumable function per step, files in and out
+select_epoch.py  score a run's epochs with a pairwise judge and name the best
+report.py        report.md and the PNG charts (lima_lite/plots.py draws the stacked bars)
+cli.py           `lima-lite eval STEP`
+The judges (a local model, or MODEL@URL for an OpenAI-compatible server) are lima_lite/judges.py,
+shared with `lima-lite select --strategy quality`.
 """

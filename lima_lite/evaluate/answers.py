@@ -14,46 +14,32 @@ Ids default to `<file stem>-<line>`. An answers file has one JSONL line per answ
 its turn; "length": it hit max_new_tokens). Rerunning skips the (id, sample) pairs already answered.
 """
 
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.config import LIMA_SAMPLING
 
 
 def read_prompts(name: str) -> list[dict]:
     """[{"id", "prompt"}] from a prompts file (see the module docstring); errors name file:line and field."""
-    from lima_lite.data import resolve_data_path, to_messages
+    from lima_lite.data import resolve_data_path
 
     path = resolve_data_path(name) or Path(name)
     if not path.is_file():
         raise LimaError(f"{path}: prompts file not found")
+    if path.suffix in (".jsonl", ".json"):
+        from lima_lite.io import read_jsonl
+
+        found = [(number, *json_prompt(row, path, number)) for number, row in read_jsonl(path)]
+    else:
+        lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
     prompts, seen = [], {}
-    as_json = path.suffix in (".jsonl", ".json")
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        if as_json:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise LimaError(f"{where}: invalid JSON at column {error.colno}: {error.msg}") from None
-            if isinstance(row, dict) and "prompt" in row:
-                prompt = row["prompt"]
-                if not isinstance(prompt, str) or not prompt.strip():
-                    raise LimaError(f"{where}: prompt: must be a non-empty string")
-            else:
-                messages = to_messages(row, where)
-                prompt = next((m["content"] for m in messages if m["role"] == "user"), None)
-                if not isinstance(prompt, str) or not prompt.strip():
-                    raise LimaError(f"{where}: messages: no user turn to use as the prompt")
-            pid = str(row.get("id", f"{path.stem}-{number}"))
-        else:
-            prompt, pid = line.strip(), f"{path.stem}-{number}"
+    for number, pid, prompt in found:
         if pid in seen:
-            raise LimaError(f"{where}: id: {pid!r} already used on line {seen[pid]}")
+            raise LimaError(f"{path}:{number}: id: {pid!r} already used on line {seen[pid]}")
         seen[pid] = number
         prompts.append({"id": pid, "prompt": prompt})
     if not prompts:
@@ -61,11 +47,30 @@ def read_prompts(name: str) -> list[dict]:
     return prompts
 
 
+def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
+    """(id, prompt) of one JSONL line: a `prompt` string, or the first user turn of a conversation."""
+    from lima_lite.data import to_messages
+
+    where = f"{path}:{number}"
+    if isinstance(row, dict) and "prompt" in row:
+        prompt = row["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LimaError(f"{where}: prompt: must be a non-empty string")
+    else:
+        messages = to_messages(row, where)
+        prompt = next((m["content"] for m in messages if m["role"] == "user"), None)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LimaError(f"{where}: messages: no user turn to use as the prompt")
+    return str(row.get("id", f"{path.stem}-{number}")), prompt
+
+
 def model_label(spec: str) -> str:
     """A short name for charts: `gpt-4o` for `gpt-4o@URL`, `quickstart/epoch-03` for a path."""
-    model, at, url = spec.rpartition("@")
-    if at and url.startswith(("http://", "https://")):
-        return model
+    from lima_lite.judges import parse_endpoint
+
+    endpoint = parse_endpoint(spec)
+    if endpoint:
+        return endpoint[0]
     parts = Path(spec).parts
     return "/".join(parts[-2:]) if len(parts) > 1 else spec
 
@@ -74,10 +79,11 @@ def model_label(spec: str) -> str:
 class LocalModel:
     engine: object  # lima_lite.generate.Engine
     name: str
-    adapter: bool = True  # False: the adapter's base model, rendered with the adapter's template
+    use_adapter: bool = True  # False: the adapter's base model, rendered with the adapter's template
 
     def answer(self, prompt: str, seed: int = 0, **sampling) -> tuple[str, str]:
-        reply = self.engine.reply([{"role": "user", "content": prompt}], use_adapter=self.adapter, seed=seed, **sampling)
+        reply = self.engine.reply([{"role": "user", "content": prompt}], use_adapter=self.use_adapter, seed=seed,
+                                  **sampling)
         return reply.text.strip(), reply.finish_reason
 
 
@@ -89,52 +95,51 @@ class EndpointModel:
     base_url: str
     name: str
 
-    def answer(self, prompt: str, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
-               max_new_tokens: int = 2048, repetition_penalty: float | None = None) -> tuple[str, str]:
-        import os
+    def answer(self, prompt: str, seed: int = 0, temperature: float = LIMA_SAMPLING["temperature"],
+               top_p: float = LIMA_SAMPLING["top_p"], max_new_tokens: int = LIMA_SAMPLING["max_new_tokens"],
+               repetition_penalty: float | None = None) -> tuple[str, str]:
+        from lima_lite.judges import openai_client
 
-        from openai import OpenAI
-
-        client = OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"))
-        response = client.chat.completions.create(
+        response = openai_client(self.base_url).chat.completions.create(
             model=self.model, messages=[{"role": "user", "content": prompt}], temperature=temperature,
-            top_p=top_p, max_tokens=max_new_tokens, seed=seed)
+            top_p=top_p, max_tokens=max_new_tokens, seed=seed)  # max_tokens: the OpenAI API's name
         choice = response.choices[0]
         return (choice.message.content or "").strip(), "length" if choice.finish_reason == "length" else "eot"
 
 
 def resolve_spec(spec: str) -> str:
     """A run folder means its final adapter (`RUN/adapter`); anything else is returned as is."""
-    from lima_lite.generate import is_adapter
+    from lima_lite.layout import adapter_dir, is_adapter
 
     path = Path(spec)
-    if path.is_dir() and not is_adapter(path) and is_adapter(path / "adapter"):
-        return str(path / "adapter")
+    if path.is_dir() and not is_adapter(path) and is_adapter(adapter_dir(path)):
+        return str(adapter_dir(path))
     if path.is_dir() and not is_adapter(path) and not (path / "config.json").is_file():
         raise LimaError(f"{spec}: a folder, but not an adapter (no adapter_config.json), a run (no adapter/) "
                         "or a model (no config.json)")
     return spec
 
 
-def get_answerer(spec: str, name: str | None = None, adapter: bool = True):
+def get_answerer(spec: str, name: str | None = None, use_adapter: bool = True):
     """SPEC -> something with `.answer(prompt, seed, **sampling) -> (text, finish_reason)` and `.name`.
 
     SPEC: an adapter folder, a run's `epoch-NN`, a run folder (its final adapter), a base model (folder,
     Hub id, `embedded:SmolLM2-135M-Instruct`) or `MODEL@http(s)://HOST/v1` for an OpenAI-compatible server.
-    `adapter=False` answers with an adapter's base model (the adapter switched off)."""
-    model, at, url = spec.rpartition("@")
-    if at and url.startswith(("http://", "https://")):
-        if not model:
-            raise LimaError(f"{spec}: an endpoint is MODEL@URL, e.g. llama-3-8b@http://127.0.0.1:8000/v1")
-        return EndpointModel(model=model, base_url=url, name=name or model)
-    from lima_lite.generate import is_adapter, load_engine
+    `use_adapter=False` answers with an adapter's base model (the adapter switched off)."""
+    from lima_lite.judges import parse_endpoint
+
+    endpoint = parse_endpoint(spec)
+    if endpoint:
+        return EndpointModel(model=endpoint[0], base_url=endpoint[1], name=name or endpoint[0])
+    from lima_lite.generate import load_engine
+    from lima_lite.layout import is_adapter
 
     spec = resolve_spec(spec)
     if is_adapter(spec):
         engine = load_engine(adapter=spec)
-        default = model_label(spec) if adapter else f"base of {model_label(spec)}"
-        return LocalModel(engine=engine, name=name or default, adapter=adapter)
-    if not adapter:
+        default = model_label(spec) if use_adapter else f"base of {model_label(spec)}"
+        return LocalModel(engine=engine, name=name or default, use_adapter=use_adapter)
+    if not use_adapter:
         raise LimaError(f"{spec}: --no-adapter needs an adapter; this is a base model already")
     return LocalModel(engine=load_engine(base=spec), name=name or model_label(spec))
 
@@ -144,18 +149,17 @@ def answer_seed(pid: str, sample: int) -> int:
     return zlib.crc32(f"{pid}:{sample}".encode())
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """The JSONL records already in `path` (none if it does not exist)."""
-    path = Path(path)
-    if not path.is_file():
+def read_records(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) for every record already in `path`: none if it does not exist yet (a step not
+    started); a line that is not a JSON object is an error naming file:line."""
+    from lima_lite.io import read_jsonl
+
+    if not Path(path).is_file():
         return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise LimaError(f"{path}:{number}: invalid JSON at column {error.colno}: {error.msg}") from None
+    rows = read_jsonl(path)
+    for number, row in rows:
+        if not isinstance(row, dict):
+            raise LimaError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
     return rows
 
 
@@ -166,7 +170,7 @@ def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str) ->
 
     from lima_lite.io import write_jsonl
 
-    records = read_records(out)
+    records = [row for _, row in read_records(out)]
     have = {key(r) for r in records}
     pending = [(k, make) for k, make in todo if k not in have]
     if len(pending) < len(todo):
@@ -204,7 +208,7 @@ def answers_by_id(path: str | Path) -> dict[str, list[dict]]:
     if not rows:
         raise LimaError(f"{path}: no answers (run `lima-lite eval generate` first)")
     grouped: dict[str, list[dict]] = {}
-    for number, row in enumerate(rows, 1):
+    for number, row in rows:
         for name in ("id", "prompt", "answer", "model"):
             if not isinstance(row.get(name), str):
                 raise LimaError(f"{path}:{number}: {name}: missing or not a string")

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from lima_lite import LimaError
+from lima_lite.config import add_sampling_args, sampling_args
 
 STEPS = {
     "generate": "answer every prompt once with LIMA's sampling (resumable)",
@@ -50,40 +51,22 @@ def prompt_epilog(protocol: str, extra: str = "") -> str:
             f"last line,\nasked again once if unreadable, then counted as unparsed:\n\n" + load_prompt(protocol))
 
 
-def add_sampling(parser, max_new_tokens=None) -> None:
-    from lima_lite.config import LIMA_SAMPLING
-
-    group = parser.add_argument_group("sampling (LIMA's by default)")
-    group.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
-    group.add_argument("--top-p", type=float, help=f"nucleus sampling; default {LIMA_SAMPLING['top_p']}")
-    group.add_argument("--repetition-penalty", type=float,
-                       help=f"on generated tokens; default {LIMA_SAMPLING['repetition_penalty']} (local models only)")
-    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                       help=f"default {max_new_tokens or LIMA_SAMPLING['max_new_tokens']}")
-
-
-def sampling(args) -> dict:
-    values = {"temperature": args.temperature, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
-              "max_new_tokens": args.max_new_tokens}
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def add_judge(parser, required: bool = True) -> None:
     parser.add_argument("--judge", required=required, metavar="SPEC", help=JUDGE_HELP)
     parser.add_argument("--judge-max-new-tokens", type=int, default=256,
                         help="longest verdict reply, reasoning included (default 256)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="lima-lite eval", formatter_class=raw, description=__doc__.split("\n\n")[0],
-                                     epilog="\n".join(f"  {k:<13} {v}" for k, v in STEPS.items()))
-    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+def step_parser(steps, name: str, epilog: str = ""):
+    """The subcommand `name`, its help from STEPS, its epilog shown as written."""
+    return steps.add_parser(name, help=STEPS[name], description=STEPS[name], epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = steps.add_parser("generate", help=STEPS["generate"], formatter_class=raw, description=STEPS["generate"],
-                         epilog="prompts: JSONL with a `prompt` per line, JSONL conversations (first user turn), or "
-                                "plain text, one per line.\nout: JSONL {id, prompt, answer, model, finish_reason, "
-                                "sample}; rerun to resume.")
+
+def generate_parser(steps) -> None:
+    p = step_parser(steps, "generate", "prompts: JSONL with a `prompt` per line, JSONL conversations (first user "
+                    "turn), or plain text, one per line.\nout: JSONL {id, prompt, answer, model, finish_reason, "
+                    "sample}; rerun to resume.")
     p.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--prompts", required=True, metavar="FILE", help="prompts file, or embedded:dev.jsonl")
     p.add_argument("--out", required=True, metavar="FILE", help="answers JSONL")
@@ -91,28 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-adapter", action="store_true", help="answer with the adapter's base model (adapter off)")
     p.add_argument("--samples", type=int, default=1, help="answers per prompt (LIMA §5 rates 5 with likert)")
     p.add_argument("--limit", type=int, help="only the first N prompts")
-    add_sampling(p)
+    add_sampling_args(p)
 
-    p = steps.add_parser("pairwise", help=STEPS["pairwise"], formatter_class=raw, description=STEPS["pairwise"],
-                         epilog=prompt_epilog("pairwise", "Each prompt is judged twice, answers swapped: win if both "
-                                              "orders prefer ours,\nloss if both prefer the baseline, tie otherwise.\n\n"))
+
+def pairwise_parser(steps) -> None:
+    p = step_parser(steps, "pairwise", prompt_epilog("pairwise", "Each prompt is judged twice, answers swapped: win "
+                    "if both orders prefer ours,\nloss if both prefer the baseline, tie otherwise.\n\n"))
     add_judge(p)
     p.add_argument("--ours", required=True, metavar="FILE", help="answers of the model under test")
     p.add_argument("--baseline", required=True, metavar="FILE", help="answers of the baseline, same prompts")
     p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
 
-    for name in ("likert", "absolute"):
-        p = steps.add_parser(name, help=STEPS[name], formatter_class=raw, description=STEPS[name],
-                             epilog=prompt_epilog(name))
-        add_judge(p)
-        p.add_argument("--answers", required=True, metavar="FILE", help="answers JSONL (several samples: averaged)")
-        p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
 
-    p = steps.add_parser("knowledge", help=STEPS["knowledge"], formatter_class=raw, description=STEPS["knowledge"],
-                         epilog=prompt_epilog("knowledge", "Questions file: JSONL {id, question, answers: [...]}. "
-                                              "Answered greedily. exact: the normalised\nanswer equals a gold answer; "
-                                              "contains: a gold answer appears in it.\n\nThe question prompt:\n")
-                         .replace("The judging prompt", "Prompt file"))
+def rating_parser(steps, name: str) -> None:
+    """likert and absolute: one judge, one answers file."""
+    p = step_parser(steps, name, prompt_epilog(name))
+    add_judge(p)
+    p.add_argument("--answers", required=True, metavar="FILE", help="answers JSONL (several samples: averaged)")
+    p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
+
+
+def knowledge_parser(steps) -> None:
+    epilog = prompt_epilog("knowledge", "Questions file: JSONL {id, question, answers: [...]}. Answered greedily. "
+                           "exact: the normalised\nanswer equals a gold answer; contains: a gold answer appears in "
+                           "it.\n\nThe question prompt:\n").replace("The judging prompt", "Prompt file")
+    p = step_parser(steps, "knowledge", epilog)
     p.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--questions", default="embedded:knowledge.jsonl", metavar="FILE",
                    help="factual QA JSONL (default: the 40 embedded questions)")
@@ -121,18 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--max-new-tokens", type=int, default=32, help="default 32")
 
+
+def human_parser(steps) -> None:
     from lima_lite.evaluate.protocols import HUMAN_VOTE_FIELDS
 
-    p = steps.add_parser("human", help=STEPS["human"], formatter_class=raw, description=STEPS["human"],
-                         epilog="One JSON object per line, as the UI's Judge tab saves it:\n  "
-                                + ", ".join(HUMAN_VOTE_FIELDS) + "\nvote is a, b or tie (for the answers as shown); "
-                                "winner the winning model's name or tie.")
+    p = step_parser(steps, "human", "One JSON object per line, as the UI's Judge tab saves it:\n  "
+                    + ", ".join(HUMAN_VOTE_FIELDS) + "\nvote is a, b or tie (for the answers as shown); "
+                    "winner the winning model's name or tie.")
     p.add_argument("votes", metavar="VOTES", help="the Judge tab's JSONL")
     p.add_argument("--out", required=True, metavar="FILE", help="records for the report")
     p.add_argument("--ours", help="the model to report wins for (default: the alphabetically first of each pair)")
 
-    p = steps.add_parser("select-epoch", help=STEPS["select-epoch"], formatter_class=raw,
-                         description=STEPS["select-epoch"], epilog=prompt_epilog("pairwise"))
+
+def select_epoch_parser(steps) -> None:
+    p = step_parser(steps, "select-epoch", prompt_epilog("pairwise"))
     p.add_argument("run", metavar="RUN", help="a training run folder with epoch-NN/ adapters")
     p.add_argument("--prompts", default="embedded:dev.jsonl", metavar="FILE", help="dev prompts (default embedded)")
     add_judge(p, required=False)
@@ -141,25 +129,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare each epoch with the base model (default) or every pair of epochs")
     p.add_argument("--out", metavar="DIR", help="default RUN/select-epoch")
     p.add_argument("--limit", type=int, help="only the first N prompts")
-    add_sampling(p)
+    add_sampling_args(p)
 
-    p = steps.add_parser("report", help=STEPS["report"], formatter_class=raw, description=STEPS["report"],
-                         epilog="Charts: pairwise.png, likert.png, absolute.png, agreement.png, knowledge.png.")
+
+def report_parser(steps) -> None:
+    p = step_parser(steps, "report", "Charts: pairwise.png, likert.png, absolute.png, agreement.png, knowledge.png.")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="judgment files, or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the charts go")
     p.add_argument("--title", default="lima_lite evaluation report")
+
+
+STEP_PARSERS = {"generate": generate_parser, "pairwise": pairwise_parser,
+                "likert": lambda steps: rating_parser(steps, "likert"),
+                "absolute": lambda steps: rating_parser(steps, "absolute"), "knowledge": knowledge_parser,
+                "human": human_parser, "select-epoch": select_epoch_parser, "report": report_parser}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lima-lite eval", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog="\n".join(f"  {k:<13} {v}" for k, v in STEPS.items()))
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for name in STEPS:
+        STEP_PARSERS[name](steps)
     return parser
 
 
 def default_judge(run) -> str:
     """select-epoch without --judge: the run's own base model, as recorded in run.json."""
-    import json
-    from pathlib import Path
+    from lima_lite.layout import RUN_FILE, read_run
 
-    info = Path(run) / "run.json"
-    if not info.is_file():
+    info = f"{run}/{RUN_FILE}"
+    settings = read_run(run)
+    if settings is None:
         raise LimaError(f"{info}: not found; name a judge with --judge")
-    name = json.loads(info.read_text()).get("base", {}).get("name")
+    name = settings.get("base", {}).get("name")
     if not name:
         raise LimaError(f"{info}: base.name: missing; name a judge with --judge")
     print(f"judge: {name} (the run's base model; a stronger judge gives a more trustworthy choice: --judge)")
@@ -170,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from lima_lite.evaluate import steps
     from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
-    from lima_lite.evaluate.judges import get_judge
+    from lima_lite.judges import get_judge
 
     if args.step == "generate":
         prompts = read_prompts(args.prompts)[: args.limit]
-        model = get_answerer(args.model, name=args.name, adapter=not args.no_adapter)
-        rows = generate_answers(model, prompts, args.out, samples=args.samples, **sampling(args))
+        model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
+        rows = generate_answers(model, prompts, args.out, samples=args.samples, **sampling_args(args))
         stopped = sum(r["finish_reason"] == "length" for r in rows)
         print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
     elif args.step == "report":
@@ -198,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         prompts = args.prompts
         if args.limit:
             prompts = limited_prompts(args.prompts, args.limit, args.out or f"{args.run}/select-epoch")
-        result = steps.select_epoch(args.run, prompts, judge, args.epochs, args.against, args.out, **sampling(args))
+        from lima_lite.evaluate.select_epoch import select_epoch
+
+        result = select_epoch(args.run, prompts, judge, args.epochs, args.against, args.out, **sampling_args(args))
         print(f"best: {result['best']} (top two: {', '.join(result['top_two'])}); table in "
               f"{args.out or args.run + '/select-epoch'}/select-epoch.md")
     else:

@@ -145,11 +145,6 @@ def win_tie_loss(records: list[dict]) -> dict:
     return {**counts, "n": len(records)}
 
 
-# two-sided 95% Student t quantiles for 1..30 degrees of freedom; 1.96 beyond
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
 def mean_ci95(values: list[float]) -> tuple[float, float, float] | None:
     """(mean, low, high): Student t interval over the values (prompts); None without values."""
     if not values:
@@ -159,7 +154,9 @@ def mean_ci95(values: list[float]) -> tuple[float, float, float] | None:
     if n == 1:
         return mean, mean, mean
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * sd / math.sqrt(n)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)  # two-sided 95%: 12.706 for 2 values, 2.045 for 30
     return mean, mean - half, mean + half
 
 

@@ -12,22 +12,16 @@ knowledge) from the files and folders given; answers files in a folder are skipp
   knowledge.png  exact-match and contains accuracy on factual questions, base vs adapter
 """
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.evaluate.answers import model_label, read_records
+from lima_lite.evaluate.answers import model_label
 from lima_lite.evaluate.protocols import (ABSOLUTE_CHOICES, absolute_mix, agreement_matrix, knowledge_summary,
                                           likert_summary, win_tie_loss)
+from lima_lite.io import read_jsonl, save_figure, write_json, write_text
+from lima_lite.plots import pyplot, stacked_percent_bars
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-PUBLIC = 0o666 & ~_UMASK  # what open() would give; mkstemp's temporary files are private (0600)
 PROTOCOLS = ("pairwise", "human", "likert", "absolute", "knowledge")
-COLORS = {"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828", "unparsed": "#ffffff",
-          "Fail": "#c62828", "Pass": "#f9a825", "Excellent": "#2e7d32"}
 
 
 def read_judgments(paths: list[str | Path]) -> list[dict]:
@@ -39,12 +33,13 @@ def read_judgments(paths: list[str | Path]) -> list[dict]:
             raise LimaError(f"{given}: no such file or folder")
         files = sorted(given.rglob("*.jsonl")) if given.is_dir() else [given]
         for path in files:
-            rows = read_records(path)
-            if given.is_dir() and rows and "protocol" not in rows[0]:
+            rows = read_jsonl(path)
+            if given.is_dir() and rows and isinstance(rows[0][1], dict) and "protocol" not in rows[0][1]:
                 continue  # an answers file next to the judgments
-            for number, row in enumerate(rows, 1):
-                if row.get("protocol") not in PROTOCOLS:
-                    raise LimaError(f"{path}:{number}: protocol: expected one of {PROTOCOLS}, got {row.get('protocol')!r}")
+            for number, row in rows:
+                if not isinstance(row, dict) or row.get("protocol") not in PROTOCOLS:
+                    got = row.get("protocol") if isinstance(row, dict) else row
+                    raise LimaError(f"{path}:{number}: protocol: expected one of {PROTOCOLS}, got {got!r}")
                 records.append(row)
     if not records:
         raise LimaError(f"no judgments in {', '.join(map(str, paths))} (run lima-lite eval pairwise/likert/... first)")
@@ -66,55 +61,6 @@ def pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "-"
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure atomically (temporary file, then rename)."""
-    import matplotlib.pyplot as plt
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.chmod(tmp, PUBLIC)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def stacked_percent_bars(rows: list[tuple], categories: tuple, xlabel: str, title: str, path: Path,
-                         annotate: bool = False) -> None:
-    """One horizontal bar per (label, judge, counts) row, stacked by category as % of n (LIMA Figure 1 style)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
-    labels = [f"{label}\n({judge})" for label, judge, _ in rows]
-    left = [0.0] * len(rows)
-    for category in categories:
-        widths = [100 * c[category] / c["n"] for _, _, c in rows]
-        bars = ax.barh(labels, widths, left=left, color=COLORS[category], edgecolor="#424242", label=category)
-        if annotate:
-            for bar, width in zip(bars, widths):
-                if width >= 6:
-                    ax.text(bar.get_x() + width / 2, bar.get_y() + bar.get_height() / 2, f"{width:.0f}%", ha="center",
-                            va="center", color="black" if category in ("tie", "unparsed") else "white", fontsize=8)
-        left = [x + w for x, w in zip(left, widths)]
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    save_figure(fig, path)
-
-
 def pairwise_section(records: list[dict], out: Path) -> list[str]:
     rows = []
     for (judge, a, b), items in sorted(group(records, "judge", "model_a", "model_b").items()):
@@ -126,8 +72,10 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
     for label, judge, c in rows:
         lines.append(f"| {label} | {judge} | {c['win']} ({pct(c['win'], c['n'])}) | {c['tie']} ({pct(c['tie'], c['n'])}) "
                      f"| {c['loss']} ({pct(c['loss'], c['n'])}) | {c['unparsed']} | {c['n']} |")
-    stacked_percent_bars(rows, ("win", "tie", "loss", "unparsed"), "% of prompts",
-                         "Pairwise preference: win / tie / loss of the first model", out / "pairwise.png", annotate=True)
+    fig = stacked_percent_bars([(f"{label}\n({judge})", c) for label, judge, c in rows],
+                               ("win", "tie", "loss", "unparsed"), "% of prompts",
+                               "Pairwise preference: win / tie / loss of the first model", annotate=True)
+    save_figure(fig, out / "pairwise.png")
     return lines + ["", "![pairwise](pairwise.png)", ""]
 
 
@@ -170,8 +118,9 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
     for model, judge, c in rows:
         cells = " | ".join(f"{c[g]} ({pct(c[g], c['n'])})" for g in ABSOLUTE_CHOICES)
         lines.append(f"| {model} | {judge} | {cells} | {c['unparsed']} | {c['n']} |")
-    stacked_percent_bars(rows, (*ABSOLUTE_CHOICES, "unparsed"), "% of answers", "Absolute rating mix",
-                         out / "absolute.png")
+    fig = stacked_percent_bars([(f"{model}\n({judge})", c) for model, judge, c in rows],
+                               (*ABSOLUTE_CHOICES, "unparsed"), "% of answers", "Absolute rating mix")
+    save_figure(fig, out / "absolute.png")
     return lines + ["", "![absolute](absolute.png)", ""]
 
 
@@ -254,19 +203,6 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "lima_li
     if by_protocol["knowledge"]:
         lines += knowledge_section(by_protocol["knowledge"], out)
     summary = {"records": {p: len(rs) for p, rs in by_protocol.items()}, "judges": judges}
-    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     return write_text(out / "report.md", "\n".join(lines).rstrip() + "\n")
 
-
-def write_text(path: Path, text: str) -> Path:
-    """Write a text file atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, PUBLIC)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
