@@ -122,7 +122,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     from trl import SFTConfig
 
     from lima_lite.model import add_residual_dropout, get_model
-    from lima_lite.train import sft_trainer_class
+    from lima_lite.train import keep_4bit_layout, sft_trainer_class
 
     root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
     folder = root / "base"
@@ -134,6 +134,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     eot = vocab  # one added token (the EOT), as for LLaMA-1
     model = get_model(str(folder), load_in_4bit=True, dtype="bfloat16", vocab_size=vocab + 1)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    keep_4bit_layout(model)
     model.config.use_cache = False
     add_residual_dropout(model, residual_dropout)
     peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=lora_dropout, target_modules="all-linear",
