@@ -16,6 +16,7 @@ from lima_lite import LimaError, __version__
 COMMANDS = {
     "quickstart": ("lima_lite.quickstart:main", "train the quick-start recipe on the embedded model and compare"),
     "train": ("lima_lite.train:main", "fine-tune a base model with the LIMA recipe (QLoRA)"),
+    "plan": ("lima_lite.plan:main", "predict a recipe's peak GPU memory from config.json: components, fit, largest batch"),
     "inspect": ("lima_lite.inspect:main", "validate a recipe's data and show exactly what is trained"),
     "chat": ("lima_lite.chat:main", "talk to a base model or an adapter in the terminal"),
     "ui": ("lima_lite.ui:main", "the Gradio app: chat, compare two models, judge blind (ui/app.py)"),

@@ -72,6 +72,9 @@ class LimaArguments:
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},
     )
+    ignore_memory_plan: bool = field(
+        default=False, metadata={"help": "train even when the memory plan says the recipe does not fit this GPU"}
+    )
 
 
 # LIMA §3 as TRL settings. Recipes override what differs per model size.

@@ -382,6 +382,9 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
+    from lima_lite.plan import check_training_fit
+
+    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = Path(setup.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
         raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
