@@ -68,6 +68,11 @@ class LimaArguments:
         metadata={"help": "train on multi-turn conversations too; false keeps single-turn ones only "
                   "(LIMA's 1,000-example set out of GAIR/lima's 1,030)"},
     )
+    liger_kernels: bool = field(
+        default=True,
+        metadata={"help": "on CUDA, Liger's RMSNorm, RoPE and SwiGLU kernels when liger-kernel is installed "
+                  "(same numbers, less memory); otherwise transformers' own, said in one line"},
+    )
     drop_too_long: bool = field(
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},
@@ -86,6 +91,10 @@ LIMA_DEFAULTS = {
     "warmup_steps": 0,
     "lr_scheduler_type": "polynomial",  # power 1 = linear; its end point comes from final_lr_ratio
     "max_length": 2048,
+    # Examples of a micro-batch concatenated into one row, each restarting its position ids, attending only
+    # to itself: no pad token is computed (LIMA's lengths vary ~10x, so padding to the longest wastes about
+    # half the tokens); per_device_train_batch_size still counts examples. packing: true is TRL's other way.
+    "padding_free": True,
     "save_strategy": "epoch",
     "eval_strategy": "no",
     "logging_steps": 1,

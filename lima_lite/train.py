@@ -11,8 +11,8 @@ Run the same command again after a crash and it resumes from the last checkpoint
 """
 
 import argparse
+import copy
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -230,17 +230,33 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def sft_trainer_class(trainable_tokens: bool):
-    """TRL's SFTTrainer, resumable in one precision; with trainable tokens, its loss goes through the
-    model's own LM head.
+def trainer_config(sft_config):
+    """The SFTConfig the trainer gets: padding-free batches without packing leave max_length to us.
 
-    TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows: an
-    added EOT would then never learn to be predicted (and an untied head fails outright). The model's
-    own forward goes through PEFT, so every trained row takes part in the loss; it materializes the
-    logits, so the faster fused head is kept when no token was added.
+    encode_dataset already cut every example at max_length (and counted the cuts); TRL refuses
+    padding_free with a max_length it would not enforce, so its copy gets None. run.json keeps the original.
     """
-    from transformers import Trainer
+    if not sft_config.padding_free or sft_config.packing:
+        return sft_config
+    trainer_args = copy.copy(sft_config)  # a copy, not dataclasses.replace: __post_init__ must not run twice
+    trainer_args.max_length = None
+    return trainer_args
+
+
+def steps_per_epoch(trainer) -> int:
+    """Optimizer steps per epoch as the Trainer will count them (packing changes what a batch holds)."""
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[1]
+
+
+def sft_trainer_class():
+    """TRL's SFTTrainer, resumable in one precision, with lima_lite.loss's loss.
+
+    TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows (an added
+    EOT would never learn to be predicted); lima_lite.loss goes through the model's head, chunk by chunk.
+    """
     from trl import SFTTrainer
+
+    from lima_lite.loss import with_lima_loss
 
     class ResumableSFTTrainer(SFTTrainer):
         def evaluate(self, *args, **kwargs):
@@ -265,14 +281,7 @@ def sft_trainer_class(trainable_tokens: bool):
                 if name in dtypes and p.dtype != dtypes[name]:
                     p.data = p.data.to(dtypes[name])
 
-    if not trainable_tokens:
-        return ResumableSFTTrainer
-
-    class LimaSFTTrainer(ResumableSFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-
-    return LimaSFTTrainer
+    return with_lima_loss(ResumableSFTTrainer)
 
 
 @dataclass
@@ -284,7 +293,7 @@ class RunRecord:
     base: dict
     data: dict
     counts: dict
-    effective_batch: int
+    effective_batch: float
     steps_per_epoch: int
     residual_dropout_per_layer: list[float]
     trainable_parameters: int
@@ -313,13 +322,17 @@ def build_trainer(setup: Setup, callbacks=()):
     from transformers import set_seed
     from trl import get_peft_config
 
+    from lima_lite.loss import apply_liger_kernels, fast_path_settings
     from lima_lite.model import add_residual_dropout, get_model, trainable_token_indices
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
+    model_args.attn_implementation, sft_config.activation_offloading = fast_path_settings(
+        model_args.attn_implementation, sft_config.activation_offloading)
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                       model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
                       model_args.attn_implementation, model_args.model_revision)
+    print(apply_liger_kernels(model, lima_args.liger_kernels))
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
         keep_4bit_layout(model)
@@ -334,8 +347,8 @@ def build_trainer(setup: Setup, callbacks=()):
 
     output_dir = Path(sft_config.output_dir)
     lima = lima_callbacks(output_dir, setup.tokenizer, setup.template, model_args.model_name_or_path)
-    trainer = sft_trainer_class(bool(setup.added))(
-        model=model, args=sft_config, train_dataset=dataset(setup.rows), eval_dataset=dataset(setup.dev_rows),
+    trainer = sft_trainer_class()(
+        model=model, args=trainer_config(sft_config), train_dataset=dataset(setup.rows), eval_dataset=dataset(setup.dev_rows),
         processing_class=setup.tokenizer, peft_config=peft_config,
         callbacks=[*lima, *callbacks],
     )
@@ -363,6 +376,9 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
 
     sft_config, model_args, script_args = setup.sft_config, setup.model_args, setup.script_args
     batch = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps * sft_config.world_size
+    steps = steps_per_epoch(trainer)
+    if sft_config.packing:  # a batch is then rows of max_length tokens: report LIMA's unit, examples, as a mean
+        batch = round(len(setup.rows) / steps, 1)
     return RunRecord(
         recipe=str(recipe) if recipe else None,
         command=sys.argv,
@@ -371,7 +387,7 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
               "dev_dataset": setup.lima_args.dev_dataset},
         counts=setup.report,
         effective_batch=batch,
-        steps_per_epoch=math.ceil(len(setup.rows) / batch),
+        steps_per_epoch=steps,
         residual_dropout_per_layer=rates,
         trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         lima=asdict(setup.lima_args), model=asdict(model_args), script=asdict(script_args),
