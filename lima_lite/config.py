@@ -50,6 +50,12 @@ class LimaArguments:
         metadata={"help": "end-of-turn token written after every utterance; reused if the tokenizer has it "
                   "(e.g. '<|eot_id|>', '<|im_end|>'), otherwise added and trained as a new token"},
     )
+    chat_format: str = field(
+        default="lima",
+        metadata={"help": "lima: LIMA's format, the EOT after every utterance and no role words; native: the base "
+                  "tokenizer's own chat template (an instruct checkpoint keeps the format it was tuned in; "
+                  "eot_token must then be the turn end that template writes)"},
+    )
     residual_dropout: float = field(
         default=0.2,
         metadata={"help": "dropout on each layer's attention and MLP branch, rising linearly from 0.0 at the "
@@ -271,6 +277,7 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         ("final_lr_ratio", 0 <= lima_args.final_lr_ratio <= 1, "must be in [0, 1]"),
         ("eot_token", bool(EOT_SHAPE.match(lima_args.eot_token or "")),
          f"{lima_args.eot_token!r} is not a special-token string (e.g. '<|eot|>', '<|eot_id|>', '<|im_end|>')"),
+        ("chat_format", lima_args.chat_format in ("lima", "native"), f"{lima_args.chat_format!r} is not lima or native"),
         ("model_name_or_path", bool(model_args.model_name_or_path), "is not set"),
     ]
     for key, ok, problem in rules:

@@ -11,6 +11,7 @@ generated so far, at most 2,048 new tokens) and stops at EOT or EOS. When the hi
 model's context, the oldest turns are dropped and `last.dropped_turns` says how many.
 """
 
+import re
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,8 +21,12 @@ import torch
 
 from lima_lite import LimaError
 from lima_lite.config import LIMA_SAMPLING
-from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_prompt, token_id
+from lima_lite.layout import is_adapter
+from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_prompt, special_ids, token_id
 
+# A line that is only a role word (ChatML's "assistant" after a generated <|im_start|>, "User:"): the model
+# is writing a turn header instead of its reply, a sign that it was prompted in a format it does not know.
+ROLE_HEADER = re.compile(r"^[ \t]*(assistant|user|system|model)[ \t]*(:|$)", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Reply:
     new_tokens: int = 0
     dropped_turns: int = 0
     token_ids: list[int] = field(default_factory=list)
+    special_tokens: list[str] = field(default_factory=list)  # special tokens generated before the stop (template leaks)
 
 
 @dataclass
@@ -115,8 +121,10 @@ class Engine:
             raise result["error"]
         new = result["output"][0, len(ids):].tolist()
         ended = bool(new) and new[-1] in self.stop_ids
+        specials = special_ids(self.tokenizer)
+        leaked = [self.tokenizer.convert_ids_to_tokens(i) for i in new[: len(new) - ended] if i in specials]
         self.last = Reply(text=text, finish_reason="eot" if ended else "length", new_tokens=len(new),
-                          dropped_turns=dropped, token_ids=new)
+                          dropped_turns=dropped, token_ids=new, special_tokens=leaked)
 
     def reply(self, messages: list[dict], use_adapter: bool = True, seed: int | None = None, **sampling) -> Reply:
         for _ in self.stream(messages, use_adapter=use_adapter, seed=seed, **sampling):
@@ -177,7 +185,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
 
             tokenizer, template = AutoTokenizer.from_pretrained(path), ChatTemplate.load(path)
         else:
-            tokenizer, template, _ = get_tokenizer(path, _base_eot(path), trust_remote_code)
+            tokenizer, template, _ = get_tokenizer(path, *base_format(path), trust_remote_code)
         model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
         name = base
     model.eval()
@@ -185,11 +193,31 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context)
 
 
-def _base_eot(path: str) -> str:
-    """For a bare base model: its EOS plays the end-of-turn role."""
+def base_format(path: str) -> tuple[str, str]:
+    """(turn end, chat format) to talk to a bare base: its own chat template if it has one, else LIMA's
+    format with its EOS as the turn end."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path).eos_token or "<|eot|>"
+    from lima_lite.template import native_turn_end
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template:
+        return native_turn_end(tokenizer, tokenizer.chat_template), "native"
+    return tokenizer.eos_token or "<|eot|>", "lima"
+
+
+def leaks_template(reply: Reply) -> bool:
+    """The reply contains template words: a special token other than the final stop, or a role-header line."""
+    return bool(reply.special_tokens) or bool(ROLE_HEADER.search(reply.text))
+
+
+def stop_rates(replies: list[Reply]) -> dict:
+    """How many replies ended at the turn end before the length limit, and how many leak template words."""
+    ended = sum(r.finish_reason == "eot" for r in replies)
+    leaked = sum(leaks_template(r) for r in replies)
+    return {"replies": len(replies), "ended": ended, "leaked": leaked,
+            "ended_rate": ended / len(replies) if replies else 0.0,
+            "leak_rate": leaked / len(replies) if replies else 0.0}
 
 
 def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list[tuple[str, str]]:

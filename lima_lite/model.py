@@ -2,7 +2,8 @@
 and LIMA's residual dropout.
 
     >>> path = resolve_model("embedded:SmolLM2-135M-Instruct")  # or a local folder, or a Hub id
-    >>> tokenizer, template, new_tokens = get_tokenizer(path, eot_token="<|eot|>")
+    >>> tokenizer, template, new_tokens = get_tokenizer(path, eot_token="<|eot|>")          # LIMA's format
+    >>> tokenizer, template, new_tokens = get_tokenizer(path, "<|im_end|>", chat_format="native")  # the base's
     >>> model = get_model(path, load_in_4bit=True, vocab_size=len(tokenizer))
     >>> add_residual_dropout(model, 0.2)   # 0.0 at layer 0 ... 0.2 at the last layer, training only
 """
@@ -111,20 +112,31 @@ def load_error(path: str, error: Exception) -> ModelError:
                       f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else 'no detail'})")
 
 
-def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
-    """Tokenizer with the EOT token and a pad token distinct from EOS and EOT.
+def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, chat_format: str = "lima"):
+    """Tokenizer with the end-of-turn token of the chat format, and a pad token distinct from EOS and EOT.
 
-    Returns (tokenizer, ChatTemplate, ids of tokens we added). Added tokens need new embedding rows,
-    trained as PEFT trainable tokens. Pad must differ from EOS/EOT: padding is masked, EOT must not be.
+    Returns (tokenizer, ChatTemplate, ids of tokens we added). lima: `eot_token` is reused when the
+    vocabulary has it (Llama 3's <|eot_id|>, ChatML's <|im_end|>, Gemma's <end_of_turn>), else added;
+    added tokens need new embedding rows, trained as PEFT trainable tokens. native: the turn end is the
+    one the base's own chat template writes, which is often not its eos (Qwen3-Base: <|endoftext|>,
+    Gemma-3: <eos>); `eot_token` must name it, so a recipe says what it trains. Pad must differ from
+    EOS/EOT: padding is masked, EOT must not be.
     """
     from transformers import AddedToken, AutoTokenizer
+
+    from lima_lite.template import native_template
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise load_error(path, error) from None
     added = []
-    if eot_token not in tokenizer.get_vocab():
+    if chat_format == "native":
+        template = native_template(tokenizer)
+        if template.eot_token != eot_token:
+            raise ModelError(f"eot_token: {path}'s chat template ends an assistant turn with {template.eot_token!r}, "
+                             f"not {eot_token!r}; set eot_token: {template.eot_token!r}")
+    elif eot_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
         added.append(eot_token)
     if tokenizer.pad_token in (None, tokenizer.eos_token, eot_token):
@@ -134,11 +146,12 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
             tokenizer.add_tokens([AddedToken(PAD_TOKEN, special=True, normalized=False)], special_tokens=True)
             tokenizer.pad_token = PAD_TOKEN
             added.append(PAD_TOKEN)
-    # No double BOS: keep the BOS only if the tokenizer itself would add one to plain text.
-    probe = tokenizer("a")["input_ids"]
-    bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
-    template = ChatTemplate(eot_token=eot_token, bos_token=bos)
-    tokenizer.chat_template = template.jinja()
+    if chat_format == "lima":
+        # No double BOS: keep the BOS only if the tokenizer itself would add one to plain text.
+        probe = tokenizer("a")["input_ids"]
+        bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
+        template = ChatTemplate(eot_token=eot_token, bos_token=bos)
+        tokenizer.chat_template = template.jinja()
     return tokenizer, template, tokenizer.convert_tokens_to_ids(added)
 
 

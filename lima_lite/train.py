@@ -75,7 +75,8 @@ def prepare(recipe: str | None, overrides) -> Setup:
     conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
     base = resolve_model(model_args.model_name_or_path)
-    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code)
+    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code,
+                                               lima_args.chat_format)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
                                            lima_args.drop_too_long, lima_args.multi_turn)
     dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
