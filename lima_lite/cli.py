@@ -22,6 +22,7 @@ COMMANDS = {
     "ui": ("lima_lite.ui:main", "the Gradio app: chat, compare two models, judge blind (ui/app.py)"),
     "push": ("lima_lite.push:main", "write a model card and upload an adapter to the Hugging Face Hub"),
     "merge": ("lima_lite.merge:main", "merge an adapter into its base: one standalone bf16 model"),
+    "export": ("lima_lite.export:main", "export gguf: one GGUF that stops at the trained turn end, plus an Ollama Modelfile"),
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
     "eval": ("lima_lite.evaluate.cli:main", "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),

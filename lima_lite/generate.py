@@ -185,7 +185,8 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
 
             tokenizer, template = AutoTokenizer.from_pretrained(path), ChatTemplate.load(path)
         else:
-            tokenizer, template, _ = get_tokenizer(path, *base_format(path), trust_remote_code)
+            eot_token, chat_format = base_format(path)
+            tokenizer, template, _ = get_tokenizer(path, eot_token, trust_remote_code, chat_format)
         model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
         name = base
     model.eval()
