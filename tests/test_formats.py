@@ -197,3 +197,30 @@ def test_native_template_of_a_tokenizer_without_a_turn_end_token_is_refused(fold
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(LimaError, match="no special token after an assistant turn"):
         native_template(tokenizer)
+
+
+# today's bases: recipe -> (family of its tokenizer, whether the recipe's EOT is added, size in billions)
+TODAYS_RECIPES = {"llama3.1-8b": ("llama3", False, 8), "llama3.1-70b": ("llama3", False, 70),
+                  "llama3.2-3b-instruct": ("llama3", False, 3), "qwen3-8b": ("chatml", False, 8),
+                  "mistral-7b": ("mistral", True, 7), "gemma3-1b-it": ("gemma", False, 1)}
+
+
+@pytest.mark.parametrize("name", TODAYS_RECIPES)
+def test_todays_recipes_keep_lima_values_and_handle_their_turn_end(name, folders):
+    from pathlib import Path
+
+    from lima_lite.config import load_recipe
+
+    family, added, size = TODAYS_RECIPES[name]
+    _, sft, model_args, lima = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
+    assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == (64 if size <= 13 else 32)
+    assert lima.residual_dropout == (0.2 if size <= 30 else 0.3)
+    assert sft.num_train_epochs == 15 and sft.max_length == 2048 and model_args.load_in_4bit
+    # the recipe's format and EOT on a tokenizer with that family's tokens and template
+    tokenizer, template, new = get_tokenizer(folders[family], lima.eot_token, chat_format=lima.chat_format)
+    assert (lima.eot_token in tokenizer.convert_ids_to_tokens(new)) == added
+    if lima.chat_format == "native":
+        assert template.eot_token == FAMILIES[family]["turn_end"]
+    example = encode_conversation(tokenizer, template, SINGLE)
+    trained = [label for label in example["labels"] if label != IGNORE]
+    assert tokenizer.decode(trained) == SINGLE[1]["content"] + lima.eot_token
