@@ -221,16 +221,26 @@ def stop_rates(replies: list[Reply]) -> dict:
             "leak_rate": leaked / len(replies) if replies else 0.0}
 
 
-def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list[tuple[str, str]]:
-    """(base reply, tuned reply) for each single-turn prompt, from one load of the model."""
+def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list[tuple[Reply, Reply]]:
+    """(base reply, tuned reply) for each single-turn prompt, from one load of the model.
+
+    The base answers in the adapter's format; with chat_format native that is the base's own.
+    """
     from tqdm.auto import tqdm
 
     engine = load_engine(adapter=adapter)
     pairs = []
     for prompt in tqdm(prompts, desc="answering", unit="prompt"):
         messages = [{"role": "user", "content": prompt}]
-        base = engine.reply(messages, use_adapter=False, seed=0, **sampling).text
-        tuned = engine.reply(messages, seed=0, **sampling).text
-        pairs.append((base.strip(), tuned.strip()))
+        base = engine.reply(messages, use_adapter=False, seed=0, **sampling)
+        tuned = engine.reply(messages, seed=0, **sampling)
+        pairs.append((base, tuned))
     return pairs
 
+
+def stop_summary(label: str, replies: list[Reply], max_new_tokens: int) -> str:
+    """One line: how many replies ended at the turn end before the limit, how many leaked template words."""
+    rates = stop_rates(replies)
+    return (f"{label}: {rates['ended']}/{rates['replies']} replies ended at the turn end before {max_new_tokens} "
+            f"tokens ({rates['ended_rate']:.0%}); {rates['leaked']} wrote template words or role headers "
+            f"({rates['leak_rate']:.0%})")

@@ -224,3 +224,44 @@ def test_todays_recipes_keep_lima_values_and_handle_their_turn_end(name, folders
     example = encode_conversation(tokenizer, template, SINGLE)
     trained = [label for label in example["labels"] if label != IGNORE]
     assert tokenizer.decode(trained) == SINGLE[1]["content"] + lima.eot_token
+
+
+def test_stop_rates_count_turn_ends_and_template_leaks():
+    from lima_lite.generate import Reply, leaks_template, stop_rates
+
+    clean = Reply(text="Loosen the nuts first.", finish_reason="eot")
+    header = Reply(text="assistant\nLoosen the nuts first.", finish_reason="eot")  # the old quick start's replies
+    user_turn = Reply(text="Done.\nUser: and then?", finish_reason="length")
+    special = Reply(text="Done.", finish_reason="eot", special_tokens=["<|im_start|>"])
+    prose = Reply(text="The assistant manager and the user group agreed.", finish_reason="eot")
+    assert [leaks_template(r) for r in (clean, header, user_turn, special, prose)] == [False, True, True, True, False]
+    rates = stop_rates([clean, header, user_turn, special, prose])
+    assert (rates["replies"], rates["ended"], rates["leaked"]) == (5, 4, 3)
+    assert rates["ended_rate"] == 0.8 and rates["leak_rate"] == 0.6
+
+
+def test_engine_records_special_tokens_generated_before_the_stop(tiny_llama_tied):
+    """A model that writes <|im_start|> mid-reply (a turn header) is caught from its token ids."""
+    import torch
+
+    from lima_lite.generate import Engine, leaks_template
+    from lima_lite.model import get_model
+
+    tokenizer, template, _ = get_tokenizer(str(tiny_llama_tied), "<|im_end|>")
+    model = get_model(str(tiny_llama_tied), load_in_4bit=False, dtype="float32", vocab_size=len(tokenizer))
+    eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    bos = tokenizer.convert_tokens_to_ids("<s>")
+    plan = [bos, 40, eot]  # a special token, a word, then the turn end
+
+    def scripted(**kwargs):  # generate() as the streamer sees it: the prompt, then the planned tokens
+        ids, streamer = kwargs["input_ids"], kwargs["streamer"]
+        streamer.put(ids)
+        for token in plan:
+            streamer.put(torch.tensor([token]))
+        streamer.end()
+        return torch.cat([ids, torch.tensor([plan])], dim=1)
+
+    model.generate = scripted
+    engine = Engine(model=model, tokenizer=tokenizer, template=template, name="tiny", context_length=512)
+    reply = engine.reply([{"role": "user", "content": "Hi"}])
+    assert reply.finish_reason == "eot" and reply.special_tokens == ["<s>"] and leaks_template(reply)
