@@ -29,10 +29,10 @@ def smol_tiny(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from lima_lite.config import EMBEDDED_BASE
-    from lima_lite.model import resolve_base
+    from lima_lite.model import resolve_model
 
     folder = tmp_path_factory.mktemp("smol-tiny")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base(EMBEDDED_BASE))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(EMBEDDED_BASE))
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

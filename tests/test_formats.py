@@ -168,7 +168,7 @@ def test_native_needs_a_chat_template(tiny_llama):
 def test_inspect_shows_trained_spans_in_both_formats(tmp_path, capsys):
     from conftest import sample_texts
     from families import build_family_model
-    from lima_lite.train import inspect_main
+    from lima_lite.inspect import main as inspect_main
 
     base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())
     data = tmp_path / "data.jsonl"
