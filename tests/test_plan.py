@@ -80,7 +80,7 @@ def test_train_stops_before_loading_weights(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setattr(lima_lite.model, "get_model", loaded)
     with pytest.raises(LimaError, match="does not fit this GPU"):
         train(ROOT / "recipes" / "quickstart.yaml", [f"model_name_or_path={tiny_llama}", f"output_dir={tmp_path / 'run'}",
-                                                      "dev_dataset=null"])
+                                                      "dev_dataset=null", "chat_format=lima"])
     assert not (tmp_path / "run").exists()
 
 
