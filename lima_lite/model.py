@@ -206,7 +206,9 @@ def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "
         raise load_error(path, error) from None
     if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
         # New rows start at the mean of the old ones (transformers' mean_resizing); PEFT then trains only them.
-        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+        # Under FSDP with cpu_ram_efficient_loading only rank 0 holds weights (the others hold empty "meta"
+        # tensors, which have no mean): new rows are drawn at random there and FSDP copies rank 0's to all.
+        model.resize_token_embeddings(vocab_size, mean_resizing=not sharded)
     return model
 
 

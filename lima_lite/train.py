@@ -388,14 +388,18 @@ def build_trainer(setup: Setup, callbacks=()):
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
+    sharded = fsdp_enabled()
     model_args.attn_implementation, sft_config.activation_offloading = fast_path_settings(
         model_args.attn_implementation, sft_config.activation_offloading)
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                       model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
-                      model_args.attn_implementation, model_args.model_revision, sharded=fsdp_enabled())
+                      model_args.attn_implementation, model_args.model_revision, sharded)
     print(apply_liger_kernels(model, lima_args.liger_kernels))
-    if model_args.load_in_4bit:
+    # Under FSDP no prepare_model_for_kbit_training: it casts the norms and embeddings to fp32, and FSDP
+    # flattens a decoder layer's weights (bf16-stored 4-bit ones and its norms) into one tensor of one dtype.
+    if model_args.load_in_4bit and not sharded:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
+    if model_args.load_in_4bit:
         keep_4bit_layout(model)
     # No KV cache in training: with one, transformers would not see packed sequences' boundaries.
     model.config.use_cache = False
