@@ -145,7 +145,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     for _ in range(micro_batch * 3):
         ids = torch.randint(3, vocab, (max_length,), generator=g).tolist()
         ids[-1] = eot
-        labels = [-100] * (max_length // 8) + ids[max_length // 8:]
+        labels = list(ids)  # every token trained: the plan's worst case (the chunked loss scores trained tokens only)
         rows.append({"input_ids": ids, "labels": labels})
     config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=3,
                        learning_rate=1e-4, save_strategy="no", report_to=[], logging_steps=1, use_cpu=True, bf16=True,
@@ -183,7 +183,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                 counted.update(static_bytes(model, optimizer))
                 self.mode = None
 
-    trainer = sft_trainer_class(True)(model=model, args=config, train_dataset=Dataset.from_list(rows),
+    trainer = sft_trainer_class()(model=model, args=config, train_dataset=Dataset.from_list(rows),
                                       processing_class=tiny_tokenizer(vocab), peft_config=peft_config, callbacks=[Count()])
     trainer.train()
     static = sum(counted[k] for k in ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer"))
@@ -196,6 +196,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
+    from lima_lite.loss import CHUNK_TOKENS
     from lima_lite.plan import ModelShape, component_bytes
 
     model = ModelShape(hidden=shape["hidden_size"], intermediate=shape["intermediate_size"],
@@ -203,7 +204,7 @@ def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                        kv_heads=shape["num_key_value_heads"], vocab=shape["vocab_size"], tied=False)
     return component_bytes(model, tokens=micro_batch * max_length, sequences=micro_batch, lora_r=lora_r,
                            gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
-                           optim="adamw_torch", added_tokens=1, loss_chunk_tokens=None,
+                           optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
                            lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, cpu_masks=True)
 
 

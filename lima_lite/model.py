@@ -156,8 +156,13 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
 
 
 def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quant: bool = True,
-                        compute_dtype: torch.dtype = torch.bfloat16):
-    """QLoRA's BitsAndBytesConfig: 4-bit NF4 weights, double quantization, bf16 compute."""
+                        compute_dtype: torch.dtype = torch.bfloat16, sharded: bool = False):
+    """QLoRA's BitsAndBytesConfig: 4-bit NF4 weights, double quantization, bf16 compute.
+
+    `sharded` (FSDP): the packed 4-bit weights are stored as `compute_dtype` instead of uint8 (two bf16
+    elements hold four 4-bit values each), because FSDP only shards floating-point tensors and every tensor
+    of one flat parameter must share a dtype (bitsandbytes' FSDP-QLoRA guide).
+    """
     if not load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
@@ -167,32 +172,56 @@ def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quan
         bnb_4bit_quant_type=quant_type,
         bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype if sharded else torch.uint8,
     )
+
+
+def fsdp_enabled() -> bool:
+    """True inside a process started by `accelerate launch` with an FSDP config (it sets ACCELERATE_USE_FSDP),
+    or by a recipe that sets TrainingArguments' `fsdp` (whose __post_init__ sets the same variable)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+
+
+def device_map(sharded: bool) -> dict | None:
+    """Where this process loads the base: all of it on its own GPU (LOCAL_RANK under accelerate or torchrun),
+    so each data-parallel process holds its own copy. Under FSDP none: FSDP places and shards the weights
+    itself, and with cpu_ram_efficient_loading only rank 0 reads them from disk. On a CPU none either."""
+    if sharded or not torch.cuda.is_available():
+        return None
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
 
 
 def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "bfloat16", quant_type: str = "nf4",
               double_quant: bool = True, vocab_size: int | None = None, trust_remote_code: bool = False,
-              attn_implementation: str | None = None, revision: str | None = None):
-    """The base model, quantized or not, with its embeddings resized to vocab_size when tokens were added."""
+              attn_implementation: str | None = None, revision: str | None = None, sharded: bool = False):
+    """The base model, quantized or not, with its embeddings resized to vocab_size when tokens were added.
+
+    `sharded`: FSDP will shard it (see fsdp_enabled): 4-bit storage in the compute dtype, and the
+    unquantized weights (norms, embeddings) in that dtype too, so one flat parameter has one dtype.
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    kwargs = {"dtype": torch.float32 if load_in_4bit else dtype, "trust_remote_code": trust_remote_code,
-              "quantization_config": quantization_config(load_in_4bit, quant_type, double_quant, dtype),
+    kwargs = {"dtype": torch.float32 if load_in_4bit and not sharded else dtype, "trust_remote_code": trust_remote_code,
+              "quantization_config": quantization_config(load_in_4bit, quant_type, double_quant, dtype, sharded),
               "use_safetensors": True}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if revision:
         kwargs["revision"] = revision
-    if torch.cuda.is_available():
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if device_map(sharded) is not None:
+        kwargs["device_map"] = device_map(sharded)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise load_error(path, error) from None
     if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
         # New rows start at the mean of the old ones (transformers' mean_resizing); PEFT then trains only them.
-        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+        # Under FSDP with cpu_ram_efficient_loading only rank 0 holds weights (the others hold empty "meta"
+        # tensors, which have no mean): new rows are drawn at random there and FSDP copies rank 0's to all.
+        model.resize_token_embeddings(vocab_size, mean_resizing=not sharded)
     return model
 
 

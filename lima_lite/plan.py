@@ -192,7 +192,11 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         # one bf16 tile of logits, the weight tile's bf16 copy, the fp32 gradient of the hidden states
         loss = 2 * min(tokens, TRL_TOKEN_TILE) * min(vocab, TRL_VOCAB_TILE) + 2 * min(vocab, TRL_VOCAB_TILE) * h + 4 * tokens * h
     else:
-        loss = 12 * min(tokens, loss_chunk_tokens) * vocab
+        # lima_lite's chunked loss (loss.py), recomputed in backward: about 10 bytes per logit of one chunk
+        # (fp32 logits, log-probabilities and their gradient, not all alive at once) plus the chunk's selected
+        # fp32 hidden states and their gradient; counted on the CPU (bench/plan_calibration.py)
+        chunk = min(tokens, loss_chunk_tokens)
+        loss = 10 * chunk * vocab + 8 * chunk * h
     # One layer's backward: its recomputed forward (with checkpointing), the gradient flowing through it
     # (one of the residual and one of the MLP width, fp32) and the largest dequantized bf16 weight.
     backward = tokens * (h + shape.intermediate) * rb + 2 * max(o * i for o, i in linear_shapes(shape))
@@ -319,11 +323,13 @@ def recipe_plan(sft_config, model_args, lima_args, folder: Path, added_tokens: i
     """The plan for a loaded recipe (SFTConfig, ModelConfig, LimaArguments) and its base's folder."""
     if not model_args.load_in_4bit:
         raise LimaError("the memory plan covers 4-bit QLoRA training (load_in_4bit: true)")
-    # The recipe key for the chunked loss (lima_lite/loss.py) goes here once it exists: loss_chunk_tokens=...
+    from lima_lite.loss import CHUNK_TOKENS
+
+    # training always goes through lima_lite's chunked loss (lima_lite/loss.py)
     return plan_for(folder / "config.json", sft_config.per_device_train_batch_size, sft_config.max_length,
                     sft_config.gradient_checkpointing, sft_config.padding_free, sft_config.optim.value,
                     model_args.lora_r, model_args.lora_dropout, lima_args.residual_dropout, added_tokens, gpu_gib,
-                    model_args.attn_implementation)
+                    model_args.attn_implementation, loss_chunk_tokens=CHUNK_TOKENS)
 
 
 def advice(plan: dict, effective_batch: int) -> list[str]:

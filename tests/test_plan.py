@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.plan import ModelShape, check_fit, memory_plan, nf4_bytes, plan_for
+from lima_lite.plan import recipe_plan, ModelShape, check_fit, memory_plan, nf4_bytes, plan_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -135,9 +135,7 @@ def test_recipe_comment_states_its_plan(size, gpu):
     stated = re.search(r"memory plan: ([\d.]+) GiB", recipe.read_text())
     assert stated, f"{recipe.name}: no 'memory plan: N GiB' comment"
     _, sft, model_args, lima = load_recipe(recipe, [])
-    plan = plan_for(SHAPES / size / "config.json", sft.per_device_train_batch_size, sft.max_length,
-                    sft.gradient_checkpointing, sft.padding_free, sft.optim.value, model_args.lora_r,
-                    model_args.lora_dropout, lima.residual_dropout, 1, float(gpu))
+    plan = recipe_plan(sft, model_args, lima, SHAPES / size, 1, float(gpu))  # what train and `lima-lite plan` use
     assert float(stated.group(1)) == round(plan["peak_gib"], 1)
     assert plan["fits"]
     batch = sft.per_device_train_batch_size * sft.gradient_accumulation_steps
