@@ -25,7 +25,12 @@ QA = [{"role": "user", "content": "How do I water a fern?"}, {"role": "assistant
 
 @pytest.fixture(scope="module")
 def smol_tiny(tmp_path_factory) -> Path:
-    """A 2-layer LLaMA (hidden 64) with SmolLM2's 49,152-token tokenizer."""
+    """A 2-layer LLaMA (hidden 64) with SmolLM2's 49,152-token tokenizer.
+
+    Weights drawn 10x wider than transformers' default (0.02): with hidden 64, a default head's logits stay
+    within about +-1.5 whatever LoRA does to the layers, so 60 steps could not make ANSWER the greedy reply
+    (only the trained EOT row could grow, and the model answered with an immediate turn end).
+    """
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from lima_lite.config import EMBEDDED_BASE
@@ -36,7 +41,7 @@ def smol_tiny(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                         initializer_range=0.2, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
