@@ -124,7 +124,7 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
     """
     from transformers import AddedToken, AutoTokenizer
 
-    from lima_lite.template import native_template
+    from lima_lite.template import native_template, special_ids
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -139,6 +139,10 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
     elif eot_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
         added.append(eot_token)
+    elif tokenizer.convert_tokens_to_ids(eot_token) not in special_ids(tokenizer):
+        # A reused turn end the tokenizer does not mark special would be produced by typing its text:
+        # marking it special (same id) lets encode_text keep typed text as text.
+        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
     if tokenizer.pad_token in (None, tokenizer.eos_token, eot_token):
         if tokenizer.unk_token is not None and tokenizer.unk_token not in (tokenizer.eos_token, eot_token):
             tokenizer.pad_token = tokenizer.unk_token
@@ -151,6 +155,8 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
         probe = tokenizer("a")["input_ids"]
         bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
         template = ChatTemplate(eot_token=eot_token, bos_token=bos)
+    template.protected = sorted(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
+    if chat_format == "lima":
         tokenizer.chat_template = template.jinja()
     return tokenizer, template, tokenizer.convert_tokens_to_ids(added)
 

@@ -27,6 +27,7 @@ CHAT_FORMATS = ("lima", "native")
 # Private-use characters: no chat template or training text contains them, so each one found in a
 # rendering is the place where one message's content goes.
 MARK_OPEN, MARK_CLOSE, PROBE = "\ue000", "\ue001", "\ue002"
+ZERO_WIDTH_SPACE = "\u200b"
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ChatTemplate:
     bos_token: str | None = None  # lima: prepended once, when the base expects one (LLaMA's "<s>")
     chat_format: str = "lima"  # "lima" or "native"
     chat_template: str | None = None  # native: the base tokenizer's Jinja template, as training used it
+    # Special tokens' text that jinja() keeps as text when a message contains it (see protect_typed_text)
+    protected: list[str] | None = None
 
     def __post_init__(self):
         if self.chat_format not in CHAT_FORMATS:
@@ -56,17 +59,38 @@ class ChatTemplate:
 
         lima: `{% generation %}` marks the trained spans, so TRL's `assistant_only_loss` agrees with us, and
         `add_generation_prompt` adds nothing (the reply follows the user's EOT). native: the base's own.
-        Unlike `encode_conversation`, a string template cannot keep special-token text typed by a user as text.
+        A string template is rendered to text and then tokenized, so a special token's text typed in a message
+        would become that token: `protected` strings in the messages get a zero-width space after their first
+        character first (protect_typed_text), and reach the model as ordinary text, as in encode_conversation.
         """
+        prelude = protect_typed_text(self.protected or [])
         if self.chat_format == "native":
-            return self.chat_template
+            return prelude + self.chat_template
         bos = "{{ bos_token }}" if self.bos_token else ""
         return (
-            bos + "{% for message in messages %}"
+            prelude + bos + "{% for message in messages %}"
             "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}"
             + self.eot_token + "{% endgeneration %}"
             "{% else %}{{ message['content'] }}" + self.eot_token + "{% endif %}{% endfor %}"
         )
+
+
+def protect_typed_text(tokens: list[str]) -> str:
+    """Jinja that rewrites `messages` so each of `tokens` typed in a message's text cannot become the token.
+
+    "<|eot|>" becomes "<" + U+200B (zero-width space) + "|eot|>": it looks the same and is tokenized as
+    ordinary text. Longest first, so a token that contains another is rewritten whole.
+    """
+    if not tokens:
+        return ""
+    replaces = "".join(f" | replace({json.dumps(t)}, {json.dumps(t[0] + ZERO_WIDTH_SPACE + t[1:])})"
+                       for t in sorted(set(tokens), key=len, reverse=True) if len(t) > 1)
+    return ("{%- set protected = namespace(messages=[]) -%}{%- for message in messages -%}"
+            "{%- if message['content'] is string -%}"
+            "{%- set protected.messages = protected.messages + [dict(message, content=message['content']"
+            + replaces + ")] -%}"
+            "{%- else -%}{%- set protected.messages = protected.messages + [message] -%}{%- endif -%}"
+            "{%- endfor -%}{%- set messages = protected.messages -%}")
 
 
 def encode_text(tokenizer, text: str) -> list[int]:

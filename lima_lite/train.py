@@ -123,7 +123,13 @@ def save_adapter(model, tokenizer, template, folder: Path, base_name: str, state
         config_file = tmp / "adapter_config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
                                            "base_model_name_or_path": base_name}, indent=2) + "\n")
-        tokenizer.save_pretrained(tmp)
+        # The saved tokenizer renders the trained format with typed special text kept as text (template.jinja),
+        # for plain transformers and other runtimes; training itself encodes with `template`.
+        own, tokenizer.chat_template = tokenizer.chat_template, template.jinja()
+        try:
+            tokenizer.save_pretrained(tmp)
+        finally:
+            tokenizer.chat_template = own
         template.save(tmp)
     return folder
 

@@ -8,6 +8,7 @@ import torch
 
 from lima_lite.cli import run
 from lima_lite.merge import main
+from lima_lite.template import ChatTemplate
 from test_chat import qa, train_tiny
 
 
@@ -136,6 +137,8 @@ def test_merge_of_a_native_adapter_keeps_the_bases_format_and_stops_at_its_turn_
     tokenizer = AutoTokenizer.from_pretrained(out)
     eot, end_of_text = tokenizer.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"])
     assert GenerationConfig.from_pretrained(out).eos_token_id == [eot, end_of_text]
-    assert tokenizer.chat_template == LLAMA3 and tokenizer.eos_token == "<|eot_id|>"
+    # the base's own template, after the prelude that keeps typed special text as text (test_injection)
+    assert tokenizer.chat_template.endswith(LLAMA3) and tokenizer.eos_token == "<|eot_id|>"
+    assert tokenizer.chat_template == ChatTemplate.load(run / "adapter").jinja()
     assert ChatTemplate.load(out).chat_format == "native"
     assert json.loads((out / "lima_merge.json").read_text())["eot_token"] == "<|eot_id|>"
