@@ -103,11 +103,11 @@ def run_mode(mode: str, args) -> dict:
 
     from lima_lite.config import load_recipe
     from lima_lite.loss import apply_liger_kernels, attention_implementation
-    from lima_lite.model import get_model, get_tokenizer, resolve_base
+    from lima_lite.model import get_model, get_tokenizer, resolve_model
     from lima_lite.train import sft_trainer_class, trainer_config
 
     cuda = torch.cuda.is_available()
-    base = str(random_llama(args.size, Path(args.root))) if cuda else resolve_base("embedded:SmolLM2-135M-Instruct")
+    base = str(random_llama(args.size, Path(args.root))) if cuda else resolve_model("embedded:SmolLM2-135M-Instruct")
     tokenizer, _, _ = get_tokenizer(base, "</s>" if cuda else "<|im_end|>")
     measured = 0 if cuda else 1
     total_steps = args.steps + 2 + measured

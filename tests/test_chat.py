@@ -239,3 +239,26 @@ def test_quickstart_adapter_scripted_chat_ends_at_eot(quickstart_run, capsys, mo
         assert reply.finish_reason == "eot" and reply.new_tokens < limit and reply.text.strip()
     assert "stopped at max_new_tokens" not in out
     assert out.index(replies[0].text.strip()[:20]) < out.index(">>> How can I make it less bitter?")
+
+
+def test_a_batch_of_replies_is_each_conversations_own_reply(engine):
+    """Greedy, so each row is comparable: the batched (left-padded) reply to each conversation is the reply
+    it gets alone, prompts of different lengths, with and without the adapter."""
+    conversations = [[{"role": "user", "content": "How do I water plant number 1?"}],
+                     [{"role": "user", "content": "Hi"}],
+                     [{"role": "user", "content": "How do I water plant number 3?"}, {"role": "assistant", "content": "Weekly."},
+                      {"role": "user", "content": "And in winter, when the light is low?"}]]
+    assert len({len(engine.prompt_ids(c, 12)[0]) for c in conversations}) == 3  # the batch really is padded
+    for use_adapter in (True, False):
+        batch = engine.replies(conversations, use_adapter=use_adapter, temperature=0, max_new_tokens=12)
+        alone = [engine.reply(c, use_adapter=use_adapter, temperature=0, max_new_tokens=12) for c in conversations]
+        assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
+        assert [(r.text, r.finish_reason) for r in batch] == [(r.text, r.finish_reason) for r in alone]
+
+
+def test_a_finished_row_is_cut_after_its_turn_end(engine):
+    eot = engine.tokenizer.convert_tokens_to_ids(engine.template.eot_token)
+    pad = engine.tokenizer.pad_token_id
+    reply = engine.finished([40, 41, eot, pad, pad], dropped=0)
+    assert reply.token_ids == [40, 41, eot] and reply.finish_reason == "eot" and reply.new_tokens == 3
+    assert engine.finished([40, 41], dropped=2).finish_reason == "length"

@@ -36,9 +36,9 @@ def test_a_merged_model_is_rendered_with_its_saved_template(tiny_llama, tmp_path
     tokenizer.save_pretrained(folder)
     template.save(folder)
     engine = load_engine(base=str(folder), load_in_4bit=False, dtype="float32")
-    assert engine.template == ChatTemplate(eot_token="<|eot|>")
-    assert engine.stop_ids[0] == tokenizer.convert_tokens_to_ids("<|eot|>") or \
-        tokenizer.convert_tokens_to_ids("<|eot|>") in engine.stop_ids
+    assert engine.template == template and engine.template.eot_token == "<|eot|>"  # the saved one, not a guess
+    assert engine.template != ChatTemplate(eot_token="</s>", bos_token=template.bos_token)
+    assert tokenizer.convert_tokens_to_ids("<|eot|>") in engine.stop_ids
     assert engine.model.get_input_embeddings().weight.shape[0] == len(tokenizer)
 
 
