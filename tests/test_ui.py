@@ -101,14 +101,14 @@ def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
     shown = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
                        {"role": "assistant", "content": "a reply the user did not like"}]
     expected = core_reply(models, "tiny/adapter", earlier + [{"role": "user", "content": FERN}], GREEDY).text
-    history, _ = list(chat_retry(models, shown, "tiny/adapter", *GREEDY))[-1]
+    history, _ = list(chat_retry(models, 500, shown, "tiny/adapter", *GREEDY))[-1]
     assert history == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
     assert shown[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
     # a turn whose reply failed ends with the user: Retry answers it
-    history, _ = list(chat_retry(models, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
+    history, _ = list(chat_retry(models, 500, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
     assert history[-1] == {"role": "assistant", "content": expected} and len(history) == 4
     with pytest.raises(LimaError, match="nothing to retry"):
-        next(chat_retry(models, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
+        next(chat_retry(models, 500, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
 
     assert chat_undo(shown) == earlier
     assert chat_undo(earlier) == [] and chat_undo(None) == []
@@ -175,7 +175,7 @@ def test_input_errors_reach_the_page_as_gradio_errors(models, tmp_path):
     import gradio as gr
 
     with pytest.raises(gr.Error, match="nothing to retry"):
-        list(event(chat_retry, models)([], "tiny/adapter", *GREEDY))
+        list(event(chat_retry, models, 500)([], "tiny/adapter", *GREEDY))
     with pytest.raises(gr.Error, match="press Next prompt first"):
         event(judge_vote, Votes(tmp_path / "v.jsonl"), "a")(None, "x", "y", "me")
 
