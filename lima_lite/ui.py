@@ -10,8 +10,10 @@ and the base model of each run. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
 --votes (JSONL that records which model was which), and a live win / tie / loss chart.
-Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth, a bounded queue,
-a cap on input length, and one generation at a time per model (each model's Engine.lock).
+Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
+gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
+on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
+generation at a time per model (each model's Engine.lock).
 Each tab's handlers (chat_turn, chat_retry, chat_undo, compare_turn, judge_next, judge_vote) are plain
 functions of plain values; build_app only lays out the widgets and wires them to the handlers.
 """
