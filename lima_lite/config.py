@@ -74,6 +74,12 @@ class LimaArguments:
         metadata={"help": "end-of-turn token written after every utterance; reused if the tokenizer has it "
                   "(e.g. '<|eot_id|>', '<|im_end|>'), otherwise added and trained as a new token"},
     )
+    chat_format: str = field(
+        default="lima",
+        metadata={"help": "lima: LIMA's format, the EOT after every utterance and no role words; native: the base "
+                  "tokenizer's own chat template (an instruct checkpoint keeps the format it was tuned in; "
+                  "eot_token must then be the turn end that template writes)"},
+    )
     residual_dropout: float = field(
         default=0.2,
         metadata={"help": "dropout on each layer's attention and MLP branch, rising linearly from 0.0 at the "
@@ -92,9 +98,17 @@ class LimaArguments:
         metadata={"help": "train on multi-turn conversations too; false keeps single-turn ones only "
                   "(LIMA's 1,000-example set out of GAIR/lima's 1,030)"},
     )
+    liger_kernels: bool = field(
+        default=True,
+        metadata={"help": "on CUDA, Liger's RMSNorm, RoPE and SwiGLU kernels when liger-kernel is installed "
+                  "(same numbers, less memory); otherwise transformers' own, said in one line"},
+    )
     drop_too_long: bool = field(
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},
+    )
+    ignore_memory_plan: bool = field(
+        default=False, metadata={"help": "train even when the memory plan says the recipe does not fit this GPU"}
     )
 
 
@@ -107,6 +121,10 @@ LIMA_DEFAULTS = {
     "warmup_steps": 0,
     "lr_scheduler_type": "polynomial",  # power 1 = linear; its end point comes from final_lr_ratio
     "max_length": 2048,
+    # Examples of a micro-batch concatenated into one row, each restarting its position ids, attending only
+    # to itself: no pad token is computed (LIMA's lengths vary ~10x, so padding to the longest wastes about
+    # half the tokens); per_device_train_batch_size still counts examples. packing: true is TRL's other way.
+    "padding_free": True,
     "save_strategy": "epoch",
     "eval_strategy": "no",
     "logging_steps": 1,
@@ -283,6 +301,7 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         ("final_lr_ratio", 0 <= lima_args.final_lr_ratio <= 1, "must be in [0, 1]"),
         ("eot_token", bool(EOT_SHAPE.match(lima_args.eot_token or "")),
          f"{lima_args.eot_token!r} is not a special-token string (e.g. '<|eot|>', '<|eot_id|>', '<|im_end|>')"),
+        ("chat_format", lima_args.chat_format in ("lima", "native"), f"{lima_args.chat_format!r} is not lima or native"),
         ("model_name_or_path", bool(model_args.model_name_or_path), "is not set"),
     ]
     for key, ok, problem in rules:

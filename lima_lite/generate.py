@@ -11,6 +11,7 @@ generated so far, at most 2,048 new tokens) and stops at EOT or EOS. When the hi
 model's context, the oldest turns are dropped and `last.dropped_turns` says how many.
 """
 
+import re
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,8 +21,12 @@ import torch
 
 from lima_lite import LimaError
 from lima_lite.config import LIMA_SAMPLING
-from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, encode_prompt, token_id
+from lima_lite.layout import is_adapter
+from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, encode_prompt, special_ids, token_id
 
+# A line that is only a role word (ChatML's "assistant" after a generated <|im_start|>, "User:"): the model
+# is writing a turn header instead of its reply, a sign that it was prompted in a format it does not know.
+ROLE_HEADER = re.compile(r"^[ \t]*(assistant|user|system|model)[ \t]*(:|$)", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Reply:
     new_tokens: int = 0
     dropped_turns: int = 0
     token_ids: list[int] = field(default_factory=list)
+    special_tokens: list[str] = field(default_factory=list)  # special tokens generated before the stop (template leaks)
 
 
 @dataclass
@@ -54,17 +60,26 @@ class Engine:
         """Ids of the history, dropping the oldest exchanges until it fits with room for the reply.
 
         The room kept for the reply is max_new_tokens, but at most half the context: LIMA's 2,048 new
-        tokens on a 2,048-token LLaMA would otherwise leave no room for any question. Each turn is
-        tokenized once and exchanges are dropped from the front by their counts, so the work is linear in
-        the history (re-encoding the whole history after each drop took 11.6 s on a 0.8 MB history).
+        tokens on a 2,048-token LLaMA would otherwise leave no room for any question. The work is at most
+        n log n in the history (re-encoding the whole history after each drop took 11.6 s on a 0.8 MB one).
         """
         budget = self.context_length - min(max_new_tokens, self.context_length // 2)
         system = messages[:1] if messages and messages[0]["role"] == "system" else []
         turns = messages[len(system):]
         if not turns or turns[-1]["role"] != "user":
             raise LimaError("the conversation must end with the user's message")
-        # A conversation's ids are its opening (BOS) and then each turn's ids, so a turn's count is its
-        # one-turn encoding less the opening.
+        dropped = (self.lima_drop(system, turns, budget) if self.template.chat_format == "lima"
+                   else self.native_drop(system, turns, budget))
+        ids = encode_prompt(self.tokenizer, self.template, system + turns[dropped:])
+        if len(ids) > budget:
+            raise LimaError(f"the message is {len(ids):,} tokens; the model's context of {self.context_length:,} "
+                            f"leaves room for {budget:,} with space for a reply: shorten it")
+        return ids, dropped
+
+    def lima_drop(self, system: list[dict], turns: list[dict], budget: int) -> int:
+        """How many of the oldest turns to drop (LIMA's format): each turn is tokenized once and exchanges
+        are dropped from the front by their counts, since a conversation's ids are its opening (BOS) and
+        then each turn's ids."""
         opening = len(encode_conversation(self.tokenizer, self.template, [])["input_ids"])
         counts = [len(encode_conversation(self.tokenizer, self.template, [m])["input_ids"]) - opening
                   for m in system + turns]
@@ -73,14 +88,21 @@ class Engine:
             # one user turn and the assistant's answer to it
             total -= counts[len(system) + dropped] + counts[len(system) + dropped + 1]
             dropped += 2
-        ids = encode_prompt(self.tokenizer, self.template, system + turns[dropped:])
-        while len(ids) > budget and len(turns) - dropped > 1:  # a template whose turns do not just concatenate
-            dropped += 2
-            ids = encode_prompt(self.tokenizer, self.template, system + turns[dropped:])
-        if len(ids) > budget:
-            raise LimaError(f"the message is {len(ids):,} tokens; the model's context of {self.context_length:,} "
-                            f"leaves room for {budget:,} with space for a reply: shorten it")
-        return ids, dropped
+        return dropped
+
+    def native_drop(self, system: list[dict], turns: list[dict], budget: int) -> int:
+        """How many of the oldest turns to drop (the base's own template): a native template cannot render
+        a turn alone (Gemma's refuses a conversation that starts with the assistant, transformers an
+        empty one), so this bisects on the number of exchanges dropped, encoding the whole rest each
+        time: log2(n) encodings, since fewer turns never make more ids."""
+        def fits(exchanges: int) -> bool:
+            return len(encode_prompt(self.tokenizer, self.template, system + turns[2 * exchanges:])) <= budget
+
+        low, high = 0, (len(turns) - 1) // 2  # high: only the last user message left
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if fits(middle) else (middle + 1, high)
+        return 2 * low
 
     def stream(self, messages: list[dict], use_adapter: bool = True, seed: int | None = None, **sampling):
         """Yield the reply's text as it is generated; `self.last` holds the finished Reply.
@@ -126,8 +148,10 @@ class Engine:
             raise result["error"]
         new = result["output"][0, len(ids):].tolist()
         ended = bool(new) and new[-1] in self.stop_ids
+        specials = special_ids(self.tokenizer)
+        leaked = [self.tokenizer.convert_ids_to_tokens(i) for i in new[: len(new) - ended] if i in specials]
         self.last = Reply(text=text, finish_reason="eot" if ended else "length", new_tokens=len(new),
-                          dropped_turns=dropped, token_ids=new)
+                          dropped_turns=dropped, token_ids=new, special_tokens=leaked)
 
     def reply(self, messages: list[dict], use_adapter: bool = True, seed: int | None = None, **sampling) -> Reply:
         for _ in self.stream(messages, use_adapter=use_adapter, seed=seed, **sampling):
@@ -191,7 +215,8 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
 
             tokenizer, template = AutoTokenizer.from_pretrained(path), ChatTemplate.load(path)
         else:
-            tokenizer, template, _ = get_tokenizer(path, _base_eot(path), trust_remote_code)
+            eot_token, chat_format = base_format(path)
+            tokenizer, template, _ = get_tokenizer(path, eot_token, trust_remote_code, chat_format)
         with readable_weights(path):
             model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
         name = base
@@ -200,23 +225,53 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context)
 
 
-def _base_eot(path: str) -> str:
-    """For a bare base model: its EOS plays the end-of-turn role."""
+def base_format(path: str) -> tuple[str, str]:
+    """(turn end, chat format) to talk to a bare base: its own chat template if it has one, else LIMA's
+    format with its EOS as the turn end."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path).eos_token or "<|eot|>"
+    from lima_lite.template import native_turn_end
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template:
+        return native_turn_end(tokenizer, tokenizer.chat_template), "native"
+    return tokenizer.eos_token or "<|eot|>", "lima"
 
 
-def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list[tuple[str, str]]:
-    """(base reply, tuned reply) for each single-turn prompt, from one load of the model."""
+def leaks_template(reply: Reply) -> bool:
+    """The reply contains template words: a special token other than the final stop, or a role-header line."""
+    return bool(reply.special_tokens) or bool(ROLE_HEADER.search(reply.text))
+
+
+def stop_rates(replies: list[Reply]) -> dict:
+    """How many replies ended at the turn end before the length limit, and how many leak template words."""
+    ended = sum(r.finish_reason == "eot" for r in replies)
+    leaked = sum(leaks_template(r) for r in replies)
+    return {"replies": len(replies), "ended": ended, "leaked": leaked,
+            "ended_rate": ended / len(replies) if replies else 0.0,
+            "leak_rate": leaked / len(replies) if replies else 0.0}
+
+
+def compare_replies(adapter: str | Path, prompts: list[str], **sampling) -> list[tuple[Reply, Reply]]:
+    """(base reply, tuned reply) for each single-turn prompt, from one load of the model.
+
+    The base answers in the adapter's format; with chat_format native that is the base's own.
+    """
     from tqdm.auto import tqdm
 
     engine = load_engine(adapter=adapter)
     pairs = []
     for prompt in tqdm(prompts, desc="answering", unit="prompt"):
         messages = [{"role": "user", "content": prompt}]
-        base = engine.reply(messages, use_adapter=False, seed=0, **sampling).text
-        tuned = engine.reply(messages, seed=0, **sampling).text
-        pairs.append((base.strip(), tuned.strip()))
+        base = engine.reply(messages, use_adapter=False, seed=0, **sampling)
+        tuned = engine.reply(messages, seed=0, **sampling)
+        pairs.append((base, tuned))
     return pairs
 
+
+def stop_summary(label: str, replies: list[Reply], max_new_tokens: int) -> str:
+    """One line: how many replies ended at the turn end before the limit, how many leaked template words."""
+    rates = stop_rates(replies)
+    return (f"{label}: {rates['ended']}/{rates['replies']} replies ended at the turn end before {max_new_tokens} "
+            f"tokens ({rates['ended_rate']:.0%}); {rates['leaked']} wrote template words or role headers "
+            f"({rates['leak_rate']:.0%})")

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         print()
     counts, added = setup.report["train"], setup.report["added_tokens"]
     print(f"{counts['read']} conversations read: {counts['kept']} kept ({counts['cut']} cut at the length limit), "
-          f"{counts['dropped']} dropped; EOT token {setup.template.eot_token!r}"
+          f"{counts['dropped']} dropped; {setup.template.chat_format} format, turn end {setup.template.eot_token!r}"
           + (f" (added: ids {added})" if added else " (already in the vocabulary)"))
     for drop in setup.report["dropped"][:10]:
         print(f"  dropped {drop['id']}: {drop['reason']} ({drop['tokens']} tokens)")

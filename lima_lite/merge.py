@@ -9,6 +9,11 @@ dequantized to bf16 before the LoRA deltas are added: the merged weights are the
 An adapter trained on a full-precision base (load_in_4bit: false in its run.json) is merged into the
 full-precision base. The tokenizer, the LIMA template and the chat template are saved with the model,
 so `lima-lite chat --base DIR` and plain transformers both render conversations as training did.
+
+The turn end of training is the merged model's end of generation for every runtime: generation_config.json's
+eos_token_id lists it first (then the base's eos), the tokenizer's eos_token is it, and the tokenizer's chat
+template renders the trained format (LIMA's, or the base's own). A merge that kept the base's eos would run
+on past each reply in plain transformers, vLLM or llama.cpp (Llama 3 base: eos <|end_of_text|>, turn end <|eot_id|>).
 """
 
 import argparse
@@ -69,15 +74,36 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     # Merge in float32, round once to the target dtype: W + BA computed before rounding.
     merged = model.merge_and_unload().to(target)
     merged.config.dtype = target
+    template = ChatTemplate.load(adapter_dir)
+    set_stop_metadata(merged, tokenizer, template)
 
     with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        ChatTemplate.load(adapter_dir).save(tmp)
+        template.save(tmp)
         (tmp / "lima_merge.json").write_text(json.dumps(
-            {"adapter": str(adapter), "base": base, "base_dequantized_from_4bit": from_4bit, "dtype": dtype},
-            indent=2) + "\n")
+            {"adapter": str(adapter), "base": base, "base_dequantized_from_4bit": from_4bit, "dtype": dtype,
+             "chat_format": template.chat_format, "eot_token": template.eot_token}, indent=2) + "\n")
     return out
+
+
+def stop_ids(model_eos: int | list[int] | None, eot: int) -> list[int]:
+    """The turn end first, then the base's eos ids: every id a runtime should stop generating at."""
+    rest = model_eos if isinstance(model_eos, list) else [] if model_eos is None else [model_eos]
+    return [eot, *(i for i in rest if i != eot)]
+
+
+def set_stop_metadata(model, tokenizer, template) -> None:
+    """Make the trained turn end the end of generation: generation_config, tokenizer eos, chat template."""
+    from lima_lite.template import special_ids, token_id
+
+    eot = token_id(tokenizer, template.eot_token)
+    model.generation_config.eos_token_id = stop_ids(model.generation_config.eos_token_id, eot)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.eos_token = template.eot_token
+    if template.protected is None:  # an adapter saved before templates listed their protected tokens
+        template.protected = sorted(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
+    tokenizer.chat_template = template.jinja()
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,8 @@
 and LIMA's residual dropout.
 
     >>> path = resolve_model("embedded:SmolLM2-135M-Instruct")  # or a local folder, or a Hub id
-    >>> tokenizer, template, new_tokens = get_tokenizer(path, eot_token="<|eot|>")
+    >>> tokenizer, template, new_tokens = get_tokenizer(path, eot_token="<|eot|>")          # LIMA's format
+    >>> tokenizer, template, new_tokens = get_tokenizer(path, "<|im_end|>", chat_format="native")  # the base's
     >>> model = get_model(path, load_in_4bit=True, vocab_size=len(tokenizer))
     >>> add_residual_dropout(model, 0.2)   # 0.0 at layer 0 ... 0.2 at the last layer, training only
 """
@@ -111,22 +112,37 @@ def load_error(path: str, error: Exception) -> ModelError:
                       f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else 'no detail'})")
 
 
-def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
-    """Tokenizer with the EOT token and a pad token distinct from EOS and EOT.
+def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, chat_format: str = "lima"):
+    """Tokenizer with the end-of-turn token of the chat format, and a pad token distinct from EOS and EOT.
 
-    Returns (tokenizer, ChatTemplate, ids of tokens we added). Added tokens need new embedding rows,
-    trained as PEFT trainable tokens. Pad must differ from EOS/EOT: padding is masked, EOT must not be.
+    Returns (tokenizer, ChatTemplate, ids of tokens we added). lima: `eot_token` is reused when the
+    vocabulary has it (Llama 3's <|eot_id|>, ChatML's <|im_end|>, Gemma's <end_of_turn>), else added;
+    added tokens need new embedding rows, trained as PEFT trainable tokens. native: the turn end is the
+    one the base's own chat template writes, which is often not its eos (Qwen3-Base: <|endoftext|>,
+    Gemma-3: <eos>); `eot_token` must name it, so a recipe says what it trains. Pad must differ from
+    EOS/EOT: padding is masked, EOT must not be.
     """
     from transformers import AddedToken, AutoTokenizer
+
+    from lima_lite.template import native_template, special_ids
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise load_error(path, error) from None
     added = []
-    if eot_token not in tokenizer.get_vocab():
+    if chat_format == "native":
+        template = native_template(tokenizer)
+        if template.eot_token != eot_token:
+            raise ModelError(f"eot_token: {path}'s chat template ends an assistant turn with {template.eot_token!r}, "
+                             f"not {eot_token!r}; set eot_token: {template.eot_token!r}")
+    elif eot_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
         added.append(eot_token)
+    elif tokenizer.convert_tokens_to_ids(eot_token) not in special_ids(tokenizer):
+        # A reused turn end the tokenizer does not mark special would be produced by typing its text:
+        # marking it special (same id) lets encode_text keep typed text as text.
+        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
     if tokenizer.pad_token in (None, tokenizer.eos_token, eot_token):
         if tokenizer.unk_token is not None and tokenizer.unk_token not in (tokenizer.eos_token, eot_token):
             tokenizer.pad_token = tokenizer.unk_token
@@ -134,17 +150,25 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False):
             tokenizer.add_tokens([AddedToken(PAD_TOKEN, special=True, normalized=False)], special_tokens=True)
             tokenizer.pad_token = PAD_TOKEN
             added.append(PAD_TOKEN)
-    # No double BOS: keep the BOS only if the tokenizer itself would add one to plain text.
-    probe = tokenizer("a")["input_ids"]
-    bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
-    template = ChatTemplate(eot_token=eot_token, bos_token=bos)
-    tokenizer.chat_template = template.jinja()
+    if chat_format == "lima":
+        # No double BOS: keep the BOS only if the tokenizer itself would add one to plain text.
+        probe = tokenizer("a")["input_ids"]
+        bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
+        template = ChatTemplate(eot_token=eot_token, bos_token=bos)
+    template.protected = sorted(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
+    if chat_format == "lima":
+        tokenizer.chat_template = template.jinja()
     return tokenizer, template, tokenizer.convert_tokens_to_ids(added)
 
 
 def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quant: bool = True,
-                        compute_dtype: torch.dtype = torch.bfloat16):
-    """QLoRA's BitsAndBytesConfig: 4-bit NF4 weights, double quantization, bf16 compute."""
+                        compute_dtype: torch.dtype = torch.bfloat16, sharded: bool = False):
+    """QLoRA's BitsAndBytesConfig: 4-bit NF4 weights, double quantization, bf16 compute.
+
+    `sharded` (FSDP): the packed 4-bit weights are stored as `compute_dtype` instead of uint8 (two bf16
+    elements hold four 4-bit values each), because FSDP only shards floating-point tensors and every tensor
+    of one flat parameter must share a dtype (bitsandbytes' FSDP-QLoRA guide).
+    """
     if not load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
@@ -154,32 +178,56 @@ def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quan
         bnb_4bit_quant_type=quant_type,
         bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype if sharded else torch.uint8,
     )
+
+
+def fsdp_enabled() -> bool:
+    """True inside a process started by `accelerate launch` with an FSDP config (it sets ACCELERATE_USE_FSDP),
+    or by a recipe that sets TrainingArguments' `fsdp` (whose __post_init__ sets the same variable)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+
+
+def device_map(sharded: bool) -> dict | None:
+    """Where this process loads the base: all of it on its own GPU (LOCAL_RANK under accelerate or torchrun),
+    so each data-parallel process holds its own copy. Under FSDP none: FSDP places and shards the weights
+    itself, and with cpu_ram_efficient_loading only rank 0 reads them from disk. On a CPU none either."""
+    if sharded or not torch.cuda.is_available():
+        return None
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
 
 
 def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "bfloat16", quant_type: str = "nf4",
               double_quant: bool = True, vocab_size: int | None = None, trust_remote_code: bool = False,
-              attn_implementation: str | None = None, revision: str | None = None):
-    """The base model, quantized or not, with its embeddings resized to vocab_size when tokens were added."""
+              attn_implementation: str | None = None, revision: str | None = None, sharded: bool = False):
+    """The base model, quantized or not, with its embeddings resized to vocab_size when tokens were added.
+
+    `sharded`: FSDP will shard it (see fsdp_enabled): 4-bit storage in the compute dtype, and the
+    unquantized weights (norms, embeddings) in that dtype too, so one flat parameter has one dtype.
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    kwargs = {"dtype": torch.float32 if load_in_4bit else dtype, "trust_remote_code": trust_remote_code,
-              "quantization_config": quantization_config(load_in_4bit, quant_type, double_quant, dtype),
+    kwargs = {"dtype": torch.float32 if load_in_4bit and not sharded else dtype, "trust_remote_code": trust_remote_code,
+              "quantization_config": quantization_config(load_in_4bit, quant_type, double_quant, dtype, sharded),
               "use_safetensors": True}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if revision:
         kwargs["revision"] = revision
-    if torch.cuda.is_available():
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if device_map(sharded) is not None:
+        kwargs["device_map"] = device_map(sharded)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise load_error(path, error) from None
     if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
         # New rows start at the mean of the old ones (transformers' mean_resizing); PEFT then trains only them.
-        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+        # Under FSDP with cpu_ram_efficient_loading only rank 0 holds weights (the others hold empty "meta"
+        # tensors, which have no mean): new rows are drawn at random there and FSDP copies rank 0's to all.
+        model.resize_token_embeddings(vocab_size, mean_resizing=not sharded)
     return model
 
 

@@ -183,7 +183,8 @@ def usage_section(repo: str, base_id: str, eot_token: str, added_tokens: bool) -
             "```python", "from lima_lite.generate import load_engine", "",
             f'engine = load_engine(adapter="{repo}")',
             'print(engine.reply([{"role": "user", "content": "How do I keep basil alive indoors?"}]).text)', "```", "",
-            "With plain transformers + peft (the tokenizer carries the chat template):", "",
+            "With plain transformers + peft (the tokenizer carries the chat template; it keeps a special token's "
+            "text that a user types, such as `" + eot_token + "`, as text, so it cannot end a turn):", "",
             "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
             f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
             f'model = AutoModelForCausalLM.from_pretrained("{base_id}", dtype="auto")',
@@ -195,6 +196,25 @@ def usage_section(repo: str, base_id: str, eot_token: str, added_tokens: bool) -
             'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", "",
             "LIMA applies the repetition penalty to generated tokens only; transformers' `repetition_penalty` also "
             "counts the prompt, so long conversations sample slightly differently than in lima_lite.", ""]
+
+
+def servers_section(added_tokens: bool) -> list[str]:
+    """Which runtimes load the adapter as it is, and the way to the others (merge, export)."""
+    lines = ["## Serving", ""]
+    if added_tokens:
+        lines += ["This adapter added tokens (its end-of-turn and/or pad token), whose embedding rows it carries as "
+                  "PEFT trainable tokens next to the LoRA weights. transformers + peft and lima_lite load it as is; "
+                  "vLLM's LoRA loader accepts LoRA weights only and refuses it. For vLLM and other servers, merge it "
+                  "into its base first (`lima-lite merge ADAPTER --out MERGED`, a standalone model whose generation "
+                  "config stops at the turn end); for llama.cpp, Ollama and LM Studio, `lima-lite export gguf ADAPTER "
+                  "--out DIR` writes a GGUF and an Ollama Modelfile.", ""]
+    else:
+        lines += ["This adapter holds LoRA weights only (its end-of-turn token was already in the base's vocabulary): "
+                  "transformers + peft, lima_lite and LoRA-serving engines such as vLLM (`--enable-lora`) can load it "
+                  "as is. Servers without LoRA support take the merged model (`lima-lite merge ADAPTER --out MERGED`); "
+                  "for llama.cpp, Ollama and LM Studio, `lima-lite export gguf ADAPTER --out DIR` writes a GGUF and an "
+                  "Ollama Modelfile.", ""]
+    return lines
 
 
 def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_token: str, added_tokens: bool,
@@ -220,7 +240,7 @@ def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_tok
              "## License", "",
              f"The adapter is a derivative of `{base_id}` and of its training data: use it under the base model's "
              f"license" + (f" ({license_id})" if license_id else "") + f". {notes}", "",
-             *usage_section(repo, base_id, eot_token, added_tokens)]
+             *usage_section(repo, base_id, eot_token, added_tokens), *servers_section(added_tokens)]
     return "\n".join(lines)
 
 
@@ -271,7 +291,8 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
         if loss_png and loss_png.is_file():
             shutil.copy2(loss_png, tmp / LOSS_PLOT)
         evaluation = evaluation_section(Path(eval_report), tmp) if eval_report else None
-        added = bool(run and run["counts"].get("added_tokens"))
+        # added tokens train as PEFT trainable-token rows, recorded in the adapter's own config
+        added = bool(config.get("trainable_token_indices")) or bool(run and run["counts"].get("added_tokens"))
         card = model_card(repo, base_id, adapter, run, ChatTemplate.load(adapter).eot_token, added, evaluation,
                           (tmp / LOSS_PLOT).is_file(), license_id)
         write_text(tmp / "README.md", card)

@@ -1,50 +1,96 @@
-"""The LIMA chat template: every utterance is followed by the end-of-turn (EOT) token.
+"""The chat format a model is trained in: LIMA's (EOT after every utterance) or the base's own; ids and labels.
 
-    >>> template = ChatTemplate(eot_token="<|eot|>")
+    >>> template = ChatTemplate(eot_token="<|eot|>")                                     # chat_format: lima
+    >>> template = native_template(tokenizer)            # chat_format: native, e.g. Llama 3's <|eot_id|> turns
     >>> example = encode_conversation(tokenizer, template, messages, max_length=2048)
-    >>> example["labels"]  # -100 everywhere except assistant tokens and the EOT ending each assistant turn
+    >>> example["labels"]  # -100 everywhere except assistant tokens and the turn end closing each assistant turn
 
-No role words: roles alternate, so the EOT alone marks the change of speaker (LIMA §3). Each turn is
-tokenized on its own with `split_special_tokens=True`, so a user who types "<|eot|>" gets the text,
-never the token, and the trained spans come from token positions, not from searching strings.
-The template is saved next to every adapter (`lima_template.json`) and chat, UI and evaluation
-render with exactly what training used.
+LIMA's format has no role words: roles alternate, so the EOT alone marks the change of speaker (LIMA §3).
+`native` renders with the base tokenizer's own Jinja chat template, so an instruct checkpoint keeps the
+format it was tuned in; its labels are the tokens that overlap an assistant message's characters plus the
+template's tokens after it, up to and including the turn end. In both formats a user who types a special
+token's text ("<|eot|>", "<|im_end|>") gets that text, never the token, and the trained spans come from
+token positions, not from searching for the content in the rendered text. The template is saved next to
+every adapter (`lima_template.json`) and chat, UI, evaluation, merge and export render with exactly it.
 """
 
 import json
-from itertools import groupby
 from dataclasses import asdict, dataclass
+from itertools import groupby
 from pathlib import Path
+
+from lima_lite import LimaError
 
 TEMPLATE_FILE = "lima_template.json"
 IGNORE = -100  # label of tokens that are not trained
+CHAT_FORMATS = ("lima", "native")
+# Private-use characters: no chat template or training text contains them, so each one found in a
+# rendering is the place where one message's content goes.
+MARK_OPEN, MARK_CLOSE, PROBE = "\ue000", "\ue001", "\ue002"
+ZERO_WIDTH_SPACE = "\u200b"
 
 
 @dataclass
 class ChatTemplate:
     eot_token: str
-    bos_token: str | None = None  # prepended once, when the base model expects one (LLaMA's "<s>")
+    bos_token: str | None = None  # lima: prepended once, when the base expects one (LLaMA's "<s>")
+    chat_format: str = "lima"  # "lima" or "native"
+    chat_template: str | None = None  # native: the base tokenizer's Jinja template, as training used it
+    # Special tokens' text that jinja() keeps as text when a message contains it (see protect_typed_text)
+    protected: list[str] | None = None
+
+    def __post_init__(self):
+        if self.chat_format not in CHAT_FORMATS:
+            raise LimaError(f"chat_format: {self.chat_format!r} is not one of {', '.join(CHAT_FORMATS)}")
+        if self.chat_format == "native" and not self.chat_template:
+            raise LimaError("chat_format: native needs the base tokenizer's chat template")
 
     def save(self, folder: str | Path) -> None:
-        (Path(folder) / TEMPLATE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        from lima_lite.io import write_json
+
+        write_json(Path(folder) / TEMPLATE_FILE, asdict(self))
 
     @classmethod
     def load(cls, folder: str | Path) -> "ChatTemplate":
         return cls(**json.loads((Path(folder) / TEMPLATE_FILE).read_text()))
 
     def jinja(self) -> str:
-        """The same template for `tokenizer.apply_chat_template` users (plain transformers/peft).
+        """The trained format for `tokenizer.apply_chat_template` users (plain transformers, vLLM, llama.cpp).
 
-        `{% generation %}` marks the trained spans, so TRL's `assistant_only_loss` agrees with us.
-        Unlike `encode_conversation`, a string template cannot keep special-token text typed by a user as text.
+        lima: `{% generation %}` marks the trained spans, so TRL's `assistant_only_loss` agrees with us, and
+        `add_generation_prompt` adds nothing (the reply follows the user's EOT). native: the base's own.
+        A string template is rendered to text and then tokenized, so a special token's text typed in a message
+        would become that token: `protected` strings in the messages get a zero-width space after their first
+        character first (protect_typed_text), and reach the model as ordinary text, as in encode_conversation.
         """
+        prelude = protect_typed_text(self.protected or [])
+        if self.chat_format == "native":
+            return prelude + self.chat_template
         bos = "{{ bos_token }}" if self.bos_token else ""
         return (
-            bos + "{% for message in messages %}"
+            prelude + bos + "{% for message in messages %}"
             "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}"
             + self.eot_token + "{% endgeneration %}"
             "{% else %}{{ message['content'] }}" + self.eot_token + "{% endif %}{% endfor %}"
         )
+
+
+def protect_typed_text(tokens: list[str]) -> str:
+    """Jinja that rewrites `messages` so each of `tokens` typed in a message's text cannot become the token.
+
+    "<|eot|>" becomes "<" + U+200B (zero-width space) + "|eot|>": it looks the same and is tokenized as
+    ordinary text. Longest first, so a token that contains another is rewritten whole.
+    """
+    if not tokens:
+        return ""
+    replaces = "".join(f" | replace({json.dumps(t)}, {json.dumps(t[0] + ZERO_WIDTH_SPACE + t[1:])})"
+                       for t in sorted(set(tokens), key=len, reverse=True) if len(t) > 1)
+    return ("{%- set protected = namespace(messages=[]) -%}{%- for message in messages -%}"
+            "{%- if message['content'] is string -%}"
+            "{%- set protected.messages = protected.messages + [dict(message, content=message['content']"
+            + replaces + ")] -%}"
+            "{%- else -%}{%- set protected.messages = protected.messages + [message] -%}{%- endif -%}"
+            "{%- endfor -%}{%- set messages = protected.messages -%}")
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
@@ -59,11 +105,111 @@ def token_id(tokenizer, token: str) -> int:
     return index
 
 
+def special_ids(tokenizer) -> set[int]:
+    """Ids a user must never produce by typing their text: every special token, added or not."""
+    return set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+
+
+def render_marked(tokenizer, chat_template: str, messages: list[dict]) -> tuple[str, list[str]]:
+    """The template's rendering of `messages` with each content replaced by a mark, and the marks in order."""
+    from jinja2 import TemplateError
+
+    marks = [f"{MARK_OPEN}{i}{MARK_CLOSE}" for i in range(len(messages))]
+    marked = [{**message, "content": mark} for message, mark in zip(messages, marks)]
+    try:
+        text = tokenizer.apply_chat_template(marked, chat_template=chat_template, tokenize=False)
+    except TemplateError as error:
+        raise LimaError(f"the base's chat template refuses this conversation: {error}") from None
+    return text, marks
+
+
+def native_turn_end(tokenizer, chat_template: str) -> str:
+    """The special token the base's template writes right after an assistant's content: its turn end.
+
+    Llama 3: <|eot_id|>; ChatML/Qwen: <|im_end|>; Gemma: <end_of_turn>; Mistral [INST]: </s>. Not
+    necessarily the tokenizer's eos (Qwen3-Base: eos <|endoftext|>; Gemma-3: eos <eos>).
+    """
+    text, marks = render_marked(tokenizer, chat_template, [{"role": "user", "content": ""},
+                                                           {"role": "assistant", "content": ""}])
+    after = text[text.index(marks[1]) + len(marks[1]):]
+    specials = special_ids(tokenizer)
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"]
+    found = next((i for i in ids if i in specials), None)
+    if found is None:
+        raise LimaError(f"the base's chat template writes no special token after an assistant turn ({after!r}); "
+                        "use chat_format: lima")
+    return tokenizer.convert_ids_to_tokens(found)
+
+
+def native_template(tokenizer) -> "ChatTemplate":
+    """The base tokenizer's own format, with the turn end its template writes after each assistant reply."""
+    if not tokenizer.chat_template:
+        raise LimaError(f"{tokenizer.name_or_path}: the tokenizer has no chat template, so there is no native "
+                        "format; use chat_format: lima")
+    return ChatTemplate(eot_token=native_turn_end(tokenizer, tokenizer.chat_template), chat_format="native",
+                        chat_template=tokenizer.chat_template)
+
+
+def encode_native(tokenizer, template: ChatTemplate, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Ids and labels of `messages` rendered by the base's template.
+
+    The rendering is tokenized in one piece, as the base saw its own format. Labelled: every token that
+    overlaps an assistant message's characters, then the template's tokens after it up to and including
+    the turn end (the "\\n" ChatML writes after <|im_end|> is not the model's to predict). A special token
+    that falls inside any message's characters was typed by a user: it becomes the ids of its text.
+    """
+    marked, marks = render_marked(tokenizer, template.chat_template, messages)
+    text, spans, start = "", [], 0
+    for mark, message in zip(marks, messages):
+        at = marked.find(mark, start)
+        if at < 0 or marked.find(mark, at + len(mark)) >= 0:
+            raise LimaError(f"the base's chat template does not render message {len(spans) + 1} "
+                            f"({message['role']}) exactly once; use chat_format: lima")
+        text += marked[start:at]
+        spans.append((len(text), len(text) + len(message["content"]), message["role"]))
+        text += message["content"]
+        start = at + len(mark)
+    text += marked[start:]
+
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    eot, specials = token_id(tokenizer, template.eot_token), special_ids(tokenizer)
+    input_ids, labels = [], []
+    span, closing = 0, False  # closing: after an assistant's content, until its turn end
+    for token, (begin, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+        while span < len(spans) and begin >= spans[span][1]:  # past this message's characters
+            closing = closing or spans[span][2] == "assistant"
+            span += 1
+        inside = span < len(spans) and begin < spans[span][1] and end > spans[span][0]
+        if inside and closing:
+            raise LimaError(f"the base's chat template does not end an assistant turn with {template.eot_token!r}")
+        typed = inside and token in specials and spans[span][0] <= begin and end <= spans[span][1]
+        ids = encode_text(tokenizer, text[begin:end]) if typed else [token]
+        trained = closing or (inside and spans[span][2] == "assistant")
+        input_ids += ids
+        labels += ids if trained else [IGNORE] * len(ids)
+        closing = closing and token != eot
+    if closing:
+        raise LimaError(f"the base's chat template does not end an assistant turn with {template.eot_token!r}")
+    return input_ids, labels
+
+
 def encode_conversation(tokenizer, template: ChatTemplate, messages: list[dict], max_length: int | None = None) -> dict:
     """input_ids and labels of a whole conversation, cut at the right to max_length.
 
     Returns {"input_ids", "labels", "full_length"}; full_length > len(input_ids) means the example was cut.
     """
+    if template.chat_format == "native":
+        input_ids, labels = encode_native(tokenizer, template, messages)
+    else:
+        input_ids, labels = encode_lima(tokenizer, template, messages)
+    full_length = len(input_ids)
+    if max_length is not None and full_length > max_length:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "labels": labels, "full_length": full_length}
+
+
+def encode_lima(tokenizer, template: ChatTemplate, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """LIMA's format: each turn tokenized on its own, then its EOT; labels on assistant turns and their EOT."""
     eot = token_id(tokenizer, template.eot_token)
     input_ids, labels = [], []
     if template.bos_token:
@@ -73,17 +219,25 @@ def encode_conversation(tokenizer, template: ChatTemplate, messages: list[dict],
         ids = encode_text(tokenizer, message["content"]) + [eot]
         input_ids += ids
         labels += ids if message["role"] == "assistant" else [IGNORE] * len(ids)
-    full_length = len(input_ids)
-    if max_length is not None and full_length > max_length:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return {"input_ids": input_ids, "labels": labels, "full_length": full_length}
+    return input_ids, labels
 
 
 def encode_prompt(tokenizer, template: ChatTemplate, messages: list[dict]) -> list[int]:
-    """Ids of a history that ends with a user turn; the model's next tokens are the assistant's reply."""
+    """Ids of a history that ends with a user turn; the model's next tokens are the assistant's reply.
+
+    native: the conversation with one more assistant turn, cut before its first trained token, so the
+    prompt is exactly the context training gave each reply (the assistant header, and whatever the
+    template writes before the content, such as Qwen3's empty <think></think> block).
+    """
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("a prompt must end with a user turn")
-    return encode_conversation(tokenizer, template, messages)["input_ids"]
+    if template.chat_format == "lima":
+        return encode_lima(tokenizer, template, messages)[0]
+    ids, labels = encode_native(tokenizer, template, [*messages, {"role": "assistant", "content": PROBE}])
+    start = max(p for p in range(len(ids)) if labels[p] != IGNORE)  # the probe's turn end ...
+    while start > 0 and labels[start - 1] != IGNORE:  # ... back to the probe's first token
+        start -= 1
+    return ids[:start]
 
 
 def mark_trained_spans(tokenizer, input_ids: list[int], labels: list[int], start: str = "[[", end: str = "]]") -> str:

@@ -8,11 +8,17 @@ Writes into output_dir: `adapter/` (final adapter + tokenizer + template), `epoc
 epoch, to pick one between epochs 5 and 10 as LIMA did), `checkpoint-N/` (Trainer state to resume),
 `run.json` (resolved recipe, versions, data hash, counts), `metrics.jsonl` and `loss.png`.
 Run the same command again after a crash and it resumes from the last checkpoint.
+
+More than one GPU: the same command under accelerate or torchrun (data parallel, or FSDP with
+recipes/accelerate/fsdp-qlora.yaml); the recipe's examples per step are kept, the main process writes.
+
+    $ accelerate launch --config_file recipes/accelerate/ddp.yaml -m lima_lite.cli train recipes/llama-7b.yaml
+    $ torchrun --nproc_per_node 2 -m lima_lite.cli train recipes/llama-7b.yaml
 """
 
 import argparse
+import copy
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +27,7 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import lima_help
 from lima_lite.io import atomic_dir, write_json
-from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir
+from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
@@ -75,10 +81,13 @@ def prepare(recipe: str | None, overrides) -> Setup:
     from lima_lite.model import get_tokenizer, resolve_model
 
     script_args, sft_config, model_args, lima_args = load_recipe(recipe, overrides)
+    sft_config.gradient_accumulation_steps = per_process_accumulation(
+        sft_config.per_device_train_batch_size, sft_config.gradient_accumulation_steps, sft_config.world_size)
     conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
     base = resolve_model(model_args.model_name_or_path)
-    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code)
+    tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code,
+                                               lima_args.chat_format)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
                                            lima_args.drop_too_long, lima_args.multi_turn)
     dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
@@ -91,19 +100,52 @@ def prepare(recipe: str | None, overrides) -> Setup:
     return Setup(script_args, sft_config, model_args, lima_args, base, tokenizer, template, added, rows, dev_rows, report)
 
 
-def save_adapter(model, tokenizer, template, folder: Path, base_name: str) -> Path:
+def per_process_accumulation(per_device: int, accumulation: int, processes: int) -> int:
+    """Gradient accumulation steps of each of `processes` data-parallel processes, so that an optimizer step
+    still sees the recipe's per_device x accumulation examples, whatever the number of GPUs.
+
+    A recipe is written for one process: 4 x 8 = 32 examples/step (LIMA's batch) runs as 4 x 4 on each of 2
+    GPUs (4 x 4 x 2 = 32) and as 4 x 1 on 8. The micro-batch stays the recipe's, since it is what fits a card.
+    """
+    if accumulation % processes:
+        raise LimaError(f"per_device_train_batch_size {per_device} x gradient_accumulation_steps {accumulation} = "
+                        f"{per_device * accumulation} examples per step cannot be split evenly over {processes} "
+                        f"processes: make gradient_accumulation_steps a multiple of {processes}")
+    return accumulation // processes
+
+
+def save_adapter(model, tokenizer, template, folder: Path, base_name: str, state_dict: dict | None = None) -> Path:
     """Adapter (LoRA + trainable-token rows only), tokenizer and template, written atomically.
 
     `base_name` is the base as the user named it (a Hub id, a path, the embedded alias), recorded in
-    adapter_config.json so chat and plain peft find the base again.
+    adapter_config.json so chat and plain peft find the base again. `state_dict`: the model's full state
+    gathered from FSDP shards (PEFT keeps only the adapter's entries of it); None reads the model itself.
     """
     with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp, save_embedding_layers=False)
+        model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)
         config_file = tmp / "adapter_config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
                                            "base_model_name_or_path": base_name}, indent=2) + "\n")
-        tokenizer.save_pretrained(tmp)
+        # The saved tokenizer renders the trained format with typed special text kept as text (template.jinja),
+        # for plain transformers and other runtimes; training itself encodes with `template`.
+        own, tokenizer.chat_template = tokenizer.chat_template, template.jinja()
+        try:
+            tokenizer.save_pretrained(tmp)
+        finally:
+            tokenizer.chat_template = own
         template.save(tmp)
+    return folder
+
+
+def save_trained_adapter(trainer, tokenizer, template, folder: Path, base_name: str) -> Path:
+    """save_adapter, called by every process of a run: under FSDP the adapter is spread over the processes
+    and gathering it takes all of them (accelerate's get_state_dict, as Trainer.save_model does); then the
+    main process alone writes `folder` and the others wait until it is there."""
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if accelerator.is_main_process:
+        save_adapter(accelerator.unwrap_model(trainer.model), tokenizer, template, folder, base_name, state_dict)
+    accelerator.wait_for_everyone()
     return folder
 
 
@@ -148,19 +190,26 @@ def is_epoch_end(epoch: float | None) -> bool:
 
 def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
     """Save `epoch-NN/` after every whole epoch, append every log line to metrics.jsonl, and redo an
-    epoch's end (its adapter and dev loss) that a killed run checkpointed but never finished."""
+    epoch's end (its adapter and dev loss) that a killed run checkpointed but never finished.
+
+    Every process runs the callbacks (saving an FSDP adapter and evaluating take all of them); only the
+    main one writes. `trainer` is set by build_trainer.
+    """
     from transformers import TrainerCallback
 
     metrics_file = output_dir / METRICS_FILE
 
-    def save_epoch(model, state):
-        save_adapter(model, tokenizer, template, epoch_dir(output_dir, round(state.epoch)), base_name)
+    class LimaCallback(TrainerCallback):
+        trainer = None
 
-    class EpochAdapters(TrainerCallback):
-        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        def save_epoch(self, state):
+            save_trained_adapter(self.trainer, tokenizer, template, epoch_dir(output_dir, round(state.epoch)), base_name)
+
+    class EpochAdapters(LimaCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
             # max_steps can stop inside an epoch: only a whole epoch gets an epoch-NN/
-            if state.is_world_process_zero and is_epoch_end(state.epoch):
-                save_epoch(model, state)
+            if is_epoch_end(state.epoch):
+                self.save_epoch(state)
 
     class MetricsFile(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -168,21 +217,24 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
                 with metrics_file.open("a", encoding="utf-8") as out:
                     out.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
-    class FinishEpochEnd(TrainerCallback):
+    class FinishEpochEnd(LimaCallback):
         """A checkpoint saved at an epoch's last step, killed before that epoch's end was handled."""
 
-        trainer = None  # set by build_trainer: evaluating needs the trainer
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
+        def on_train_begin(self, args, state, control, **kwargs):
             if not is_epoch_end(state.epoch):
                 return
             epoch = round(state.epoch)
-            if state.is_world_process_zero and not epoch_dir(output_dir, epoch).exists():
-                print(f"Saving {epoch_dir(output_dir, epoch).name}/, which the interrupted run did not")
-                save_epoch(model, state)
+            missing = not epoch_dir(output_dir, epoch).exists()
             logged = [r for r in read_metrics(metrics_file) if "eval_loss" in r and r.get("step") == state.global_step]
-            if self.trainer is not None and self.trainer.eval_dataset is not None and not logged:
-                print(f"Evaluating epoch {epoch} on the dev set, which the interrupted run did not")
+            # every process decides from the same files before the main one writes any of them
+            self.trainer.accelerator.wait_for_everyone()
+            if missing:
+                if state.is_world_process_zero:
+                    print(f"Saving {epoch_dir(output_dir, epoch).name}/, which the interrupted run did not")
+                self.save_epoch(state)
+            if self.trainer.eval_dataset is not None and not logged:
+                if state.is_world_process_zero:
+                    print(f"Evaluating epoch {epoch} on the dev set, which the interrupted run did not")
                 self.trainer.evaluate()
 
     return [EpochAdapters(), MetricsFile(), FinishEpochEnd()]
@@ -233,17 +285,48 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def sft_trainer_class(trainable_tokens: bool):
-    """TRL's SFTTrainer, resumable in one precision; with trainable tokens, its loss goes through the
-    model's own LM head.
+def resume_point(output_dir: Path, accelerator) -> Path | None:
+    """The checkpoint every process resumes from: the main process removes unfinished ones first
+    (last_complete_checkpoint), the others look once it has. A checkpoint holds one optimizer state and
+    data position per process, so it resumes only under the number of processes that wrote it (run.json)."""
+    last = last_complete_checkpoint(output_dir) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        last = last_complete_checkpoint(output_dir)
+    before = (read_run(output_dir) or {}).get("processes", 1)
+    if last and before != accelerator.num_processes:
+        raise LimaError(f"{last}: written by {before} process(es); resume it with {before} "
+                        f"(this run has {accelerator.num_processes}), or choose another output_dir")
+    return last
 
-    TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows: an
-    added EOT would then never learn to be predicted (and an untied head fails outright). The model's
-    own forward goes through PEFT, so every trained row takes part in the loss; it materializes the
-    logits, so the faster fused head is kept when no token was added.
+
+def trainer_config(sft_config):
+    """The SFTConfig the trainer gets: padding-free batches without packing leave max_length to us.
+
+    encode_dataset already cut every example at max_length (and counted the cuts); TRL refuses
+    padding_free with a max_length it would not enforce, so its copy gets None. run.json keeps the original.
     """
-    from transformers import Trainer
+    if not sft_config.padding_free or sft_config.packing:
+        return sft_config
+    trainer_args = copy.copy(sft_config)  # a copy, not dataclasses.replace: __post_init__ must not run twice
+    trainer_args.max_length = None
+    return trainer_args
+
+
+def steps_per_epoch(trainer) -> int:
+    """Optimizer steps per epoch as the Trainer will count them (packing changes what a batch holds)."""
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[1]
+
+
+def sft_trainer_class():
+    """TRL's SFTTrainer, resumable in one precision, with lima_lite.loss's loss.
+
+    TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows (an added
+    EOT would never learn to be predicted); lima_lite.loss goes through the model's head, chunk by chunk.
+    """
     from trl import SFTTrainer
+
+    from lima_lite.loss import with_lima_loss
 
     class ResumableSFTTrainer(SFTTrainer):
         def evaluate(self, *args, **kwargs):
@@ -268,14 +351,7 @@ def sft_trainer_class(trainable_tokens: bool):
                 if name in dtypes and p.dtype != dtypes[name]:
                     p.data = p.data.to(dtypes[name])
 
-    if not trainable_tokens:
-        return ResumableSFTTrainer
-
-    class LimaSFTTrainer(ResumableSFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-
-    return LimaSFTTrainer
+    return with_lima_loss(ResumableSFTTrainer)
 
 
 @dataclass
@@ -287,8 +363,9 @@ class RunRecord:
     base: dict
     data: dict
     counts: dict
-    effective_batch: int
+    effective_batch: float
     steps_per_epoch: int
+    processes: int  # data-parallel processes (GPUs); effective_batch = per_device x accumulation x processes
     residual_dropout_per_layer: list[float]
     trainable_parameters: int
     lima: dict
@@ -316,15 +393,23 @@ def build_trainer(setup: Setup, callbacks=()):
     from transformers import set_seed
     from trl import get_peft_config
 
-    from lima_lite.model import add_residual_dropout, get_model, trainable_token_indices
+    from lima_lite.loss import apply_liger_kernels, fast_path_settings
+    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, trainable_token_indices
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
+    sharded = fsdp_enabled()
+    model_args.attn_implementation, sft_config.activation_offloading = fast_path_settings(
+        model_args.attn_implementation, sft_config.activation_offloading)
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                       model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
-                      model_args.attn_implementation, model_args.model_revision)
-    if model_args.load_in_4bit:
+                      model_args.attn_implementation, model_args.model_revision, sharded)
+    print(apply_liger_kernels(model, lima_args.liger_kernels))
+    # Under FSDP no prepare_model_for_kbit_training: it casts the norms and embeddings to fp32, and FSDP
+    # flattens a decoder layer's weights (bf16-stored 4-bit ones and its norms) into one tensor of one dtype.
+    if model_args.load_in_4bit and not sharded:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
+    if model_args.load_in_4bit:
         keep_4bit_layout(model)
     # No KV cache in training: with one, transformers would not see packed sequences' boundaries.
     model.config.use_cache = False
@@ -337,12 +422,13 @@ def build_trainer(setup: Setup, callbacks=()):
 
     output_dir = Path(sft_config.output_dir)
     lima = lima_callbacks(output_dir, setup.tokenizer, setup.template, model_args.model_name_or_path)
-    trainer = sft_trainer_class(bool(setup.added))(
-        model=model, args=sft_config, train_dataset=dataset(setup.rows), eval_dataset=dataset(setup.dev_rows),
+    trainer = sft_trainer_class()(
+        model=model, args=trainer_config(sft_config), train_dataset=dataset(setup.rows), eval_dataset=dataset(setup.dev_rows),
         processing_class=setup.tokenizer, peft_config=peft_config,
         callbacks=[*lima, *callbacks],
     )
-    lima[-1].trainer = trainer  # FinishEpochEnd evaluates through it
+    for callback in lima:
+        callback.trainer = trainer  # saving an epoch's adapter and evaluating go through it
     return trainer, rates
 
 
@@ -366,6 +452,9 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
 
     sft_config, model_args, script_args = setup.sft_config, setup.model_args, setup.script_args
     batch = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps * sft_config.world_size
+    steps = steps_per_epoch(trainer)
+    if sft_config.packing:  # a batch is then rows of max_length tokens: report LIMA's unit, examples, as a mean
+        batch = round(len(setup.rows) / steps, 1)
     return RunRecord(
         recipe=str(recipe) if recipe else None,
         command=sys.argv,
@@ -374,7 +463,8 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
               "dev_dataset": setup.lima_args.dev_dataset},
         counts=setup.report,
         effective_batch=batch,
-        steps_per_epoch=math.ceil(len(setup.rows) / batch),
+        steps_per_epoch=steps,
+        processes=sft_config.world_size,
         residual_dropout_per_layer=rates,
         trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         lima=asdict(setup.lima_args), model=asdict(model_args), script=asdict(script_args),
@@ -385,6 +475,9 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
+    from lima_lite.plan import check_training_fit
+
+    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = Path(setup.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
         raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
@@ -392,34 +485,39 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     if setup.dev_rows:
         setup.sft_config.eval_strategy = "epoch"
     trainer, rates = build_trainer(setup, callbacks)
+    main_process = trainer.accelerator.is_main_process  # the one writer of run.json, metrics.jsonl, loss.png
     run = run_record(setup, recipe, trainer, rates)
-    run.save(output_dir)
-    counts = setup.report["train"]
-    print(f"Training on {counts['kept']} conversations ({counts['cut']} cut at {setup.sft_config.max_length} tokens, "
-          f"{counts['dropped']} dropped), effective batch {run.effective_batch}, {run.steps_per_epoch} steps/epoch "
-          f"x {setup.sft_config.num_train_epochs:g} epochs -> {output_dir}")
-
-    last = last_complete_checkpoint(output_dir)
-    keep_metrics_until(output_dir / METRICS_FILE, int(last.name.split("-")[1]) if last else -1)
-    if last:
-        print(f"Resuming from {last}")
-        last = str(last)
+    last = resume_point(output_dir, trainer.accelerator)
+    if main_process:
+        run.save(output_dir)
+        keep_metrics_until(output_dir / METRICS_FILE, int(last.name.split("-")[1]) if last else -1)
+        counts = setup.report["train"]
+        print(f"Training on {counts['kept']} conversations ({counts['cut']} cut at {setup.sft_config.max_length} "
+              f"tokens, {counts['dropped']} dropped), effective batch {run.effective_batch} ({run.processes} "
+              f"process(es)), {run.steps_per_epoch} steps/epoch x {setup.sft_config.num_train_epochs:g} epochs -> {output_dir}")
+        if last:
+            print(f"Resuming from {last}")
+    trainer.accelerator.wait_for_everyone()  # the callbacks read metrics.jsonl as the main process left it
+    last = str(last) if last else None
     started = time.time()
     try:
         if setup.dev_rows and not last:
             trainer.evaluate()  # the base's dev loss, logged at step 0: the point every epoch is compared with
         trainer.train(resume_from_checkpoint=last)
     except BaseException:
-        run.status = "interrupted"  # a rerun of the same command resumes from the last checkpoint
-        run.save(output_dir)
+        if main_process:
+            run.status = "interrupted"  # a rerun of the same command resumes from the last checkpoint
+            run.save(output_dir)
         raise
     model_name = setup.model_args.model_name_or_path
-    save_adapter(trainer.model, setup.tokenizer, setup.template, adapter_dir(output_dir), model_name)
-    plot_loss(output_dir / METRICS_FILE, output_dir / LOSS_PLOT)
-    run.status, run.train_seconds, run.resumed_from = "finished", round(time.time() - started, 1), last
-    run.final_train_loss = next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None)
-    run.save(output_dir)
-    print(f"Adapter written to {adapter_dir(output_dir)}")
+    save_trained_adapter(trainer, setup.tokenizer, setup.template, adapter_dir(output_dir), model_name)
+    if main_process:
+        plot_loss(output_dir / METRICS_FILE, output_dir / LOSS_PLOT)
+        run.status, run.train_seconds, run.resumed_from = "finished", round(time.time() - started, 1), last
+        run.final_train_loss = next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None)
+        run.save(output_dir)
+        print(f"Adapter written to {adapter_dir(output_dir)}")
+    trainer.accelerator.wait_for_everyone()  # no process returns before the run's files are whole
     return output_dir
 
 

@@ -8,6 +8,7 @@ import torch
 
 from lima_lite.cli import run
 from lima_lite.merge import main
+from lima_lite.template import ChatTemplate
 from test_chat import qa, train_tiny
 
 
@@ -78,3 +79,66 @@ def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(strong_run, t
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
     # The merged weights are the NF4 ones, not the original full-precision ones.
     assert (got - unquantized).abs().max() > (got - expected).abs().max()
+
+
+@pytest.fixture(scope="module")
+def added_eot_run(tiny_llama, tmp_path_factory) -> Path:
+    """LIMA's format on a base whose eos (</s>) is not the turn end: <|eot|> is added and trained."""
+    return train_tiny(tiny_llama, tmp_path_factory.mktemp("merge-eot") / "run", [qa(i) for i in range(4)],
+                      eot_token="<|eot|>", learning_rate=2e-2, max_steps=4)
+
+
+def test_merged_model_stops_at_the_trained_turn_end_in_plain_transformers(added_eot_run, tmp_path):
+    """Plain transformers generate(), no lima_lite code: it stops when the turn end is sampled.
+
+    The turn end is forced at the third new token, so the check does not depend on what a 4-step model
+    learned; a merge that kept the base's eos (</s>) would run on to max_new_tokens.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
+
+    out = tmp_path / "merged"
+    assert main([str(added_eot_run / "adapter"), "--out", str(out)]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    eot = tokenizer.convert_tokens_to_ids("<|eot|>")
+    base_eos = AutoTokenizer.from_pretrained(json.loads((added_eot_run / "run.json").read_text())["base"]["path"]).eos_token_id
+    assert GenerationConfig.from_pretrained(out).eos_token_id == [eot, base_eos]
+    assert tokenizer.eos_token == "<|eot|>" and tokenizer.pad_token_id not in (eot, base_eos)
+    # the tokenizer's chat template renders LIMA's format: content, then <|eot|>, no role words
+    rendered = tokenizer.apply_chat_template(qa(1), tokenize=False)
+    assert rendered == qa(1)[0]["content"] + "<|eot|>" + qa(1)[1]["content"] + "<|eot|>"
+
+    class TurnEndAtThirdToken(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == prompt.shape[1] + 2:
+                scores[:] = -float("inf")
+                scores[:, eot] = 0.0
+            else:
+                scores[:, eot] = -float("inf")
+            return scores
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    prompt = tokenizer.apply_chat_template(qa(1)[:1], return_tensors="pt", return_dict=True)["input_ids"]
+    output = model.generate(prompt, max_new_tokens=20, do_sample=False, logits_processor=[TurnEndAtThirdToken()])
+    assert output[0, prompt.shape[1]:].tolist()[-1] == eot and output.shape[1] == prompt.shape[1] + 3
+
+
+def test_merge_of_a_native_adapter_keeps_the_bases_format_and_stops_at_its_turn_end(tmp_path):
+    """Llama 3's format (tiny base with its tokens and template): eos <|end_of_text|>, turn end <|eot_id|>."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from conftest import sample_texts
+    from families import LLAMA3, build_family_model
+    from lima_lite.template import ChatTemplate
+
+    base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())
+    run = train_tiny(base, tmp_path / "run", [qa(i) for i in range(4)], eot_token="<|eot_id|>", chat_format="native")
+    out = tmp_path / "merged"
+    assert main([str(run / "adapter"), "--out", str(out)]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    eot, end_of_text = tokenizer.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"])
+    assert GenerationConfig.from_pretrained(out).eos_token_id == [eot, end_of_text]
+    # the base's own template, after the prelude that keeps typed special text as text (test_injection)
+    assert tokenizer.chat_template.endswith(LLAMA3) and tokenizer.eos_token == "<|eot_id|>"
+    assert tokenizer.chat_template == ChatTemplate.load(run / "adapter").jinja()
+    assert ChatTemplate.load(out).chat_format == "native"
+    assert json.loads((out / "lima_merge.json").read_text())["eot_token"] == "<|eot_id|>"

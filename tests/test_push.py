@@ -182,3 +182,19 @@ def test_pushed_files_are_readable_by_others(tiny_run, tiny_llama_tied, tmp_path
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o644}
+
+
+def test_card_says_which_servers_load_the_adapter_as_is(tiny_run, tiny_llama_tied, tmp_path):
+    """LoRA only (a reused turn end): vLLM can load it. Added <|eot|> rows (PEFT trainable tokens): vLLM's
+    loader refuses them, so the card sends people to merge and export."""
+    lora_only = tmp_path / "lora-only"
+    dry_run(tiny_run, tiny_llama_tied, lora_only)
+    with_rows = train_tiny(tiny_llama_tied, tmp_path / "added", [qa(i) for i in range(4)], eot_token="<|eot|>")
+    assert json.loads((with_rows / "adapter" / "adapter_config.json").read_text())["trainable_token_indices"]
+    added = tmp_path / "added-upload"
+    dry_run(with_rows, tiny_llama_tied, added)
+    plain, rows = ((folder / "README.md").read_text().split("## Serving")[1] for folder in (lora_only, added))
+    assert "LoRA weights only" in plain and "vLLM (`--enable-lora`) can load it as is" in plain
+    assert "trainable tokens" in rows and "refuses it" in rows
+    for text in (plain, rows):
+        assert "lima-lite merge ADAPTER --out MERGED" in text and "lima-lite export gguf ADAPTER --out DIR" in text

@@ -53,9 +53,27 @@ def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
     from lima_lite.data import load_conversations
     from lima_lite.quickstart import main as quickstart_main
 
-    assert quickstart_main([f"output_dir={quickstart_run}", "--max-new-tokens", "32"]) == 0
+    assert quickstart_main([f"output_dir={quickstart_run}", "--max-new-tokens", "32", "--prompts", "3"]) == 0
     out = capsys.readouterr().out
     assert "skipping training" in out  # the run exists: it is reused, not retrained
     for conversation in load_conversations("embedded:dev.jsonl")[:3]:
         assert conversation["messages"][0]["content"] in out
     assert out.count("--- base model ---") == 3 and out.count("--- after LIMA fine-tuning ---") == 3
+    assert "after LIMA fine-tuning: " in out and "replies ended at the turn end before 32 tokens" in out
+
+
+def test_tuned_replies_end_cleanly_on_all_12_dev_prompts(quickstart_run):
+    """The quick start's promise: every tuned reply ends at the turn end before the limit, with no template
+    words or role headers ("assistant", "<|im_start|>"); the base answers in its own ChatML format."""
+    from lima_lite.data import load_conversations
+    from lima_lite.generate import compare_replies, leaks_template, stop_rates
+    from lima_lite.template import ChatTemplate
+
+    assert ChatTemplate.load(quickstart_run / "adapter").chat_format == "native"
+    prompts = [c["messages"][0]["content"] for c in load_conversations("embedded:dev.jsonl")]
+    assert len(prompts) == 12
+    pairs = compare_replies(quickstart_run / "adapter", prompts, max_new_tokens=200)
+    tuned = [t for _, t in pairs]
+    rates = stop_rates(tuned)
+    bad = [(r.finish_reason, r.special_tokens, r.text[:60]) for r in tuned if r.finish_reason != "eot" or leaks_template(r)]
+    assert rates["ended"] == 12 and rates["leaked"] == 0, bad

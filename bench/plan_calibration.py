@@ -1,0 +1,283 @@
+"""Calibrate the memory plan (lima_lite/plan.py) by counting live tensor bytes during real training steps.
+
+    $ PYTHONPATH=. python bench/plan_calibration.py                     # the shapes in SHAPES, both modes
+    $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
+
+Each run builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4 with
+double quantization via bitsandbytes, non-quantized weights in fp32, `prepare_model_for_kbit_training`,
+LIMA's residual dropout, an added EOT token trained as PEFT trainable tokens, LoRA on all linear layers,
+TRL's SFTTrainer with bf16 autocast) and trains 3 steps on examples of exactly max_length tokens (the
+worst micro-batch). The third step runs under `LiveBytes`, a TorchDispatchMode that registers every
+tensor storage created (and every storage alive at the start: weights, quantization constants, optimizer
+state) and frees it when the storage is collected, so its peak is the peak of live tensor bytes: what
+`torch.cuda.max_memory_allocated` reports on a GPU, without the allocator's rounding and caching.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import weakref
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+# Small LLaMA shapes (hidden, intermediate, layers, heads, kv heads, vocab): large enough that the
+# per-token terms dominate the few-byte constants, small enough for a 2-core CPU in about a minute.
+SHAPES = {
+    "llama-h256-L4": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+                          num_key_value_heads=4, vocab_size=8000),
+    "gqa-h192-L3": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
+                        num_key_value_heads=2, vocab_size=6000),
+}
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of all live tensor storages: those registered with `track` and every op's outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = {}  # storage id -> bytes
+        self.refs = {}
+        self.now = 0
+        self.peak = 0
+
+    def track(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self.sizes or storage.device.type == "meta":
+            return
+        self.sizes[key] = storage.nbytes()
+        self.now += self.sizes[key]
+        self.peak = max(self.peak, self.now)
+        self.refs[key] = weakref.ref(storage, lambda _, key=key: self._free(key))
+
+    def _free(self, key) -> None:
+        self.now -= self.sizes.pop(key)
+        self.refs.pop(key, None)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tree_map_only(torch.Tensor, self.track, out)
+        return out
+
+
+def quant_tensors(param) -> list[torch.Tensor]:
+    """The packed 4-bit data of a bitsandbytes Params4bit and every tensor of its quantization state."""
+    state = param.quant_state
+    tensors = [param.data, state.absmax, state.code]
+    if state.nested:
+        tensors += [state.offset, state.state2.absmax, state.state2.code]
+    return tensors
+
+
+def nbytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        if storage._cdata not in seen:
+            seen.add(storage._cdata)
+            total += storage.nbytes()
+    return total
+
+
+def static_bytes(model, optimizer) -> dict:
+    """Counted bytes of what lives across steps, split as the plan splits it."""
+    quantized, base, lora, tokens = [], [], [], []
+    for name, param in model.named_parameters():
+        if type(param).__name__ == "Params4bit":
+            quantized += quant_tensors(param)
+        elif "lora_" in name:
+            lora.append(param)
+        elif "trainable_tokens" in name:
+            tokens.append(param)
+        else:
+            base.append(param)
+    base += list(model.buffers())
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return {"weights_4bit": nbytes(quantized), "weights_16_32bit": nbytes(base), "lora": nbytes(lora),
+            "trainable_tokens": nbytes(tokens), "optimizer": nbytes(state)}
+
+
+def tiny_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, vocab_size)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", pad_token="<unk>")
+
+
+def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
+            lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None) -> dict:
+    """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak."""
+    from datasets import Dataset
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from trl import SFTConfig
+
+    from lima_lite.model import add_residual_dropout, get_model
+    from lima_lite.train import keep_4bit_layout, sft_trainer_class
+
+    root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
+    folder = root / "base"
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        LlamaForCausalLM(LlamaConfig(max_position_embeddings=4096, **shape)).save_pretrained(folder)
+        tiny_tokenizer(shape["vocab_size"]).save_pretrained(folder)
+    vocab = shape["vocab_size"]
+    eot = vocab  # one added token (the EOT), as for LLaMA-1
+    model = get_model(str(folder), load_in_4bit=True, dtype="bfloat16", vocab_size=vocab + 1)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    keep_4bit_layout(model)
+    model.config.use_cache = False
+    add_residual_dropout(model, residual_dropout)
+    peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=lora_dropout, target_modules="all-linear",
+                             task_type="CAUSAL_LM",
+                             trainable_token_indices={"embed_tokens": [eot], "lm_head": [eot]})
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(micro_batch * 3):
+        ids = torch.randint(3, vocab, (max_length,), generator=g).tolist()
+        ids[-1] = eot
+        labels = list(ids)  # every token trained: the plan's worst case (the chunked loss scores trained tokens only)
+        rows.append({"input_ids": ids, "labels": labels})
+    config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=3,
+                       learning_rate=1e-4, save_strategy="no", report_to=[], logging_steps=1, use_cpu=True, bf16=True,
+                       gradient_checkpointing=gradient_checkpointing, optim="adamw_torch", max_length=None if padding_free else max_length,
+                       padding_free=padding_free, dataloader_num_workers=0, seed=0, remove_unused_columns=False)
+    counted = {}
+
+    class Count(TrainerCallback):
+        mode = None
+
+        def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if state.global_step == 2:
+                self.mode = LiveBytes()
+                for tensor in [*model.parameters(), *model.buffers()]:
+                    self.mode.track(tensor)
+                for param in model.parameters():
+                    if type(param).__name__ == "Params4bit":
+                        for tensor in quant_tensors(param):
+                            self.mode.track(tensor)
+                for s in optimizer.state.values():
+                    for v in s.values():
+                        if isinstance(v, torch.Tensor):
+                            self.mode.track(v)
+                counted["at_step_start"] = self.mode.now
+                self.mode.__enter__()
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if self.mode is not None:
+                counted["gradients"] = nbytes(p.grad for p in model.parameters() if p.grad is not None)
+
+        def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if self.mode is not None:
+                self.mode.__exit__(None, None, None)
+                counted["peak"] = self.mode.peak
+                counted.update(static_bytes(model, optimizer))
+                self.mode = None
+
+    trainer = sft_trainer_class()(model=model, args=config, train_dataset=Dataset.from_list(rows),
+                                      processing_class=tiny_tokenizer(vocab), peft_config=peft_config, callbacks=[Count()])
+    trainer.train()
+    static = sum(counted[k] for k in ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer"))
+    counted["transient_at_peak"] = counted["peak"] - static
+    counted["trainable_parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    counted["lora_dtype"] = str(next(p.dtype for n, p in trainer.model.named_parameters() if "lora_" in n))
+    return counted
+
+
+def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
+            lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2) -> dict:
+    """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
+    from lima_lite.loss import CHUNK_TOKENS
+    from lima_lite.plan import ModelShape, component_bytes
+
+    model = ModelShape(hidden=shape["hidden_size"], intermediate=shape["intermediate_size"],
+                       layers=shape["num_hidden_layers"], heads=shape["num_attention_heads"],
+                       kv_heads=shape["num_key_value_heads"], vocab=shape["vocab_size"], tied=False)
+    return component_bytes(model, tokens=micro_batch * max_length, sequences=micro_batch, lora_r=lora_r,
+                           gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
+                           optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
+                           lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, cpu_masks=True)
+
+
+STATIC = ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer")
+
+
+def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool,
+            padding_free: bool, root: str | None = None) -> dict:
+    got = measure(shape, micro_batch, max_length, gradient_checkpointing, padding_free, root=root)
+    plan = planned(shape, micro_batch, max_length, gradient_checkpointing, padding_free)
+    plan_transient = plan["gradients"] + plan["activations"] + plan["loss"] + plan["layer_backward"]
+    rows = {k: (got[k], plan[k]) for k in STATIC}
+    rows["transient_at_peak"] = (got["transient_at_peak"], plan_transient)
+    rows["peak"] = (got["peak"], sum(plan[k] for k in STATIC) + plan_transient)
+    return {"shape": name, "micro_batch": micro_batch, "max_length": max_length,
+            "gradient_checkpointing": gradient_checkpointing, "padding_free": padding_free,
+            "rows": {k: {"counted": c, "planned": p, "error": (p - c) / c if c else 0.0} for k, (c, p) in rows.items()}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="also write the comparison to this file")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=2)
+    parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
+    args = parser.parse_args(argv)
+    if args.anchor:
+        print(json.dumps(anchor_comparison(), indent=2))
+        return 0
+    results = []
+    for name, shape in SHAPES.items():
+        with tempfile.TemporaryDirectory() as root:
+            for checkpointing in (True, False):
+                for padding_free in (True, False):
+                    result = compare(name, shape, args.micro_batch, args.max_length, checkpointing, padding_free, root)
+                    results.append(result)
+                    print(f"\n{name} micro-batch {args.micro_batch} x {args.max_length}, gradient checkpointing "
+                          f"{checkpointing}, padding-free {padding_free}")
+                    for key, row in result["rows"].items():
+                        print(f"  {key:<18} counted {row['counted'] / 2**20:9.3f} MiB  planned "
+                              f"{row['planned'] / 2**20:9.3f} MiB  error {100 * row['error']:+6.2f} %")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+
+# The H100 anchor (/work/shared/bench/gpu-measurements.md): LLaMA-2-7B shape, plain TRL (bf16 base without
+# prepare_model_for_kbit_training, so 16-bit embeddings and residual stream), no token added (TRL's fused
+# head), LoRA r 16 with dropout, no residual dropout, gradient checkpointing, paged_adamw_8bit, micro-batch 4.
+# Tokens of its largest micro-batch, from bench/anchor_batches.py (its batch order replayed on the CPU).
+ANCHOR = {"padded": {"tokens": 4 * 1534, "sequences": 4, "padding_free": False, "measured_gib": 7.04},
+          "padding_free": {"tokens": 3955, "sequences": 4, "padding_free": True, "measured_gib": 5.92}}
+PAGED_MIN = 10**5  # bitsandbytes pages optimizer state of tensors this large: cudaMallocManaged, not torch's allocator
+
+
+def anchor_comparison() -> dict:
+    """The plan's allocated bytes (what torch.cuda.max_memory_allocated sees) for the anchor's two rows."""
+    from lima_lite.plan import GIB, ModelShape, component_bytes, lora_numels
+
+    shape = ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
+    paged = sum(2 * n for n in lora_numels(shape, 16) if n >= PAGED_MIN)
+    rows = {}
+    for mode, run in ANCHOR.items():
+        parts = component_bytes(shape, run["tokens"], run["sequences"], lora_r=16, gradient_checkpointing=True,
+                                padding_free=run["padding_free"], optim="paged_adamw_8bit", added_tokens=0,
+                                loss_chunk_tokens=0, residual_dropout=False, unquantized_bytes=2, rb=2)
+        planned = (sum(parts.values()) - paged) / GIB
+        rows[mode] = {"tokens": run["tokens"], "planned_gib": round(planned, 3), "measured_gib": run["measured_gib"],
+                      "error": round((planned - run["measured_gib"]) / run["measured_gib"], 4),
+                      "components_gib": {k: round(v / GIB, 3) for k, v in parts.items()}}
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""lima_lite.loss against the plain path (full logits + transformers' cross-entropy), fp32 on CPU.
+
+The plain reference is the model's own forward with labels: PEFT's trainable-token rows and LoRA take
+part there by construction, so equal losses and gradients mean the chunked loss sees them too.
+"""
+
+import pytest
+import torch
+
+from lima_lite.loss import (activation_offloading, apply_liger_kernels, attention_implementation, causal_lm_loss,
+                            chunked_cross_entropy, loss_path, output_head)
+
+IGNORE = -100
+
+
+def peft_model(folder, added_tokens: int, lora_on_head: bool = False, attn: str = "sdpa"):
+    """The tiny LLaMA with `added_tokens` new rows (trainable tokens) and LoRA, as train.py builds it, in fp32."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lima_lite.model import trainable_token_indices
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn)
+    vocab = model.config.vocab_size
+    added = list(range(vocab, vocab + added_tokens))
+    if added:
+        model.resize_token_embeddings(vocab + added_tokens, mean_resizing=False)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets + ["lm_head"] * lora_on_head,
+                        trainable_token_indices=trainable_token_indices(model, added), task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    with torch.no_grad():  # LoRA B starts at 0 and new rows at the mean: move them so their gradients matter
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    return model, added
+
+
+def batch(vocab: int, eot: int | None, lengths=(11, 7, 14), seed: int = 0):
+    """A padded batch: each example's first 3 tokens (a prompt ending in `eot`, if any) untrained, `eot` its last label."""
+    generator = torch.Generator().manual_seed(seed)
+    longest = max(lengths)
+    ids = torch.full((len(lengths), longest), 0)
+    labels = torch.full((len(lengths), longest), IGNORE)
+    mask = torch.zeros((len(lengths), longest), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(3, vocab, (n,), generator=generator)
+        if eot is not None:  # the EOT ends the user turn (read: its embedding row) and the reply (predicted)
+            ids[row, 2] = ids[row, n - 1] = eot
+        labels[row, 3:n] = ids[row, 3:n]
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def grads(model) -> dict:
+    return {name: param.grad.clone() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def plain_loss(model, inputs, num_items_in_batch=None):
+    kwargs = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+    return model(**inputs, use_cache=False, **kwargs).loss
+
+
+def compare(model, inputs, num_items_in_batch=None, chunk_tokens=None):
+    model.zero_grad()
+    plain = plain_loss(model, inputs, num_items_in_batch)
+    plain.backward()
+    expected = grads(model)
+    model.zero_grad()
+    if chunk_tokens is None:
+        ours, stats = causal_lm_loss(model, inputs, num_items_in_batch)
+    else:
+        from lima_lite.loss import causal_lm_hidden
+
+        hidden = causal_lm_hidden(model, inputs)
+        ours, stats = chunked_cross_entropy(output_head(model), hidden, inputs["labels"], num_items_in_batch,
+                                            chunk_tokens)
+    ours.backward()
+    got = grads(model)
+    assert ours.item() == pytest.approx(plain.item(), abs=1e-5)
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], atol=1e-5, rtol=1e-4), name
+    return expected, stats
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("eot", ["added", "reused"])
+def test_loss_and_gradients_equal_the_plain_path(tiny_llama, tiny_llama_tied, tied, eot):
+    model, added = peft_model(tiny_llama_tied if tied else tiny_llama, added_tokens=1 if eot == "added" else 0)
+    eot_id = added[0] if added else 2  # reused: </s> / <|im_end|> already in the vocabulary
+    inputs = batch(model.config.vocab_size, eot_id)
+    expected, stats = compare(model, inputs, chunk_tokens=5)  # 5-token chunks: several chunks per batch
+    trained = [name for name in expected if "trainable_tokens_delta" in name]
+    lora = [name for name in expected if "lora_" in name]
+    assert lora and all(expected[name].abs().sum() > 0 for name in lora)
+    if added:  # the EOT's rows are trained: embedding, and the untied head's own row
+        assert len(trained) == (1 if tied else 2) and all(expected[name].abs().sum() > 0 for name in trained)
+    else:
+        assert not trained
+    assert stats["tokens"].item() == sum(n - 3 for n in (11, 7, 14))
+
+
+def test_lora_on_the_head_takes_part(tiny_llama):
+    model, _ = peft_model(tiny_llama, added_tokens=0, lora_on_head=True)
+    expected, _ = compare(model, batch(model.config.vocab_size, None), chunk_tokens=4)
+    assert any("lm_head.lora_" in name for name in expected)
+
+
+def test_num_items_in_batch_is_transformers_gradient_accumulation(tiny_llama):
+    """Two micro-batches normalised by the step's token count: each equals transformers', and their summed
+    gradients equal one backward of the whole step's token mean."""
+    model, added = peft_model(tiny_llama, added_tokens=1)
+    first, second = batch(model.config.vocab_size, added[0], (9, 12), seed=1), batch(model.config.vocab_size, added[0],
+                                                                                      (5, 16, 8), seed=2)
+    step_tokens = sum((b["labels"][:, 1:] != IGNORE).sum() for b in (first, second))
+    summed = None
+    for inputs in (first, second):
+        expected, _ = compare(model, inputs, num_items_in_batch=step_tokens)
+        summed = expected if summed is None else {k: summed[k] + expected[k] for k in summed}
+    # The whole step at once: every example padded to 16, one mean over the same trained tokens.
+    longest = 16
+    whole = {key: torch.cat([torch.nn.functional.pad(b[key], (0, longest - b[key].shape[1]),
+                                                     value=IGNORE if key == "labels" else 0) for b in (first, second)])
+             for key in first}
+    model.zero_grad()
+    loss, _ = causal_lm_loss(model, whole)
+    loss.backward()
+    for name, grad in grads(model).items():
+        assert torch.allclose(grad, summed[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_no_trained_token_gives_a_differentiable_zero(tiny_llama):
+    model, _ = peft_model(tiny_llama, added_tokens=1)
+    inputs = batch(model.config.vocab_size, None)
+    inputs["labels"][:] = IGNORE
+    loss, stats = causal_lm_loss(model, inputs)
+    loss.backward()
+    assert loss.item() == 0.0 and stats["tokens"].item() == 0
+
+
+def test_cpu_fallbacks_say_so(tiny_llama):
+    model, _ = peft_model(tiny_llama, added_tokens=1)
+    path, line = loss_path(output_head(model), torch.device("cpu"))
+    assert path == "chunked" and "chunked cross-entropy" in line and "no CUDA" in line
+    assert apply_liger_kernels(model, enabled=True).startswith("Liger kernels: not used: no CUDA")
+    assert apply_liger_kernels(model, enabled=False) == "Liger kernels: off (liger_kernels: false)"
+    assert attention_implementation(None, cuda=False)[0] == "sdpa"
+    assert attention_implementation("flash_attention_2", cuda=False) == (
+        "sdpa", "attention: sdpa (block-diagonal mask from position ids); flash-attention not used: no CUDA")
+    assert attention_implementation("eager", cuda=False)[0] == "eager"
+    assert activation_offloading(True, cuda=False)[0] is False
+    assert activation_offloading(True, cuda=True)[0] is True
+
+
+def test_cuda_fallbacks_without_packages(monkeypatch, tiny_llama):
+    """On a GPU machine without liger-kernel or flash-attn: sdpa and the chunked loss, each saying why."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("liger_kernel", "flash_attn") else real(name, *a))
+    model, _ = peft_model(tiny_llama, added_tokens=1)
+    path, line = loss_path(output_head(model), torch.device("cuda"))
+    assert path == "chunked" and "liger-kernel is not installed" in line
+    assert attention_implementation(None, cuda=True) == (
+        "sdpa", "attention: sdpa (block-diagonal mask from position ids); flash-attention not used: "
+        "flash-attn is not installed")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_liger_path_equals_the_plain_path_on_cuda(tiny_llama):
+    pytest.importorskip("liger_kernel")
+    model, added = peft_model(tiny_llama, added_tokens=1)
+    model.cuda()
+    inputs = {k: v.cuda() for k, v in batch(model.config.vocab_size, added[0]).items()}
+    assert loss_path(output_head(model), torch.device("cuda"))[0] == "liger"
+    plain = plain_loss(model, inputs)
+    ours, _ = causal_lm_loss(model, inputs, path="liger")
+    assert ours.item() == pytest.approx(plain.item(), abs=1e-4)
