@@ -45,17 +45,22 @@ def bounded(kind, low: float | None = None, high: float | None = None, low_open:
     return parse
 
 
+# One parser per flag, shared by every command, so chat, eval and ui refuse the same values the same way.
+SAMPLING_TYPES = {"temperature": bounded(float, 0), "top_p": bounded(float, 0, 1, low_open=True),
+                  "repetition_penalty": bounded(float, 0, low_open=True), "max_new_tokens": bounded(int, 1)}
+
+
 def add_sampling_args(parser) -> None:
     """--temperature, --top-p, --repetition-penalty, --max-new-tokens (chat, eval, ui); a flag left out is
     None, so LIMA_SAMPLING applies. Values out of range are refused here, before any model is loaded."""
     group = parser.add_argument_group("sampling (LIMA's by default)")
-    group.add_argument("--temperature", type=bounded(float, 0), help=f"0 = greedy; default {LIMA_SAMPLING['temperature']}")
-    group.add_argument("--top-p", type=bounded(float, 0, 1, low_open=True),
+    group.add_argument("--temperature", type=SAMPLING_TYPES["temperature"], help=f"0 = greedy; default {LIMA_SAMPLING['temperature']}")
+    group.add_argument("--top-p", type=SAMPLING_TYPES["top_p"],
                        help=f"nucleus sampling, in (0, 1]; default {LIMA_SAMPLING['top_p']}")
-    group.add_argument("--repetition-penalty", type=bounded(float, 0, low_open=True), help=f"on the tokens generated "
+    group.add_argument("--repetition-penalty", type=SAMPLING_TYPES["repetition_penalty"], help=f"on the tokens generated "
                        f"so far, > 0 (1 = none); default {LIMA_SAMPLING['repetition_penalty']} (local models: the "
                        "OpenAI API has no such field)")
-    group.add_argument("--max-new-tokens", type=bounded(int, 1),
+    group.add_argument("--max-new-tokens", type=SAMPLING_TYPES["max_new_tokens"],
                        help=f"longest reply; default {LIMA_SAMPLING['max_new_tokens']}")
 
 

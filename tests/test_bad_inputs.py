@@ -169,6 +169,46 @@ case("recipe-override-unknown", ["inspect", "{tmp}/r.yaml", "lora_rr=8"], ("comm
 case("recipe-override-not-pair", ["inspect", "{tmp}/r.yaml", "lora_r"], ("lora_r", "key=value"),
      files={"r.yaml": RECIPE, "d.jsonl": jsonl(QA)}, needs=("base",))
 
+# ---------------------------------------------------------------- train: the same data and recipes, before any weight is loaded
+
+
+def train_case(name: str, overrides: list, expect: tuple, files: dict | None = None) -> None:
+    argv = ["train", "quickstart", "dataset_name={tmp}/d.jsonl", "model_name_or_path={base}",
+            "output_dir={tmp}/run", *overrides]
+    # run/notes.txt: a file the user keeps in the output folder, which a failed run must leave as it was
+    case(f"train-{name}", argv, expect, files={"d.jsonl": jsonl(QA), "run/notes.txt": "mine\n", **(files or {})},
+         needs=("base",))
+
+
+train_case("utf8", [], ("{tmp}/d.jsonl", ":2", "UTF-8"), {"d.jsonl": jsonl(QA).encode() + BAD_UTF8 + b"\n"})
+train_case("nested", [], ("{tmp}/d.jsonl", ":2", "nested"), {"d.jsonl": jsonl(QA, NESTED)})
+train_case("unknown-form", [], ("{tmp}/d.jsonl", ":1", "unknown form"), {"d.jsonl": jsonl({"q": "a"})})
+train_case("alpaca-output-list", [], ("{tmp}/d.jsonl", ":1", "output"),
+           {"d.jsonl": jsonl({"instruction": "q", "output": ["a"]})})
+train_case("epochs-negative", ["num_train_epochs=-1"], ("command line", "num_train_epochs"))
+train_case("epochs-word", ["num_train_epochs=three"], ("command line", "num_train_epochs"))
+train_case("lr-list", ["learning_rate=[1, 2]"], ("command line", "learning_rate"))
+train_case("max-length-negative", ["max_length=-5"], ("command line", "max_length"))
+train_case("dtype-float8", ["dtype=float8"], ("command line", "dtype"))
+train_case("eot-empty", ["eot_token="], ("command line", "eot_token"))
+train_case("dev-missing", ["dev_dataset={tmp}/dev.jsonl"], ("{tmp}/dev.jsonl", "not found"))
+case("train-recipe-multi-turn-number", ["train", "{tmp}/r.yaml", "output_dir={tmp}/run"],
+     ("{tmp}/r.yaml", ":3", "multi_turn"), files={"r.yaml": RECIPE + "multi_turn: 2\n", "d.jsonl": jsonl(QA),
+                                                 "run/notes.txt": "mine\n"}, needs=("base",))
+
+# ---------------------------------------------------------------- export, data mix
+
+case("export-missing", ["export", "gguf", "{tmp}/none", "--out", "{tmp}/g"], ("{tmp}/none",))
+case("export-not-adapter", ["export", "gguf", "{tmp}/run", "--out", "{tmp}/g"], ("{tmp}/run",),
+     files={"run/notes.txt": "mine\n"})
+case("export-out-exists", ["export", "gguf", "{adapter}", "--out", "{tmp}/g"], ("{tmp}/g", "exists"),
+     files={"g/keep.txt": "mine\n"}, needs=("adapter",))
+case("mix-missing", ["data", "mix", "--single", "{tmp}/none.jsonl", "--dialogues", "{tmp}/d.jsonl",
+                     "--out", "{tmp}/mix.jsonl"], ("{tmp}/none.jsonl", "not found"), files={"d.jsonl": jsonl(QA)})
+case("mix-bad-line", ["data", "mix", "--single", "{tmp}/s.jsonl", "--dialogues", "{tmp}/d.jsonl",
+                      "--out", "{tmp}/mix.jsonl"], ("{tmp}/s.jsonl", ":2"),
+     files={"s.jsonl": jsonl(QA, "{oops"), "d.jsonl": jsonl(QA)})
+
 # ---------------------------------------------------------------- curate
 
 WIKIHOW_HEADER = "headline,title,text\n"
