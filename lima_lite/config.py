@@ -24,15 +24,44 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
 LIMA_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 2048}
 
 
+def bounded(kind, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: `kind` (float or int) within [low, high] (`low_open`: strictly above low), or an error
+    saying what is wrong ("must be >= 0, not -1")."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, not {text!r}") from None
+        if value != value or (low is not None and (value <= low if low_open else value < low)) or \
+                (high is not None and value > high):
+            rule = " and ".join(part for part in (
+                None if low is None else f"{'>' if low_open else '>='} {low:g}",
+                None if high is None else f"<= {high:g}") if part)
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+# One parser per flag, shared by every command, so chat, eval and ui refuse the same values the same way.
+SAMPLING_TYPES = {"temperature": bounded(float, 0), "top_p": bounded(float, 0, 1, low_open=True),
+                  "repetition_penalty": bounded(float, 0, low_open=True), "max_new_tokens": bounded(int, 1)}
+
+
 def add_sampling_args(parser) -> None:
     """--temperature, --top-p, --repetition-penalty, --max-new-tokens (chat, eval, ui); a flag left out is
-    None, so LIMA_SAMPLING applies."""
+    None, so LIMA_SAMPLING applies. Values out of range are refused here, before any model is loaded."""
     group = parser.add_argument_group("sampling (LIMA's by default)")
-    group.add_argument("--temperature", type=float, help=f"default {LIMA_SAMPLING['temperature']}")
-    group.add_argument("--top-p", type=float, help=f"nucleus sampling; default {LIMA_SAMPLING['top_p']}")
-    group.add_argument("--repetition-penalty", type=float, help=f"on the tokens generated so far; default "
-                       f"{LIMA_SAMPLING['repetition_penalty']} (local models: the OpenAI API has no such field)")
-    group.add_argument("--max-new-tokens", type=int, help=f"longest reply; default {LIMA_SAMPLING['max_new_tokens']}")
+    group.add_argument("--temperature", type=SAMPLING_TYPES["temperature"], help=f"0 = greedy; default {LIMA_SAMPLING['temperature']}")
+    group.add_argument("--top-p", type=SAMPLING_TYPES["top_p"],
+                       help=f"nucleus sampling, in (0, 1]; default {LIMA_SAMPLING['top_p']}")
+    group.add_argument("--repetition-penalty", type=SAMPLING_TYPES["repetition_penalty"], help=f"on the tokens generated "
+                       f"so far, > 0 (1 = none); default {LIMA_SAMPLING['repetition_penalty']} (local models: the "
+                       "OpenAI API has no such field)")
+    group.add_argument("--max-new-tokens", type=SAMPLING_TYPES["max_new_tokens"],
+                       help=f"longest reply; default {LIMA_SAMPLING['max_new_tokens']}")
 
 
 def sampling_args(args) -> dict:

@@ -35,7 +35,11 @@ def resolve_data_path(name: str) -> Path | None:
 
 
 def to_messages(row: dict, where: str) -> list[dict]:
-    """Convert one row of any supported form into a list of {role, content}; raise DataError if unknown."""
+    """Convert one row of any supported form into a list of {role, content}; raise DataError if unknown.
+
+    Alpaca/Dolly fields must be strings (a null `input`/`context` counts as none): a null, a list or an
+    object would otherwise be trained as its Python text ("None", "['a']").
+    """
     if not isinstance(row, dict):
         raise DataError(f"{where}: a line must hold a JSON object, not {type(row).__name__}")
     if "messages" in row:
@@ -47,69 +51,114 @@ def to_messages(row: dict, where: str) -> list[dict]:
         turns = row["conversations"]
         if not isinstance(turns, list):
             raise DataError(f"{where}: conversations: must be a list")
-        if all(isinstance(t, str) for t in turns):  # GAIR/lima: alternating, user first
+        if not any(isinstance(t, dict) for t in turns):  # GAIR/lima: strings, alternating, user first
             return [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(turns)]
         messages = []
         for i, turn in enumerate(turns):  # ShareGPT
-            if not isinstance(turn, dict) or turn.get("from") not in SHAREGPT_ROLES:
+            if not isinstance(turn, dict):
+                raise DataError(f"{where}: conversations[{i}]: must be a {{from, value}} object like the others")
+            if turn.get("from") not in SHAREGPT_ROLES:
                 raise DataError(f"{where}: conversations[{i}].from: expected one of {sorted(SHAREGPT_ROLES)}")
             messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn.get("value")})
         return messages
     if "instruction" in row and ("output" in row or "response" in row):  # Alpaca, Dolly
-        context = row.get("input") or row.get("context") or ""
-        prompt = row["instruction"] if not context else f"{row['instruction']}\n\n{context}"
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get("output", row.get("response"))}]
+        answer, extra = ("output", "input") if "output" in row else ("response", "context")
+        for name in ("instruction", extra, answer):
+            value = row.get(name)
+            if not isinstance(value, str) and not (name == extra and value is None):
+                found = "null" if value is None else type(value).__name__
+                raise DataError(f"{where}: {name}: must be a string, not {found}")
+        context = row.get(extra) or ""
+        prompt = row["instruction"] if not context.strip() else f"{row['instruction']}\n\n{context}"
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row[answer]}]
     raise DataError(
         f"{where}: unknown form (keys {sorted(row)}); expected 'messages', 'conversations', "
         "'instruction'+'output' (Alpaca) or 'instruction'+'response' (Dolly)"
     )
 
 
-def check_messages(messages: list[dict], where: str, field_name: str = "messages") -> None:
-    """Turns alternate user/assistant (after an optional leading system turn) and end with the assistant."""
+def turn_fields(row: dict, count: int) -> list[tuple[str, str]]:
+    """(content field, role field) of each turn, as the user's own file names them: `messages[1].content`,
+    ShareGPT's `conversations[1].value`, GAIR/lima's `conversations[1]`, Alpaca's `output`."""
+    if "messages" in row:
+        return [(f"messages[{i}].content", f"messages[{i}].role") for i in range(count)]
+    if "conversations" in row:
+        if any(isinstance(t, dict) for t in row["conversations"]):
+            return [(f"conversations[{i}].value", f"conversations[{i}].from") for i in range(count)]
+        return [(f"conversations[{i}]", f"conversations[{i}]") for i in range(count)]
+    answer = "output" if "output" in row else "response"
+    return [("instruction", "instruction"), (answer, answer)]
+
+
+def read_row(row, where: str) -> list[dict]:
+    """The messages of one row, checked; errors name the field as the row has it."""
+    messages = to_messages(row, where)
+    fields = turn_fields(row, len(messages))
+    container = "messages" if "messages" in row else "conversations" if "conversations" in row else "instruction"
+    check_messages(messages, where, container, fields)
+    return messages
+
+
+def check_messages(messages: list[dict], where: str, field_name: str = "messages",
+                   fields: list[tuple[str, str]] | None = None) -> None:
+    """Turns alternate user/assistant (after an optional leading system turn) and end with the assistant.
+
+    `fields` names each turn's content and role field (default `messages[i].content` / `.role`)."""
+    fields = fields or [(f"{field_name}[{i}].content", f"{field_name}[{i}].role") for i in range(len(messages))]
     if not messages:
         raise DataError(f"{where}: {field_name}: no turns")
     start = 1 if messages[0]["role"] == "system" else 0
     if start == len(messages):
         raise DataError(f"{where}: {field_name}: only a system turn")
     for i, message in enumerate(messages):
-        content = message.get("content")
+        content, (content_field, role_field) = message.get("content"), fields[i]
+        if content is None:
+            raise DataError(f"{where}: {content_field}: missing or null; it must be a string")
         if not isinstance(content, str):
-            raise DataError(f"{where}: {field_name}[{i}].content: missing or not a string")
+            raise DataError(f"{where}: {content_field}: must be a string, not {type(content).__name__}")
         if not content.strip():
-            raise DataError(f"{where}: {field_name}[{i}].content: empty turn")
+            raise DataError(f"{where}: {content_field}: empty turn")
         if i < start:
             continue
         expected = ("user", "assistant")[(i - start) % 2]
         if message.get("role") != expected:
             raise DataError(
-                f"{where}: {field_name}[{i}].role: expected {expected!r}, found {message.get('role')!r} "
+                f"{where}: {role_field}: expected {expected!r}, found {message.get('role')!r} "
                 "(turns must alternate user/assistant, starting with the user)"
             )
     if messages[-1]["role"] != "assistant":
-        raise DataError(f"{where}: {field_name}[{len(messages) - 1}].role: the conversation ends with the user; "
+        raise DataError(f"{where}: {fields[-1][1]}: the conversation ends with the user; "
                         "it must end with an assistant turn")
+
+
+def _json_row(text: bytes, path: Path, number: int | None = None):
+    """One parsed JSON value (a .jsonl line `number`, or a whole .json file), or the DataError that says
+    why not: not UTF-8, invalid JSON, nested too deeply."""
+    where = f"{path}:{number}" if number is not None else str(path)
+    try:
+        return json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return DataError(f"{where}: not UTF-8 text (byte {error.start} cannot be decoded)")
+    except json.JSONDecodeError as error:
+        return DataError(f"{path}:{number or error.lineno}: invalid JSON at column {error.colno}: {error.msg}")
+    except RecursionError:
+        return DataError(f"{where}: invalid JSON: nested too deeply")
 
 
 def _rows_from_file(path: Path):
     """Yield (line number, row or DataError) for a .jsonl (or a .json list) file."""
     if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            yield error.lineno, DataError(f"{path}:{error.lineno}: invalid JSON: {error.msg}")
+        rows = _json_row(path.read_bytes(), path)
+        if isinstance(rows, DataError):
+            yield 1, rows
             return
         for i, row in enumerate(rows if isinstance(rows, list) else [rows]):
             yield i + 1, row
         return
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, DataError(f"{path}:{number}: invalid JSON at column {error.colno}: {error.msg}")
+            if line.strip():
+                yield number, _json_row(line, path, number)
 
 
 def _rows_from_hub(name: str, split: str):
@@ -143,8 +192,7 @@ def load_conversations(name: str, split: str = "train") -> list[dict]:
         try:
             if isinstance(row, DataError):
                 raise row
-            messages = to_messages(row, where)
-            check_messages(messages, where)
+            messages = read_row(row, where)
         except DataError as error:
             errors.append(str(error))
             continue
@@ -160,6 +208,26 @@ def load_conversations(name: str, split: str = "train") -> list[dict]:
     if not conversations:
         raise DataError(f"{label}: no conversations")
     return conversations
+
+
+# Text longer than max_length x 16 characters is cut before it is tokenized: tokenizers average 3-5
+# characters a token on English and code, so a 2,048-token example needs ~10 KB and 32 KB is a generous
+# bound. Without it a 50 MB example is tokenized in full before the token cut (88 s and 9.4 GB measured).
+CHARS_PER_TOKEN = 16
+
+
+def cut_chars(messages: list[dict], max_chars: int) -> tuple[list[dict], bool]:
+    """The conversation's first `max_chars` characters (turns past them left out, the last one cut) and
+    whether anything was cut; the result is then cut to max_length tokens as usual."""
+    kept, left = [], max_chars
+    for message in messages:
+        if left <= 0:
+            return kept, True
+        if len(message["content"]) > left:
+            return kept + [{**message, "content": message["content"][:left]}], True
+        kept.append(message)
+        left -= len(message["content"])
+    return kept, False
 
 
 def file_sha256(name: str) -> str | None:

@@ -13,6 +13,7 @@
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from lima_lite import LimaError
@@ -68,6 +69,26 @@ def adapter_base(path: str | Path) -> str:
     if not isinstance(base, str) or not base:
         raise LimaError(f"{config_file}: base_model_name_or_path: missing; pass the base model with --base")
     return base
+
+
+@contextmanager
+def readable_weights(folder: str | Path):
+    """Around loading a model or adapter from `folder`: a damaged .safetensors file (truncated by a copy
+    or a full disk) becomes one LimaError naming the file, instead of safetensors' header error."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        yield
+    except SafetensorError as error:
+        damaged = []
+        for file in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(file, "pt"):
+                    pass
+            except SafetensorError:
+                damaged.append(file)
+        names = ", ".join(map(str, damaged)) or f"a .safetensors file in {folder}"
+        raise LimaError(f"{names}: damaged safetensors file ({error}); copy or download it again") from None
 
 
 def read_run(run: str | Path) -> dict | None:

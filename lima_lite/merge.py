@@ -26,9 +26,17 @@ from lima_lite.io import atomic_dir
 
 def trained_in_4bit(adapter_dir: Path) -> bool | None:
     """What run.json next to the adapter says about the base's precision in training; None if unknown."""
-    for run_json in (adapter_dir / "run.json", adapter_dir.parent / "run.json"):
-        if run_json.is_file():
-            return bool(json.loads(run_json.read_text())["model"]["load_in_4bit"])
+    from lima_lite.layout import RUN_FILE, read_run
+
+    for folder in (adapter_dir, adapter_dir.parent):
+        run = read_run(folder)
+        if run is not None:
+            model = run.get("model") if isinstance(run, dict) else None
+            recorded = model.get("load_in_4bit") if isinstance(model, dict) else None
+            if not isinstance(recorded, bool):
+                raise LimaError(f"{folder / RUN_FILE}: model.load_in_4bit: missing or not true/false; "
+                                "say how the adapter was trained with --from-4bit or --no-from-4bit")
+            return recorded
     return None
 
 
@@ -39,7 +47,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from lima_lite.layout import adapter_base, check_lima_adapter
+    from lima_lite.layout import adapter_base, check_lima_adapter, readable_weights
     from lima_lite.model import get_model, resolve_model
     from lima_lite.template import ChatTemplate
 
@@ -54,12 +62,15 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     target = getattr(torch, dtype)
 
-    if from_4bit:
-        model = get_model(resolve_model(base), True, dtype, vocab_size=len(tokenizer))
-        model = model.dequantize()  # NF4 -> the compute dtype: the weights the adapter was trained on
-    else:
-        model = get_model(resolve_model(base), False, "float32", vocab_size=len(tokenizer))
-    model = PeftModel.from_pretrained(model.float(), adapter_dir)
+    base_dir = resolve_model(base)
+    with readable_weights(base_dir):
+        if from_4bit:
+            model = get_model(base_dir, True, dtype, vocab_size=len(tokenizer))
+            model = model.dequantize()  # NF4 -> the compute dtype: the weights the adapter was trained on
+        else:
+            model = get_model(base_dir, False, "float32", vocab_size=len(tokenizer))
+    with readable_weights(adapter_dir):
+        model = PeftModel.from_pretrained(model.float(), adapter_dir)
     # Merge in float32, round once to the target dtype: W + BA computed before rounding.
     merged = model.merge_and_unload().to(target)
     merged.config.dtype = target

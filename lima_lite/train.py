@@ -33,6 +33,7 @@ from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, a
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
                    multi_turn: bool = True):
     """Token ids and labels of every conversation, with counts of what was kept, cut and dropped."""
+    from lima_lite.data import CHARS_PER_TOKEN, cut_chars
     from lima_lite.template import IGNORE, encode_conversation
 
     rows, counts, dropped = [], {"read": len(conversations), "kept": 0, "cut": 0, "dropped": 0}, []
@@ -41,8 +42,10 @@ def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too
             counts["dropped"] += 1
             dropped.append({"id": conversation["id"], "tokens": None, "reason": "multi-turn (multi_turn: false)"})
             continue
-        example = encode_conversation(tokenizer, template, conversation["messages"], max_length)
-        cut = example["full_length"] > len(example["input_ids"])
+        messages, chars_cut = (cut_chars(conversation["messages"], max_length * CHARS_PER_TOKEN) if max_length
+                               else (conversation["messages"], False))
+        example = encode_conversation(tokenizer, template, messages, max_length)
+        cut = chars_cut or example["full_length"] > len(example["input_ids"])
         if (cut and drop_too_long) or all(label == IGNORE for label in example["labels"]):
             counts["dropped"] += 1
             dropped.append({"id": conversation["id"], "tokens": example["full_length"],

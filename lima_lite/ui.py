@@ -10,8 +10,10 @@ and the base model of each run. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
 --votes (JSONL that records which model was which), and a live win / tie / loss chart.
-Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth, a bounded queue,
-a cap on input length, and one generation at a time per model (each model's Engine.lock).
+Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
+gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
+on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
+generation at a time per model (each model's Engine.lock).
 Each tab's handlers (chat_turn, chat_retry, chat_undo, compare_turn, judge_next, judge_vote) are plain
 functions of plain values; build_app only lays out the widgets and wires them to the handlers.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING, add_sampling_args, sampling_args
+from lima_lite.config import LIMA_SAMPLING, add_sampling_args, bounded, sampling_args
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")
@@ -80,15 +82,56 @@ class Models:
         yield engine.last
 
 
-def plain(history: list) -> list[dict]:
-    """Chatbot messages -> {"role", "content": str}, the form the generation core takes."""
+def plain(history) -> list[dict]:
+    """Chatbot messages -> {"role", "content": str}, the form the generation core takes.
+
+    The history comes from the browser, so it is checked like a data file: a list of user/assistant
+    messages whose content is text (gr.Chatbot sends a string or a list of {"type": "text"} parts)."""
+    if not isinstance(history, list):
+        raise LimaError(f"history: expected a list of messages, got {type(history).__name__}")
     messages = []
-    for message in history:
+    for i, message in enumerate(history):
+        if not isinstance(message, dict) or "content" not in message:
+            raise LimaError(f"history[{i}]: expected a {{role, content}} message")
+        if message.get("role") not in ("user", "assistant"):
+            raise LimaError(f"history[{i}].role: expected 'user' or 'assistant', found {message.get('role')!r}")
         content = message["content"]
-        if isinstance(content, list):
-            content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-        messages.append({"role": message["role"], "content": str(content)})
+        if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+            content = "".join(str(part.get("text", "")) for part in content)
+        if not isinstance(content, str):
+            raise LimaError(f"history[{i}].content: expected text, got {type(content).__name__}")
+        messages.append({"role": message["role"], "content": content})
     return messages
+
+
+# The whole history is capped too, not only the new message: 100 messages of --max-input-chars (400,000
+# characters by default, ~100k tokens, 50 times a 2,048-token context). What does not fit the context is
+# dropped before generating anyway; the cap bounds what one request can make the server tokenize.
+HISTORY_MESSAGES = 100
+RATER_MAX_CHARS = 80
+
+
+def checked_history(history: list[dict], max_input_chars: int, side: str = "") -> list[dict]:
+    """`history` if its turns alternate user/assistant from the user and it is within the length cap."""
+    for i, message in enumerate(history):
+        expected = ("user", "assistant")[i % 2]
+        if message["role"] != expected:
+            raise LimaError(f"{side}history[{i}].role: expected {expected!r}, found {message['role']!r} (turns "
+                            "alternate user/assistant, starting with the user)")
+    total, cap = sum(len(m["content"]) for m in history), HISTORY_MESSAGES * max_input_chars
+    if total > cap:
+        raise LimaError(f"{side}history: {total:,} characters; the limit is {cap:,}: start a new conversation")
+    return history
+
+
+def with_message(history: list[dict], message: str, max_input_chars: int, side: str = "") -> list[dict]:
+    """The checked history, which must end with a reply, and the user's new message after it."""
+    history = checked_history(history, max_input_chars, side)
+    if history and history[-1]["role"] == "user":
+        raise LimaError(f"{side}history[{len(history) - 1}]: ends with a user message that has no reply; "
+                        "two user turns in a row: press Retry or Undo first")
+    return checked_history(history + [{"role": "user", "content": checked(message, max_input_chars)}],
+                           max_input_chars, side)
 
 
 def note(reply, max_new_tokens: int) -> str:
@@ -172,19 +215,20 @@ def stream_reply(models: Models, label: str, history: list[dict], sampling: dict
 
 def chat_turn(models: Models, max_input_chars: int, message: str, history: list, label: str, *sliders):
     """Chat's Send: yields (emptied input box, history with the message and the reply so far, note)."""
-    history = plain(history or []) + [{"role": "user", "content": checked(message, max_input_chars)}]
+    history = with_message(plain(history or []), message, max_input_chars)
     yield "", history, ""
     for updated, text in stream_reply(models, label, history, slider_sampling(*sliders)):
         yield "", updated, text
 
 
-def chat_retry(models: Models, history: list, label: str, *sliders):
+def chat_retry(models: Models, max_input_chars: int, history: list, label: str, *sliders):
     """Chat's Retry: the last reply drawn again (or the reply a failed turn never got); yields (history, note)."""
     history = plain(history or [])
     if history and history[-1]["role"] == "assistant":
         history = history[:-1]
     if not history:
         raise LimaError("nothing to retry")
+    checked_history(history, max_input_chars)
     yield from stream_reply(models, label, history, slider_sampling(*sliders))
 
 
@@ -196,9 +240,8 @@ def chat_undo(history: list) -> list[dict]:
 def compare_turn(models: Models, max_input_chars: int, seed: int | None, message: str, left: list, right: list,
                  model_a: str, model_b: str, *sliders):
     """Compare's Ask both: the same message to A then B, each streamed; yields (input box, A, B, note)."""
-    message = checked(message, max_input_chars)
-    left = plain(left or []) + [{"role": "user", "content": message}]
-    right = plain(right or []) + [{"role": "user", "content": message}]
+    left = with_message(plain(left or []), message, max_input_chars, "A: ")
+    right = with_message(plain(right or []), message, max_input_chars, "B: ")
     yield "", left, right, ""
     # The same seed for both, so the comparison is of the models, not of the dice.
     sampling = {**slider_sampling(*sliders), "seed": seed if seed is not None else random.randrange(2**31)}
@@ -243,6 +286,8 @@ def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, r
 
     if record is None:
         raise LimaError("press Next prompt first")
+    if len(rater or "") > RATER_MAX_CHARS:  # the textbox's max_length is the browser's; this is the server's
+        raise LimaError(f"rater: your name is {len(rater):,} characters; the limit is {RATER_MAX_CHARS}")
     vote = human_vote_record(record["prompt"], record["model_a"], record["model_b"], record["answer_a"],
                              record["answer_b"], choice, (rater or "anonymous").strip())
     total = votes.add({**vote, "id": record["id"]})
@@ -327,7 +372,7 @@ def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int) ->
     for trigger in (chat_box.submit, send.click):
         trigger(event(chat_turn, models, max_input_chars), [chat_box, chatbot, chat_model, *sliders],
                 [chat_box, chatbot, chat_note])
-    retry.click(event(chat_retry, models), [chatbot, chat_model, *sliders], [chatbot, chat_note])
+    retry.click(event(chat_retry, models, max_input_chars), [chatbot, chat_model, *sliders], [chatbot, chat_note])
     undo.click(event(chat_undo), chatbot, chatbot)
     for trigger in (clear.click, chat_model.change):  # a new model starts a new conversation
         trigger(lambda: ([], ""), None, [chatbot, chat_note])
@@ -364,7 +409,7 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
     with gr.Row():
         first = gr.Dropdown(models.labels, value=tuned, label="model X")
         second = gr.Dropdown(models.labels, value=base, label="model Y")
-        rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=80)
+        rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=RATER_MAX_CHARS)
     next_prompt = gr.Button("Next prompt", variant="primary", elem_id="judge-next")
     judge_prompt = gr.Markdown(elem_id="judge-prompt")
     with gr.Row():
@@ -382,6 +427,71 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
         button.click(event(judge_vote, votes, key), [pending, first, second, rater], [pending, *buttons, status, chart])
     for trigger in (first.change, second.change, app.load):
         trigger(event(pair_chart, votes), [first, second], chart)
+
+
+# gradio 6 (6.31) serves two routes without its login check: /gradio_api/cancel (stops an event, given its
+# session hash and event id) and /gradio_api/reset (a no-op). With --auth both answer only a logged-in browser.
+UNGUARDED_ROUTES = ("/gradio_api/cancel", "/gradio_api/reset")
+QUEUE_JOIN = "/gradio_api/queue/join"
+
+
+class Guard:
+    """ASGI middleware around the gradio app: the login check on the routes gradio leaves open, and a
+    refusal by the full queue (HTTP 503) that says "busy, try again" to API clients too (the page's
+    own client already shows "This application is currently busy. Please try again.").
+
+    It reads the login the way gradio's own check does (routes.py get_current_user): the cookie
+    `access-token-<cookie_id>` (or `access-token-unsecure-...`) must name a token of `app.tokens`."""
+
+    def __init__(self, app, queue_size: int = 0):
+        self.app, self.queue_size = app, queue_size
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"].rstrip("/")
+        if path in UNGUARDED_ROUTES and not self.logged_in(scope):
+            from starlette.responses import JSONResponse
+
+            return await JSONResponse({"detail": "Not authenticated"}, status_code=401)(scope, receive, send)
+        if path != QUEUE_JOIN:
+            return await self.app(scope, receive, send)
+        refused = {}
+
+        async def busy(message):
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                refused["start"] = message
+                return None
+            if refused and message["type"] == "http.response.body":
+                import json
+
+                body = json.dumps({"detail": f"busy: {self.queue_size} requests are already waiting; "
+                                             "try again in a minute"}).encode()
+                headers = [(k, v) for k, v in refused["start"]["headers"] if k.lower() != b"content-length"]
+                await send({**refused["start"], "headers": headers + [(b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+            return await send(message)
+        return await self.app(scope, receive, busy)
+
+    @staticmethod
+    def logged_in(scope) -> bool:
+        from starlette.requests import Request
+
+        app = scope["app"]
+        if app.auth is None and app.auth_dependency is None:
+            return True
+        cookies = Request(scope).cookies
+        token = cookies.get(f"access-token-{app.cookie_id}") or cookies.get(f"access-token-unsecure-{app.cookie_id}")
+        return app.tokens.get(token) is not None
+
+
+def launch(app, host: str, port: int, share: bool, auth, queue_size: int, **kwargs):
+    """app.launch with a bounded queue, one generation at a time, and the Guard around it."""
+    from starlette.middleware import Middleware
+
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    return app.launch(server_name=host, server_port=port, share=share, auth=auth,
+                      app_kwargs={"middleware": [Middleware(Guard, queue_size=queue_size)]}, **kwargs)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -405,8 +515,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
-    p.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (default 16); more are refused")
-    p.add_argument("--max-input-chars", type=int, default=4000, help="longest message accepted (default 4000)")
+    p.add_argument("--queue-size", type=bounded(int, 1), default=16, help="requests waiting at most (default 16); more are refused")
+    p.add_argument("--max-input-chars", type=bounded(int, 1), default=4000, help="longest message accepted (default 4000)")
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
     p.add_argument("--seed", type=int, help="seed the Judge tab's order and the Compare tab's sampling")
@@ -423,7 +533,6 @@ def main(argv=None) -> int:
     prompts = read_prompts(args.prompts)
     votes = args.votes or str(Path(args.runs) / "human_votes.jsonl")
     app = build_app(models, prompts, votes, args.max_input_chars, sampling_args(args), args.seed)
-    app.queue(max_size=args.queue_size, default_concurrency_limit=1)
     print(f"{len(models.labels)} models: {', '.join(models.labels)}; votes -> {votes}")
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)
+    launch(app, args.host, args.port, args.share, auth, args.queue_size)
     return 0

@@ -101,14 +101,14 @@ def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
     shown = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
                        {"role": "assistant", "content": "a reply the user did not like"}]
     expected = core_reply(models, "tiny/adapter", earlier + [{"role": "user", "content": FERN}], GREEDY).text
-    history, _ = list(chat_retry(models, shown, "tiny/adapter", *GREEDY))[-1]
+    history, _ = list(chat_retry(models, 500, shown, "tiny/adapter", *GREEDY))[-1]
     assert history == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
     assert shown[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
     # a turn whose reply failed ends with the user: Retry answers it
-    history, _ = list(chat_retry(models, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
+    history, _ = list(chat_retry(models, 500, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
     assert history[-1] == {"role": "assistant", "content": expected} and len(history) == 4
     with pytest.raises(LimaError, match="nothing to retry"):
-        next(chat_retry(models, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
+        next(chat_retry(models, 500, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
 
     assert chat_undo(shown) == earlier
     assert chat_undo(earlier) == [] and chat_undo(None) == []
@@ -175,7 +175,7 @@ def test_input_errors_reach_the_page_as_gradio_errors(models, tmp_path):
     import gradio as gr
 
     with pytest.raises(gr.Error, match="nothing to retry"):
-        list(event(chat_retry, models)([], "tiny/adapter", *GREEDY))
+        list(event(chat_retry, models, 500)([], "tiny/adapter", *GREEDY))
     with pytest.raises(gr.Error, match="press Next prompt first"):
         event(judge_vote, Votes(tmp_path / "v.jsonl"), "a")(None, "x", "y", "me")
 
@@ -317,3 +317,43 @@ def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     assert vote["prompt"] == "How do I water a fern?" and vote["answer_a"] == shown_a.strip()
     assert (tmp_path / "ui.png").stat().st_size > 10_000
     print(f"screenshot: {tmp_path / 'ui.png'}")
+
+
+def test_a_refused_user_is_told_busy_try_again_in_the_page(playwright, tmp_path):
+    """The queue full (1 running, 1 waiting, queue size 1): the third user's page says busy, try again."""
+    import httpx
+    from gradio_client import Client
+
+    from lima_lite.generate import Reply
+    from lima_lite.ui import launch
+
+    class Slow(Models):
+        def stream(self, label, messages, **sampling):
+            time.sleep(6)
+            yield "slow answer"
+            yield Reply(text="slow answer", finish_reason="eot")
+
+    app = build_app(Slow({"m": ("unused", True)}), [{"id": "1", "prompt": "p"}], tmp_path / "votes.jsonl")
+    port = free_port()
+    launch(app, "127.0.0.1", port, False, None, 1, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        config = httpx.get(f"{url}/config").json()
+        box = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat-input")
+        send = next(i for i, d in enumerate(config["dependencies"]) if box in d["inputs"])
+        for _ in range(2):
+            Client(url, verbose=False).submit("hi", [], "m", 0.7, 0.9, 1.2, 8, fn_index=send)
+            time.sleep(0.5)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.locator("#chat-input textarea").fill("am I served?")
+            page.locator("#chat-input textarea").press("Enter")
+            page.get_by_text("currently busy. Please try again").first.wait_for(timeout=5_000)
+            browser.close()
+        refused = httpx.post(f"{url}/gradio_api/queue/join", json={"data": ["hi", [], "m", 0.7, 0.9, 1.2, 8],
+                                                                   "fn_index": send, "session_hash": "x"})
+        assert refused.status_code == 503 and "busy" in refused.json()["detail"]  # API clients: the Guard's words
+    finally:
+        app.close()

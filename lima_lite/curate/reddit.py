@@ -19,6 +19,7 @@ import json
 import random
 from pathlib import Path
 
+from lima_lite.config import bounded
 from lima_lite.curate import filters
 from lima_lite.curate.report import Funnel, dedupe, read_lines, write_report
 from lima_lite.io import write_jsonl
@@ -36,8 +37,14 @@ def json_lines(paths: list[Path], kind: str, funnel: Funnel, on_error: str):
                 row = json.loads(line)
                 if not isinstance(row, dict):
                     raise ValueError(f"a line must hold a JSON object, not {type(row).__name__}")
-            except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+            except UnicodeDecodeError as error:
+                funnel.bad(f"{path}:{number}", f"not UTF-8 text (byte {error.start} of the line)", on_error)
+                continue
+            except (json.JSONDecodeError, ValueError) as error:
                 funnel.bad(f"{path}:{number}", f"invalid JSON ({error})", on_error)
+                continue
+            except RecursionError:
+                funnel.bad(f"{path}:{number}", "invalid JSON: nested too deeply", on_error)
                 continue
             yield f"{path}:{number}", row
 
@@ -119,8 +126,8 @@ def main(argv=None) -> int:
     parser.add_argument("--comments", type=Path, nargs="+", required=True, help="Pushshift comments NDJSON (.zst ok)")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL of stories; the report is written next to it")
     parser.add_argument("--test-out", type=Path, help="where to write the r/AskReddit test prompts (JSONL)")
-    parser.add_argument("--n", type=int, default=150, help="stories to keep (LIMA: 150)")
-    parser.add_argument("--n-test", type=int, default=70, help="AskReddit test prompts to keep (LIMA: 70)")
+    parser.add_argument("--n", type=bounded(int, 1), default=150, help="stories to keep (LIMA: 150)")
+    parser.add_argument("--n-test", type=bounded(int, 0), default=70, help="AskReddit test prompts to keep (LIMA: 70)")
     parser.add_argument("--min-score", type=int, default=10, help="least score of the top comment")
     parser.add_argument("--min-chars", type=int, default=1000, help="shortest story kept")
     parser.add_argument("--max-chars", type=int, default=4096, help="longest story kept")

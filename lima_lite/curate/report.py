@@ -90,26 +90,43 @@ def _reservoir(sample: list, item, k: int, seen: int, rng: random.Random) -> Non
         sample[slot] = item
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # every zstd frame starts with these 4 bytes (RFC 8878 §3.1.1)
+
+
 def read_lines(path: Path, desc: str):
-    """Yield (line number, bytes) from a plain or .zst file, with a progress bar over the bytes read from disk."""
+    """Yield (line number, bytes) from a plain or .zst file, with a progress bar over the bytes read from disk.
+
+    A missing file, or a .zst that is not zstd (or is damaged), is a LimaError naming the file."""
     from tqdm import tqdm
 
+    from lima_lite import LimaError
+
+    if not path.is_file():
+        raise LimaError(f"{path}: file not found")
     size = path.stat().st_size
     with path.open("rb") as raw, tqdm(total=size, unit="B", unit_scale=True, desc=desc, mininterval=1.0) as bar:
         if path.name.endswith(".zst"):
             import zstandard
 
+            if raw.read(4) != ZSTD_MAGIC:
+                raise LimaError(f"{path}: not a zstd file (it does not start with zstd's magic number); "
+                                "decompress it first or name it without .zst if it is plain NDJSON")
+            raw.seek(0)
             # Pushshift archives are compressed with a 2 GiB window; the default limit refuses them.
             stream = io.BufferedReader(zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw))
+            damaged = (zstandard.ZstdError,)
         else:
-            stream = raw
-        done = 0
-        for number, line in enumerate(stream, 1):
-            yield number, line
-            if number % 4096 == 0:
-                position = raw.tell()
-                bar.update(position - done)
-                done = position
+            stream, damaged = raw, ()
+        done, number = 0, 0
+        try:
+            for number, line in enumerate(stream, 1):
+                yield number, line
+                if number % 4096 == 0:
+                    position = raw.tell()
+                    bar.update(position - done)
+                    done = position
+        except damaged as error:
+            raise LimaError(f"{path}: damaged zstd data after line {number} ({error})") from None
         bar.update(size - done)
 
 

@@ -212,7 +212,12 @@ def main(argv=None) -> int:
             raise LimaError("--by tokens needs --tokenizer (the base model's folder or Hub id)")
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        from lima_lite.model import resolve_model
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
+        except LimaError as error:
+            raise LimaError(f"--tokenizer {error}") from None
     if args.strategy == "quality" and args.judge:
         from lima_lite.judges import get_judge
 

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.config import bounded
 from lima_lite.curate import filters
 from lima_lite.curate.report import Funnel, dedupe, write_report
 from lima_lite.io import write_jsonl
@@ -30,10 +31,17 @@ def rows(path: Path, funnel: Funnel, on_error: str):
     from tqdm import tqdm
 
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    if not path.is_file():
+        raise LimaError(f"{path}: CSV file not found")
     with path.open(encoding="utf-8", newline="") as handle, \
             tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{path.name}", mininterval=1.0) as bar:
-        reader = csv.DictReader(handle)
-        missing = {"title", "text"} - set(reader.fieldnames or ())
+        # strict: a file cut inside a quoted field is an error, not one last row holding the rest of the file
+        reader = csv.DictReader(handle, strict=True)
+        try:
+            fieldnames = reader.fieldnames
+        except UnicodeDecodeError:
+            raise LimaError(f"{path}:1: not UTF-8 text") from None
+        missing = {"title", "text"} - set(fieldnames or ())
         if missing:
             raise LimaError(f"{path}:1: header: missing column(s) {sorted(missing)}; expected wikihowAll.csv's "
                             "headline,title,text (and optionally category)")
@@ -43,8 +51,14 @@ def rows(path: Path, funnel: Funnel, on_error: str):
                 row = next(reader)
             except StopIteration:
                 break
+            except UnicodeDecodeError:
+                raise LimaError(f"{path}: not UTF-8 text after line {reader.line_num}") from None
             except csv.Error as error:
-                funnel.bad(f"{path}:{reader.line_num}", f"malformed CSV row ({error})", on_error)
+                problem = ("the file ends inside a quoted field (cut or truncated?)" if "end of data" in str(error)
+                           else f"malformed CSV row ({error})")
+                funnel.bad(f"{path}:{line + 1}", problem, on_error)  # where the bad row starts
+                if "end of data" in str(error):
+                    break
                 continue
             if None in row or any(value is None for value in row.values()):
                 funnel.bad(f"{path}:{line + 1}", f"expected {len(reader.fieldnames)} columns", on_error)
@@ -117,7 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", type=Path, required=True,
                         help="wikihowAll.csv (columns headline,title,text; optional category)")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
-    parser.add_argument("--n", type=int, default=200, help="articles to keep (LIMA: 200)")
+    parser.add_argument("--n", type=bounded(int, 1), default=200, help="articles to keep (LIMA: 200)")
     parser.add_argument("--min-chars", type=int, default=filters.MIN_ANSWER_CHARS, help="shortest article kept")
     parser.add_argument("--max-chars", type=int, default=filters.MAX_ANSWER_CHARS, help="longest article kept")
     parser.add_argument("--seed", type=int, default=0, help="seed for the category and article draws")

@@ -34,7 +34,10 @@ def read_prompts(name: str) -> list[dict]:
 
         found = [(number, *json_prompt(row, path, number)) for number, row in read_jsonl(path)]
     else:
-        lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        try:
+            lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        except UnicodeDecodeError as error:
+            raise LimaError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
         found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
     prompts, seen = [], {}
     for number, pid, prompt in found:
@@ -49,7 +52,7 @@ def read_prompts(name: str) -> list[dict]:
 
 def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
     """(id, prompt) of one JSONL line: a `prompt` string, or the first user turn of a conversation."""
-    from lima_lite.data import to_messages
+    from lima_lite.data import to_messages, turn_fields
 
     where = f"{path}:{number}"
     if isinstance(row, dict) and "prompt" in row:
@@ -58,9 +61,12 @@ def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
             raise LimaError(f"{where}: prompt: must be a non-empty string")
     else:
         messages = to_messages(row, where)
-        prompt = next((m["content"] for m in messages if m["role"] == "user"), None)
-        if not isinstance(prompt, str) or not prompt.strip():
+        first = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+        if first is None:
             raise LimaError(f"{where}: messages: no user turn to use as the prompt")
+        prompt = messages[first]["content"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LimaError(f"{where}: {turn_fields(row, len(messages))[first][0]}: must be a non-empty string")
     return str(row.get("id", f"{path.stem}-{number}")), prompt
 
 
@@ -212,6 +218,9 @@ def answers_by_id(path: str | Path) -> dict[str, list[dict]]:
         for name in ("id", "prompt", "answer", "model"):
             if not isinstance(row.get(name), str):
                 raise LimaError(f"{path}:{number}: {name}: missing or not a string")
+        sample = row.get("sample", 0)
+        if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
+            raise LimaError(f"{path}:{number}: sample: expected a whole number >= 0, got {sample!r}")
         grouped.setdefault(row["id"], []).append(row)
     for group in grouped.values():
         group.sort(key=lambda r: r.get("sample", 0))

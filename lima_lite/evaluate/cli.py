@@ -15,7 +15,9 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.config import add_sampling_args, sampling_args
+from lima_lite.config import add_sampling_args, bounded, sampling_args
+
+COUNT = bounded(int, 1)  # --samples, --limit, token budgets: 0 or less would do nothing, silently
 
 STEPS = {
     "generate": "answer every prompt once with LIMA's sampling (resumable)",
@@ -53,7 +55,7 @@ def prompt_epilog(protocol: str, extra: str = "") -> str:
 
 def add_judge(parser, required: bool = True) -> None:
     parser.add_argument("--judge", required=required, metavar="SPEC", help=JUDGE_HELP)
-    parser.add_argument("--judge-max-new-tokens", type=int, default=256,
+    parser.add_argument("--judge-max-new-tokens", type=COUNT, default=256,
                         help="longest verdict reply, reasoning included (default 256)")
 
 
@@ -72,8 +74,8 @@ def generate_parser(steps) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="answers JSONL")
     p.add_argument("--name", help="the model's name in judgments and charts (default: short form of SPEC)")
     p.add_argument("--no-adapter", action="store_true", help="answer with the adapter's base model (adapter off)")
-    p.add_argument("--samples", type=int, default=1, help="answers per prompt (LIMA §5 rates 5 with likert)")
-    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--samples", type=COUNT, default=1, help="answers per prompt (LIMA §5 rates 5 with likert)")
+    p.add_argument("--limit", type=COUNT, help="only the first N prompts")
     add_sampling_args(p)
 
 
@@ -104,8 +106,8 @@ def knowledge_parser(steps) -> None:
                    help="factual QA JSONL (default: the 40 embedded questions)")
     p.add_argument("--out", required=True, metavar="FILE", help="knowledge records JSONL (resumable)")
     p.add_argument("--no-base", action="store_true", help="for an adapter, skip scoring its base model too")
-    p.add_argument("--limit", type=int, help="only the first N questions")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="default 32")
+    p.add_argument("--limit", type=COUNT, help="only the first N questions")
+    p.add_argument("--max-new-tokens", type=COUNT, default=32, help="default 32")
 
 
 def human_parser(steps) -> None:
@@ -128,7 +130,7 @@ def select_epoch_parser(steps) -> None:
     p.add_argument("--against", choices=("base", "each-other"), default="base",
                    help="compare each epoch with the base model (default) or every pair of epochs")
     p.add_argument("--out", metavar="DIR", help="default RUN/select-epoch")
-    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--limit", type=COUNT, help="only the first N prompts")
     add_sampling_args(p)
 
 
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
     from lima_lite.judges import get_judge
 
+    if args.step not in ("select-epoch", "report"):  # these write a folder; the others one JSONL file
+        check_out_file(args.out)
     if args.step == "generate":
         prompts = read_prompts(args.prompts)[: args.limit]
         model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
@@ -218,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(absolute_mix(steps.absolute_file(judge, args.answers, args.out)))
     return 0
+
+
+def check_out_file(out: str) -> None:
+    """An output JSONL that is a folder would fail only after the first answer was generated."""
+    from pathlib import Path
+
+    if Path(out).is_dir():
+        raise LimaError(f"{out}: --out is a folder; give the answers file's path (e.g. {out}/answers.jsonl)")
 
 
 def limited_prompts(prompts: str, limit: int, out: str) -> str:
