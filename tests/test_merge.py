@@ -57,7 +57,14 @@ def test_merge_refuses_to_overwrite_and_non_adapters(strong_run, tmp_path, capsy
     assert "already exists" in err and "no adapter_config.json" in err
 
 
-def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(strong_run, tmp_path):
+@pytest.fixture(scope="module")
+def qlora_run(tiny_llama_tied, tmp_path_factory) -> Path:
+    """The same, trained as QLoRA trains: NF4 base, bf16 compute."""
+    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("merge-4bit") / "run", [qa(i) for i in range(4)],
+                      learning_rate=2e-2, max_steps=4, load_in_4bit=True, dtype="bfloat16", bf16=True)
+
+
+def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(qlora_run, tmp_path):
     """The QLoRA path: NF4 base dequantized, LoRA added; compared with the 4-bit base + adapter it was trained on."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -65,11 +72,12 @@ def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(strong_run, t
     from lima_lite.model import get_model
 
     out = tmp_path / "merged-4bit"
-    assert main([str(strong_run / "adapter"), "--out", str(out), "--from-4bit"]) == 0
+    assert json.loads((qlora_run / "run.json").read_text())["model"]["load_in_4bit"] is True
+    assert main([str(qlora_run / "adapter"), "--out", str(out), "--from-4bit"]) == 0
     assert json.loads((out / "lima_merge.json").read_text())["base_dequantized_from_4bit"] is True
     merged = AutoModelForCausalLM.from_pretrained(out)
-    base_path = json.loads((strong_run / "run.json").read_text())["base"]["path"]
-    quantized = PeftModel.from_pretrained(get_model(base_path, load_in_4bit=True, dtype="bfloat16"), strong_run / "adapter")
+    base_path = json.loads((qlora_run / "run.json").read_text())["base"]["path"]
+    quantized = PeftModel.from_pretrained(get_model(base_path, load_in_4bit=True, dtype="bfloat16"), qlora_run / "adapter")
     full = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
     with torch.no_grad():
