@@ -116,10 +116,11 @@ def run_mode(mode: str, args) -> dict:
                  "per_device_train_batch_size": args.mbs, "gradient_accumulation_steps": 1,
                  "max_steps": total_steps, "max_length": int(2048 * scale), "learning_rate": 1e-4,
                  "gradient_checkpointing": True, "save_strategy": "no", "logging_steps": 1, "report_to": "none",
-                 "include_num_input_tokens_seen": "non_padding", "dataloader_num_workers": 0, "seed": 0,
+                 "dataloader_num_workers": 0, "seed": 0,
                  "padding_free": mode == "lima", "optim": "paged_adamw_8bit" if cuda else "adamw_torch",
                  "bf16": cuda}
     _, sft_config, _, _ = load_recipe(None, overrides)
+    sft_config.include_num_input_tokens_seen = "non_padding"  # real tokens; the recipe parser reads this key as a bool
     attn, attn_line = attention_implementation(None, cuda) if mode == "lima" else ("sdpa", "attention: sdpa")
     started = time.perf_counter()
     model = get_model(base, load_in_4bit=True, dtype="bfloat16", vocab_size=len(tokenizer), attn_implementation=attn)
