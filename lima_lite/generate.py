@@ -110,23 +110,14 @@ class Engine:
         `seed` makes the sample repeatable without touching anybody else's random state: the draw runs
         on a forked RNG seeded for this call, and the global RNG is as it was afterwards.
         """
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
         ids, dropped = self.prompt_ids(messages, settings["max_new_tokens"])
-        max_new_tokens = min(settings["max_new_tokens"], self.context_length - len(ids))
         input_ids = torch.tensor([ids], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        # LIMA penalises repetition of *generated* tokens only, so the prompt is ignored by the penalty.
-        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"],
-                                                                           prompt_ignore_length=len(ids))])
-        sample = settings["temperature"] > 0
-        kwargs = dict(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-            max_new_tokens=max_new_tokens, do_sample=sample, logits_processor=processors,
-            temperature=settings["temperature"] if sample else None, top_p=settings["top_p"] if sample else None,
-            top_k=None, eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
-        )
+        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                      **self.generation_settings(settings, len(ids)))
         result = {}
 
         def run():
@@ -162,8 +153,6 @@ class Engine:
         Each row stops at its own turn end. With `seed` the batch is repeatable; a row's sample depends on the
         batch it is in, so it differs from `reply(messages, seed=seed)`.
         """
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
         prompts = [self.prompt_ids(messages, settings["max_new_tokens"]) for messages in conversations]
         width = max(len(ids) for ids, _ in prompts)
@@ -171,16 +160,24 @@ class Engine:
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in prompts], device=self.model.device)
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in prompts],
                                       device=self.model.device)
-        sample = settings["temperature"] > 0
-        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"],
-                                                                           prompt_ignore_length=width)])
         with self.lock, torch.inference_mode(), self.adapter_context(use_adapter), seeded(seed):
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors,
-                max_new_tokens=min(settings["max_new_tokens"], self.context_length - width), do_sample=sample,
-                temperature=settings["temperature"] if sample else None, top_p=settings["top_p"] if sample else None,
-                top_k=None, eos_token_id=self.stop_ids, pad_token_id=pad)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                         **self.generation_settings(settings, width))
         return [self.finished(row[width:].tolist(), dropped) for row, (_, dropped) in zip(output, prompts)]
+
+    def generation_settings(self, settings: dict, prompt_length: int) -> dict:
+        """generate()'s sampling, length and stop arguments for prompts `prompt_length` tokens long."""
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+        sample = settings["temperature"] > 0
+        # LIMA penalises repetition of *generated* tokens only, so the prompt is ignored by the penalty.
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"],
+                                                                           prompt_ignore_length=prompt_length)])
+        return dict(max_new_tokens=min(settings["max_new_tokens"], self.context_length - prompt_length),
+                    do_sample=sample, logits_processor=processors,
+                    temperature=settings["temperature"] if sample else None,
+                    top_p=settings["top_p"] if sample else None, top_k=None,
+                    eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
 
     def finished(self, new: list[int], dropped: int) -> Reply:
         """The Reply of generated ids `new`, cut after the first stop (a batch pads finished rows after it)."""

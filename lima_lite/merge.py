@@ -95,14 +95,14 @@ def stop_ids(model_eos: int | list[int] | None, eot: int) -> list[int]:
 
 def set_stop_metadata(model, tokenizer, template) -> None:
     """Make the trained turn end the end of generation: generation_config, tokenizer eos, chat template."""
-    from lima_lite.template import special_ids, token_id
+    from lima_lite.template import protected_tokens, token_id
 
     eot = token_id(tokenizer, template.eot_token)
     model.generation_config.eos_token_id = stop_ids(model.generation_config.eos_token_id, eot)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     tokenizer.eos_token = template.eot_token
     if template.protected is None:  # an adapter saved before templates listed their protected tokens
-        template.protected = sorted(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
+        template.protected = protected_tokens(tokenizer)
     tokenizer.chat_template = template.jinja()
 
 

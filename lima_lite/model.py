@@ -124,7 +124,7 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
     """
     from transformers import AddedToken, AutoTokenizer
 
-    from lima_lite.template import native_template, special_ids
+    from lima_lite.template import native_template, protected_tokens, special_ids
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -155,7 +155,7 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
         probe = tokenizer("a")["input_ids"]
         bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
         template = ChatTemplate(eot_token=eot_token, bos_token=bos)
-    template.protected = sorted(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
+    template.protected = protected_tokens(tokenizer)
     if chat_format == "lima":
         tokenizer.chat_template = template.jinja()
     return tokenizer, template, tokenizer.convert_tokens_to_ids(added)

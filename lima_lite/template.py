@@ -110,6 +110,11 @@ def special_ids(tokenizer) -> set[int]:
     return set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
 
 
+def protected_tokens(tokenizer) -> list[str]:
+    """The text of every special token, for ChatTemplate.protected (what jinja() keeps as text when typed)."""
+    return sorted(tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer))))
+
+
 def render_marked(tokenizer, chat_template: str, messages: list[dict]) -> tuple[str, list[str]]:
     """The template's rendering of `messages` with each content replaced by a mark, and the marks in order."""
     from jinja2 import TemplateError
