@@ -4,7 +4,8 @@
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
 
 Each run builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4 with
-double quantization via bitsandbytes, non-quantized weights in fp32, `prepare_model_for_kbit_training`,
+double quantization via bitsandbytes, non-quantized weights in fp32 and `prepare_model_for_kbit_training`
+(or, with --bf16-layers, in bf16 without it), attention sdpa_varlen (or --attention),
 LIMA's residual dropout, an added EOT token trained as PEFT trainable tokens, LoRA on all linear layers,
 TRL's SFTTrainer with bf16 autocast) and trains 3 steps on examples of exactly max_length tokens (the
 worst micro-batch). The third step runs under `LiveBytes`, a TorchDispatchMode that registers every
@@ -114,13 +115,15 @@ def tiny_tokenizer(vocab_size: int):
 
 
 def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
-            lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None) -> dict:
+            lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None,
+            attention: str = "sdpa_varlen", fp32_layers: bool = True) -> dict:
     """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak."""
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
     from trl import SFTConfig
 
+    from lima_lite.loss import attention_implementation
     from lima_lite.model import add_residual_dropout, get_model
     from lima_lite.train import keep_4bit_layout, sft_trainer_class
 
@@ -132,8 +135,11 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
         tiny_tokenizer(shape["vocab_size"]).save_pretrained(folder)
     vocab = shape["vocab_size"]
     eot = vocab  # one added token (the EOT), as for LLaMA-1
-    model = get_model(str(folder), load_in_4bit=True, dtype="bfloat16", vocab_size=vocab + 1)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    attention = attention_implementation(attention, cuda=False)[0]  # registers sdpa_varlen
+    model = get_model(str(folder), load_in_4bit=True, dtype="bfloat16", vocab_size=vocab + 1,
+                      attn_implementation=attention, fp32_layers=fp32_layers)
+    if fp32_layers:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     keep_4bit_layout(model)
     model.config.use_cache = False
     add_residual_dropout(model, residual_dropout)
@@ -194,7 +200,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
 
 def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
-            lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2) -> dict:
+            lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2,
+            attention: str = "sdpa_varlen", fp32_layers: bool = True) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
     from lima_lite.loss import CHUNK_TOKENS
     from lima_lite.plan import ModelShape, component_bytes
@@ -205,22 +212,24 @@ def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     return component_bytes(model, tokens=micro_batch * max_length, sequences=micro_batch, lora_r=lora_r,
                            gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
                            optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
-                           lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, cpu_masks=True)
+                           lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, attention=attention,
+                           unquantized_bytes=4 if fp32_layers else 2, rb=4 if fp32_layers else 2, cpu_masks=True)
 
 
 STATIC = ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer")
 
 
 def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool,
-            padding_free: bool, root: str | None = None) -> dict:
-    got = measure(shape, micro_batch, max_length, gradient_checkpointing, padding_free, root=root)
-    plan = planned(shape, micro_batch, max_length, gradient_checkpointing, padding_free)
+            padding_free: bool, root: str | None = None, attention: str = "sdpa_varlen", fp32_layers: bool = True) -> dict:
+    settings = {"attention": attention, "fp32_layers": fp32_layers}
+    got = measure(shape, micro_batch, max_length, gradient_checkpointing, padding_free, root=root, **settings)
+    plan = planned(shape, micro_batch, max_length, gradient_checkpointing, padding_free, **settings)
     plan_transient = plan["gradients"] + plan["activations"] + plan["loss"] + plan["layer_backward"]
     rows = {k: (got[k], plan[k]) for k in STATIC}
     rows["transient_at_peak"] = (got["transient_at_peak"], plan_transient)
     rows["peak"] = (got["peak"], sum(plan[k] for k in STATIC) + plan_transient)
     return {"shape": name, "micro_batch": micro_batch, "max_length": max_length,
-            "gradient_checkpointing": gradient_checkpointing, "padding_free": padding_free,
+            "gradient_checkpointing": gradient_checkpointing, "padding_free": padding_free, **settings,
             "rows": {k: {"counted": c, "planned": p, "error": (p - c) / c if c else 0.0} for k, (c, p) in rows.items()}}
 
 
@@ -229,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the comparison to this file")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=2)
+    parser.add_argument("--attention", default="sdpa_varlen", choices=["sdpa_varlen", "sdpa", "eager"])
+    parser.add_argument("--bf16-layers", action="store_true", help="fp32_layers: false (norms, embeddings, head in bf16)")
     parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
     args = parser.parse_args(argv)
     if args.anchor:
@@ -239,10 +250,12 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as root:
             for checkpointing in (True, False):
                 for padding_free in (True, False):
-                    result = compare(name, shape, args.micro_batch, args.max_length, checkpointing, padding_free, root)
+                    result = compare(name, shape, args.micro_batch, args.max_length, checkpointing, padding_free, root,
+                                     args.attention, not args.bf16_layers)
                     results.append(result)
                     print(f"\n{name} micro-batch {args.micro_batch} x {args.max_length}, gradient checkpointing "
-                          f"{checkpointing}, padding-free {padding_free}")
+                          f"{checkpointing}, padding-free {padding_free}, attention {args.attention}, "
+                          f"fp32_layers {not args.bf16_layers}")
                     for key, row in result["rows"].items():
                         print(f"  {key:<18} counted {row['counted'] / 2**20:9.3f} MiB  planned "
                               f"{row['planned'] / 2**20:9.3f} MiB  error {100 * row['error']:+6.2f} %")

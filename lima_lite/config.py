@@ -108,6 +108,12 @@ class LimaArguments:
         metadata={"help": "on CUDA, Liger's RMSNorm, RoPE and SwiGLU kernels when liger-kernel is installed "
                   "(same numbers, less memory); otherwise transformers' own, said in one line"},
     )
+    fp32_layers: bool = field(
+        default=True,
+        metadata={"help": "with a 4-bit base, keep the norms, embeddings and head in fp32, as peft's "
+                  "prepare_model_for_kbit_training does (QLoRA); false keeps them in `dtype` (bf16), so the "
+                  "residual stream and activations are bf16 too: less memory, bf16 matmuls (LLaMA-Factory's default)"},
+    )
     drop_too_long: bool = field(
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},

@@ -8,7 +8,8 @@ logits, and still trains an added EOT's rows; optional CUDA kernels, each fallin
 Why: at 4 x 2,048 tokens and LLaMA's 32,000-word vocabulary the logits alone are 8,192 x 32,000 x 4 bytes
 = 1.05 GB in fp32, and cross-entropy's softmax and the two gradients hold three more of that size. Here
 only positions whose next-token label is trained get logits at all, CHUNK_TOKENS of them at a time, and
-each chunk is recomputed in backward (torch.utils.checkpoint), so at most one chunk's logits are alive.
+each chunk but the last is recomputed in backward (torch.utils.checkpoint), so at most one chunk's
+logits are alive.
 
 The head is the model's own output head: a LoRA on lm_head takes part by calling it; PEFT's
 trainable-token rows (an added EOT, tied or untied head) take part as PEFT defines them, the base head's
@@ -18,6 +19,7 @@ misses those rows, which is why lima_lite brings its own.
 """
 
 import importlib.util
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -72,9 +74,12 @@ def head_logits(head, hidden: torch.Tensor) -> torch.Tensor:
     vocabulary x hidden W (262 MB in bf16 for LLaMA-7B) or its gradient.
     """
     rows = trainable_token_rows(head)
+    base = head.token_adapter.base_layer if rows is not None else getattr(head, "base_layer", head)
+    if base.weight.is_floating_point():  # bf16 autocast hands the hidden states over in fp32
+        hidden = hidden.to(base.weight.dtype)
     if rows is None:
         return head(hidden)
-    logits = head.token_adapter.base_layer(hidden)
+    logits = base(hidden)
     for ids, delta in rows:
         logits = logits.index_copy(-1, ids, F.linear(hidden, delta.to(logits.dtype)))
     return logits
@@ -112,9 +117,12 @@ def chunked_cross_entropy(head, hidden: torch.Tensor, labels: torch.Tensor, num_
     nll = hidden.sum() * 0.0
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     entropy = torch.zeros((), device=hidden.device)
-    for start in range(0, targets.numel(), chunk_tokens):
-        sums = checkpoint(_chunk_sums, head, selected[start:start + chunk_tokens], targets[start:start + chunk_tokens],
-                          use_reentrant=False)
+    starts = range(0, targets.numel(), chunk_tokens)
+    for start in starts:
+        # The last chunk is not recomputed: backward starts with it, right after the forward that made its
+        # logits, so keeping them costs no more memory than recomputing them then.
+        compute = _chunk_sums if start == starts[-1] else partial(checkpoint, _chunk_sums, use_reentrant=False)
+        sums = compute(head, selected[start:start + chunk_tokens], targets[start:start + chunk_tokens])
         nll, correct, entropy = nll + sums[0], correct + sums[1], entropy + sums[2]
     tokens = mask.sum()
     divisor = tokens.clamp(min=1) if num_items_in_batch is None else num_items_in_batch
@@ -153,7 +161,8 @@ def liger_cross_entropy(head, hidden: torch.Tensor, labels: torch.Tensor, num_it
     selected, targets = hidden[:, :-1][mask], labels[mask]
     tokens = mask.sum()
     fused = LigerFusedLinearCrossEntropyLoss(reduction="sum", return_token_accuracy=True)
-    result = fused(liger_loss_weight(head), selected, targets)
+    weight = liger_loss_weight(head)
+    result = fused(weight, selected.to(weight.dtype), targets)
     divisor = tokens.clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     correct = (result.token_accuracy.detach() * tokens).round().long()
     # Liger computes no entropy; NaN says "not measured" rather than a made-up 0.
@@ -230,19 +239,93 @@ def apply_liger_kernels(model, enabled: bool) -> str:
     return f"Liger kernels: RMSNorm, RoPE and SwiGLU on {model.config.model_type}"
 
 
+SDPA_VARLEN = "sdpa_varlen"
+
+
+def sequence_bounds(query: torch.Tensor, key: torch.Tensor, attention_mask, kwargs: dict) -> list[tuple[int, int]] | None:
+    """(start, end) of each example of a padding-free row, from TRL's cu_seq_lens_q or else the position ids
+    (a new example wherever they do not go up by one, as transformers' find_packed_sequence_indices);
+    None when attention is not over one unpadded row without a cache (then plain sdpa is right)."""
+    if attention_mask is not None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return None
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None:
+        positions = kwargs.get("position_ids")
+        if positions is None or positions.shape[0] != 1 or positions.shape[-1] != query.shape[2]:
+            return None
+        starts = (positions[0, 1:] - positions[0, :-1] != 1).nonzero().flatten() + 1
+        cu = torch.cat([starts.new_zeros(1), starts, starts.new_full((1,), query.shape[2])])
+    cu = cu.tolist()
+    return list(zip(cu[:-1], cu[1:]))
+
+
+def window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
+    """Causal mask of one example under a sliding window (token i sees j when i - window < j <= i); None when
+    the window covers the example (plain causal)."""
+    if window is None or length <= window:
+        return None
+    full = torch.ones(length, length, dtype=torch.bool, device=device)
+    return (full.tril() & full.triu(1 - window))[None, None]
+
+
+def sdpa_varlen_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' sdpa, called once per example of a padding-free row: each example attends causally to
+    itself only, as flash-attention's varlen kernel does, without the row's block-diagonal mask.
+
+    sdpa over a packed row needs a (tokens x tokens) mask, so 4 examples of 512 tokens cost 2,048^2 scores
+    instead of 4 x 512^2, and the mask rules out sdpa's causal fast path; one call per example costs its own
+    length squared. Anything else (padding, a KV cache) goes to transformers' sdpa unchanged.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bounds = sequence_bounds(query, key, attention_mask, kwargs)
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    if bounds is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    parts = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                    window_mask(end - start, window, query.device), **kwargs)[0]
+             for start, end in bounds]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)), None
+
+
+def sdpa_varlen_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
+                     attention_mask=None, **kwargs):
+    """The mask for SDPA_VARLEN: none for a training row (no padding, no cache: each example's own causal
+    mask is made in sdpa_varlen_attention); transformers' sdpa mask for anything else."""
+    from transformers.masking_utils import sdpa_mask
+
+    unpadded = attention_mask is None or bool(attention_mask[:, -kv_length:].all())
+    if unpadded and q_length == kv_length and q_offset == 0 and kv_offset == 0:
+        return None
+    return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                     kv_offset=kv_offset, attention_mask=attention_mask, **kwargs)
+
+
+def register_sdpa_varlen() -> str:
+    """Make `attn_implementation="sdpa_varlen"` known to transformers (its attention and mask interfaces)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(SDPA_VARLEN, sdpa_varlen_attention)
+    AttentionMaskInterface.register(SDPA_VARLEN, sdpa_varlen_mask)
+    return SDPA_VARLEN
+
+
 def attention_implementation(requested: str | None, cuda: bool) -> tuple[str, str]:
     """(attn_implementation to load the model with, the line saying why).
 
-    Padding-free batches need attention that keeps examples apart from position ids alone: flash-attention's
-    varlen kernel does (cu_seq_lens), and so do transformers' sdpa and eager, which build a block-diagonal
-    mask from the position ids when no attention mask is given (tested on CPU).
+    Padding-free batches need attention that keeps examples apart: flash-attention's varlen kernel does
+    (cu_seq_lens), and without it sdpa_varlen (sdpa once per example). transformers' own sdpa and eager
+    also do, through a block-diagonal mask built from the position ids, at the cost of the whole row's
+    length squared (tested on CPU).
     """
     flash = cuda and importlib.util.find_spec("flash_attn") is not None
     if requested in (None, "flash_attention_2") and flash:
         return "flash_attention_2", "attention: flash-attention 2 (varlen over the padding-free batch)"
-    if requested in (None, "flash_attention_2"):
-        why = "no CUDA" if not cuda else "flash-attn is not installed"
-        return "sdpa", f"attention: sdpa (block-diagonal mask from position ids); flash-attention not used: {why}"
+    if requested in (None, "flash_attention_2", SDPA_VARLEN):
+        why = "" if requested == SDPA_VARLEN else "; flash-attention not used: " + ("no CUDA" if not cuda else
+                                                                                 "flash-attn is not installed")
+        return register_sdpa_varlen(), f"attention: sdpa, once per example of the padding-free batch{why}"
     return requested, f"attention: {requested} (attn_implementation)"
 
 

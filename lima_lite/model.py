@@ -201,16 +201,20 @@ def device_map(sharded: bool) -> dict | None:
 
 def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "bfloat16", quant_type: str = "nf4",
               double_quant: bool = True, vocab_size: int | None = None, trust_remote_code: bool = False,
-              attn_implementation: str | None = None, revision: str | None = None, sharded: bool = False):
+              attn_implementation: str | None = None, revision: str | None = None, sharded: bool = False,
+              fp32_layers: bool = True):
     """The base model, quantized or not, with its embeddings resized to vocab_size when tokens were added.
 
-    `sharded`: FSDP will shard it (see fsdp_enabled): 4-bit storage in the compute dtype, and the
-    unquantized weights (norms, embeddings) in that dtype too, so one flat parameter has one dtype.
+    A 4-bit base keeps its unquantized weights (norms, embeddings, head) in fp32 (`fp32_layers`, what
+    prepare_model_for_kbit_training casts them to anyway), or in `dtype`. `sharded`: FSDP will shard it
+    (see fsdp_enabled): 4-bit storage in the compute dtype, and the unquantized weights in that dtype too,
+    so one flat parameter has one dtype.
     """
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    kwargs = {"dtype": torch.float32 if load_in_4bit and not sharded else dtype, "trust_remote_code": trust_remote_code,
+    upcast = load_in_4bit and fp32_layers and not sharded
+    kwargs = {"dtype": torch.float32 if upcast else dtype, "trust_remote_code": trust_remote_code,
               "quantization_config": quantization_config(load_in_4bit, quant_type, double_quant, dtype, sharded),
               "use_safetensors": True}
     if attn_implementation:

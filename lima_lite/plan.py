@@ -14,8 +14,9 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   absmax per block of 256 of them, so 1/2 + 1/64 + 4/(64*256) = 0.51587 bytes per parameter, plus per
   tensor a 16-entry NF4 code (64 B), the fp32 offset (4 B) and the 256-entry 8-bit code (1,024 B).
 - Weights kept in 16/32-bit (embeddings, lm_head, norms): `get_model` loads them in fp32 for 4-bit bases
-  and peft's `prepare_model_for_kbit_training` casts any fp16/bf16 ones to fp32, so 4 bytes each; the
-  rotary inv_freq buffers and PEFT's copy of the original rows of added tokens are fp32 too.
+  and peft's `prepare_model_for_kbit_training` casts any fp16/bf16 ones to fp32, so 4 bytes each (2 with
+  `fp32_layers: false`, which keeps them in bf16); the rotary inv_freq buffers and PEFT's copy of the
+  original rows of added tokens are fp32 either way.
 - LoRA weights: r x (in + out) per adapted linear layer; TRL casts the trainable parameters of a
   quantized model to bf16, so 2 bytes each, and 2 bytes of gradient.
 - Optimizer state: torch's AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype, bf16 here, so 4
@@ -24,9 +25,10 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   4,096 values.
 - Activations of the worst micro-batch: every sequence at max_length, micro_batch x max_length tokens in
   all (padding-free or padded: no pad tokens either way when every example is max_length long; with
-  padding-free and sdpa attention a block-diagonal mask of tokens^2 is built once, 1 byte each, and each
-  attention call converts it to a bf16 bias, 2 bytes each, kept for its backward). The residual stream is
-  fp32 (the embeddings are). With gradient checkpointing each layer keeps only its input; the backward of
+  padding-free batches under transformers' sdpa or eager attention a block-diagonal mask of tokens^2 is
+  built once, 1 byte each, and each attention call converts it to a bf16 bias, 2 bytes each, kept for its
+  backward; flash-attention and lima_lite's sdpa_varlen, the defaults, build none). The residual stream is
+  fp32 (the embeddings are; bf16 with `fp32_layers: false`). With gradient checkpointing each layer keeps only its input; the backward of
   one layer recomputes its forward, which saves per token 36h + 4kv + 15m bytes (h hidden, kv the key/value
   width, m the MLP width; worked out in `layer_bytes_per_token`). Without it every layer keeps those.
 - The loss: the model's own head (used when an EOT is added, so its lm_head row trains) builds the logits
@@ -173,7 +175,7 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     # Activations kept between forward and backward: each layer's input (the checkpoints), the final norm's
     # input and output, rotary cos and sin (fp32), the padding-free mask, the head's bf16 input and weight.
     # One sequence needs no mask (causal); padded batches of max_length examples have no padding to mask.
-    masked = padding_free and sequences > 1 and attention != "flash_attention_2"
+    masked = padding_free and sequences > 1 and attention in ("sdpa", "eager")  # not flash or sdpa_varlen
     mask, bias = (tokens * tokens, 2 * tokens * tokens) if masked else (0, 0)
     layer = layer_bytes_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks) * tokens + bias
     kept = (shape.layers + 2) * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask + COMPUTE_BYTES * vocab * h
@@ -218,11 +220,14 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
 def memory_plan(shape: ModelShape, micro_batch: int, max_length: int, lora_r: int, gradient_checkpointing: bool,
                 padding_free: bool, optim: str, added_tokens: int, gpu_gib: float,
                 loss_chunk_tokens: int | None = None, lora_dropout: bool = True, residual_dropout: bool = True,
-                attention: str = "sdpa", search: bool = True) -> dict:
+                attention: str = "sdpa_varlen", search: bool = True, fp32_layers: bool = True) -> dict:
     """The plan: components in GiB (summing to peak_gib), fit, largest micro-batch and context that fit."""
+    width = 4 if fp32_layers else 2  # unquantized weights and the residual stream
+
     def peak(batch: int, length: int) -> tuple[dict, float]:
         raw = component_bytes(shape, batch * length, batch, lora_r, gradient_checkpointing, padding_free, optim,
-                              added_tokens, loss_chunk_tokens, lora_dropout, residual_dropout, attention)
+                              added_tokens, loss_chunk_tokens, lora_dropout, residual_dropout, attention,
+                              unquantized_bytes=width, rb=width)
         gib = {"cuda_context": CUDA_CONTEXT_GIB, **{k: v / GIB for k, v in raw.items()}}
         gib["fragmentation"] = FRAGMENTATION * sum(gib[k] for k in TRANSIENT)
         components = {k: round(gib[k], 3) for k in COMPONENTS}
@@ -297,7 +302,8 @@ def detected_gpu_gib() -> float | None:
 
 def plan_for(config_file: Path, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
              optim: str, lora_r: int, lora_dropout: float, residual_dropout: float, added_tokens: int,
-             gpu_gib: float, attention: str | None = None, loss_chunk_tokens: int | None = None) -> dict:
+             gpu_gib: float, attention: str | None = None, loss_chunk_tokens: int | None = None,
+             fp32_layers: bool = True) -> dict:
     """The plan for a model's config.json and a recipe's values.
 
     The loss: the model's own head when tokens are added (lima_lite/train.py, so the EOT rows train),
@@ -310,10 +316,12 @@ def plan_for(config_file: Path, micro_batch: int, max_length: int, gradient_chec
     shape = model_shape(config)
     chunk = loss_chunk_tokens if loss_chunk_tokens else (None if added_tokens else 0)
     plan = memory_plan(shape, micro_batch, max_length, lora_r, gradient_checkpointing, padding_free, optim,
-                       added_tokens, gpu_gib, chunk, lora_dropout > 0, residual_dropout > 0, attention or "sdpa")
+                       added_tokens, gpu_gib, chunk, lora_dropout > 0, residual_dropout > 0,
+                       attention or "sdpa_varlen", fp32_layers=fp32_layers)
     plan["model"] = {"config": str(config_file), "hidden": shape.hidden, "layers": shape.layers,
                      "intermediate": shape.intermediate, "vocab": shape.vocab, "added_tokens": added_tokens}
     plan["settings"] = {"gradient_checkpointing": gradient_checkpointing, "padding_free": padding_free,
+                        "fp32_layers": fp32_layers,
                         "optim": optim, "lora_r": lora_r, "loss": "chunked" if loss_chunk_tokens else
                         ("full logits" if added_tokens else "TRL fused head")}
     return plan
@@ -329,7 +337,7 @@ def recipe_plan(sft_config, model_args, lima_args, folder: Path, added_tokens: i
     return plan_for(folder / "config.json", sft_config.per_device_train_batch_size, sft_config.max_length,
                     sft_config.gradient_checkpointing, sft_config.padding_free, sft_config.optim.value,
                     model_args.lora_r, model_args.lora_dropout, lima_args.residual_dropout, added_tokens, gpu_gib,
-                    model_args.attn_implementation, loss_chunk_tokens=CHUNK_TOKENS)
+                    model_args.attn_implementation, loss_chunk_tokens=CHUNK_TOKENS, fp32_layers=lima_args.fp32_layers)
 
 
 def advice(plan: dict, effective_batch: int) -> list[str]:

@@ -403,11 +403,11 @@ def build_trainer(setup: Setup, callbacks=()):
         model_args.attn_implementation, sft_config.activation_offloading)
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                       model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
-                      model_args.attn_implementation, model_args.model_revision, sharded)
+                      model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
     print(apply_liger_kernels(model, lima_args.liger_kernels))
-    # Under FSDP no prepare_model_for_kbit_training: it casts the norms and embeddings to fp32, and FSDP
-    # flattens a decoder layer's weights (bf16-stored 4-bit ones and its norms) into one tensor of one dtype.
-    if model_args.load_in_4bit and not sharded:
+    # prepare_model_for_kbit_training casts the norms and embeddings to fp32 (fp32_layers). Never under FSDP:
+    # it flattens a decoder layer's weights (bf16-stored 4-bit ones and its norms) into one tensor of one dtype.
+    if model_args.load_in_4bit and lima_args.fp32_layers and not sharded:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=sft_config.gradient_checkpointing)
     if model_args.load_in_4bit:
         keep_4bit_layout(model)

@@ -145,10 +145,11 @@ def test_cpu_fallbacks_say_so(tiny_llama):
     assert path == "chunked" and "chunked cross-entropy" in line and "no CUDA" in line
     assert apply_liger_kernels(model, enabled=True).startswith("Liger kernels: not used: no CUDA")
     assert apply_liger_kernels(model, enabled=False) == "Liger kernels: off (liger_kernels: false)"
-    assert attention_implementation(None, cuda=False)[0] == "sdpa"
+    assert attention_implementation(None, cuda=False)[0] == "sdpa_varlen"
     assert attention_implementation("flash_attention_2", cuda=False) == (
-        "sdpa", "attention: sdpa (block-diagonal mask from position ids); flash-attention not used: no CUDA")
+        "sdpa_varlen", "attention: sdpa, once per example of the padding-free batch; flash-attention not used: no CUDA")
     assert attention_implementation("eager", cuda=False)[0] == "eager"
+    assert attention_implementation("sdpa", cuda=False)[0] == "sdpa"
     assert activation_offloading(True, cuda=False)[0] is False
     assert activation_offloading(True, cuda=True)[0] is True
 
@@ -164,7 +165,7 @@ def test_cuda_fallbacks_without_packages(monkeypatch, tiny_llama):
     path, line = loss_path(output_head(model), torch.device("cuda"))
     assert path == "chunked" and "liger-kernel is not installed" in line
     assert attention_implementation(None, cuda=True) == (
-        "sdpa", "attention: sdpa (block-diagonal mask from position ids); flash-attention not used: "
+        "sdpa_varlen", "attention: sdpa, once per example of the padding-free batch; flash-attention not used: "
         "flash-attn is not installed")
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from lima_lite.loss import causal_lm_hidden, causal_lm_loss, head_logits, output_head
+from lima_lite.loss import causal_lm_hidden, causal_lm_loss, head_logits, output_head, register_sdpa_varlen
 from lima_lite.train import train
 from test_loss import batch as padded_batch
 from test_loss import peft_model
@@ -28,10 +28,11 @@ def padding_free(rows):
     return DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa_varlen", "sdpa", "eager"])
 def test_each_example_sees_only_itself(tiny_llama, attn):
     """Per-example logits of the padding-free row equal the example run alone (fp32, CPU), even with the
     model's config asking for a KV cache (with one, transformers would not see the boundaries)."""
+    register_sdpa_varlen()
     model, _ = peft_model(tiny_llama, added_tokens=1, attn=attn)
     model.eval()
     model.config.use_cache = True
@@ -47,6 +48,90 @@ def test_each_example_sees_only_itself(tiny_llama, attn):
         mixed = head_logits(head, causal_lm_hidden(model, {"input_ids": collated["input_ids"]})[0])
     assert (packed - alone).abs().max().item() < 1e-5
     assert (mixed - alone).abs().max().item() > 1e-2  # without position ids the examples do see each other
+
+
+def lora_gradients(model, batch) -> dict:
+    model.zero_grad()
+    loss, _ = causal_lm_loss(model, batch)
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_sdpa_varlen_equals_the_block_mask_in_loss_and_gradients(tiny_llama):
+    """sdpa once per example (the default without flash-attention) against transformers' sdpa with the
+    row's block-diagonal mask: the same loss and LoRA / trainable-row gradients (fp32, CPU), and
+    scaled_dot_product_attention really runs per example, with no mask (the causal fast path)."""
+    register_sdpa_varlen()
+    batch = padding_free(examples(256))
+    results = {}
+    for attn in ("sdpa", "sdpa_varlen"):
+        model, _ = peft_model(tiny_llama, added_tokens=1, attn=attn)
+        calls = []
+        real = torch.nn.functional.scaled_dot_product_attention
+
+        def spy(query, key, value, attn_mask=None, **kwargs):
+            calls.append((query.shape[-2], attn_mask is None))
+            return real(query, key, value, attn_mask=attn_mask, **kwargs)
+
+        torch.nn.functional.scaled_dot_product_attention = spy
+        try:
+            loss, _ = causal_lm_loss(model, batch)
+            results[attn] = (loss.item(), lora_gradients(model, batch))
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = real
+        layers = model.config.num_hidden_layers
+        if attn == "sdpa_varlen":
+            assert calls[:5 * layers] == [(n, True) for _ in range(layers) for n in (11, 7, 14, 1, 5)]
+        else:
+            assert calls[0] == (38, False)  # the whole row, under its mask
+    assert results["sdpa_varlen"][0] == pytest.approx(results["sdpa"][0], abs=1e-6)
+    for name, grad in results["sdpa"][1].items():
+        assert (results["sdpa_varlen"][1][name] - grad).abs().max().item() < 1e-5, name
+
+
+def test_sdpa_varlen_keeps_a_sliding_window(tmp_path):
+    """A Mistral-style sliding window (4 tokens) inside each example of a padding-free row: the same logits as
+    each example alone under transformers' eager attention, which applies the window itself."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    register_sdpa_varlen()
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4, max_position_embeddings=256)
+    MistralForCausalLM(config).save_pretrained(tmp_path / "mistral")
+    rows = examples(256)
+    collated = padding_free(rows)
+    logits = {}
+    for attn in ("sdpa_varlen", "eager"):
+        model = MistralForCausalLM.from_pretrained(tmp_path / "mistral", attn_implementation=attn).eval()
+        with torch.no_grad():
+            if attn == "eager":
+                logits[attn] = torch.cat([model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in rows])
+            else:
+                inputs = {k: v for k, v in collated.items() if k != "labels"}
+                logits[attn] = model(**inputs, use_cache=False).logits[0]
+                model.config.sliding_window = None
+                logits["no_window"] = model(**inputs, use_cache=False).logits[0]
+    assert (logits["sdpa_varlen"] - logits["eager"]).abs().max().item() < 1e-5
+    assert (logits["no_window"] - logits["eager"]).abs().max().item() > 1e-3  # the window matters here
+
+
+def test_sdpa_varlen_with_padding_and_a_cache_is_sdpa(tiny_llama):
+    """Batches with padding and generation with a KV cache go to transformers' sdpa unchanged."""
+    from transformers import AutoModelForCausalLM
+
+    register_sdpa_varlen()
+    models = {attn: AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation=attn).eval()
+              for attn in ("sdpa_varlen", "sdpa")}
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        out = {attn: m(input_ids=ids, attention_mask=mask).logits for attn, m in models.items()}
+        generated = {attn: m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+                     for attn, m in models.items()}
+    keep = mask.bool()
+    assert (out["sdpa_varlen"][keep] - out["sdpa"][keep]).abs().max().item() < 1e-5
+    assert torch.equal(generated["sdpa_varlen"], generated["sdpa"])
 
 
 def test_padding_free_loss_is_the_unbatched_token_weighted_loss(tiny_llama):

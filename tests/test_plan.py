@@ -59,6 +59,19 @@ def test_checkpointing_and_chunked_loss_lower_the_peak():
     assert chunked["components"]["loss"] < full["components"]["loss"] / 4
 
 
+def test_bf16_layers_and_per_example_attention_lower_the_peak():
+    """fp32_layers: false halves the unquantized weights and shrinks the activations; transformers' sdpa over a
+    padding-free micro-batch adds its block mask, which sdpa_varlen (the default) and flash-attention do not."""
+    default = plan_7b()
+    bf16 = plan_7b(fp32_layers=False)
+    assert bf16["components"]["weights_16_32bit"] == pytest.approx(default["components"]["weights_16_32bit"] / 2, rel=0.01)
+    assert bf16["components"]["activations"] < 0.75 * default["components"]["activations"]
+    masked = plan_7b(attention="sdpa")["components"]
+    assert plan_7b(attention="flash_attention_2")["components"] == default["components"]
+    mask_bytes = 4 * 2048 * 4 * 2048  # tokens^2, one byte each
+    assert (masked["activations"] - default["components"]["activations"]) * 2**30 == pytest.approx(mask_bytes, rel=0.01)
+
+
 def test_refusal_with_a_fake_gpu():
     plan = plan_7b(gpu_gib=8.0, search=False)
     with pytest.raises(LimaError, match="does not fit"):
@@ -142,8 +155,10 @@ def test_recipe_comment_states_its_plan(size, gpu):
     assert batch == (64 if size in ("7b", "13b") else 32)  # LIMA's effective batch
 
 
-def test_calibration_against_counted_bytes(tmp_path):
-    """Train 3 steps of a tiny 4-bit LLaMA + LoRA (AdamW) on the CPU and count live tensor bytes.
+@pytest.mark.parametrize("attention,fp32_layers", [("sdpa_varlen", True), ("sdpa", True), ("sdpa_varlen", False)])
+def test_calibration_against_counted_bytes(tmp_path, attention, fp32_layers):
+    """Train 3 steps of a tiny 4-bit LLaMA + LoRA (AdamW) on the CPU and count live tensor bytes: the default
+    attention (one sdpa call per example), transformers' sdpa with the block mask, and bf16 layers.
 
     Weights, quantization constants, LoRA and optimizer state: within 2% of the plan (they match to the
     byte today); the bytes allocated during the step (gradients, activations, loss) at its peak: within 10%.
@@ -154,7 +169,7 @@ def test_calibration_against_counted_bytes(tmp_path):
     shape = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=2000)
     result = compare("test", shape, micro_batch=2, max_length=128, gradient_checkpointing=True,
-                     padding_free=True, root=str(tmp_path))
+                     padding_free=True, root=str(tmp_path), attention=attention, fp32_layers=fp32_layers)
     rows = result["rows"]
     for name in ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer"):
         assert rows[name]["counted"] > 0

@@ -67,6 +67,38 @@ def test_4bit_qlora_trains_lora_and_leaves_the_base(tiny_llama, tmp_path):
     assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "epoch-01").is_dir()
 
 
+class Dtypes(TrainerCallback):
+    """Dtypes of the unquantized weights and of the hidden states the loss reads, at the first step."""
+
+    def __init__(self):
+        self.weights, self.hidden = {}, []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        for name, param in model.named_parameters():
+            if param.is_floating_point() and not param.requires_grad:
+                self.weights[name] = param.dtype
+        model.get_base_model().model.norm.register_forward_hook(lambda m, a, out: self.hidden.append(out.dtype))
+
+
+@pytest.mark.parametrize("fp32_layers,bf16", [(True, True), (False, True), (False, False)])
+def test_4bit_layers_in_fp32_or_bf16(tiny_llama, tmp_path, fp32_layers, bf16):
+    """fp32_layers: true keeps norms, embeddings and head in fp32 (prepare_model_for_kbit_training); false
+    keeps them, and the residual stream, in bf16, with or without bf16 autocast; both train and save."""
+    snap, dtypes = Snapshot(), Dtypes()
+    run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=2, load_in_4bit=True,
+                                fp32_layers=fp32_layers, bf16=bf16), callbacks=[snap, dtypes])
+    want = torch.float32 if fp32_layers else torch.bfloat16
+    norms = [n for n in dtypes.weights if "norm" in n]
+    heads = [n for n in dtypes.weights if "embed_tokens" in n or "lm_head" in n]
+    assert norms and heads
+    assert {dtypes.weights[n] for n in norms + heads} == {want}
+    assert dtypes.hidden[0] == want  # the final norm's output: the residual stream's dtype
+    assert any(not torch.equal(snap.before[k], snap.after[k]) for k in snap.before if "lora_B" in k)
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert losses and all(0 < loss < 20 for loss in losses)
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
 def test_trainable_parameter_count(tiny_llama, tmp_path):
     run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=1, load_in_4bit=False,
                                 dtype="float32", bf16=False))
