@@ -8,8 +8,7 @@ logits, and still trains an added EOT's rows; optional CUDA kernels, each fallin
 Why: at 4 x 2,048 tokens and LLaMA's 32,000-word vocabulary the logits alone are 8,192 x 32,000 x 4 bytes
 = 1.05 GB in fp32, and cross-entropy's softmax and the two gradients hold three more of that size. Here
 only positions whose next-token label is trained get logits at all, CHUNK_TOKENS of them at a time, and
-each chunk but the last is recomputed in backward (torch.utils.checkpoint), so at most one chunk's
-logits are alive.
+each chunk is recomputed in backward (torch.utils.checkpoint), so at most one chunk's logits are alive.
 
 The head is the model's own output head: a LoRA on lm_head takes part by calling it; PEFT's
 trainable-token rows (an added EOT, tied or untied head) take part as PEFT defines them, the base head's
@@ -19,7 +18,6 @@ misses those rows, which is why lima_lite brings its own.
 """
 
 import importlib.util
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -117,12 +115,9 @@ def chunked_cross_entropy(head, hidden: torch.Tensor, labels: torch.Tensor, num_
     nll = hidden.sum() * 0.0
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     entropy = torch.zeros((), device=hidden.device)
-    starts = range(0, targets.numel(), chunk_tokens)
-    for start in starts:
-        # The last chunk is not recomputed: backward starts with it, right after the forward that made its
-        # logits, so keeping them costs no more memory than recomputing them then.
-        compute = _chunk_sums if start == starts[-1] else partial(checkpoint, _chunk_sums, use_reentrant=False)
-        sums = compute(head, selected[start:start + chunk_tokens], targets[start:start + chunk_tokens])
+    for start in range(0, targets.numel(), chunk_tokens):
+        sums = checkpoint(_chunk_sums, head, selected[start:start + chunk_tokens], targets[start:start + chunk_tokens],
+                          use_reentrant=False)
         nll, correct, entropy = nll + sums[0], correct + sums[1], entropy + sums[2]
     tokens = mask.sum()
     divisor = tokens.clamp(min=1) if num_items_in_batch is None else num_items_in_batch

@@ -177,7 +177,10 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     # One sequence needs no mask (causal); padded batches of max_length examples have no padding to mask.
     masked = padding_free and sequences > 1 and attention in ("sdpa", "eager")  # not flash or sdpa_varlen
     mask, bias = (tokens * tokens, 2 * tokens * tokens) if masked else (0, 0)
-    layer = layer_bytes_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks) * tokens + bias
+    # sdpa_varlen keeps each example's attention output for its backward and their concatenation (bf16)
+    split = padding_free and sequences > 1 and attention == "sdpa_varlen"
+    layer = (layer_bytes_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks)
+             + (COMPUTE_BYTES * h if split else 0)) * tokens + bias
     kept = (shape.layers + 2) * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask + COMPUTE_BYTES * vocab * h
     if rb != 4:
         kept += 4 * tokens * h  # the final norm's fp32 copy of its input
