@@ -239,8 +239,10 @@ SDPA_VARLEN = "sdpa_varlen"
 
 def sequence_bounds(query: torch.Tensor, key: torch.Tensor, attention_mask, kwargs: dict) -> list[tuple[int, int]] | None:
     """(start, end) of each example of a padding-free row, from TRL's cu_seq_lens_q or else the position ids
-    (a new example wherever they do not go up by one, as transformers' find_packed_sequence_indices);
-    None when attention is not over one unpadded row without a cache (then plain sdpa is right)."""
+    (transformers' find_packed_sequence_indices); None when attention is not over one unpadded row without
+    a cache (then plain sdpa is right)."""
+    from transformers.masking_utils import find_packed_sequence_indices
+
     if attention_mask is not None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         return None
     cu = kwargs.get("cu_seq_lens_q")
@@ -248,8 +250,9 @@ def sequence_bounds(query: torch.Tensor, key: torch.Tensor, attention_mask, kwar
         positions = kwargs.get("position_ids")
         if positions is None or positions.shape[0] != 1 or positions.shape[-1] != query.shape[2]:
             return None
-        starts = (positions[0, 1:] - positions[0, :-1] != 1).nonzero().flatten() + 1
-        cu = torch.cat([starts.new_zeros(1), starts, starts.new_full((1,), query.shape[2])])
+        packed = find_packed_sequence_indices(positions)  # None: one sequence
+        lengths = [query.shape[2]] if packed is None else torch.unique_consecutive(packed[0], return_counts=True)[1]
+        cu = torch.cumsum(torch.as_tensor([0, *lengths]), 0)
     cu = cu.tolist()
     return list(zip(cu[:-1], cu[1:]))
 

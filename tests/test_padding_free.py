@@ -190,3 +190,16 @@ def test_steps_per_epoch_is_right_under_packing(tiny_llama, tmp_path):
     assert recorded["steps_per_epoch"] == steps.steps
     assert steps.steps < 3
     assert recorded["effective_batch"] == 6 / steps.steps  # examples per step, LIMA's unit
+
+
+def test_sequence_bounds_from_position_ids_equal_trls_cu_seq_lens():
+    """Without TRL's cu_seq_lens (another collator), the example bounds come from the position ids."""
+    from lima_lite.loss import sequence_bounds
+
+    collated = padding_free(examples(256))
+    query = torch.zeros(1, 2, collated["input_ids"].shape[1], 4)
+    from_cu = sequence_bounds(query, query, None, {"cu_seq_lens_q": collated["cu_seq_lens_q"]})
+    from_positions = sequence_bounds(query, query, None, {"position_ids": collated["position_ids"]})
+    assert from_cu == from_positions == [(0, 11), (11, 18), (18, 32), (32, 33), (33, 38)]
+    assert sequence_bounds(query, query, None, {"position_ids": torch.arange(38)[None]}) == [(0, 38)]
+    assert sequence_bounds(query, query, torch.ones(1, 38), {"position_ids": collated["position_ids"]}) is None
