@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 # 1.05 GB; each chunk reads the whole head once (a 512 x 4,096 x 32,000 matmul, still large enough to run
 # at full speed on a GPU), so smaller chunks would only add passes over the head.
 CHUNK_TOKENS = 512
+ENTROPY_ROWS = 64  # rows of a chunk's probabilities alive at once for the entropy metric
 IGNORE = -100
 
 
@@ -90,11 +91,14 @@ def _chunk_sums(head, hidden: torch.Tensor, targets: torch.Tensor):
     early stop), so the metrics are computed once. At most three chunk-sized tensors are alive at once.
     """
     logits = head_logits(head, hidden).float()  # fp32 softmax, as transformers' ForCausalLMLoss
-    nll = F.cross_entropy(logits, targets, reduction="sum")
+    log_probs = logits.log_softmax(-1)  # cross_entropy is exactly nll_loss(log_softmax); the entropy reuses it
+    nll = F.nll_loss(log_probs, targets, reduction="sum")
     with torch.no_grad():
         correct = (logits.argmax(-1) == targets).sum()
-        # entropy = logsumexp - sum(p * logits), with the product made in place
-        entropy = (logits.logsumexp(-1).sum() - logits.softmax(-1).mul_(logits).sum())
+        # entropy = -sum(p * log p) from the log-probabilities already there (logsumexp and softmax cost 0.7 s
+        # of a 15 s quick-start step), a few rows at a time: p for the whole chunk would be a third chunk-sized
+        # tensor, the peak of the step's memory on small models
+        entropy = -sum(rows.exp().mul_(rows).sum() for rows in log_probs.split(ENTROPY_ROWS))
     return nll, correct, entropy
 
 
@@ -280,10 +284,15 @@ def sdpa_varlen_attention(module, query, key, value, attention_mask, **kwargs):
     window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
     if bounds is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    parts = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-                                    window_mask(end - start, window, query.device), **kwargs)[0]
-             for start, end in bounds]
-    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)), None
+    if len(bounds) == 1:
+        return sdpa_attention_forward(module, query, key, value, window_mask(query.shape[2], window, query.device),
+                                      **kwargs)
+    # split, not slices: in backward a slice's gradient is a zero tensor of the whole row, one per example;
+    # split's is one concatenation
+    lengths = [end - start for start, end in bounds]
+    parts = [sdpa_attention_forward(module, q, k, v, window_mask(q.shape[2], window, query.device), **kwargs)[0]
+             for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+    return torch.cat(parts, dim=1), None
 
 
 def sdpa_varlen_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,

@@ -101,6 +101,30 @@ def test_loss_and_gradients_equal_the_plain_path(tiny_llama, tiny_llama_tied, ti
     assert stats["tokens"].item() == sum(n - 3 for n in (11, 7, 14))
 
 
+def test_accuracy_and_entropy_equal_trl_from_the_full_logits(tiny_llama):
+    """The logged mean_token_accuracy and entropy: the chunks' sums equal TRL's own metrics computed from
+    the full logits over the same trained positions."""
+    from trl.trainer.utils import entropy_from_logits
+
+    model, added = peft_model(tiny_llama, added_tokens=1)
+    inputs = batch(model.config.vocab_size, added[0])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits[:, :-1]
+        labels = inputs["labels"][:, 1:]
+        mask = labels != IGNORE
+        expected_correct = (logits.argmax(-1) == labels)[mask].sum().item()
+        expected_entropy = entropy_from_logits(logits)[mask].sum().item()
+        _, stats = causal_lm_loss(model, inputs)  # one chunk
+        from lima_lite.loss import causal_lm_hidden
+
+        _, chunked = chunked_cross_entropy(output_head(model), causal_lm_hidden(model, inputs), inputs["labels"],
+                                           chunk_tokens=5)
+    for got in (stats, chunked):
+        assert got["correct"].item() == expected_correct
+        assert got["entropy"].item() == pytest.approx(expected_entropy, rel=1e-5)
+    assert 0 < expected_correct and 0 < expected_entropy  # neither sum is trivially 0
+
+
 def test_lora_on_the_head_takes_part(tiny_llama):
     model, _ = peft_model(tiny_llama, added_tokens=0, lora_on_head=True)
     expected, _ = compare(model, batch(model.config.vocab_size, None), chunk_tokens=4)
