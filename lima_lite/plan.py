@@ -173,7 +173,7 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
 
     weights_16_32bit = unquantized_bytes * (head_modules * vocab * h + norms) + 4 * rotary + 4 * token_rows
     # Activations kept between forward and backward: each layer's input (the checkpoints), the final norm's
-    # input and output, rotary cos and sin (fp32), the padding-free mask, the head's bf16 input and weight.
+    # input and output, rotary cos and sin (fp32), the padding-free mask (the head weight's bf16 copy below).
     # One sequence needs no mask (causal); padded batches of max_length examples have no padding to mask.
     masked = padding_free and sequences > 1 and attention in ("sdpa", "eager")  # not flash or sdpa_varlen
     mask, bias = (tokens * tokens, 2 * tokens * tokens) if masked else (0, 0)
@@ -181,7 +181,9 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     split = padding_free and sequences > 1 and attention == "sdpa_varlen"
     layer = (layer_bytes_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks)
              + (COMPUTE_BYTES * h if split else 0)) * tokens + bias
-    kept = (shape.layers + 2) * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask + COMPUTE_BYTES * vocab * h
+    kept = (shape.layers + 2) * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask
+    if loss_chunk_tokens is None:
+        kept += COMPUTE_BYTES * vocab * h  # autocast's bf16 copy of the head weight, inside the model's forward
     if rb != 4:
         kept += 4 * tokens * h  # the final norm's fp32 copy of its input
     if added_tokens and not shape.tied:
@@ -190,18 +192,20 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         kept += shape.layers * layer
     if loss_chunk_tokens == 0:
         # TRL's fused head casts the weight tile by tile and keeps the labelled positions' hidden states
-        kept += COMPUTE_BYTES * tokens * h - COMPUTE_BYTES * vocab * h
+        kept += COMPUTE_BYTES * tokens * h
     if loss_chunk_tokens is None:
         loss = 12 * tokens * vocab
     elif loss_chunk_tokens == 0:
         # one bf16 tile of logits, the weight tile's bf16 copy, the fp32 gradient of the hidden states
         loss = 2 * min(tokens, TRL_TOKEN_TILE) * min(vocab, TRL_VOCAB_TILE) + 2 * min(vocab, TRL_VOCAB_TILE) * h + 4 * tokens * h
     else:
-        # lima_lite's chunked loss (loss.py), recomputed in backward: about 10 bytes per logit of one chunk
-        # (fp32 logits, log-probabilities and their gradient, not all alive at once) plus the chunk's selected
-        # fp32 hidden states and their gradient; counted on the CPU (bench/plan_calibration.py)
+        # lima_lite's chunked loss (loss.py), recomputed in backward: 12 bytes per logit of one chunk (in
+        # backward the saved fp32 log-probabilities, nll_loss's gradient and log_softmax's; in forward the
+        # fp32 logits, log-probabilities and, before the metrics were taken a few rows at a time, the
+        # probabilities) plus the chunk's selected fp32 hidden states and their gradient; counted on the CPU
+        # (bench/plan_calibration.py)
         chunk = min(tokens, loss_chunk_tokens)
-        loss = 10 * chunk * vocab + 8 * chunk * h
+        loss = 12 * chunk * vocab + 8 * chunk * h
     # One layer's backward: its recomputed forward (with checkpointing), the gradient flowing through it
     # (one of the residual and one of the MLP width, fp32) and the largest dequantized bf16 weight.
     backward = tokens * (h + shape.intermediate) * rb + 2 * max(o * i for o, i in linear_shapes(shape))
