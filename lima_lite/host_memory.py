@@ -6,10 +6,12 @@
 glibc's malloc serves a block from the heap unless it is larger than its mmap threshold, which starts at
 128 KiB and rises to the size of every mmapped block freed, up to 32 MiB. A training step frees tensors of
 every size, so after a few steps nearly all of them come from the heap, whose freed pages stay resident,
-fragmented between live ones: the quick start's resident size crept from 1.55 to 2.19 GB over its first
-five steps and to 3.2 GB by its last. A fixed threshold stops the rise: tensors over it are mapped and
-unmapped, so their pages go back to the system when they are freed (five steps: 2.18-2.20 GB against
-2.22-2.34 GB, at the same speed; docs/benchmarks.md).
+fragmented between live ones: the quick start's resident size crept from 1,554 to 2,192 MiB over its
+first five steps, and its peak, at the end of training, was 3.00 GiB. With the threshold fixed at 4 MiB,
+tensors over it are mapped and unmapped, so their pages go back to the system when freed: five steps
+peaked at 2,184-2,197 MiB against 2,217-2,344 MiB, at the same speed, and the whole quick start at 2.66 GiB.
+Lower thresholds cost time (1 MiB: the quick start's replies took 97 s instead of 77) and saved nothing
+more (docs/benchmarks.md).
 """
 
 import ctypes
