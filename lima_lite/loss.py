@@ -119,9 +119,13 @@ def chunked_cross_entropy(head, hidden: torch.Tensor, labels: torch.Tensor, num_
     nll = hidden.sum() * 0.0
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     entropy = torch.zeros((), device=hidden.device)
-    for start in range(0, targets.numel(), chunk_tokens):
-        sums = checkpoint(_chunk_sums, head, selected[start:start + chunk_tokens], targets[start:start + chunk_tokens],
-                          use_reentrant=False)
+    starts = range(0, targets.numel(), chunk_tokens)
+    for start in starts:
+        chunk = (head, selected[start:start + chunk_tokens], targets[start:start + chunk_tokens])
+        # Every chunk but the last is recomputed in backward. The last one's backward runs first, right
+        # after this forward, before any other chunk's recomputation, so keeping what it saved adds nothing
+        # to the peak and saves its head matmul and log-softmax a second time (the only chunk, on short rows).
+        sums = _chunk_sums(*chunk) if start == starts[-1] else checkpoint(_chunk_sums, *chunk, use_reentrant=False)
         nll, correct, entropy = nll + sums[0], correct + sums[1], entropy + sums[2]
     tokens = mask.sum()
     divisor = tokens.clamp(min=1) if num_items_in_batch is None else num_items_in_batch

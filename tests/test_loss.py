@@ -203,3 +203,26 @@ def test_liger_path_equals_the_plain_path_on_cuda(tiny_llama):
     plain = plain_loss(model, inputs)
     ours, _ = causal_lm_loss(model, inputs, path="liger")
     assert ours.item() == pytest.approx(plain.item(), abs=1e-4)
+
+
+def test_chunked_loss_memory_does_not_grow_with_the_tokens():
+    """Live bytes of the loss's forward and backward (bench/loss_memory.py's count): the plain path's grow with
+    the micro-batch (full logits), the chunked loss's stay at a chunk's worth, many times smaller."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from loss_memory import chunked, head, peak_bytes, plain
+
+    vocab, hidden = 4000, 64
+    lm_head = head(vocab, hidden, trainable_token=True)
+    peaks = {}
+    for tokens in (2048, 4096):
+        generator = torch.Generator().manual_seed(0)
+        states = torch.randn(1, tokens, hidden, generator=generator)
+        labels = torch.randint(0, vocab, (1, tokens), generator=generator)
+        peaks[tokens] = {name: peak_bytes(fn, lm_head, states, labels)[0] for name, fn in (("plain", plain),
+                                                                                            ("chunked", chunked))}
+    assert peaks[4096]["plain"] > 1.9 * peaks[2048]["plain"]
+    assert peaks[4096]["chunked"] < 1.2 * peaks[2048]["chunked"]
+    assert peaks[4096]["plain"] > 6 * peaks[4096]["chunked"]
