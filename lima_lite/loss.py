@@ -8,7 +8,7 @@ logits, and still trains an added EOT's rows; optional CUDA kernels, each fallin
 Why: at 4 x 2,048 tokens and LLaMA's 32,000-word vocabulary the logits alone are 8,192 x 32,000 x 4 bytes
 = 1.05 GB in fp32, and cross-entropy's softmax and the two gradients hold three more of that size. Here
 only positions whose next-token label is trained get logits at all, CHUNK_TOKENS of them at a time, and
-each chunk is recomputed in backward (torch.utils.checkpoint), so at most one chunk's logits are alive.
+each chunk but the last is recomputed in backward (torch.utils.checkpoint), so at most one chunk's logits are alive.
 
 The head is the model's own output head: a LoRA on lm_head takes part by calling it; PEFT's
 trainable-token rows (an added EOT, tied or untied head) take part as PEFT defines them, the base head's

@@ -199,10 +199,10 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         # one bf16 tile of logits, the weight tile's bf16 copy, the fp32 gradient of the hidden states
         loss = 2 * min(tokens, TRL_TOKEN_TILE) * min(vocab, TRL_VOCAB_TILE) + 2 * min(vocab, TRL_VOCAB_TILE) * h + 4 * tokens * h
     else:
-        # lima_lite's chunked loss (loss.py), recomputed in backward: 12 bytes per logit of one chunk (in
-        # backward the saved fp32 log-probabilities, nll_loss's gradient and log_softmax's; in forward the
-        # fp32 logits, log-probabilities and, before the metrics were taken a few rows at a time, the
-        # probabilities) plus the chunk's selected fp32 hidden states and their gradient; counted on the CPU
+        # lima_lite's chunked loss (loss.py; every chunk but the last recomputed in backward): 12 bytes per
+        # logit of one chunk (in backward the saved fp32 log-probabilities, nll_loss's gradient and
+        # log_softmax's; in forward the fp32 logits and log-probabilities, the entropy taken a few rows at a
+        # time) plus the chunk's selected fp32 hidden states and their gradient; counted on the CPU
         # (bench/plan_calibration.py)
         chunk = min(tokens, loss_chunk_tokens)
         loss = 12 * chunk * vocab + 8 * chunk * h
