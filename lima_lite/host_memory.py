@@ -1,6 +1,6 @@
 """Host memory on a CPU run: keep the resident size close to the live tensors (glibc on Linux; elsewhere no-ops).
 
-    >>> map_large_blocks()      # before training or generating on a CPU
+    >>> map_large_blocks()      # before training or generating (a no-op with CUDA)
     >>> return_freed_memory()   # between two phases of one process (the quick start's training and replies)
 
 glibc's malloc serves a block from the heap unless it is larger than its mmap threshold, which starts at
@@ -30,8 +30,11 @@ def _glibc():
 
 
 def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold at `threshold` bytes; True when set (False without glibc)."""
-    libc = _glibc()
+    """On a CPU run, fix glibc's mmap threshold at `threshold` bytes; True when set (False with CUDA, whose
+    tensors are not malloc's, or without glibc)."""
+    import torch
+
+    libc = None if torch.cuda.is_available() else _glibc()
     return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, threshold) == 1)
 
 

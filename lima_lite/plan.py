@@ -28,9 +28,10 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   padding-free batches under transformers' sdpa or eager attention a block-diagonal mask of tokens^2 is
   built once, 1 byte each, and each attention call converts it to a bf16 bias, 2 bytes each, kept for its
   backward; flash-attention and lima_lite's sdpa_varlen, the defaults, build none). The residual stream is
-  fp32 (the embeddings are; bf16 with `fp32_layers: false`). With gradient checkpointing each layer keeps only its input; the backward of
-  one layer recomputes its forward, which saves per token 36h + 4kv + 15m bytes (h hidden, kv the key/value
-  width, m the MLP width; worked out in `layer_bytes_per_token`). Without it every layer keeps those.
+  fp32 (the embeddings are; bf16 with `fp32_layers: false`). With gradient checkpointing each layer keeps
+  only its input; the backward of one layer recomputes its forward, which saves per token 36h + 4kv + 15m
+  bytes (h hidden, kv the key/value width, m the MLP width; worked out in `layer_bytes_per_token`).
+  Without it every layer keeps those.
 - The loss: the model's own head (used when an EOT is added, so its lm_head row trains) builds the logits
   of the micro-batch: bf16 logits, their fp32 copy and log-softmax in the forward; in the backward the
   log-softmax, its incoming gradient and its outgoing gradient, 3 x 4 bytes per token and vocabulary entry.

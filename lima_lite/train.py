@@ -475,8 +475,6 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
-    import torch
-
     from lima_lite.host_memory import map_large_blocks
     from lima_lite.plan import check_training_fit
 
@@ -487,8 +485,7 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     if setup.dev_rows:
         setup.sft_config.eval_strategy = "epoch"
-    if not torch.cuda.is_available():
-        map_large_blocks()  # freed tensors go back to the system instead of fragmenting the heap
+    map_large_blocks()  # on a CPU, freed tensors go back to the system instead of fragmenting the heap
     trainer, rates = build_trainer(setup, callbacks)
     main_process = trainer.accelerator.is_main_process  # the one writer of run.json, metrics.jsonl, loss.png
     run = run_record(setup, recipe, trainer, rates)
