@@ -52,6 +52,21 @@ def load(path: str, kind: str) -> list[dict]:
     return examples
 
 
+def overlap_doc() -> str:
+    from lima_lite.curate import overlap
+
+    return overlap.__doc__.split("\n\n", 1)[1]
+
+
+def overlap_main(args) -> int:
+    from lima_lite.curate.overlap import find_overlap
+
+    out = args.out or Path(f"{Path(args.eval).name.split(':')[-1].rsplit('.', 1)[0]}.overlap.jsonl")
+    pairs, summary = find_overlap(args.train, args.eval, out, args.threshold)
+    print(f"{summary}; {len(pairs)} pair(s) in {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lima-lite data", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +78,18 @@ def main(argv=None) -> int:
     m.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
     m.add_argument("--single-k", type=int, default=1000, help="how many single-turn examples to take (LIMA: 1000)")
     m.add_argument("--seed", type=int, default=0, help="seed for the output order")
+    o = sub.add_parser("overlap", help="eval prompts that duplicate training prompts, exactly or nearly",
+                       description=overlap_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
+    o.add_argument("eval", metavar="EVAL", help="eval prompts (any file `lima-lite eval generate` reads)")
+    o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
+    from lima_lite.curate.overlap import THRESHOLD  # a light module: no heavy imports at --help
+
+    o.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
     args = parser.parse_args(argv)
+    if args.tool == "overlap":
+        return overlap_main(args)
 
     from lima_lite.curate.report import Funnel, response_text, write_report
     from lima_lite.io import write_jsonl

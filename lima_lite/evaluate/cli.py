@@ -181,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.step not in ("select-epoch", "report"):  # these write a folder; the others one JSONL file
         check_out_file(args.out)
     if args.step == "generate":
+        from lima_lite.curate.overlap import run_overlap_warning
+
         prompts = read_prompts(args.prompts)[: args.limit]
+        warning = run_overlap_warning(args.model, args.prompts)
+        if warning:
+            print(warning)
         model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
         rows = generate_answers(model, prompts, args.out, samples=args.samples, **sampling_args(args))
         stopped = sum(r["finish_reason"] == "length" for r in rows)

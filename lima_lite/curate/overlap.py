@@ -1,0 +1,138 @@
+"""Contamination check: evaluation prompts that also appear, exactly or nearly, in the training data.
+
+    $ lima-lite data overlap data/train.jsonl embedded:dev.jsonl --out overlap.jsonl
+    12 of 50 eval prompts overlap the training data (3 exact, 9 near); pairs in overlap.jsonl
+    >>> pairs = overlapping_pairs(train_prompts, eval_prompts)          # [{"kind": "exact"|"near", ...}]
+
+A prompt is a training conversation's user turns (every one of them: a multi-turn dialogue can hold an
+eval prompt in its third turn) or an eval prompts file's prompt (any file `lima-lite eval generate` reads).
+Exact: the same text once lower-cased, with punctuation and runs of space removed (a SHA-256 of that).
+Near: MinHash over word 2-grams (128 permutations) finds candidates with an estimated Jaccard similarity
+>= `threshold` (0.5 by default); the true Jaccard of the two 2-gram sets then decides, so the estimate's
+noise never reports a pair. One word changed in a 20-word prompt keeps 17 of its 19 2-grams (Jaccard
+0.81), three changed words keep about 13 (0.52); two different questions cast in one template ("What's the
+difference between X and Y?") share at most 0.38 on the embedded samples. A prompt of a few words
+reworded in several places falls below the threshold: lower it to search wider.
+"""
+
+import hashlib
+import re
+from pathlib import Path
+
+from lima_lite import LimaError
+
+_WORDS = re.compile(r"\w+")
+NGRAM = 2  # word 2-grams: one changed word costs a prompt 2 of its n-grams, so rewordings stay similar
+NUM_PERM = 128
+THRESHOLD = 0.5
+
+
+def normalized(text: str) -> str:
+    """Lower case, words only, single spaces: "What is  LoRA?" and "what is lora" are one prompt."""
+    return " ".join(_WORDS.findall(text.lower()))
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[str]:
+    words = normalized(text).split()
+    return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def train_prompts(name: str) -> list[dict]:
+    """[{"id", "prompt"}] for every user turn of every training conversation (ids `ID` or `ID#turn`)."""
+    from lima_lite.data import load_conversations
+
+    found = []
+    for example in load_conversations(name):
+        users = [m["content"] for m in example["messages"] if m["role"] == "user"]
+        for turn, text in enumerate(users, 1):
+            found.append({"id": str(example["id"]) if len(users) == 1 else f"{example['id']}#{turn}", "prompt": text})
+    return found
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def overlapping_pairs(train: list[dict], evals: list[dict], threshold: float = THRESHOLD, seed: int = 0) -> list[dict]:
+    """Every (eval prompt, training prompt) pair that is an exact or near duplicate, in eval-prompt order;
+    an eval prompt with an exact match is not searched for near ones as well."""
+    from datasketch import MinHashLSH
+
+    if not 0 < threshold <= 1:
+        raise LimaError(f"threshold: expected a Jaccard similarity in (0, 1], got {threshold}")
+    by_hash: dict[bytes, list[dict]] = {}
+    lsh, shingles = MinHashLSH(threshold=threshold, num_perm=NUM_PERM), {}
+    for index, row in enumerate(train):
+        by_hash.setdefault(hashlib.sha256(normalized(row["prompt"]).encode()).digest(), []).append(row)
+        shingles[index] = ngrams(row["prompt"])
+        lsh.insert(index, signature(shingles[index], seed))
+    pairs = []
+    for row in evals:
+        exact = by_hash.get(hashlib.sha256(normalized(row["prompt"]).encode()).digest(), [])
+        for match in exact:
+            pairs.append(pair("exact", row, match, 1.0))
+        if exact:
+            continue
+        mine = ngrams(row["prompt"])
+        for index in sorted(lsh.query(signature(mine, seed))):
+            similarity = jaccard(mine, shingles[index])
+            if similarity >= threshold:
+                pairs.append(pair("near", row, train[index], similarity))
+    return pairs
+
+
+def signature(grams: set[str], seed: int):
+    from datasketch import MinHash
+
+    minhash = MinHash(num_perm=NUM_PERM, seed=seed)
+    minhash.update_batch([g.encode("utf-8") for g in grams])
+    return minhash
+
+
+def pair(kind: str, evaluated: dict, trained: dict, similarity: float) -> dict:
+    return {"kind": kind, "similarity": round(similarity, 3), "eval_id": evaluated["id"],
+            "eval_prompt": evaluated["prompt"], "train_id": trained["id"], "train_prompt": trained["prompt"]}
+
+
+def overlap_summary(pairs: list[dict], n_eval: int) -> str:
+    """One line: how many eval prompts overlap, split into exact and near."""
+    exact = {p["eval_id"] for p in pairs if p["kind"] == "exact"}
+    near = {p["eval_id"] for p in pairs if p["kind"] == "near"} - exact
+    return (f"{len(exact) + len(near)} of {n_eval} eval prompts overlap the training data "
+            f"({len(exact)} exact, {len(near)} near)")
+
+
+def find_overlap(train: str, evals: str, out: str | Path | None = None, threshold: float = THRESHOLD) -> tuple[list[dict], str]:
+    """(pairs, one-line summary) for a training data file and an eval prompts file; pairs written to `out`."""
+    from lima_lite.evaluate.answers import read_prompts
+    from lima_lite.io import write_jsonl
+
+    eval_rows = read_prompts(evals)
+    pairs = overlapping_pairs(train_prompts(train), eval_rows, threshold)
+    if out is not None:
+        write_jsonl(pairs, out)
+    return pairs, overlap_summary(pairs, len(eval_rows))
+
+
+def run_overlap_warning(spec: str, prompts: str) -> str | None:
+    """For `eval generate`: a one-line warning when the model's run names its training data (run.json)
+    and some of `prompts` overlap it; None when they do not or the training data is not known/at hand."""
+    from lima_lite.layout import find_run, is_adapter, is_run, read_run
+
+    path = Path(spec)
+    if not (is_adapter(path) or is_run(path)):
+        return None
+    _, run = find_run(path)
+    settings = read_run(run) if run else None
+    data = (settings or {}).get("data", {}).get("dataset_name")
+    if not data:
+        return None
+    from lima_lite.data import resolve_data_path
+
+    if not (resolve_data_path(data) or Path(data)).is_file():
+        return None  # a Hub dataset (GAIR/lima) is not read here: no network during generation
+    pairs, summary = find_overlap(data, prompts)
+    if not pairs:
+        return None
+    return (f"warning: {summary} of {data} (run.json); answers to them measure memory, not skill "
+            f"(list: lima-lite data overlap {data} {prompts} --out overlap.jsonl)")
