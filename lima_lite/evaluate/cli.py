@@ -86,6 +86,9 @@ def pairwise_parser(steps) -> None:
     p.add_argument("--ours", required=True, metavar="FILE", help="answers of the model under test")
     p.add_argument("--baseline", required=True, metavar="FILE", help="answers of the baseline, same prompts")
     p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
+    p.add_argument("--judge-prompt", choices=("default", "length-penalised", "both"), default="default",
+                   help="length-penalised: a prompt that counts needless length against an answer (Long Is "
+                        "More's check of length bias); both: judge with each and print their agreement")
 
 
 def rating_parser(steps, name: str) -> None:
@@ -217,16 +220,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best: {result['best']} (top two: {', '.join(result['top_two'])}); table in "
               f"{args.out or args.run + '/select-epoch'}/select-epoch.md")
     else:
-        from lima_lite.evaluate.protocols import absolute_mix, likert_summary, win_tie_loss
+        from lima_lite.evaluate.protocols import absolute_mix, likert_summary, outcome_agreement, win_tie_loss
 
         judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
         if args.step == "pairwise":
-            print(win_tie_loss(steps.pairwise_file(judge, args.ours, args.baseline, args.out)))
+            variants = ("default", "length-penalised") if args.judge_prompt == "both" else (args.judge_prompt,)
+            for variant in variants:  # the file keeps both; each call returns all of it
+                records = steps.pairwise_file(judge, args.ours, args.baseline, args.out, variant)
+            by = {v: [r for r in records if r.get("judge_prompt", "pairwise") == steps.JUDGE_PROMPTS[v]]
+                  for v in variants}
+            for variant in variants:
+                print(f"{variant} prompt: {win_tie_loss(by[variant])}\n  {length_bias_line(by[variant])}")
+            if len(variants) == 2:
+                same = outcome_agreement(*by.values())
+                print(f"the two prompts agree on {pct_of(same['same'])} of {same['n']} outcomes "
+                      f"({pct_of(same['tie_discounted'])} tie-discounted; Long Is More: 94%)")
         elif args.step == "likert":
             print(likert_summary(steps.likert_file(judge, args.answers, args.out)))
         else:
             print(absolute_mix(steps.absolute_file(judge, args.answers, args.out)))
     return 0
+
+
+def pct_of(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def length_bias_line(records: list[dict]) -> str:
+    """Answer lengths, raw and length-controlled win rate of the first model, on one line."""
+    from lima_lite.evaluate.protocols import length_controlled, length_summary
+
+    lengths, rates = length_summary(records), length_controlled(records)
+    interval = "" if rates["lc"] is None else f" (95% CI {pct_of(rates['low'])} to {pct_of(rates['high'])})"
+    return (f"words (mean / median): ours {fmt(lengths['mean_a'])} / {fmt(lengths['median_a'])}, baseline "
+            f"{fmt(lengths['mean_b'])} / {fmt(lengths['median_b'])}; win rate raw {pct_of(rates['raw'])}, "
+            f"length-controlled {pct_of(rates['lc'])}{interval}")
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def check_out_file(out: str) -> None:

@@ -70,7 +70,7 @@ def ask(judge, prompt: str, choices: tuple[str, ...]) -> tuple[str | None, list[
     return verdict, replies
 
 
-def pairwise_judge(judge, ours: dict, theirs: dict, template: str | None = None) -> dict:
+def pairwise_judge(judge, ours: dict, theirs: dict, template: str | None = None, judge_prompt: str = "pairwise") -> dict:
     """Judge two answers to one prompt in both orders (Long Is More): win only if both orders prefer ours,
     loss only if both prefer theirs, tie otherwise. An unreadable verdict in either order -> outcome None."""
     template = template or load_prompt("pairwise")
@@ -93,9 +93,16 @@ def pairwise_judge(judge, ours: dict, theirs: dict, template: str | None = None)
     else:
         outcome = "tie"
     winner = {"win": ours["model"], "loss": theirs["model"], "tie": "tie", None: None}[outcome]
-    return {"protocol": "pairwise", "judge": judge.name, "id": ours["id"], "prompt": ours["prompt"],
-            "model_a": ours["model"], "model_b": theirs["model"], "answer_a": ours["answer"],
+    name = judge.name if judge_prompt == "pairwise" else length_penalised_label(judge.name)
+    return {"protocol": "pairwise", "judge": name, "judge_prompt": judge_prompt, "id": ours["id"],
+            "prompt": ours["prompt"], "model_a": ours["model"], "model_b": theirs["model"], "answer_a": ours["answer"],
             "answer_b": theirs["answer"], "verdicts": verdicts, "raw": raw, "outcome": outcome, "winner": winner}
+
+
+def length_penalised_label(judge_name: str) -> str:
+    """The judge's name for verdicts given under the length-penalising prompt: a rater of its own, so the
+    report's agreement table sets the two judgments side by side."""
+    return f"{judge_name} [length-penalised]"
 
 
 def likert_judge(judge, samples: list[dict], template: str | None = None) -> dict:
@@ -158,6 +165,93 @@ def mean_ci95(values: list[float]) -> tuple[float, float, float] | None:
 
     half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)  # two-sided 95%: 12.706 for 2 values, 2.045 for 30
     return mean, mean - half, mean + half
+
+
+def words(text: str) -> int:
+    """An answer's length in words (whitespace-separated), the same for every model's tokenizer."""
+    return len(text.split())
+
+
+def length_summary(records: list[dict]) -> dict:
+    """Mean and median answer length in words of model_a's and model_b's answers in pairwise records."""
+    from statistics import mean, median
+
+    out = {"n": len(records)}
+    for side in ("a", "b"):
+        lengths = [words(r[f"answer_{side}"]) for r in records]
+        out[f"mean_{side}"] = mean(lengths) if lengths else None
+        out[f"median_{side}"] = median(lengths) if lengths else None
+    return out
+
+
+OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+
+
+def length_controlled(records: list[dict]) -> dict:
+    """Raw and length-controlled win rate of model_a, AlpacaEval 2.0's way.
+
+    Raw: (wins + ties / 2) / judged. Length-controlled: a logistic regression of the outcome (win 1, loss 0,
+    tie half of each) on tanh(length difference in words / its standard deviation), read at a length
+    difference of 0: the win rate the judge would give if both answers were equally long. The 95% interval
+    is the Wald interval of the intercept (from the fit's Fisher information), mapped through the sigmoid.
+    `lc` is None when nothing is judged, or every outcome is the same or follows length exactly (then the
+    fit has no finite solution).
+    """
+    import numpy as np
+    from scipy.special import expit
+
+    judged = [r for r in records if r.get("outcome") in OUTCOME_SCORE]
+    result = {"n": len(judged), "raw": None, "lc": None, "low": None, "high": None, "slope": None}
+    if not judged:
+        return result
+    scores = np.array([OUTCOME_SCORE[r["outcome"]] for r in judged])
+    result["raw"] = float(scores.mean())
+    if scores.min() == scores.max():
+        return result
+    difference = np.array([words(r["answer_a"]) - words(r["answer_b"]) for r in judged], dtype=float)
+    spread = difference.std()
+    x = np.tanh(difference / spread) if spread > 0 else np.zeros_like(difference)
+    # a tie is half a win and half a loss: each outcome becomes two rows weighted by its score
+    features = np.concatenate([x, x])[:, None]
+    labels = np.concatenate([np.ones_like(scores), np.zeros_like(scores)])
+    weights = np.concatenate([scores, 1 - scores])
+    intercept, slope = fit_logistic(features, labels, weights, with_slope=spread > 0)
+    design = np.column_stack([np.ones_like(x), x]) if spread > 0 else np.ones((len(x), 1))
+    if abs(slope) > SEPARATED:
+        return result  # the outcome is a step function of length: no finite fit to read at equal length
+    p = expit(intercept + slope * x)
+    information = design.T @ (design * (p * (1 - p))[:, None])  # weights of a row pair sum to 1
+    se = float(np.sqrt(np.linalg.inv(information)[0, 0]))
+    result.update(lc=float(expit(intercept)), low=float(expit(intercept - 1.96 * se)),
+                  high=float(expit(intercept + 1.96 * se)), slope=slope)
+    return result
+
+
+# A slope this steep (odds times e^20 across one standard deviation of length difference) only comes from
+# judgments that length separates perfectly, where the maximum-likelihood fit runs off to infinity.
+SEPARATED = 20.0
+
+
+def fit_logistic(features, labels, weights, with_slope: bool) -> tuple[float, float]:
+    """(intercept, slope) of an unpenalised weighted logistic regression (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not with_slope:  # every length difference equal: only the intercept is identified
+        features = features * 0
+    model = LogisticRegression(penalty=None, tol=1e-10, max_iter=1000).fit(features, labels, sample_weight=weights)
+    return float(model.intercept_[0]), float(model.coef_[0, 0]) if with_slope else 0.0
+
+
+def outcome_agreement(first: list[dict], second: list[dict]) -> dict:
+    """How often two pairwise judgments of the same comparisons give the same outcome (Long Is More: a
+    length-penalising prompt agreed 94%), and LIMA's tie-discounted agreement, over items both judged."""
+    key = lambda r: (r["id"], r["model_a"], r["model_b"])  # noqa: E731
+    theirs = {key(r): r["outcome"] for r in second if r.get("outcome")}
+    shared = [(r["outcome"], theirs[key(r)]) for r in first if r.get("outcome") and key(r) in theirs]
+    if not shared:
+        return {"n": 0, "same": None, "tie_discounted": None}
+    return {"n": len(shared), "same": sum(a == b for a, b in shared) / len(shared),
+            "tie_discounted": sum(tie_discounted(a, b) for a, b in shared) / len(shared)}
 
 
 def likert_summary(records: list[dict]) -> dict:

@@ -3,6 +3,7 @@
     >>> build_report(["evals/"], "evals/report")        # -> evals/report/report.md + *.png
     $ lima-lite eval report evals/ --out evals/report
 
+The pairwise section also shows answer lengths and the raw and length-controlled win rates.
 Reads every judgment record (JSONL lines with a `protocol`: pairwise, human, likert, absolute,
 knowledge) from the files and folders given; answers files in a folder are skipped. Charts:
   pairwise.png   stacked win / tie / loss bars per comparison and judge (like LIMA's Figure 1)
@@ -17,7 +18,7 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.evaluate.answers import model_label
 from lima_lite.evaluate.protocols import (ABSOLUTE_CHOICES, absolute_mix, agreement_matrix, knowledge_summary,
-                                          likert_summary, win_tie_loss)
+                                          length_controlled, length_summary, likert_summary, win_tie_loss)
 from lima_lite.io import read_jsonl, save_figure, write_json, write_text
 from lima_lite.plots import pyplot, stacked_percent_bars
 
@@ -76,7 +77,27 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
                                ("win", "tie", "loss", "unparsed"), "% of prompts",
                                "Pairwise preference: win / tie / loss of the first model", annotate=True)
     save_figure(fig, out / "pairwise.png")
-    return lines + ["", "![pairwise](pairwise.png)", ""]
+    return lines + ["", "![pairwise](pairwise.png)", ""] + length_bias_section(records)
+
+
+def length_bias_section(records: list[dict]) -> list[str]:
+    """Answer lengths and raw vs length-controlled win rate next to every preference result."""
+    lines = ["### Length bias", "",
+             "Judges prefer longer answers (Long Is More; AlpacaEval 2.0). Lengths in words. Raw win rate counts a "
+             "tie as half a win; the length-controlled one is a logistic regression of the outcome on "
+             "tanh(length difference / its standard deviation), read at equal length, with a 95% Wald interval "
+             "(AlpacaEval 2.0's length-controlled win rate, without its per-prompt term). A raw rate well above "
+             "the length-controlled one means the win comes from length.", "",
+             "| comparison | judge | words, first (mean / median) | words, second (mean / median) | raw win rate "
+             "| length-controlled (95% CI) |", "|---|---|---|---|---|---|"]
+    for (judge, a, b), items in sorted(group(records, "judge", "model_a", "model_b").items()):
+        lengths, rates = length_summary(items), length_controlled(items)
+        lc = "-" if rates["lc"] is None else (f"{100 * rates['lc']:.1f}% ({100 * rates['low']:.1f} to "
+                                               f"{100 * rates['high']:.1f})")
+        raw = "-" if rates["raw"] is None else f"{100 * rates['raw']:.1f}%"
+        lines.append(f"| {short(a)} vs {short(b)} | {short(judge)} | {lengths['mean_a']:.0f} / {lengths['median_a']:.0f} "
+                     f"| {lengths['mean_b']:.0f} / {lengths['median_b']:.0f} | {raw} | {lc} |")
+    return lines + [""]
 
 
 def likert_section(records: list[dict], out: Path) -> list[str]:

@@ -15,21 +15,29 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.evaluate.answers import answers_by_id, get_answerer, read_records, resume
 from lima_lite.evaluate.protocols import (absolute_judge, check_human_vote, human_records, knowledge_score,
-                                          likert_judge, load_prompt, pairwise_judge, render)
+                                          length_penalised_label, likert_judge, load_prompt, pairwise_judge,
+                                          render)
 
 KNOWLEDGE_SAMPLING = {"temperature": 0, "max_new_tokens": 32}  # greedy: a fact is either there or not
 
 
-def pairwise_file(judge, ours: str | Path, theirs: str | Path, out: str | Path) -> list[dict]:
-    """Judge the first answer of every prompt in `ours` against `theirs` in both orders."""
+JUDGE_PROMPTS = {"default": "pairwise", "length-penalised": "pairwise-length-penalised"}
+
+
+def pairwise_file(judge, ours: str | Path, theirs: str | Path, out: str | Path,
+                  judge_prompt: str = "default") -> list[dict]:
+    """Judge the first answer of every prompt in `ours` against `theirs` in both orders, with the default
+    judging prompt or the length-penalising one (Long Is More's check of the judge's length bias)."""
     mine, other = answers_by_id(ours), answers_by_id(theirs)
     missing = [pid for pid in mine if pid not in other]
     if missing:
         raise LimaError(f"{theirs}: no answer for {len(missing)} prompt id(s) of {ours}: {', '.join(missing[:5])}"
                         " (answer the same prompts file with both models)")
-    template = load_prompt("pairwise")
-    todo = [((judge.name, pid, mine[pid][0]["model"], other[pid][0]["model"]),
-             lambda pid=pid: pairwise_judge(judge, mine[pid][0], other[pid][0], template)) for pid in mine]
+    protocol = JUDGE_PROMPTS[judge_prompt]
+    template = load_prompt(protocol)
+    name = judge.name if judge_prompt == "default" else length_penalised_label(judge.name)
+    todo = [((name, pid, mine[pid][0]["model"], other[pid][0]["model"]),
+             lambda pid=pid: pairwise_judge(judge, mine[pid][0], other[pid][0], template, protocol)) for pid in mine]
     return resume(out, lambda r: (r["judge"], r["id"], r["model_a"], r["model_b"]), todo, desc="pairwise")
 
 
