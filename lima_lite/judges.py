@@ -9,10 +9,13 @@
 
 Local judges run through the shared generation core, greedily (temperature 0), so verdicts repeat.
 Endpoint judges (and endpoint answerers in lima_lite.evaluate.answers) talk to the server through
-`openai_client(url)`, which reads the key from OPENAI_API_KEY (a local server usually accepts any).
+`chat_completion`, which reads the key from OPENAI_API_KEY (a local server usually accepts any), times out
+a hung server, retries 429/5xx with backoff (honouring Retry-After), and turns every failure into a one-line
+LimaError. Endpoint judges may be called from several threads (`--concurrency`).
 Used by `lima-lite select --strategy quality` and by `lima-lite eval`.
 """
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,11 +39,73 @@ def parse_endpoint(spec: str) -> tuple[str, str] | None:
     return model, url
 
 
+# A verdict of 256 tokens, or a 2,048-token answer, from a busy local server takes well under two minutes;
+# a server that has not answered by then is hung, not slow.
+ENDPOINT_TIMEOUT_S = 120.0
+# openai's client retries timeouts, connection errors, 408/409/429 and 5xx with exponential backoff from
+# 0.5 s (capped at 8 s), waiting for the server's Retry-After instead when it gives one (up to 60 s).
+ENDPOINT_RETRIES = 3
+
+
 def openai_client(url: str):
-    """An OpenAI client for an OpenAI-compatible server at `url`; the key from OPENAI_API_KEY, else "EMPTY"."""
+    """An OpenAI client for an OpenAI-compatible server at `url`; the key from OPENAI_API_KEY, else "EMPTY".
+    One per URL, shared by threads (its connection pool is thread-safe)."""
+    return _client(url, os.environ.get("OPENAI_API_KEY", "EMPTY"), ENDPOINT_TIMEOUT_S, ENDPOINT_RETRIES)
+
+
+@functools.cache
+def _client(url: str, key: str, timeout: float, retries: int):
     from openai import OpenAI
 
-    return OpenAI(base_url=url, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"))
+    return OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=retries)
+
+
+def chat_completion(url: str, model: str, messages: list[dict], **settings) -> tuple[str | None, str | None]:
+    """(content, finish_reason) of one chat completion from an OpenAI-compatible server. Every way a server
+    can fail (unreachable, hung, HTTP errors after the retries, a page that is not the API, no choices) is a
+    one-line LimaError naming the URL; content is None when the server sent `content: null`."""
+    import openai
+
+    where = f"{model}@{url}"
+    try:
+        response = openai_client(url).chat.completions.create(model=model, messages=messages, **settings)
+    except openai.APITimeoutError:
+        raise LimaError(f"{where}: no answer within {ENDPOINT_TIMEOUT_S:.0f} s, {ENDPOINT_RETRIES + 1} tries; "
+                        "is the server up and the model loaded?") from None
+    except openai.APIConnectionError as error:
+        raise LimaError(f"{where}: cannot connect ({error.__cause__ or error}); check the host, port and /v1 path, "
+                        "and that the server is running") from None
+    except openai.APIStatusError as error:
+        raise LimaError(f"{where}: HTTP {error.status_code} ({status_detail(error)})"
+                        f"{' after ' + str(ENDPOINT_RETRIES + 1) + ' tries' if error.status_code in RETRIED else ''}; "
+                        "check the model name, the key (OPENAI_API_KEY) and the server's log") from None
+    except ValueError as error:  # a body that is not JSON under an application/json header
+        raise LimaError(f"{where}: the reply is not JSON ({one_line(str(error))}); is this an OpenAI-compatible "
+                        "/v1 URL?") from None
+    from openai.types.chat import ChatCompletion
+
+    if not isinstance(response, ChatCompletion):  # openai hands back a non-JSON body (an HTML page) as text
+        raise LimaError(f"{where}: the reply is not a chat completion but {one_line(str(response))[:80]!r}; "
+                        "is this an OpenAI-compatible /v1 URL?")
+    if not response.choices:
+        raise LimaError(f"{where}: the reply has no choices (choices: []); check the server's log")
+    choice = response.choices[0]
+    return choice.message.content, choice.finish_reason
+
+
+RETRIED = {408, 409, 429} | set(range(500, 600))
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def status_detail(error) -> str:
+    """The server's own words for an HTTP error: the API's error message, else the start of the body."""
+    body = error.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return one_line(body["message"])[:200]
+    return one_line(error.response.text)[:200] or "empty body"
 
 
 @dataclass
@@ -62,10 +127,10 @@ class EndpointJudge:
     max_new_tokens: int = 256
 
     def complete(self, prompt: str) -> str:
-        response = openai_client(self.base_url).chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": prompt}], temperature=0,
-            max_tokens=self.max_new_tokens)  # the OpenAI API's name for max_new_tokens
-        return (response.choices[0].message.content or "").strip()
+        """The reply, "" for `content: null` (then counted as an unreadable verdict, asked again once)."""
+        content, _ = chat_completion(self.base_url, self.model, [{"role": "user", "content": prompt}],
+                                     temperature=0, max_tokens=self.max_new_tokens)  # the API's max_new_tokens
+        return (content or "").strip()
 
 
 def get_judge(spec: str, max_new_tokens: int = 256) -> Judge:

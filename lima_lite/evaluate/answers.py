@@ -14,6 +14,7 @@ Ids default to `<file stem>-<line>`. An answers file has one JSONL line per answ
 its turn; "length": it hit max_new_tokens). Rerunning skips the (id, sample) pairs already answered.
 """
 
+import itertools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,13 +105,15 @@ class EndpointModel:
     def answer(self, prompt: str, seed: int = 0, temperature: float = LIMA_SAMPLING["temperature"],
                top_p: float = LIMA_SAMPLING["top_p"], max_new_tokens: int = LIMA_SAMPLING["max_new_tokens"],
                repetition_penalty: float | None = None) -> tuple[str, str]:
-        from lima_lite.judges import openai_client
+        from lima_lite.judges import chat_completion
 
-        response = openai_client(self.base_url).chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": prompt}], temperature=temperature,
-            top_p=top_p, max_tokens=max_new_tokens, seed=seed)  # max_tokens: the OpenAI API's name
-        choice = response.choices[0]
-        return (choice.message.content or "").strip(), "length" if choice.finish_reason == "length" else "eot"
+        content, finish = chat_completion(self.base_url, self.model, [{"role": "user", "content": prompt}],
+                                          temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                          seed=seed)  # max_tokens: the OpenAI API's name
+        if content is None:  # recording "" as an answer that ended would judge a blank as the model's reply
+            raise LimaError(f"{self.model}@{self.base_url}: the reply has no content (content: null, finish_reason "
+                            f"{finish!r}); a reasoning model may need a larger --max-new-tokens; rerun to resume")
+        return content.strip(), "length" if finish == "length" else "eot"
 
 
 def resolve_spec(spec: str) -> str:
@@ -169,9 +172,13 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str) -> list[dict]:
-    """Run each `(key, make_record)` whose key no record in `out` has yet; rewrite `out` atomically after
-    every record, so an interrupted run loses at most the record in progress."""
+def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str, concurrency: int = 1) -> list[dict]:
+    """Run each `(key, make_record)` whose key no record in `out` has yet, up to `concurrency` at a time (for
+    endpoints: each call waits on the network); rewrite `out` atomically after every record, in the order of
+    `todo` whatever order they finish in, so an interrupted run loses at most the records in progress and
+    a rerun does none twice."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from tqdm.auto import tqdm
 
     from lima_lite.io import write_jsonl
@@ -181,17 +188,48 @@ def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str) ->
     pending = [(k, make) for k, make in todo if k not in have]
     if len(pending) < len(todo):
         print(f"{out}: {len(todo) - len(pending)} of {len(todo)} already done; {len(pending)} to go")
-    for _, make in tqdm(pending, desc=desc, unit="item"):
-        records.append(make())
-        write_jsonl(records, out)
-    return records
+    position = {k: i for i, (k, _) in enumerate(todo)}
+    in_order = lambda rows: sorted(rows, key=lambda r: position.get(key(r), -1))  # noqa: E731 (stable: others first)
+    bar = tqdm(total=len(pending), desc=desc, unit="item")
+    if concurrency == 1:
+        for _, make in pending:
+            records.append(make())
+            write_jsonl(in_order(records), out)
+            bar.update()
+    else:
+        queue, error = iter(pending), None
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            # no more than `concurrency` submitted at a time: after a failure nothing new starts, the
+            # records in progress finish and are saved, then the first error is raised
+            running = {pool.submit(make) for _, make in itertools.islice(queue, concurrency)}
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                finished = len(records)
+                for future in done:
+                    try:
+                        records.append(future.result())
+                    except Exception as failure:  # noqa: BLE001 (raised below, once the others are saved)
+                        error = error or failure
+                        continue
+                    bar.update()
+                    following = None if error else next(queue, None)
+                    if following is not None:
+                        running.add(pool.submit(following[1]))
+                if len(records) > finished:
+                    write_jsonl(in_order(records), out)
+        if error is not None:
+            bar.close()
+            raise error
+    bar.close()
+    return in_order(records)
 
 
 def answer_key(row: dict) -> tuple:
     return row["id"], row.get("sample", 0)
 
 
-def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, **sampling) -> list[dict]:
+def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, concurrency: int = 1,
+                     **sampling) -> list[dict]:
     """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...)."""
     def make(item, sample):
         def run():
@@ -201,7 +239,7 @@ def generate_answers(model, prompts: list[dict], out: str | Path, samples: int =
         return run
 
     todo = [((item["id"], s), make(item, s)) for item in prompts for s in range(samples)]
-    records = resume(out, answer_key, todo, desc=f"answering ({model.name})")
+    records = resume(out, answer_key, todo, desc=f"answering ({model.name})", concurrency=concurrency)
     names = {r["model"] for r in records}
     if len(names) > 1:
         raise LimaError(f"{out}: holds answers from several models ({sorted(names)}); use one file per model")

@@ -59,6 +59,30 @@ def add_judge(parser, required: bool = True) -> None:
                         help="longest verdict reply, reasoning included (default 256)")
 
 
+def add_concurrency(parser, who: str) -> None:
+    parser.add_argument("--concurrency", type=COUNT, metavar="N",
+                        help=f"requests in flight at once when the {who} is MODEL@URL (default "
+                             f"{ENDPOINT_CONCURRENCY}; results are saved in prompt order either way); a local "
+                             "model answers one at a time")
+
+
+# Small, so a rate-limited API sees a few requests at once, not a burst; a local vLLM server takes 32 or more.
+ENDPOINT_CONCURRENCY = 4
+
+
+def concurrency(spec: str, given: int | None) -> int:
+    """--concurrency for a judge or answerer SPEC: endpoints default to ENDPOINT_CONCURRENCY; a local model
+    shares one engine, so more than 1 is refused rather than silently ignored."""
+    from lima_lite.judges import parse_endpoint
+
+    if parse_endpoint(spec):
+        return given or ENDPOINT_CONCURRENCY
+    if given and given > 1:
+        raise LimaError(f"--concurrency {given}: {spec} is a local model, which answers one prompt at a time; "
+                        "--concurrency is for MODEL@URL endpoints")
+    return 1
+
+
 def step_parser(steps, name: str, epilog: str = ""):
     """The subcommand `name`, its help from STEPS, its epilog shown as written."""
     return steps.add_parser(name, help=STEPS[name], description=STEPS[name], epilog=epilog,
@@ -76,6 +100,7 @@ def generate_parser(steps) -> None:
     p.add_argument("--no-adapter", action="store_true", help="answer with the adapter's base model (adapter off)")
     p.add_argument("--samples", type=COUNT, default=1, help="answers per prompt (LIMA §5 rates 5 with likert)")
     p.add_argument("--limit", type=COUNT, help="only the first N prompts")
+    add_concurrency(p, "model")
     add_sampling_args(p)
 
 
@@ -86,6 +111,7 @@ def pairwise_parser(steps) -> None:
     p.add_argument("--ours", required=True, metavar="FILE", help="answers of the model under test")
     p.add_argument("--baseline", required=True, metavar="FILE", help="answers of the baseline, same prompts")
     p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
+    add_concurrency(p, "judge")
     p.add_argument("--judge-prompt", choices=("default", "length-penalised", "both"), default="default",
                    help="length-penalised: a prompt that counts needless length against an answer (Long Is "
                         "More's check of length bias); both: judge with each and print their agreement")
@@ -97,6 +123,7 @@ def rating_parser(steps, name: str) -> None:
     add_judge(p)
     p.add_argument("--answers", required=True, metavar="FILE", help="answers JSONL (several samples: averaged)")
     p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
+    add_concurrency(p, "judge")
 
 
 def knowledge_parser(steps) -> None:
@@ -190,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         warning = run_overlap_warning(args.model, args.prompts)
         if warning:
             print(warning)
+        workers = concurrency(args.model, args.concurrency)
         model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
-        rows = generate_answers(model, prompts, args.out, samples=args.samples, **sampling_args(args))
+        rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers,
+                                **sampling_args(args))
         stopped = sum(r["finish_reason"] == "length" for r in rows)
         print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
     elif args.step == "report":
@@ -222,11 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from lima_lite.evaluate.protocols import absolute_mix, likert_summary, outcome_agreement, win_tie_loss
 
+        workers = concurrency(args.judge, args.concurrency)  # before a local judge is loaded for nothing
         judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
         if args.step == "pairwise":
             variants = ("default", "length-penalised") if args.judge_prompt == "both" else (args.judge_prompt,)
             for variant in variants:  # the file keeps both; each call returns all of it
-                records = steps.pairwise_file(judge, args.ours, args.baseline, args.out, variant)
+                records = steps.pairwise_file(judge, args.ours, args.baseline, args.out, variant, workers)
             by = {v: [r for r in records if r.get("judge_prompt", "pairwise") == steps.JUDGE_PROMPTS[v]]
                   for v in variants}
             for variant in variants:
@@ -236,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the two prompts agree on {pct_of(same['same'])} of {same['n']} outcomes "
                       f"({pct_of(same['tie_discounted'])} tie-discounted; Long Is More: 94%)")
         elif args.step == "likert":
-            print(likert_summary(steps.likert_file(judge, args.answers, args.out)))
+            print(likert_summary(steps.likert_file(judge, args.answers, args.out, workers)))
         else:
-            print(absolute_mix(steps.absolute_file(judge, args.answers, args.out)))
+            print(absolute_mix(steps.absolute_file(judge, args.answers, args.out, workers)))
     return 0
 
 

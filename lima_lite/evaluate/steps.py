@@ -6,8 +6,9 @@
 
 (select-epoch, which runs several of these, is lima_lite/evaluate/select_epoch.py.)
 
-A judgment file holds one JSONL record per prompt (and per model and judge); rerunning a step skips the
-records already there, so an interrupted evaluation, or one extended with more prompts, resumes.
+A judgment file holds one JSONL record per prompt (and per model and judge), in prompt order; rerunning a
+step skips the records already there, so an interrupted evaluation, or one extended with more prompts,
+resumes. `concurrency` > 1 judges that many prompts at once (endpoint judges: the time goes to waiting).
 """
 
 from pathlib import Path
@@ -25,7 +26,7 @@ JUDGE_PROMPTS = {"default": "pairwise", "length-penalised": "pairwise-length-pen
 
 
 def pairwise_file(judge, ours: str | Path, theirs: str | Path, out: str | Path,
-                  judge_prompt: str = "default") -> list[dict]:
+                  judge_prompt: str = "default", concurrency: int = 1) -> list[dict]:
     """Judge the first answer of every prompt in `ours` against `theirs` in both orders, with the default
     judging prompt or the length-penalising one (Long Is More's check of the judge's length bias)."""
     mine, other = answers_by_id(ours), answers_by_id(theirs)
@@ -38,23 +39,24 @@ def pairwise_file(judge, ours: str | Path, theirs: str | Path, out: str | Path,
     name = judge.name if judge_prompt == "default" else length_penalised_label(judge.name)
     todo = [((name, pid, mine[pid][0]["model"], other[pid][0]["model"]),
              lambda pid=pid: pairwise_judge(judge, mine[pid][0], other[pid][0], template, protocol)) for pid in mine]
-    return resume(out, lambda r: (r["judge"], r["id"], r["model_a"], r["model_b"]), todo, desc="pairwise")
+    return resume(out, lambda r: (r["judge"], r["id"], r["model_a"], r["model_b"]), todo, desc="pairwise",
+                  concurrency=concurrency)
 
 
-def likert_file(judge, answers: str | Path, out: str | Path) -> list[dict]:
+def likert_file(judge, answers: str | Path, out: str | Path, concurrency: int = 1) -> list[dict]:
     """Helpfulness 1-6 for every answer; several samples of a prompt are averaged into its score."""
     grouped, template = answers_by_id(answers), load_prompt("likert")
     todo = [((judge.name, rows[0]["model"], pid), lambda rows=rows: likert_judge(judge, rows, template))
             for pid, rows in grouped.items()]
-    return resume(out, lambda r: (r["judge"], r["model"], r["id"]), todo, desc="likert")
+    return resume(out, lambda r: (r["judge"], r["model"], r["id"]), todo, desc="likert", concurrency=concurrency)
 
 
-def absolute_file(judge, answers: str | Path, out: str | Path) -> list[dict]:
+def absolute_file(judge, answers: str | Path, out: str | Path, concurrency: int = 1) -> list[dict]:
     """Fail / Pass / Excellent for the first answer of every prompt."""
     grouped, template = answers_by_id(answers), load_prompt("absolute")
     todo = [((judge.name, rows[0]["model"], pid), lambda rows=rows: absolute_judge(judge, rows[0], template))
             for pid, rows in grouped.items()]
-    return resume(out, lambda r: (r["judge"], r["model"], r["id"]), todo, desc="absolute")
+    return resume(out, lambda r: (r["judge"], r["model"], r["id"]), todo, desc="absolute", concurrency=concurrency)
 
 
 def read_questions(name: str) -> list[dict]:
