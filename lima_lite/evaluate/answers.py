@@ -89,8 +89,11 @@ class LocalModel:
     use_adapter: bool = True  # False: the adapter's base model, rendered with the adapter's template
 
     def answer(self, prompt: str, seed: int = 0, **sampling) -> tuple[str, str]:
-        reply = self.engine.reply([{"role": "user", "content": prompt}], use_adapter=self.use_adapter, seed=seed,
-                                  **sampling)
+        return self.chat([{"role": "user", "content": prompt}], seed=seed, **sampling)
+
+    def chat(self, messages: list[dict], seed: int = 0, **sampling) -> tuple[str, str]:
+        """The next assistant turn of a conversation (the whole history rendered with the saved template)."""
+        reply = self.engine.reply(messages, use_adapter=self.use_adapter, seed=seed, **sampling)
         return reply.text.strip(), reply.finish_reason
 
 
@@ -102,12 +105,15 @@ class EndpointModel:
     base_url: str
     name: str
 
-    def answer(self, prompt: str, seed: int = 0, temperature: float = LIMA_SAMPLING["temperature"],
-               top_p: float = LIMA_SAMPLING["top_p"], max_new_tokens: int = LIMA_SAMPLING["max_new_tokens"],
-               repetition_penalty: float | None = None) -> tuple[str, str]:
+    def answer(self, prompt: str, seed: int = 0, **sampling) -> tuple[str, str]:
+        return self.chat([{"role": "user", "content": prompt}], seed=seed, **sampling)
+
+    def chat(self, messages: list[dict], seed: int = 0, temperature: float = LIMA_SAMPLING["temperature"],
+             top_p: float = LIMA_SAMPLING["top_p"], max_new_tokens: int = LIMA_SAMPLING["max_new_tokens"],
+             repetition_penalty: float | None = None) -> tuple[str, str]:
         from lima_lite.judges import chat_completion
 
-        content, finish = chat_completion(self.base_url, self.model, [{"role": "user", "content": prompt}],
+        content, finish = chat_completion(self.base_url, self.model, messages,
                                           temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                                           seed=seed)  # max_tokens: the OpenAI API's name
         if content is None:  # recording "" as an answer that ended would judge a blank as the model's reply
@@ -127,6 +133,14 @@ def resolve_spec(spec: str) -> str:
         raise LimaError(f"{spec}: a folder, but not an adapter (no adapter_config.json), a run (no adapter/) "
                         "or a model (no config.json)")
     return spec
+
+
+def answerer_name(spec: str, name: str | None = None) -> str:
+    """The name get_answerer(spec, name) gives its answerer, known before the model is loaded."""
+    from lima_lite.judges import parse_endpoint
+
+    endpoint = parse_endpoint(spec)
+    return name or (endpoint[0] if endpoint else model_label(resolve_spec(spec)))
 
 
 def get_answerer(spec: str, name: str | None = None, use_adapter: bool = True):

@@ -6,6 +6,7 @@
     $ lima-lite eval likert   --judge JUDGE --answers evals/adapter.jsonl --out evals/likert.jsonl
     $ lima-lite eval absolute --judge JUDGE --answers evals/adapter.jsonl --out evals/absolute.jsonl
     $ lima-lite eval knowledge --model runs/quickstart/adapter --out evals/knowledge.jsonl
+    $ lima-lite eval dialogue --model runs/lima-1k --model runs/lima-1030 --judge JUDGE --out evals/dialogue.jsonl
     $ lima-lite eval human votes.jsonl --ours quickstart/adapter --out evals/human.jsonl
     $ lima-lite eval select-epoch runs/quickstart --prompts embedded:dev.jsonl --epochs 1-3
     $ lima-lite eval report evals/ --out evals/report
@@ -26,6 +27,7 @@ STEPS = {
     "absolute": "grade Fail / Pass / Excellent (LIMA §4.3)",
     "knowledge": "exact-match / contains on factual questions, base vs adapter",
     "human": "import the Judge tab's votes (JSONL) for the report and agreement",
+    "dialogue": "multi-turn conversations, every assistant turn graded Fail / Pass / Excellent (LIMA §6)",
     "select-epoch": "score a run's epochs with a judge and name the best",
     "report": "Markdown report and PNG charts from judgment files",
 }
@@ -151,6 +153,25 @@ def human_parser(steps) -> None:
     p.add_argument("--ours", help="the model to report wins for (default: the alphabetically first of each pair)")
 
 
+def dialogue_parser(steps) -> None:
+    from lima_lite.evaluate import dialogue
+
+    p = step_parser(steps, "dialogue", dialogue.__doc__.split("\n\n", 2)[2] + "\n\n" + prompt_epilog("dialogue"))
+    p.add_argument("--model", required=True, action="append", metavar="SPEC",
+                   help=f"a model to converse with; repeat for several (adapters, epochs, the base). {SPEC_HELP}")
+    p.add_argument("--name", action="append", help="each --model's name in the report, in the same order")
+    p.add_argument("--dialogues", default="embedded:dialogues.jsonl", metavar="FILE",
+                   help="JSONL {id, turns: [user turns]} (default: the embedded openings and scripts)")
+    p.add_argument("--turns", type=COUNT, help="assistant turns per conversation (default: the script's length; "
+                   "more than the script needs --simulator)")
+    p.add_argument("--simulator", metavar="SPEC", help="a model (any SPEC) that writes the user's turns after "
+                   "the scripted ones, seeded; its turns are stored with the conversation")
+    add_judge(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="one record per graded turn (resumable; a "
+                   "second judge on the same file grades the stored conversations)")
+    add_sampling_args(p)
+
+
 def select_epoch_parser(steps) -> None:
     p = step_parser(steps, "select-epoch", prompt_epilog("pairwise"))
     p.add_argument("run", metavar="RUN", help="a training run folder with epoch-NN/ adapters")
@@ -174,7 +195,7 @@ def report_parser(steps) -> None:
 STEP_PARSERS = {"generate": generate_parser, "pairwise": pairwise_parser,
                 "likert": lambda steps: rating_parser(steps, "likert"),
                 "absolute": lambda steps: rating_parser(steps, "absolute"), "knowledge": knowledge_parser,
-                "human": human_parser, "select-epoch": select_epoch_parser, "report": report_parser}
+                "human": human_parser, "dialogue": dialogue_parser, "select-epoch": select_epoch_parser, "report": report_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in dict.fromkeys(r["model"] for r in records):
             s = knowledge_summary([r for r in records if r["model"] == model])
             print(f"{model}: exact {s['exact']}/{s['n']}, contains {s['contains']}/{s['n']}")
+    elif args.step == "dialogue":
+        dialogue_step(args)
     elif args.step == "select-epoch":
         judge = get_judge(args.judge or default_judge(args.run), max_new_tokens=args.judge_max_new_tokens)
         prompts = args.prompts
@@ -270,6 +293,30 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(absolute_mix(steps.absolute_file(judge, args.answers, args.out, workers)))
     return 0
+
+
+def dialogue_step(args) -> None:
+    from lima_lite.evaluate.answers import answerer_name, get_answerer
+    from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues
+    from lima_lite.judges import get_judge
+
+    names = args.name or [None] * len(args.model)
+    if len(names) != len(args.model):
+        raise LimaError(f"--name: {len(names)} given for {len(args.model)} --model; give one per model or none")
+    dialogues = read_dialogues(args.dialogues)
+    judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+    simulator = get_answerer(args.simulator) if args.simulator else None
+    models = [(answerer_name(spec, name), lambda spec=spec, name=name: get_answerer(spec, name=name))
+              for spec, name in zip(args.model, names)]
+    records = dialogue_file(models, judge, dialogues, args.out, args.turns, simulator, **sampling_args(args))
+    for name, _ in models:
+        summary = dialogue_summary([r for r in records if r["model"] == name and r["judge"] == judge.name])
+        turns = "; ".join(f"turn {t}: " + " ".join(f"{g} {c[g]}" for g in ("Fail", "Pass", "Excellent"))
+                          for t, c in summary["per_turn"].items())
+        c = summary["overall"]
+        print(f"{name}: {turns}; all: Fail {c['Fail']}, Pass {c['Pass']}, Excellent {c['Excellent']}, unparsed "
+              f"{c['unparsed']} of {c['n']}; failed within 3 turns: {summary['failed_within_3']} of "
+              f"{summary['conversations']}")
 
 
 def pct_of(fraction: float | None) -> str:
