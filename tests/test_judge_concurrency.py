@@ -182,3 +182,26 @@ def test_a_killed_judging_run_resumes_without_judging_anything_twice(tmp_path):
     assert not any(f"Question {int(pid[1:])}?" in prompt for prompt in asked for pid in done)
     assert [pid for pid, _, _ in after] == [f"p{i:04d}" for i in range(40)]
     assert all(record in after for record in before)  # what was saved before the kill is kept as it was
+
+
+def test_a_failing_prompt_keeps_what_was_judged_and_a_rerun_does_only_the_rest(tmp_path, quick_client):
+    ours, base = answer_files(tmp_path, 8)
+    broken = {"on": True}
+
+    def fails_on_question_3(body, number):
+        if broken["on"] and "Question 3?" in body["messages"][-1]["content"]:
+            return 400, {"Content-Type": "application/json"}, b'{"error": {"message": "bad request"}}'
+        return longer_answer_wins(body, number)
+
+    out = tmp_path / "pairwise.jsonl"
+    with FakeEndpoint(fails_on_question_3) as server:
+        judge = get_judge(f"judge@{server.url}")
+        with pytest.raises(LimaError, match="HTTP 400 \\(bad request\\); check"):  # not retried: a client error
+            steps.pairwise_file(judge, ours, base, out, concurrency=2)
+        saved = [pid for pid, _, _ in verdicts(out)]
+        assert "p0003" not in saved and saved == sorted(saved) and len(saved) >= 2
+        broken["on"] = False
+        sent = len(server.requests)
+        steps.pairwise_file(judge, ours, base, out, concurrency=2)
+        assert len(server.requests) - sent == 2 * (8 - len(saved))
+    assert [pid for pid, _, _ in verdicts(out)] == [f"p{i:04d}" for i in range(8)]
