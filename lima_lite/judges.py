@@ -16,6 +16,7 @@ Used by `lima-lite select --strategy quality` and by `lima-lite eval`.
 """
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,13 +74,13 @@ def chat_completion(url: str, model: str, messages: list[dict], **settings) -> t
         raise LimaError(f"{where}: no answer within {ENDPOINT_TIMEOUT_S:.0f} s, {ENDPOINT_RETRIES + 1} tries; "
                         "is the server up and the model loaded?") from None
     except openai.APIConnectionError as error:
-        raise LimaError(f"{where}: cannot connect ({error.__cause__ or error}); check the host, port and /v1 path, "
+        raise LimaError(f"{where}: cannot connect ({one_line(str(error.__cause__ or error))}); check the host, port and /v1 path, "
                         "and that the server is running") from None
     except openai.APIStatusError as error:
         raise LimaError(f"{where}: HTTP {error.status_code} ({status_detail(error)})"
                         f"{' after ' + str(ENDPOINT_RETRIES + 1) + ' tries' if error.status_code in RETRIED else ''}; "
                         "check the model name, the key (OPENAI_API_KEY) and the server's log") from None
-    except ValueError as error:  # a body that is not JSON under an application/json header
+    except json.JSONDecodeError as error:  # a body that is not JSON under an application/json header
         raise LimaError(f"{where}: the reply is not JSON ({one_line(str(error))}); is this an OpenAI-compatible "
                         "/v1 URL?") from None
     from openai.types.chat import ChatCompletion
