@@ -74,8 +74,8 @@ def chat_completion(url: str, model: str, messages: list[dict], **settings) -> t
         raise LimaError(f"{where}: no answer within {ENDPOINT_TIMEOUT_S:.0f} s, {ENDPOINT_RETRIES + 1} tries; "
                         "is the server up and the model loaded?") from None
     except openai.APIConnectionError as error:
-        raise LimaError(f"{where}: cannot connect ({one_line(str(error.__cause__ or error))}); check the host, port and /v1 path, "
-                        "and that the server is running") from None
+        raise LimaError(f"{where}: cannot connect ({one_line(str(error.__cause__ or error))}); check the host, "
+                        "port and /v1 path, and that the server is running") from None
     except openai.APIStatusError as error:
         raise LimaError(f"{where}: HTTP {error.status_code} ({status_detail(error)})"
                         f"{' after ' + str(ENDPOINT_RETRIES + 1) + ' tries' if error.status_code in RETRIED else ''}; "

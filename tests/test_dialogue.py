@@ -110,7 +110,8 @@ def test_the_simulator_writes_seeded_user_turns_that_are_stored(tiny_llama, tmp_
     for record in records:
         users = [m["content"] for m in record["messages"] if m["role"] == "user"]
         assert users[0] == f"Opening of {record['id']}?"
-        assert users[1:] == [f"Tell me more (seed {turn_seed(record['id'], t, 'user')})." for t in range(2, record["turn"] + 1)]
+        assert users[1:] == [f"Tell me more (seed {turn_seed(record['id'], t, 'user')})."
+                             for t in range(2, record["turn"] + 1)]
         assert record["user"] == ("script" if record["turn"] == 1 else "simulator:user-sim")
         assert record["grade"] == VERDICTS[record["id"]][record["turn"] - 1]
 

@@ -62,7 +62,8 @@ def test_records_finishing_out_of_order_are_saved_in_prompt_order(tmp_path):
 
     with FakeEndpoint(slow_first) as server:
         records = steps.pairwise_file(get_judge(f"judge@{server.url}"), ours, base, tmp_path / "j.jsonl", concurrency=3)
-    assert [r["id"] for r in records] == [v[0] for v in verdicts(tmp_path / "j.jsonl")] == [f"p{i:04d}" for i in range(6)]
+    saved = [v[0] for v in verdicts(tmp_path / "j.jsonl")]
+    assert [r["id"] for r in records] == saved == [f"p{i:04d}" for i in range(6)]
 
 
 def test_429_and_503_are_retried_honouring_retry_after(tmp_path, quick_client):

@@ -89,3 +89,15 @@ def test_eval_generate_warns_when_the_run_trained_on_eval_prompts(split, tmp_pat
     with pytest.raises(Exception):
         main(["generate", "--model", str(run / "adapter"), "--prompts", str(evals), "--out", str(tmp_path / "a.jsonl")])
     assert capsys.readouterr().out.startswith("warning: 3 of 15 eval prompts overlap")
+
+
+def test_the_warning_counts_only_the_prompts_generate_will_answer(split, tmp_path):
+    train, evals, _ = split
+    run = tmp_path / "run"
+    (run / "epoch-01").mkdir(parents=True)
+    (run / "epoch-01" / "adapter_config.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"data": {"dataset_name": str(train)}}))
+    rows = read_prompts(str(evals))
+    assert run_overlap_warning(str(run / "epoch-01"), str(evals), rows[:12]) is None  # --limit 12: the dev prompts
+    assert run_overlap_warning(str(run / "epoch-01"), str(evals), rows[:14]).startswith(
+        "warning: 2 of 14 eval prompts overlap")

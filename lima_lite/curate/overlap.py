@@ -102,21 +102,24 @@ def overlap_summary(pairs: list[dict], n_eval: int) -> str:
             f"({len(exact)} exact, {len(near)} near)")
 
 
-def find_overlap(train: str, evals: str, out: str | Path | None = None, threshold: float = THRESHOLD) -> tuple[list[dict], str]:
-    """(pairs, one-line summary) for a training data file and an eval prompts file; pairs written to `out`."""
+def find_overlap(train: str, evals: str | list[dict], out: str | Path | None = None,
+                 threshold: float = THRESHOLD) -> tuple[list[dict], str]:
+    """(pairs, one-line summary) for a training data file and an eval prompts file (or its rows already
+    read); pairs written to `out`."""
     from lima_lite.evaluate.answers import read_prompts
     from lima_lite.io import write_jsonl
 
-    eval_rows = read_prompts(evals)
+    eval_rows = read_prompts(evals) if isinstance(evals, str) else evals
     pairs = overlapping_pairs(train_prompts(train), eval_rows, threshold)
     if out is not None:
         write_jsonl(pairs, out)
     return pairs, overlap_summary(pairs, len(eval_rows))
 
 
-def run_overlap_warning(spec: str, prompts: str) -> str | None:
+def run_overlap_warning(spec: str, prompts: str, rows: list[dict] | None = None) -> str | None:
     """For `eval generate`: a one-line warning when the model's run names its training data (run.json)
-    and some of `prompts` overlap it; None when they do not or the training data is not known/at hand."""
+    and some of the prompts (`rows`, else all of the file `prompts`) overlap it; None when they do not or
+    the training data is not known or not at hand."""
     from lima_lite.layout import find_run, is_adapter, is_run, read_run
 
     path = Path(spec)
@@ -131,7 +134,7 @@ def run_overlap_warning(spec: str, prompts: str) -> str | None:
 
     if not (resolve_data_path(data) or Path(data)).is_file():
         return None  # a Hub dataset (GAIR/lima) is not read here: no network during generation
-    pairs, summary = find_overlap(data, prompts)
+    pairs, summary = find_overlap(data, rows if rows is not None else prompts)
     if not pairs:
         return None
     return (f"warning: {summary} of {data} (run.json); answers to them measure memory, not skill "

@@ -195,7 +195,8 @@ def report_parser(steps) -> None:
 STEP_PARSERS = {"generate": generate_parser, "pairwise": pairwise_parser,
                 "likert": lambda steps: rating_parser(steps, "likert"),
                 "absolute": lambda steps: rating_parser(steps, "absolute"), "knowledge": knowledge_parser,
-                "human": human_parser, "dialogue": dialogue_parser, "select-epoch": select_epoch_parser, "report": report_parser}
+                "human": human_parser, "dialogue": dialogue_parser, "select-epoch": select_epoch_parser,
+                "report": report_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         from lima_lite.curate.overlap import run_overlap_warning
 
         prompts = read_prompts(args.prompts)[: args.limit]
-        warning = run_overlap_warning(args.model, args.prompts)
+        warning = run_overlap_warning(args.model, args.prompts, prompts)
         if warning:
             print(warning)
         workers = concurrency(args.model, args.concurrency)

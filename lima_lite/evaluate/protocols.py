@@ -70,7 +70,8 @@ def ask(judge, prompt: str, choices: tuple[str, ...]) -> tuple[str | None, list[
     return verdict, replies
 
 
-def pairwise_judge(judge, ours: dict, theirs: dict, template: str | None = None, judge_prompt: str = "pairwise") -> dict:
+def pairwise_judge(judge, ours: dict, theirs: dict, template: str | None = None,
+                   judge_prompt: str = "pairwise") -> dict:
     """Judge two answers to one prompt in both orders (Long Is More): win only if both orders prefer ours,
     loss only if both prefer theirs, tie otherwise. An unreadable verdict in either order -> outcome None."""
     template = template or load_prompt("pairwise")

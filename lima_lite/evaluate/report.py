@@ -96,8 +96,8 @@ def length_bias_section(records: list[dict]) -> list[str]:
         lc = "-" if rates["lc"] is None else (f"{100 * rates['lc']:.1f}% ({100 * rates['low']:.1f} to "
                                                f"{100 * rates['high']:.1f})")
         raw = "-" if rates["raw"] is None else f"{100 * rates['raw']:.1f}%"
-        lines.append(f"| {short(a)} vs {short(b)} | {short(judge)} | {lengths['mean_a']:.0f} / {lengths['median_a']:.0f} "
-                     f"| {lengths['mean_b']:.0f} / {lengths['median_b']:.0f} | {raw} | {lc} |")
+        lines.append(f"| {short(a)} vs {short(b)} | {short(judge)} | {lengths['mean_a']:.0f} / "
+                     f"{lengths['median_a']:.0f} | {lengths['mean_b']:.0f} / {lengths['median_b']:.0f} | {raw} | {lc} |")
     return lines + [""]
 
 
