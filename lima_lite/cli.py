@@ -26,6 +26,7 @@ COMMANDS = {
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
     "eval": ("lima_lite.evaluate.cli:main", "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
+    "env": ("lima_lite.env:main", "what lima_lite will do on this machine: versions, CPU/GPU, precision, fast paths"),
     "data": ("lima_lite.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
 }
 
@@ -40,7 +41,10 @@ def usage() -> str:
 
 def run(target: str, argv: list[str]) -> int:
     """Call `module:function` with argv; a LimaError becomes one line on stderr and exit status 2."""
+    from lima_lite.quiet import quiet_third_party
+
     module, function = target.split(":")
+    quiet_third_party()
     try:
         return getattr(importlib.import_module(module), function)(argv) or 0
     except LimaError as error:

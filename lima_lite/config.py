@@ -150,7 +150,7 @@ LIMA_DEFAULTS = {
     "load_in_4bit": True,
     "bnb_4bit_quant_type": "nf4",
     "use_bnb_nested_quant": True,  # double quantization (QLoRA)
-    "dtype": "bfloat16",
+    # dtype, bf16 and fp16 are chosen from the hardware unless a recipe sets them (lima_lite.precision)
 }
 
 
@@ -247,6 +247,9 @@ class _Parser:
         self.actions = {a.dest: a for a in self.parser._actions if a.option_strings}
 
 
+DEFAULTS_SOURCE = "lima_lite.config.LIMA_DEFAULTS"
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
     """Read a recipe into (ScriptArguments, SFTConfig, ModelConfig, LimaArguments).
 
@@ -257,7 +260,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
 
     parser = _Parser()
     values = {key: str(value) if not isinstance(value, bool) else str(value).lower() for key, value in LIMA_DEFAULTS.items()}
-    sources = {key: "lima_lite.config.LIMA_DEFAULTS" for key in values}
+    sources = {key: DEFAULTS_SOURCE for key in values}
     if path is not None:
         for key, (value, line) in read_yaml(path).items():
             values[key], sources[key] = value, f"{path}:{line}"
@@ -266,6 +269,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
     sources.update({key: "command line" for key in extra})
     import torch
 
+    from lima_lite.precision import recipe_precision
+
+    chosen = recipe_precision({key for key, source in sources.items() if source != DEFAULTS_SOURCE})
+    values.update(chosen)
+    sources.update({key: "lima_lite.precision (this machine)" for key in chosen})
     if "use_cpu" not in values and not torch.cuda.is_available():
         values["use_cpu"] = "true"  # no GPU: bf16 autocast runs on the CPU instead of failing validation
 

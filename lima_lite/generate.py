@@ -12,6 +12,7 @@ model's context, the oldest turns are dropped and `last.dropped_turns` says how 
 """
 
 import re
+import sys
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ import torch
 from lima_lite import LimaError
 from lima_lite.config import LIMA_SAMPLING
 from lima_lite.layout import is_adapter
+from lima_lite.precision import precision_report
 from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, encode_prompt, special_ids, token_id
 
 # A line that is only a role word (ChatML's "assistant" after a generated <|im_start|>, "User:"): the model
@@ -210,8 +212,12 @@ def seeded(seed: int | None):
 
 
 def default_precision() -> tuple[bool, str]:
-    """4-bit NF4 with bf16 compute on CUDA; full precision on a CPU (faster there than dequantizing)."""
-    return (True, "bfloat16") if torch.cuda.is_available() else (False, "float32")
+    """(4-bit?, dtype): 4-bit NF4 on CUDA, full precision on a CPU (faster there than dequantizing), each in
+    the dtype this hardware computes fast (lima_lite.precision: bf16 where native, else fp16 on a GPU and
+    float32 on a CPU)."""
+    from lima_lite.precision import chosen_precision
+
+    return torch.cuda.is_available(), chosen_precision().dtype
 
 
 def load_engine(adapter: str | Path | None = None, base: str | None = None, load_in_4bit: bool | None = None,
@@ -225,6 +231,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     auto_4bit, auto_dtype = default_precision()
     load_in_4bit = auto_4bit if load_in_4bit is None else load_in_4bit
     dtype = dtype or auto_dtype
+    print(precision_report(dtype, False, False, f"replies{' (4-bit base)' if load_in_4bit else ''}"), file=sys.stderr)
     if adapter is not None:
         from peft import PeftModel
         from transformers import AutoTokenizer

@@ -194,7 +194,8 @@ def with_lima_loss(sft_trainer):
             head = output_head(self.accelerator.unwrap_model(model))
             if self.loss_path is None:
                 self.loss_path, line = loss_path(head, inputs["input_ids"].device)
-                print(line)
+                if inputs["input_ids"].device.type == "cuda":
+                    print(line)
             mode = "train" if self.model.training else "eval"
             loss, stats = causal_lm_loss(model, inputs, num_items_in_batch, self.loss_path, head)
             # As in TRL and Trainer: num_items_in_batch counts every rank's tokens, and DDP averages gradients.
@@ -351,8 +352,9 @@ def fast_path_settings(attn_implementation: str | None, offloading: bool) -> tup
     """(attn_implementation, activation_offloading) this machine can run, each choice said in one line."""
     cuda = torch.cuda.is_available()
     attn, line = attention_implementation(attn_implementation, cuda)
-    print(line)
-    offloading, line = activation_offloading(offloading, cuda)
-    if line:
+    offloading, offload_line = activation_offloading(offloading, cuda)
+    if cuda:  # on a CPU these paths are GPU-only; `lima-lite env` says so for whoever asks
         print(line)
+        if offload_line:
+            print(offload_line)
     return attn, offloading

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="lima-lite merge", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Merge an adapter into its base model and save one standalone model (safetensors):\n"
-                    "the base dequantized to bf16 (when it was trained in 4-bit) plus the LoRA deltas.",
+                    "the base dequantized (when it was trained in 4-bit) plus the LoRA deltas.",
         epilog="Talk to the result with: lima-lite chat --base OUT")
     parser.add_argument("adapter", metavar="ADAPTER", help="adapter folder (RUN/adapter, RUN/epoch-NN) or Hub id")
     parser.add_argument("--out", required=True, help="folder to write (must not exist)")
@@ -118,9 +118,15 @@ def main(argv=None) -> int:
     parser.add_argument("--from-4bit", dest="from_4bit", action=argparse.BooleanOptionalAction, default=None,
                         help="dequantize a 4-bit NF4 base before merging (default: as in the adapter's run.json; "
                              "on when unknown, as QLoRA trains)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
-                        help="dtype of the saved weights (default bfloat16)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                        help="dtype of the dequantized base and the saved weights (default: what this machine "
+                             "computes fast: bfloat16 where native, float16 on a GPU without bf16, else float32; "
+                             "`lima-lite env` says which)")
     args = parser.parse_args(argv)
+    from lima_lite.precision import chosen_precision, precision_report
+
+    args.dtype = args.dtype or chosen_precision().dtype
+    print(precision_report(args.dtype, False, False, "merging"))
     out = merge_adapter(args.adapter, args.out, args.base, args.from_4bit, args.dtype)
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     print(f"merged model written to {out} ({size / 1e6:.1f} MB of {args.dtype} weights)")

@@ -3,7 +3,8 @@
     $ lima-lite quickstart                       # trains recipes/quickstart.yaml into runs/quickstart/
     $ lima-lite quickstart num_train_epochs=1    # any recipe key can be overridden
 
-Trains the quick-start recipe (embedded base in 4-bit NF4, embedded sample data, dev loss every epoch),
+Trains the quick-start recipe (embedded base in 4-bit NF4, or in float32 on a CPU without native bf16;
+embedded sample data, dev loss every epoch) in the precision this machine computes fast (lima_lite.precision),
 then prints the base model's answer next to the tuned one for three held-out prompts, and how many of
 the tuned model's replies to the 12 held-out prompts end at the turn end before the length limit without
 template words or role headers (and the base's, on the three).
@@ -19,8 +20,24 @@ from lima_lite.layout import adapter_dir
 SHOWN = 3  # prompts printed with the base's answer next to the tuned one
 
 
+def hardware_overrides(overrides: list[str]) -> list[str]:
+    """The quick start's overrides plus `load_in_4bit=false` on a CPU without native bf16, unless given.
+
+    There bitsandbytes' 4-bit layers dequantize to float32 for every matmul: a quick-start step cost 1.6x the
+    CPU time of the same step on a plain float32 base (docs/benchmarks.md, "Fast on every machine"), which
+    the 6-minute demo cannot afford. With native bf16 (and on every GPU) the quick start stays QLoRA.
+    """
+    from lima_lite.precision import detect_hardware
+
+    hardware = detect_hardware()
+    if hardware.bf16 or hardware.device != "cpu" or any(o.startswith("load_in_4bit=") for o in overrides):
+        return list(overrides)
+    print(f"{hardware.label}: the quick start loads the base in float32, not 4-bit (faster on this CPU)")
+    return [*overrides, "load_in_4bit=false"]
+
+
 def main(argv=None) -> int:
-    from lima_lite.config import resolve_recipe
+    from lima_lite.config import load_recipe, resolve_recipe
     from lima_lite.data import load_conversations
     from lima_lite.train import train
 
@@ -38,11 +55,12 @@ def main(argv=None) -> int:
                         help="how many of the 12 dev prompts the tuned model answers for the stop rates (default 12)")
     args = parser.parse_args(argv)
     recipe = resolve_recipe("quickstart")
-    output_dir = Path(next((o.split("=", 1)[1] for o in args.overrides if o.startswith("output_dir=")), "runs/quickstart"))
+    overrides = hardware_overrides(args.overrides)
+    output_dir = Path(load_recipe(recipe, overrides)[1].output_dir)
     if adapter_dir(output_dir).exists():
         print(f"{adapter_dir(output_dir)} exists: skipping training (delete {output_dir} to train again)")
     else:
-        train(recipe, args.overrides)
+        train(recipe, overrides)
         return_freed_memory()  # the trainer's memory, before the chat model loads
     from lima_lite.generate import load_engine, stop_summary
 
@@ -50,8 +68,8 @@ def main(argv=None) -> int:
     # ones, in the adapter's format: with chat_format native, its own ChatML, so the comparison is fair.
     prompts = [c["messages"][0]["content"] for c in load_conversations("embedded:dev.jsonl")][: args.prompts]
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    # bf16, as the recipe trained (fp32_layers: false): decoding twice as fast as fp32 on a CPU.
-    engine = load_engine(adapter=adapter_dir(output_dir), dtype="bfloat16")
+    # In the precision this machine computes fast (bf16 where native: decoding twice as fast as float32).
+    engine = load_engine(adapter=adapter_dir(output_dir))
     print(f"Answering {min(SHOWN, len(prompts))} held-out prompts with the base and {len(prompts)} with the tuned model")
     base = engine.replies(conversations[:SHOWN], use_adapter=False, seed=0, max_new_tokens=args.max_new_tokens)
     # Then the LoRA is merged into the (unquantized) weights for the tuned replies: the same model without

@@ -404,7 +404,9 @@ def build_trainer(setup: Setup, callbacks=()):
     model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                       model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
                       model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
-    print(apply_liger_kernels(model, lima_args.liger_kernels))
+    liger = apply_liger_kernels(model, lima_args.liger_kernels)
+    if next(model.parameters()).device.type == "cuda":
+        print(liger)
     # prepare_model_for_kbit_training casts the norms and embeddings to fp32 (fp32_layers). Never under FSDP:
     # it flattens a decoder layer's weights (bf16-stored 4-bit ones and its norms) into one tensor of one dtype.
     if model_args.load_in_4bit and lima_args.fp32_layers and not sharded:
@@ -477,6 +479,10 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     setup = prepare(recipe, overrides)
     from lima_lite.host_memory import map_large_blocks
     from lima_lite.plan import check_training_fit
+    from lima_lite.precision import precision_report
+
+    if setup.sft_config.process_index == 0:
+        print(precision_report(setup.model_args.dtype, setup.sft_config.bf16, setup.sft_config.fp16, "training"))
 
     check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = Path(setup.sft_config.output_dir)

@@ -72,4 +72,6 @@ def quickstart_run(tmp_path_factory) -> Path:
     from lima_lite.train import train
 
     output_dir = tmp_path_factory.mktemp("quickstart") / "run"
-    return train(ROOT / "recipes" / "quickstart.yaml", [f"output_dir={output_dir}"])
+    from lima_lite.quickstart import hardware_overrides
+
+    return train(ROOT / "recipes" / "quickstart.yaml", hardware_overrides([f"output_dir={output_dir}"]))

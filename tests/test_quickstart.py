@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from lima_lite.precision import detect_hardware
+
 pytestmark = pytest.mark.slow
 
 
@@ -13,7 +15,9 @@ def test_quickstart_run_writes_every_artifact(quickstart_run):
     run = json.loads((quickstart_run / "run.json").read_text())
     assert run["status"] == "finished"
     assert run["base"]["name"] == "embedded:SmolLM2-135M-Instruct"
-    assert run["model"]["load_in_4bit"] and run["model"]["bnb_4bit_quant_type"] == "nf4"
+    # QLoRA where bf16 is native; a plain float32 base on a CPU without it (quickstart.hardware_overrides)
+    assert run["model"]["load_in_4bit"] == detect_hardware().bf16 and run["model"]["bnb_4bit_quant_type"] == "nf4"
+    assert run["model"]["dtype"] == ("bfloat16" if detect_hardware().bf16 else "float32")
     assert run["counts"]["train"] == {"read": 60, "kept": 60, "cut": 0, "dropped": 0}
     assert run["template"]["eot_token"] == "<|im_end|>" and run["counts"]["added_tokens"] == []
     assert len(run["data"]["sha256"]) == 64 and run["versions"]["trl"]
