@@ -18,8 +18,8 @@ import pytest
 
 from lima_lite import LimaError
 from lima_lite.layout import find_adapters
-from lima_lite.ui import (Models, Votes, build_app, chat_retry, chat_turn, chat_undo, compare_turn, event, judge_next,
-                          judge_vote, parse_auth, vote_chart, vote_counts)
+from lima_lite.ui import (WRITING, Models, Votes, build_app, chat_retry, chat_turn, chat_undo, compare_turn, event,
+                          judge_next, judge_vote, parse_auth, plain, shown, untouched, vote_chart, vote_counts)
 from test_chat import qa, train_tiny
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,9 +43,15 @@ def test_find_adapters_lists_final_and_every_epoch_only(runs):
     assert models.labels == ["tiny/epoch-01", "tiny/adapter", "tiny/base"]
 
 
-def test_no_adapters_is_an_input_error(tmp_path):
-    with pytest.raises(LimaError, match="no adapters found"):
-        Models.discover(tmp_path)
+def test_no_adapters_yet_is_an_empty_list_that_says_what_to_do(tmp_path):
+    from lima_lite.ui import main
+
+    models = Models.discover(tmp_path)
+    assert models.labels == [] and models.choices() == []
+    with pytest.raises(LimaError, match="no model yet: train one in the Train tab"):
+        models.engine(None)
+    with pytest.raises(LimaError, match="no adapters found"):  # without the Train tab there is nothing to do
+        main(["--runs", str(tmp_path), "--no-train"])
 
 
 def test_auth_and_vote_counts(tmp_path):
@@ -55,8 +61,8 @@ def test_auth_and_vote_counts(tmp_path):
     with pytest.raises(LimaError, match="USER:PASSWORD"):
         parse_auth("nopassword")
     votes = Votes(tmp_path / "votes.jsonl")
-    for shown, vote in [(("x", "y"), "a"), (("y", "x"), "a"), (("y", "x"), "tie"), (("x", "z"), "b")]:
-        votes.add(human_vote_record("p", *shown, "ans a", "ans b", vote, "me"))
+    for pair, vote in [(("x", "y"), "a"), (("y", "x"), "a"), (("y", "x"), "tie"), (("x", "z"), "b")]:
+        votes.add(human_vote_record("p", *pair, "ans a", "ans b", vote, "me"))
     assert vote_counts(votes.read(), "x", "y") == {"win": 1, "tie": 1, "loss": 1}
     assert len((tmp_path / "votes.jsonl").read_text().splitlines()) == 4
 
@@ -83,10 +89,12 @@ def core_reply(models, label, messages, sliders, seed=None):
 
 def test_chat_turn_streams_the_reply_into_the_history(models):
     steps = list(chat_turn(models, 500, FERN, [], "tiny/adapter", *GREEDY))
-    assert steps[0] == ("", [{"role": "user", "content": FERN}], "")  # the message shows at once, the box empties
+    assert steps[0] == ("", shown([{"role": "user", "content": FERN}]), WRITING)  # shown at once, the box emptied
     expected = core_reply(models, "tiny/adapter", [{"role": "user", "content": FERN}], GREEDY)
     box, history, note_text = steps[-1]
-    assert box == "" and history == [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected.text}]
+    assert plain(history) == [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected.text}]
+    # after the first step the box is left alone: what the user types during the reply stays there
+    assert all(box == untouched() for box, _, _ in steps[1:])
     assert note_text == ("stopped at max_new_tokens=6" if expected.finish_reason == "length" else "")
     replies = [h[-1]["content"] for _, h, _ in steps[1:]]
     assert all(expected.text.startswith(text) for text in replies)  # each step a longer piece of the one reply
@@ -98,27 +106,35 @@ def test_chat_turn_streams_the_reply_into_the_history(models):
 
 def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
     earlier = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
-    shown = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
-                       {"role": "assistant", "content": "a reply the user did not like"}]
+    page = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
+                      {"role": "assistant", "content": "a reply the user did not like"}]
     expected = core_reply(models, "tiny/adapter", earlier + [{"role": "user", "content": FERN}], GREEDY).text
-    history, _ = list(chat_retry(models, 500, shown, "tiny/adapter", *GREEDY))[-1]
-    assert history == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
-    assert shown[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
+    history, _ = list(chat_retry(models, 500, page, "tiny/adapter", *GREEDY))[-1]
+    assert plain(history) == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
+    assert page[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
     # a turn whose reply failed ends with the user: Retry answers it
     history, _ = list(chat_retry(models, 500, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
     assert history[-1] == {"role": "assistant", "content": expected} and len(history) == 4
     with pytest.raises(LimaError, match="nothing to retry"):
         next(chat_retry(models, 500, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
 
-    assert chat_undo(shown) == earlier
+    assert plain(chat_undo(page)) == earlier
     assert chat_undo(earlier) == [] and chat_undo(None) == []
+
+
+def test_user_messages_are_shown_as_typed_and_read_back_unchanged():
+    typed = "a </s> <script>alert(1)</script> <img src=x> **not bold** &lt; 1. x"
+    page = shown([{"role": "user", "content": typed}, {"role": "assistant", "content": "**bold** reply"}])
+    assert "<" not in page[0]["content"] and "*" not in page[0]["content"] and "&lt;" not in page[0]["content"]
+    assert page[1]["content"] == "**bold** reply"  # replies stay markdown
+    assert plain(page) == [{"role": "user", "content": typed}, {"role": "assistant", "content": "**bold** reply"}]
 
 
 @pytest.mark.parametrize("seed", [0, None])
 def test_compare_gives_both_models_the_same_seed(models, seed):
     *_, (box, left, right, _) = compare_turn(models, 500, seed, "Name a fast bird.", [], [], "tiny/adapter",
                                              "tiny/adapter", *SAMPLED)
-    assert box == "" and [m["role"] for m in left] == [m["role"] for m in right] == ["user", "assistant"]
+    assert box == untouched() and [m["role"] for m in left] == [m["role"] for m in right] == ["user", "assistant"]
     assert left[-1]["content"] == right[-1]["content"]  # one model, one seed: one reply, whatever the seed
     messages = [{"role": "user", "content": "Name a fast bird."}]
     if seed is not None:
@@ -136,10 +152,10 @@ def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
     with pytest.raises(LimaError, match="two different models"):
         next(judge_next(models, prompts, random.Random(0), 0, "tiny/adapter", "tiny/adapter", *GREEDY))
     steps = list(judge_next(models, prompts, random.Random(0), 2, "tiny/adapter", "tiny/base", *GREEDY))
-    heading, a, b, record, index, *buttons, status = steps[0]
+    heading, a, b, record, index, *buttons, status, chart = steps[0]
     assert FERN in heading and "Prompt 1 of 2" in heading and record is None and index == 2
-    assert [u["interactive"] for u in buttons] == [False] * 3
-    heading, a, b, record, index, *buttons, status = steps[-1]
+    assert [u["interactive"] for u in buttons] == [False] * 3 and chart["visible"] is False
+    heading, a, b, record, index, *buttons, status, chart = steps[-1]
     order = ["tiny/adapter", "tiny/base"]
     random.Random(0).shuffle(order)  # the order the app's own Random(0) shows them in
     assert (record["model_a"], record["model_b"]) == tuple(order) and index == 3
@@ -153,12 +169,18 @@ def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
         judge_vote(votes, "a", None, "tiny/adapter", "tiny/base", "ann")
     pending, *buttons, status, chart = judge_vote(votes, "b", record, "tiny/adapter", "tiny/base", " ann ")
     assert pending is None and [u["interactive"] for u in buttons] == [False] * 3 and status.startswith("vote 1 saved")
+    assert chart == {"__type__": "update", "visible": False}  # prompt 1 of 2: the round goes on, the tally stays hidden
     saved = [json.loads(line) for line in (tmp_path / "votes.jsonl").read_text().splitlines()]
     assert len(saved) == 1 and saved[0]["vote"] == "b" and saved[0]["winner"] == order[1]
     assert saved[0]["rater"] == "ann" and saved[0]["id"] == "p1" and saved[0]["answer_b"] == b
-    # B won: a win for X (tiny/adapter) if B was the adapter, else a loss
-    widths = [round(bar.get_width()) for bar in chart.axes[0].patches]
-    assert widths == ([100, 0, 0] if order[1] == "tiny/adapter" else [0, 0, 100])
+    # the round's last prompt: its vote shows the chart. B won the first vote: a win for X (tiny/adapter) if B
+    # was the adapter, else a loss; the second is a tie.
+    *_, record, _, _, _, _, _, _ = list(judge_next(models, prompts, random.Random(0), 3, "tiny/adapter", "tiny/base",
+                                                   *GREEDY))[-1]
+    *_, status, chart = judge_vote(votes, "tie", record, "tiny/adapter", "tiny/base", "ann")
+    assert chart["visible"] is True and status.endswith("end of the round")
+    widths = [round(bar.get_width()) for bar in chart["value"].axes[0].patches]
+    assert widths == ([50, 50, 0] if order[1] == "tiny/adapter" else [0, 50, 50])
 
 
 def test_vote_chart_is_the_stacked_percent_bar():
