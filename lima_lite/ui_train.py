@@ -106,7 +106,7 @@ def form_overrides(recipe: str, runs_dir: Path, values: dict[str, str], more: st
         raise LimaError("recipe: choose one from the list or give a YAML path")
     start = recipe_values(recipe, runs_dir)
     overrides = [f"{key}={value.strip()}" for key, value in values.items()
-                 if value.strip() != start[key] or key == "output_dir"]
+                 if not same(value.strip(), start[key]) or key == "output_dir"]
     try:
         words = shlex.split(more or "")
     except ValueError as error:
@@ -115,6 +115,14 @@ def form_overrides(recipe: str, runs_dir: Path, values: dict[str, str], more: st
         if "=" not in word:
             raise LimaError(f"more settings: expected key=value, found {word!r}")
     return overrides + words
+
+
+def same(typed: str, recipe: str) -> bool:
+    """The field still holds the recipe's value (5e-4 is 0.0005)."""
+    try:
+        return float(typed) == float(recipe)
+    except ValueError:
+        return typed == recipe
 
 
 def command_line(recipe: str, overrides: list[str]) -> str:
@@ -306,9 +314,9 @@ def loss_frame(found: dict):
     """The loss curves as LinePlot data: one row per logged point, the curve in its own column."""
     import pandas as pd
 
-    rows = [{"step": s, "loss": v, "curve": "train loss"} for s, v in found["train"]]
-    rows += [{"step": s, "loss": v, "curve": "dev loss"} for s, v in found["dev"]]
-    return pd.DataFrame(rows or [{"step": 0, "loss": None, "curve": "train loss"}])
+    rows = [(s, v, "train loss") for s, v in found["train"]] + [(s, v, "dev loss") for s, v in found["dev"]]
+    # numbers typed as numbers even with no row yet: the plot then draws a quantitative axis, not categories
+    return pd.DataFrame(rows, columns=["step", "loss", "curve"]).astype({"step": "int64", "loss": "float64"})
 
 
 def runs_text(runs_dir: Path, training: Training) -> str:

@@ -379,3 +379,107 @@ def test_a_refused_user_is_told_busy_try_again_in_the_page(playwright, tmp_path)
         assert refused.status_code == 503 and "busy" in refused.json()["detail"]  # API clients: the Guard's words
     finally:
         app.close()
+
+
+def test_closing_a_reply_stops_the_generation(models):
+    """Stop, New conversation and a closed tab close the reply's stream: generate() must stop there, not run
+    on to max_new_tokens holding the model's lock."""
+    engine, _ = models.engine("tiny/base")
+    calls = []
+    hook = engine.model.get_base_model().register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        messages = [{"role": "user", "content": FERN}]
+        full = engine.reply(messages, use_adapter=False, temperature=1.0, seed=0, max_new_tokens=40)
+        assert full.finish_reason == "length" and len(calls) == 40  # the uninterrupted reply: 40 forwards
+        calls.clear()
+        stream = engine.stream(messages, use_adapter=False, temperature=1.0, seed=0, max_new_tokens=40)
+        next(stream)
+        stream.close()
+        assert len(calls) < 10, len(calls)  # stopped a token or two after the first piece
+        assert not engine.lock.locked()
+    finally:
+        hook.remove()
+
+
+class Endless(Models):
+    """A model that writes a word every 0.1 s for 30 s, and records each reply whose stream was closed early."""
+
+    closed: list = []
+
+    def stream(self, label, messages, **sampling):
+        from lima_lite.generate import Reply
+
+        text = ""
+        try:
+            for i in range(300):
+                time.sleep(0.1)
+                text += f"w{i} "
+                yield text
+        except GeneratorExit:
+            self.closed.append(text)
+            raise
+        yield Reply(text=text, finish_reason="length")
+
+
+def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playwright, tmp_path):
+    models = Endless({"m": ("unused", True)})
+    app = build_app(models, [{"id": "1", "prompt": "p"}], tmp_path / "votes.jsonl", max_input_chars=500)
+    app.queue(max_size=8, default_concurrency_limit=1)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+    typed = "a </s> b <script>alert(1)</script> c <img src=x> d **e**"
+    box = "#chat-input textarea"
+    bot = "#chat-history [data-testid='bot']"
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}")
+            page.locator(box).fill(typed)
+            page.locator(box).press("Enter")
+            page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
+            # shown as typed, as text
+            assert page.locator("#chat-history [data-testid='user']").first.inner_text().strip() == typed
+            assert page.locator("#chat-history script, #chat-history img[src='x']").count() == 0
+
+            # typing during the reply: kept while a dozen more words stream in
+            page.locator(box).fill("my next question")
+            before = len(page.locator(bot).last.inner_text())
+            page.wait_for_timeout(1500)
+            assert len(page.locator(bot).last.inner_text()) > before + 20
+            assert page.locator(box).input_value() == "my next question"
+
+            # Stop: the reply stops growing, the server's stream is closed
+            page.locator("#chat-stop").click()
+            page.locator("#chat-note").get_by_text("stopped").wait_for(timeout=10_000)
+            stopped = page.locator(bot).last.inner_text()
+            page.wait_for_timeout(1000)
+            assert page.locator(bot).last.inner_text() == stopped and len(models.closed) == 1
+
+            # the kept message sent; New conversation during its reply: nothing streams back in
+            page.locator(box).press("Enter")
+            page.wait_for_function(f"() => document.querySelectorAll(\"{bot}\").length === 2 && "
+                                   f"document.querySelectorAll(\"{bot}\")[1].innerText.includes('w3')", timeout=30_000)
+            page.locator("#chat-new").click()
+            page.wait_for_timeout(1500)
+            assert page.locator("#chat-history [data-testid='user'], " + bot).count() == 0
+            assert len(models.closed) == 2
+
+            # a paste over the cap: refused with a message, the text left in the box to shorten
+            page.locator(box).fill("x" * 501)
+            page.locator(box).press("Enter")
+            page.get_by_text("the message is 501 characters; the limit is 500").first.wait_for(timeout=10_000)
+            assert page.locator(box).input_value() == "x" * 501
+
+            # closing the tab during a reply closes its stream too
+            page.locator(box).fill("one more")
+            page.locator(box).press("Enter")
+            page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
+            page.close()
+            deadline = time.time() + 30
+            while len(models.closed) < 3 and time.time() < deadline:
+                time.sleep(0.2)
+            assert len(models.closed) == 3
+            browser.close()
+    finally:
+        app.close()
