@@ -311,12 +311,14 @@ def progress_text(state: str, run_dir: Path, found: dict) -> str:
 
 
 def loss_frame(found: dict):
-    """The loss curves as LinePlot data: one row per logged point, the curve in its own column."""
+    """The loss curves as LinePlot data: one row per logged point, the curve in its own column; None before
+    the first (gradio 6's plot, once drawn from an empty frame, draws no line for the rows that follow)."""
     import pandas as pd
 
     rows = [(s, v, "train loss") for s, v in found["train"]] + [(s, v, "dev loss") for s, v in found["dev"]]
-    # numbers typed as numbers even with no row yet: the plot then draws a quantitative axis, not categories
-    return pd.DataFrame(rows, columns=["step", "loss", "curve"]).astype({"step": "int64", "loss": "float64"})
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=["step", "loss", "curve"])
 
 
 def runs_text(runs_dir: Path, training: Training) -> str:
