@@ -1,15 +1,17 @@
-"""The Gradio app over the generation core: chat, compare two models side by side, judge blind.
+"""The Gradio app over the generation core: chat, compare two models side by side, judge blind, train.
 
     $ lima-lite ui                                    # adapters under runs/, http://127.0.0.1:7860
     $ python ui/app.py --runs runs --prompts embedded:dev.jsonl --votes votes.jsonl
     $ lima-lite ui --adapter someone/llama-7b-lima --auth me:secret --share
 
-Chat: multi-turn, streamed, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
-say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`)
-and the base model of each run. Compare: one conversation answered by
+Chat: multi-turn, streamed, Stop, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
+say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`, with
+its dev loss) and the base model of each run. Stop, New conversation and a closed tab cancel the reply (its
+generation stops); user messages are shown as typed, as text. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
---votes (JSONL that records which model was which), and a live win / tie / loss chart.
+--votes (JSONL that records which model was which), and the win / tie / loss chart at the end of the rater's
+round (earlier, it would tell which side was which). Train: lima_lite/ui_train.py.
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
 gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one

@@ -196,14 +196,18 @@ class Training:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, recipe: str, overrides: list[str], output_dir: Path) -> str:
+    def check_free(self) -> None:
+        """Refuse a start: from a public page without login, or while a run is going."""
         if not self.allowed:
             raise LimaError("training from the page is off: this app is reachable beyond this machine without a "
                             "login; restart it with --auth USER:PASSWORD")
+        if self.running():
+            raise LimaError(f"a training is already running ({self.output_dir}, pid {self.process.pid}); "
+                            "one at a time: stop it first")
+
+    def start(self, recipe: str, overrides: list[str], output_dir: Path) -> str:
         with self.lock:
-            if self.running():
-                raise LimaError(f"a training is already running ({self.output_dir}, pid {self.process.pid}); "
-                                "one at a time: stop it first")
+            self.check_free()
             output_dir.mkdir(parents=True, exist_ok=True)
             # The child imports this very lima_lite, wherever the app was started from.
             package_root = str(Path(lima_lite.__file__).resolve().parents[1])
@@ -372,11 +376,10 @@ def start_form(training: Training, recipe: str, *values_and_more):
     import gradio as gr
 
     recipe, overrides, output_dir = form_inputs(training, recipe, *values_and_more)
-    if training.running():  # before the checks: a second Start is refused at once
-        training.start(recipe, overrides, output_dir)
-    summary, example = checked_data(recipe, overrides)
+    training.check_free()  # before the checks, which take a while: a second Start is refused at once
+    _, example = checked_data(recipe, overrides)
     plan = plan_text(recipe, overrides)
-    return training.start(recipe, overrides, output_dir), example, plan, gr.skip()
+    return training.start(recipe, overrides, output_dir), example, plan, command_line(recipe, overrides)
 
 
 def fill_form(training: Training, recipe: str):

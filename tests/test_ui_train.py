@@ -302,3 +302,16 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
         assert chat_one_turn(page, "quick/epoch-01", "How do I water plant number 3?")
         browser.close()
     print(f"screenshot: {tmp_path / 'train-tab.png'}")
+
+
+def test_runs_started_from_a_terminal_are_listed(tmp_path):
+    from lima_lite.ui_train import runs_text
+
+    runs = tmp_path / "runs"
+    for name, status in (("ours", "running"), ("theirs", "running"), ("old", "finished")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"status": status}))
+    training = Training(runs)
+    training.output_dir = runs / "ours"
+    assert runs_text(runs, training).splitlines()[1:] == [
+        "- `old`: finished", "- `ours`: running", "- `theirs`: running (not started from this page)"]
