@@ -10,7 +10,8 @@ down), one at a time; Stop asks it to write a checkpoint at the end of the curre
 the same command again, which continues from that checkpoint, as after any interruption. Every few seconds
 the tab reads the run's metrics.jsonl (step, epoch, ETA, tokens/s, the train and dev loss curves) and lists
 the runs under --runs, those started from a terminal too; each epoch adapter joins the other tabs' model
-lists, with its dev loss, as soon as it is written.
+lists, with its dev loss, as soon as it is written. Export merges a chosen adapter, exports it to GGUF or
+writes its Hub folder (`lima-lite push --dry-run`), each the CLI command in a child process.
 """
 
 import html
@@ -209,15 +210,12 @@ class Training:
         with self.lock:
             self.check_free()
             output_dir.mkdir(parents=True, exist_ok=True)
-            # The child imports this very lima_lite, wherever the app was started from.
-            package_root = str(Path(lima_lite.__file__).resolve().parents[1])
-            env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
             with (output_dir / TRAIN_LOG).open("a", encoding="utf-8") as log:
                 log.write(f"$ {command_line(recipe, overrides)}\n")
                 log.flush()
                 self.process = subprocess.Popen([sys.executable, "-m", "lima_lite.ui_train", str(recipe), *overrides],
-                                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                env=child_env())
             self.command, self.output_dir, self.stopping = [str(recipe), *overrides], output_dir, False
             return f"started (pid {self.process.pid}): {command_line(recipe, overrides)}"
 
@@ -251,10 +249,56 @@ class Training:
         return f"failed: {last_error(self.output_dir / TRAIN_LOG)}"
 
 
+def child_env() -> dict:
+    """The environment of a child `lima-lite` process: it imports this very lima_lite, wherever the app was
+    started from, and prints as it goes."""
+    package_root = str(Path(lima_lite.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
 def last_error(log: Path) -> str:
     """The child's `error: ...` line (the CLI's one-line message), else its last line."""
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    return error_line(log.read_text(encoding="utf-8", errors="replace"))
+
+
+def error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
     return next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "no output")
+
+
+# ---------------------------------------------------------------- export and share an adapter
+
+
+EXPORTS = ("merge", "gguf", "push")
+
+
+def export_command(kind: str, adapter: str, out: str, repo: str, base: str) -> list[str]:
+    """The `lima-lite` arguments that merge, export to GGUF, or write the Hub folder of (push --dry-run) `adapter`;
+    `base`: the base's Hub id for the model card, when it was trained from a local folder."""
+    if kind == "push":
+        if not repo.strip():
+            raise LimaError("push: give the Hub repository, OWNER/NAME")
+        return ["push", adapter, "--repo", repo.strip(), "--dry-run", *(["--out", out.strip()] if out.strip() else []),
+                *(["--base-model", base.strip()] if base.strip() else [])]
+    if not out.strip():
+        raise LimaError(f"{kind}: give an output folder")
+    return ["merge", adapter, "--out", out.strip()] if kind == "merge" else ["export", "gguf", adapter, "--out", out.strip()]
+
+
+def export_adapter(models, kind: str, label: str, out: str, repo: str, base: str):
+    """Merge / GGUF / Push (dry run) of the chosen adapter, as a child `lima-lite` process; yields the status."""
+    if label not in models.specs or not models.specs[label][1]:
+        raise LimaError(f"{label or 'nothing'}: choose an adapter (a run's adapter or epoch-NN), not a base model")
+    words = export_command(kind, models.specs[label][0], out or "", repo or "", base or "")
+    yield f"running: {shlex.join(['lima-lite', *words])}"
+    done = subprocess.run([sys.executable, "-m", "lima_lite.cli", *words], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=child_env())
+    if done.returncode:
+        yield error_line(done.stderr or done.stdout)
+        return
+    tail = "\n".join(done.stdout.strip().splitlines()[-12:])
+    yield f"done: {shlex.join(['lima-lite', *words])}\n\n```\n{tail}\n```"
 
 
 # ---------------------------------------------------------------- progress: metrics.jsonl, read every few seconds
@@ -411,6 +455,8 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
     """The Train tab's widgets; `pickers` are the other tabs' model dropdowns, refreshed as adapters appear."""
     import gradio as gr
 
+    from lima_lite.ui import event
+
     names = recipe_names()
     start = recipe_values(names[0], training.runs_dir)
     if not training.allowed:
@@ -436,7 +482,20 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
         example = gr.HTML(elem_id="train-example")
         plan = gr.Textbox(label="memory plan", lines=10, interactive=False, elem_id="train-plan")
     runs_list = gr.Markdown(elem_id="train-runs")
+    with gr.Accordion("Export or share an adapter", open=False):
+        with gr.Row():
+            exported = gr.Dropdown(models.choices(), label="adapter", elem_id="export-adapter")
+            out = gr.Textbox(label="output folder (merge, GGUF; push: optional)", elem_id="export-out")
+            repo = gr.Textbox(label="Hub repository (push)", placeholder="you/llama-7b-lima", elem_id="export-repo")
+            base = gr.Textbox(label="the base's Hub id (push, when trained from a local folder)", elem_id="export-base")
+        with gr.Row():
+            buttons = [gr.Button(text, elem_id=f"export-{kind}")
+                       for text, kind in zip(("Merge", "Export GGUF", "Push (dry run)"), EXPORTS)]
+        export_status = gr.Markdown(elem_id="export-status")
+    pickers = [*pickers, exported]
     shown, timer = gr.State(None), gr.Timer(TICK_SECONDS)
+    for button, kind in zip(buttons, EXPORTS):
+        button.click(event(export_adapter, models, kind), [exported, out, repo, base], export_status)
 
     form = [recipe, *values, more]
     recipe.change(form_handler(training, fill_form), recipe, [status, *values])
