@@ -448,6 +448,10 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
             page.wait_for_timeout(1500)
             assert len(page.locator(bot).last.inner_text()) > before + 20
             assert page.locator(box).input_value() == "my next question"
+            page.locator(box).press("Enter")  # sent mid-reply: not taken, and not lost
+            page.wait_for_timeout(1000)
+            assert page.locator(box).input_value() == "my next question"
+            assert page.locator("#chat-history [data-testid='user']").count() == 1
 
             # Stop: the reply stops growing, the server's stream is closed
             page.locator("#chat-stop").click()
