@@ -81,8 +81,8 @@ class Models:
         from lima_lite.generate import load_engine
 
         if not self.specs:
-            raise LimaError(f"no model yet: train one in the Train tab (its epoch adapters appear here), "
-                            f"or pass --adapter DIR_OR_HUB_ID")
+            raise LimaError("no model yet: train one in the Train tab (its epoch adapters appear here), "
+                            "or pass --adapter DIR_OR_HUB_ID")
         if label not in self.specs:
             raise LimaError(f"unknown model {label!r}: choose one from the list")
         path, use_adapter = self.specs[label]

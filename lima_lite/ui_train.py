@@ -417,8 +417,6 @@ def check_form(training: Training, recipe: str, *values_and_more):
 
 def start_form(training: Training, recipe: str, *values_and_more):
     """Start: the same checks, then the child process."""
-    import gradio as gr
-
     recipe, overrides, output_dir = form_inputs(training, recipe, *values_and_more)
     training.check_free()  # before the checks, which take a while: a second Start is refused at once
     _, example = checked_data(recipe, overrides)
@@ -498,7 +496,7 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
         button.click(event(export_adapter, models, kind), [exported, out, repo, base], export_status)
 
     form = [recipe, *values, more]
-    recipe.change(form_handler(training, fill_form), recipe, [status, *values])
+    recipe.change(lambda name: fill_form(training, name), recipe, [status, *values])
     for trigger in (check.click, values[1].blur, values[1].submit, values[2].blur):
         trigger(form_handler(training, check_form), form, [status, example, plan, command])
     start_button.click(form_handler(training, start_form), form, [status, example, plan, command])
