@@ -459,7 +459,7 @@ def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int):
                                [chatbot, chat_note]))
     # Stop and New conversation cancel the reply: gradio closes its generator, which stops generate()
     # (Engine.stream); a closed tab does the same when its session ends.
-    stop.click(lambda: "stopped", None, chat_note, cancels=replies)
+    stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, chat_note)
     undo.click(event(chat_undo), chatbot, chatbot, cancels=replies)
     for trigger in (clear.click, chat_model.change):  # a new model starts a new conversation
         trigger(lambda: ([], ""), None, [chatbot, chat_note], cancels=replies)
@@ -485,7 +485,7 @@ def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_
     replies = [trigger(event(compare_turn, models, max_input_chars, seed),
                        [compare_box, left, right, model_a, model_b, *sliders], [compare_box, left, right, compare_note])
                for trigger in (compare_box.submit, send.click)]
-    stop.click(lambda: "stopped", None, compare_note, cancels=replies)
+    stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, compare_note)
     for trigger in (clear.click, model_a.change, model_b.change):
         trigger(lambda: ([], [], ""), None, [left, right, compare_note], cancels=replies)
     return [model_a, model_b]

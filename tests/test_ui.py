@@ -455,7 +455,7 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
 
             # Stop: the reply stops growing, the server's stream is closed
             page.locator("#chat-stop").click()
-            page.locator("#chat-note").get_by_text("stopped").wait_for(timeout=10_000)
+            page.locator("#chat-note").get_by_text("stopped").wait_for(timeout=30_000)
             stopped = page.locator(bot).last.inner_text()
             page.wait_for_timeout(1000)
             assert page.locator(bot).last.inner_text() == stopped and len(models.closed) == 1
