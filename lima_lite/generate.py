@@ -110,16 +110,23 @@ class Engine:
         """Yield the reply's text as it is generated; `self.last` holds the finished Reply.
 
         `seed` makes the sample repeatable without touching anybody else's random state: the draw runs
-        on a forked RNG seeded for this call, and the global RNG is as it was afterwards.
+        on a forked RNG seeded for this call, and the global RNG is as it was afterwards. Closing the
+        generator before the end (`.close()`, or dropping it) stops the generation at the next token.
         """
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
         ids, dropped = self.prompt_ids(messages, settings["max_new_tokens"])
         input_ids = torch.tensor([ids], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        abandoned = threading.Event()
+
+        class Abandoned(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), abandoned.is_set(), device=input_ids.device)
+
         kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-                      **self.generation_settings(settings, len(ids)))
+                      stopping_criteria=StoppingCriteriaList([Abandoned()]), **self.generation_settings(settings, len(ids)))
         result = {}
 
         def run():
@@ -133,10 +140,15 @@ class Engine:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         text = ""
-        for piece in streamer:
-            text += piece
-            yield piece
-        thread.join()
+        try:
+            for piece in streamer:
+                text += piece
+                yield piece
+        finally:
+            # A caller that stops reading (the app's Stop, a closed browser tab) closes this generator:
+            # generation stops at the next token instead of running on to max_new_tokens under the lock.
+            abandoned.set()
+            thread.join()
         if "error" in result:
             raise result["error"]
         self.last = replace(self.finished(result["output"][0, len(ids):].tolist(), dropped), text=text)

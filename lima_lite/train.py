@@ -19,6 +19,7 @@ recipes/accelerate/fsdp-qlora.yaml); the recipe's examples per step are kept, th
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -492,7 +493,14 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     if setup.dev_rows:
         setup.sft_config.eval_strategy = "epoch"
     map_large_blocks()  # on a CPU, freed tensors go back to the system instead of fragmenting the heap
-    trainer, rates = build_trainer(setup, callbacks)
+    # transformers' TensorBoard callback (report_to: tensorboard) would open its writer at the first log line,
+    # the base's dev loss logged before training starts, in ./runs/ of the working directory: name the run's.
+    tensorboard_dir = os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
+    try:
+        trainer, rates = build_trainer(setup, callbacks)  # the callback reads the variable when it is built
+    finally:
+        if tensorboard_dir == str(output_dir / "tensorboard"):
+            del os.environ["TENSORBOARD_LOGGING_DIR"]
     main_process = trainer.accelerator.is_main_process  # the one writer of run.json, metrics.jsonl, loss.png
     run = run_record(setup, recipe, trainer, rates)
     last = resume_point(output_dir, trainer.accelerator)

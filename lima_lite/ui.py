@@ -1,15 +1,17 @@
-"""The Gradio app over the generation core: chat, compare two models side by side, judge blind.
+"""The Gradio app over the generation core: chat, compare two models side by side, judge blind, train.
 
     $ lima-lite ui                                    # adapters under runs/, http://127.0.0.1:7860
     $ python ui/app.py --runs runs --prompts embedded:dev.jsonl --votes votes.jsonl
     $ lima-lite ui --adapter someone/llama-7b-lima --auth me:secret --share
 
-Chat: multi-turn, streamed, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
-say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`)
-and the base model of each run. Compare: one conversation answered by
+Chat: multi-turn, streamed, Stop, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
+say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`, with
+its dev loss) and the base model of each run. Stop, New conversation and a closed tab cancel the reply (its
+generation stops); user messages are shown as typed, as text. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
---votes (JSONL that records which model was which), and a live win / tie / loss chart.
+--votes (JSONL that records which model was which), and the win / tie / loss chart at the end of the rater's
+round (earlier, it would tell which side was which). Train: lima_lite/ui_train.py.
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
 gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
@@ -19,7 +21,9 @@ functions of plain values; build_app only lays out the widgets and wires them to
 """
 
 import argparse
+import html
 import random
+import string
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,39 +37,54 @@ VOTE_KEYS = ("a", "tie", "b")
 
 @dataclass
 class Models:
-    """The models the app offers, each loaded once on first use: label -> (adapter folder or Hub id, adapter on?)."""
+    """The models the app offers, each loaded once on first use: label -> (adapter folder or Hub id, adapter on?).
+
+    `refresh` looks under `runs_dir` again: an epoch adapter written by a training run joins the lists."""
 
     specs: dict[str, tuple[str, bool]]
     load_in_4bit: bool | None = None
     engines: dict = field(default_factory=dict)
     loading: threading.Lock = field(default_factory=threading.Lock)
+    runs_dir: Path | None = None
+    extra: tuple[str, ...] = ()
 
     @classmethod
     def discover(cls, runs_dir: str | Path, extra: list[str] = (), load_in_4bit: bool | None = None) -> "Models":
+        models = cls({}, load_in_4bit, runs_dir=Path(runs_dir), extra=tuple(extra))
+        models.refresh()
+        return models
+
+    def refresh(self) -> None:
         from lima_lite.layout import find_adapters
 
-        found = find_adapters(runs_dir) if Path(runs_dir).is_dir() else {}
+        found = find_adapters(self.runs_dir) if self.runs_dir and self.runs_dir.is_dir() else {}
         specs = {label: (str(path), True) for label, path in found.items()}
         # Each run's base model: its final adapter (listed last) loaded once, with the adapter switched off.
         for label, path in found.items():
             specs[f"{label.rsplit('/', 1)[0]}/{BASE}"] = (str(path), False)
-        for name in extra:
+        for name in self.extra:
             specs[name] = (name, True)
             specs[f"{name} · {BASE}"] = (name, False)
-        if not specs:
-            raise LimaError(f"{runs_dir}: no adapters found (adapter/ or epoch-NN/ folders); train one with "
-                            "`lima-lite quickstart` or pass --adapter DIR_OR_HUB_ID")
-        return cls(specs, load_in_4bit)
+        # A label keeps the folder it had (a base already loaded from epoch-01/ is not loaded again from epoch-02/).
+        self.specs = {**specs, **self.specs}
 
     @property
     def labels(self) -> list[str]:
         return list(self.specs)
 
+    def choices(self) -> list[tuple[str, str]]:
+        """(shown, label) of every model, an adapter shown with its dev loss when its run logged one."""
+        return [(f"{label} · dev loss {loss:.3f}" if (loss := dev_loss(path) if on else None) is not None else label,
+                 label) for label, (path, on) in self.specs.items()]
+
     def engine(self, label: str):
         from lima_lite.generate import load_engine
 
+        if not self.specs:
+            raise LimaError("no model yet: train one in the Train tab (its epoch adapters appear here), "
+                            "or pass --adapter DIR_OR_HUB_ID")
         if label not in self.specs:
-            raise LimaError(f"unknown model {label!r}")
+            raise LimaError(f"unknown model {label!r}: choose one from the list")
         path, use_adapter = self.specs[label]
         with self.loading:
             if path not in self.engines:
@@ -80,6 +99,21 @@ class Models:
             text += piece
             yield text
         yield engine.last
+
+
+def dev_loss(adapter: str) -> float | None:
+    """The dev loss its run logged for an epoch-NN/ adapter (that epoch's) or adapter/ (the last one)."""
+    from lima_lite.layout import EPOCH, METRICS_FILE, run_of
+    from lima_lite.train import read_metrics
+
+    run = run_of(adapter)
+    if run is None:
+        return None
+    losses = {round(r["epoch"] or 0): r["eval_loss"] for r in read_metrics(run / METRICS_FILE) if "eval_loss" in r}
+    match = EPOCH.match(Path(adapter).name)
+    if match:
+        return losses.get(int(match[1]))
+    return losses[max(losses)] if losses else None
 
 
 def plain(history) -> list[dict]:
@@ -100,8 +134,21 @@ def plain(history) -> list[dict]:
             content = "".join(str(part.get("text", "")) for part in content)
         if not isinstance(content, str):
             raise LimaError(f"history[{i}].content: expected text, got {type(content).__name__}")
+        if message["role"] == "user":
+            content = html.unescape(content)  # shown() escaped it for the page
         messages.append({"role": message["role"], "content": content})
     return messages
+
+
+# Every ASCII punctuation mark of a user message becomes a character reference, so the page shows the
+# message as typed: `</s>`, `<script>` and `<img src=x>` as text (not tags to run or strip), `**x**` as stars
+# (not bold). The chatbot renders markdown for the model's replies; plain() undoes this on the way back.
+AS_TEXT = {ord(c): f"&#{ord(c)};" for c in string.punctuation}
+
+
+def shown(messages: list[dict]) -> list[dict]:
+    """The history as the chatbot shows it: user messages as literal text, replies as markdown."""
+    return [{**m, "content": m["content"].translate(AS_TEXT)} if m["role"] == "user" else m for m in messages]
 
 
 # The whole history is capped too, not only the new message: 100 messages of --max-input-chars (400,000
@@ -204,21 +251,35 @@ def slider_sampling(temperature: float, top_p: float, repetition_penalty: float,
 
 def stream_reply(models: Models, label: str, history: list[dict], sampling: dict):
     """Stream one model's reply to `history` (ending with the user); yields (history + the reply so far, note)."""
-    so_far = history + [{"role": "assistant", "content": ""}]
+    page = shown(history)
+    so_far = page + [{"role": "assistant", "content": ""}]
     for item in models.stream(label, history, **sampling):
         if isinstance(item, str):
-            so_far = history + [{"role": "assistant", "content": item}]  # a new list each time: gradio diffs them
-            yield so_far, ""
+            so_far = page + [{"role": "assistant", "content": item}]  # a new list each time: gradio diffs them
+            yield so_far, WRITING
         else:
             yield so_far, note(item, sampling["max_new_tokens"])
 
 
+# The note while a reply streams. The input box is emptied once, when the message is taken, and left alone
+# after that: what the user types meanwhile stays there, to send when the reply ends (or after Stop).
+WRITING = "writing… (Stop interrupts; you can type your next message meanwhile)"
+
+
+def untouched():
+    """A handler's output for a widget it leaves as the user has it."""
+    import gradio as gr
+
+    return gr.skip()
+
+
 def chat_turn(models: Models, max_input_chars: int, message: str, history: list, label: str, *sliders):
-    """Chat's Send: yields (emptied input box, history with the message and the reply so far, note)."""
+    """Chat's Send: yields (the input box: emptied, then untouched; history with the message and the reply
+    so far; note)."""
     history = with_message(plain(history or []), message, max_input_chars)
-    yield "", history, ""
+    yield "", shown(history), WRITING
     for updated, text in stream_reply(models, label, history, slider_sampling(*sliders)):
-        yield "", updated, text
+        yield untouched(), updated, text
 
 
 def chat_retry(models: Models, max_input_chars: int, history: list, label: str, *sliders):
@@ -234,7 +295,7 @@ def chat_retry(models: Models, max_input_chars: int, history: list, label: str, 
 
 def chat_undo(history: list) -> list[dict]:
     """Chat's Undo: the history without its last exchange (the user's message and the reply)."""
-    return plain(history or [])[:-2]
+    return shown(plain(history or [])[:-2])
 
 
 def compare_turn(models: Models, max_input_chars: int, seed: int | None, message: str, left: list, right: list,
@@ -242,20 +303,21 @@ def compare_turn(models: Models, max_input_chars: int, seed: int | None, message
     """Compare's Ask both: the same message to A then B, each streamed; yields (input box, A, B, note)."""
     left = with_message(plain(left or []), message, max_input_chars, "A: ")
     right = with_message(plain(right or []), message, max_input_chars, "B: ")
-    yield "", left, right, ""
+    yield "", shown(left), shown(right), WRITING
     # The same seed for both, so the comparison is of the models, not of the dice.
     sampling = {**slider_sampling(*sliders), "seed": seed if seed is not None else random.randrange(2**31)}
-    left_now, text = left, ""
+    left_now, text = shown(left), ""
     for left_now, text in stream_reply(models, model_a, left, sampling):
-        yield "", left_now, right, text
-    notes = [f"A: {text}" if text else ""]
+        yield untouched(), left_now, shown(right), text
+    notes = [f"A: {text}" if text and text != WRITING else ""]
     for right_now, text in stream_reply(models, model_b, right, sampling):
-        yield "", left_now, right_now, " ".join(notes + [f"B: {text}" if text else ""]).strip()
+        yield untouched(), left_now, right_now, " ".join(notes + [f"B: {text}" if text else ""]).strip()
 
 
 def judge_next(models: Models, prompts: list[dict], rng: random.Random, index: int, x: str, y: str, *sliders):
     """Judge's Next prompt: both answers to prompt `index`, X and Y in a random order. Yields (prompt text,
-    answer A, answer B, the pending record or None, next index, three vote-button updates, status)."""
+    answer A, answer B, the pending record or None, next index, three vote-button updates, status, the
+    chart hidden: the tally so far would tell which side was which model)."""
     import gradio as gr
 
     if x == y:
@@ -264,7 +326,8 @@ def judge_next(models: Models, prompts: list[dict], rng: random.Random, index: i
     shown = [x, y]
     rng.shuffle(shown)
     heading = f"**Prompt {index % len(prompts) + 1} of {len(prompts)}** ({item['id']})\n\n{item['prompt']}"
-    yield heading, "", "", None, index, *[gr.update(interactive=False)] * 3, "generating both answers…"
+    hidden = gr.update(visible=False)
+    yield heading, "", "", None, index, *[gr.update(interactive=False)] * 3, "generating both answers…", hidden
     messages = [{"role": "user", "content": item["prompt"]}]
     sampling = slider_sampling(*sliders)
     answers = []
@@ -272,14 +335,14 @@ def judge_next(models: Models, prompts: list[dict], rng: random.Random, index: i
         engine, use_adapter = models.engine(label)
         answers.append(engine.reply(messages, use_adapter=use_adapter, **sampling).text.strip())
     record = {"prompt": item["prompt"], "id": item["id"], "model_a": shown[0], "model_b": shown[1],
-              "answer_a": answers[0], "answer_b": answers[1]}
+              "answer_a": answers[0], "answer_b": answers[1], "ends_round": index % len(prompts) == len(prompts) - 1}
     yield (heading, answers[0], answers[1], record, index + 1, *[gr.update(interactive=True)] * 3,
-           "which answer is better?")
+           "which answer is better?", hidden)
 
 
 def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, rater: str):
     """A / Tie / B: the vote appended to the JSONL. Returns (no pending record, three vote-button updates,
-    status, the chart of X against Y)."""
+    status, the chart of X against Y: shown once the rater's round (every prompt once) ends, hidden before)."""
     import gradio as gr
 
     from lima_lite.evaluate.protocols import human_vote_record
@@ -291,7 +354,17 @@ def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, r
     vote = human_vote_record(record["prompt"], record["model_a"], record["model_b"], record["answer_a"],
                              record["answer_b"], choice, (rater or "anonymous").strip())
     total = votes.add({**vote, "id": record["id"]})
-    return None, *[gr.update(interactive=False)] * 3, f"vote {total} saved to {votes.path}", pair_chart(votes, x, y)
+    status = f"vote {total} saved to {votes.path}"
+    if not record["ends_round"]:
+        return None, *[gr.update(interactive=False)] * 3, status, gr.update(visible=False)
+    return None, *[gr.update(interactive=False)] * 3, status + "; end of the round", judge_results(votes, x, y)
+
+
+def judge_results(votes: Votes, x: str, y: str):
+    """The chart of X against Y, shown (End my round, or the round's last vote)."""
+    import gradio as gr
+
+    return gr.update(value=pair_chart(votes, x, y), visible=True)
 
 
 def pair_chart(votes: Votes, x: str, y: str):
@@ -325,23 +398,29 @@ def event(handler, *values):
 
 
 def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_input_chars: int = 4000,
-              sampling: dict | None = None, seed: int | None = None):
-    """The gr.Blocks app: widgets wired to the handlers above; `sampling` sets the sliders (LIMA's otherwise)."""
+              sampling: dict | None = None, seed: int | None = None, training=None):
+    """The gr.Blocks app: widgets wired to the handlers above; `sampling` sets the sliders (LIMA's otherwise).
+    `training`: a lima_lite.ui_train.Training to add the Train tab with (None: no Train tab)."""
     import gradio as gr
 
     adapters = [label for label, (_, on) in models.specs.items() if on]
     bases = [label for label in models.labels if label not in adapters]
-    tuned = adapters[-1] if adapters else models.labels[0]
-    base = bases[0] if bases else models.labels[-1]
+    tuned = adapters[-1] if adapters else (models.labels[0] if models.labels else None)
+    base = bases[0] if bases else (models.labels[-1] if models.labels else None)
     with gr.Blocks(title="lima_lite") as app:
-        gr.Markdown("## lima_lite: talk to your LIMA adapter, compare, judge")
+        gr.Markdown("## lima_lite: train your LIMA adapter, talk to it, compare, judge")
         sliders = sampling_sliders({**LIMA_SAMPLING, **(sampling or {})})
         with gr.Tab("Chat", id="chat"):
-            chat_tab(models, tuned, sliders, max_input_chars)
+            pickers = [chat_tab(models, tuned, sliders, max_input_chars)]
         with gr.Tab("Compare", id="compare"):
-            compare_tab(models, base, tuned, sliders, max_input_chars, seed)
+            pickers += compare_tab(models, base, tuned, sliders, max_input_chars, seed)
         with gr.Tab("Judge", id="judge"):
-            judge_tab(app, models, tuned, base, sliders, prompts, Votes(votes_path), seed)
+            pickers += judge_tab(app, models, tuned, base, sliders, prompts, Votes(votes_path), seed)
+        if training is not None:
+            from lima_lite.ui_train import train_tab
+
+            with gr.Tab("Train", id="train"):
+                train_tab(app, training, models, pickers)
     return app
 
 
@@ -357,58 +436,71 @@ def sampling_sliders(start: dict) -> list:
                           label="max_new_tokens")]
 
 
-def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int) -> None:
+# The input boxes have no max_length: the browser would cut a long paste silently; the handlers refuse it
+# with the message's length and the limit, and the text stays in the box to shorten.
+def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int):
+    """The Chat tab; returns its model picker (the Train tab adds new adapters to it)."""
     import gradio as gr
 
-    chat_model = gr.Dropdown(models.labels, value=tuned, label="model")
+    chat_model = gr.Dropdown(models.choices(), value=tuned, label="model", elem_id="chat-model")
     chatbot = gr.Chatbot(label="conversation", elem_id="chat-history", height=420)
     chat_note = gr.Markdown(elem_id="chat-note")
     with gr.Row():
-        chat_box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
-                              max_length=max_input_chars, elem_id="chat-input")
+        chat_box = gr.Textbox(placeholder=f"Type a message and press Enter (at most {max_input_chars:,} characters)",
+                              show_label=False, scale=5, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     with gr.Row():
-        retry, undo, clear = gr.Button("Retry"), gr.Button("Undo"), gr.Button("New conversation")
-    for trigger in (chat_box.submit, send.click):
-        trigger(event(chat_turn, models, max_input_chars), [chat_box, chatbot, chat_model, *sliders],
-                [chat_box, chatbot, chat_note])
-    retry.click(event(chat_retry, models, max_input_chars), [chatbot, chat_model, *sliders], [chatbot, chat_note])
-    undo.click(event(chat_undo), chatbot, chatbot)
+        stop = gr.Button("Stop", elem_id="chat-stop")
+        retry, undo = gr.Button("Retry", elem_id="chat-retry"), gr.Button("Undo")
+        clear = gr.Button("New conversation", elem_id="chat-new")
+    replies = [trigger(event(chat_turn, models, max_input_chars), [chat_box, chatbot, chat_model, *sliders],
+                       [chat_box, chatbot, chat_note]) for trigger in (chat_box.submit, send.click)]
+    replies.append(retry.click(event(chat_retry, models, max_input_chars), [chatbot, chat_model, *sliders],
+                               [chatbot, chat_note]))
+    # Stop and New conversation cancel the reply: gradio closes its generator, which stops generate()
+    # (Engine.stream); a closed tab does the same when its session ends.
+    stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, chat_note)
+    undo.click(event(chat_undo), chatbot, chatbot, cancels=replies)
     for trigger in (clear.click, chat_model.change):  # a new model starts a new conversation
-        trigger(lambda: ([], ""), None, [chatbot, chat_note])
+        trigger(lambda: ([], ""), None, [chatbot, chat_note], cancels=replies)
+    return chat_model
 
 
-def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_chars: int, seed: int | None) -> None:
+def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_chars: int, seed: int | None) -> list:
     import gradio as gr
 
     with gr.Row():
-        model_a = gr.Dropdown(models.labels, value=base, label="model A")
-        model_b = gr.Dropdown(models.labels, value=tuned, label="model B")
+        model_a = gr.Dropdown(models.choices(), value=base, label="model A")
+        model_b = gr.Dropdown(models.choices(), value=tuned, label="model B")
     with gr.Row():
         left = gr.Chatbot(label="A", elem_id="compare-a", height=380)
         right = gr.Chatbot(label="B", elem_id="compare-b", height=380)
     compare_note = gr.Markdown()
     with gr.Row():
         compare_box = gr.Textbox(placeholder="One prompt, or the next turn of the conversation", show_label=False,
-                                 scale=5, max_length=max_input_chars, elem_id="compare-input")
+                                 scale=5, elem_id="compare-input")
         send = gr.Button("Ask both", variant="primary", scale=1, elem_id="compare-send")
-    clear = gr.Button("New conversation")
-    for trigger in (compare_box.submit, send.click):
-        trigger(event(compare_turn, models, max_input_chars, seed),
-                [compare_box, left, right, model_a, model_b, *sliders], [compare_box, left, right, compare_note])
+    with gr.Row():
+        stop, clear = gr.Button("Stop"), gr.Button("New conversation")
+    replies = [trigger(event(compare_turn, models, max_input_chars, seed),
+                       [compare_box, left, right, model_a, model_b, *sliders], [compare_box, left, right, compare_note])
+               for trigger in (compare_box.submit, send.click)]
+    stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, compare_note)
     for trigger in (clear.click, model_a.change, model_b.change):
-        trigger(lambda: ([], [], ""), None, [left, right, compare_note])
+        trigger(lambda: ([], [], ""), None, [left, right, compare_note], cancels=replies)
+    return [model_a, model_b]
 
 
 def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts: list[dict], votes: Votes,
-              seed: int | None) -> None:
+              seed: int | None) -> list:
     import gradio as gr
 
-    gr.Markdown("Blind side-by-side, as in LIMA's human study: which answer is better? "
-                "The order is random and the models are hidden.")
+    gr.Markdown("Blind side-by-side, as in LIMA's human study: which answer is better? The order is random and "
+                f"the models are hidden. A round is the {len(prompts)} prompts once each; the win / tie / loss "
+                "chart shows at its end (or at End my round), since a running tally tells which side was which.")
     with gr.Row():
-        first = gr.Dropdown(models.labels, value=tuned, label="model X")
-        second = gr.Dropdown(models.labels, value=base, label="model Y")
+        first = gr.Dropdown(models.choices(), value=tuned, label="model X")
+        second = gr.Dropdown(models.choices(), value=base, label="model Y")
         rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=RATER_MAX_CHARS)
     next_prompt = gr.Button("Next prompt", variant="primary", elem_id="judge-next")
     judge_prompt = gr.Markdown(elem_id="judge-prompt")
@@ -419,14 +511,17 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
         buttons = [gr.Button(text, interactive=False, elem_id=f"judge-vote-{key}")
                    for text, key in zip(("A is better", "Tie", "B is better"), VOTE_KEYS)]
     status = gr.Markdown(elem_id="judge-status")
-    chart = gr.Plot(label="win / tie / loss of model X against model Y")
+    end_round = gr.Button("End my round: show the chart", elem_id="judge-end")
+    chart = gr.Plot(label="win / tie / loss of model X against model Y", visible=False, elem_id="judge-chart")
     pending, position = gr.State(None), gr.State(0)
     next_prompt.click(event(judge_next, models, prompts, random.Random(seed)), [position, first, second, *sliders],
-                      [judge_prompt, answer_a, answer_b, pending, position, *buttons, status])
+                      [judge_prompt, answer_a, answer_b, pending, position, *buttons, status, chart])
     for button, key in zip(buttons, VOTE_KEYS):
         button.click(event(judge_vote, votes, key), [pending, first, second, rater], [pending, *buttons, status, chart])
-    for trigger in (first.change, second.change, app.load):
-        trigger(event(pair_chart, votes), [first, second], chart)
+    end_round.click(event(judge_results, votes), [first, second], chart)
+    for trigger in (first.change, second.change):
+        trigger(lambda: gr.update(visible=False), None, chart)
+    return [first, second]
 
 
 # gradio 6 (6.31) serves two routes without its login check: /gradio_api/cancel (stops an event, given its
@@ -520,6 +615,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
     p.add_argument("--seed", type=int, help="seed the Judge tab's order and the Compare tab's sampling")
+    p.add_argument("--no-train", dest="train", action="store_false",
+                   help="no Train tab (it starts `lima-lite train` runs; with --share or a --host other than "
+                        "this machine it needs --auth)")
     add_sampling_args(p)  # the sliders' initial values
     return p
 
@@ -530,9 +628,19 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     auth = parse_auth(args.auth)
     models = Models.discover(args.runs, args.adapter, args.load_in_4bit)
+    if not models.specs and not args.train:
+        raise LimaError(f"{args.runs}: no adapters found (adapter/ or epoch-NN/ folders); train one with "
+                        "`lima-lite quickstart` or pass --adapter DIR_OR_HUB_ID")
     prompts = read_prompts(args.prompts)
     votes = args.votes or str(Path(args.runs) / "human_votes.jsonl")
-    app = build_app(models, prompts, votes, args.max_input_chars, sampling_args(args), args.seed)
-    print(f"{len(models.labels)} models: {', '.join(models.labels)}; votes -> {votes}")
+    training = None
+    if args.train:
+        from lima_lite.ui_train import Training
+
+        # Starting processes from a page anyone can reach is not a default: beyond this machine, only behind a login.
+        local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
+        training = Training(args.runs, allowed=local or auth is not None)
+    app = build_app(models, prompts, votes, args.max_input_chars, sampling_args(args), args.seed, training)
+    print(f"{len(models.labels)} models: {', '.join(models.labels) or 'none yet (Train tab)'}; votes -> {votes}")
     launch(app, args.host, args.port, args.share, auth, args.queue_size)
     return 0

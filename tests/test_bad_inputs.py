@@ -428,7 +428,7 @@ for flag, value, expect in [("--temperature", "-1", ">= 0"), ("--top-p", "7", "1
     case(f"ui-{flag[2:]}", ["ui", "--runs", "{tmp}", flag, value], (flag, expect))
 case("chat-nothing", ["chat", "--prompt", "hi"], ("--adapter",))
 case("ui-auth", ["ui", "--runs", "{tmp}", "--auth", "nopassword"], ("--auth",))
-case("ui-no-adapters", ["ui", "--runs", "{tmp}"], ("{tmp}", "no adapters"))
+case("ui-no-adapters", ["ui", "--runs", "{tmp}", "--no-train"], ("{tmp}", "no adapters"))  # with the Train tab: starts empty
 
 # ---------------------------------------------------------------- app handlers
 

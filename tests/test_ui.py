@@ -18,8 +18,8 @@ import pytest
 
 from lima_lite import LimaError
 from lima_lite.layout import find_adapters
-from lima_lite.ui import (Models, Votes, build_app, chat_retry, chat_turn, chat_undo, compare_turn, event, judge_next,
-                          judge_vote, parse_auth, vote_chart, vote_counts)
+from lima_lite.ui import (WRITING, Models, Votes, build_app, chat_retry, chat_turn, chat_undo, compare_turn, event,
+                          judge_next, judge_vote, parse_auth, plain, shown, untouched, vote_chart, vote_counts)
 from test_chat import qa, train_tiny
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,9 +43,15 @@ def test_find_adapters_lists_final_and_every_epoch_only(runs):
     assert models.labels == ["tiny/epoch-01", "tiny/adapter", "tiny/base"]
 
 
-def test_no_adapters_is_an_input_error(tmp_path):
-    with pytest.raises(LimaError, match="no adapters found"):
-        Models.discover(tmp_path)
+def test_no_adapters_yet_is_an_empty_list_that_says_what_to_do(tmp_path):
+    from lima_lite.ui import main
+
+    models = Models.discover(tmp_path)
+    assert models.labels == [] and models.choices() == []
+    with pytest.raises(LimaError, match="no model yet: train one in the Train tab"):
+        models.engine(None)
+    with pytest.raises(LimaError, match="no adapters found"):  # without the Train tab there is nothing to do
+        main(["--runs", str(tmp_path), "--no-train"])
 
 
 def test_auth_and_vote_counts(tmp_path):
@@ -55,8 +61,8 @@ def test_auth_and_vote_counts(tmp_path):
     with pytest.raises(LimaError, match="USER:PASSWORD"):
         parse_auth("nopassword")
     votes = Votes(tmp_path / "votes.jsonl")
-    for shown, vote in [(("x", "y"), "a"), (("y", "x"), "a"), (("y", "x"), "tie"), (("x", "z"), "b")]:
-        votes.add(human_vote_record("p", *shown, "ans a", "ans b", vote, "me"))
+    for pair, vote in [(("x", "y"), "a"), (("y", "x"), "a"), (("y", "x"), "tie"), (("x", "z"), "b")]:
+        votes.add(human_vote_record("p", *pair, "ans a", "ans b", vote, "me"))
     assert vote_counts(votes.read(), "x", "y") == {"win": 1, "tie": 1, "loss": 1}
     assert len((tmp_path / "votes.jsonl").read_text().splitlines()) == 4
 
@@ -83,10 +89,12 @@ def core_reply(models, label, messages, sliders, seed=None):
 
 def test_chat_turn_streams_the_reply_into_the_history(models):
     steps = list(chat_turn(models, 500, FERN, [], "tiny/adapter", *GREEDY))
-    assert steps[0] == ("", [{"role": "user", "content": FERN}], "")  # the message shows at once, the box empties
+    assert steps[0] == ("", shown([{"role": "user", "content": FERN}]), WRITING)  # shown at once, the box emptied
     expected = core_reply(models, "tiny/adapter", [{"role": "user", "content": FERN}], GREEDY)
     box, history, note_text = steps[-1]
-    assert box == "" and history == [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected.text}]
+    assert plain(history) == [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected.text}]
+    # after the first step the box is left alone: what the user types during the reply stays there
+    assert all(box == untouched() for box, _, _ in steps[1:])
     assert note_text == ("stopped at max_new_tokens=6" if expected.finish_reason == "length" else "")
     replies = [h[-1]["content"] for _, h, _ in steps[1:]]
     assert all(expected.text.startswith(text) for text in replies)  # each step a longer piece of the one reply
@@ -98,27 +106,35 @@ def test_chat_turn_streams_the_reply_into_the_history(models):
 
 def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
     earlier = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
-    shown = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
-                       {"role": "assistant", "content": "a reply the user did not like"}]
+    page = earlier + [{"role": "user", "content": [{"type": "text", "text": FERN}]},  # as gr.Chatbot sends it
+                      {"role": "assistant", "content": "a reply the user did not like"}]
     expected = core_reply(models, "tiny/adapter", earlier + [{"role": "user", "content": FERN}], GREEDY).text
-    history, _ = list(chat_retry(models, 500, shown, "tiny/adapter", *GREEDY))[-1]
-    assert history == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
-    assert shown[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
+    history, _ = list(chat_retry(models, 500, page, "tiny/adapter", *GREEDY))[-1]
+    assert plain(history) == earlier + [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected}]
+    assert page[-1]["content"] == "a reply the user did not like"  # the widget's value is not changed in place
     # a turn whose reply failed ends with the user: Retry answers it
     history, _ = list(chat_retry(models, 500, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
     assert history[-1] == {"role": "assistant", "content": expected} and len(history) == 4
     with pytest.raises(LimaError, match="nothing to retry"):
         next(chat_retry(models, 500, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
 
-    assert chat_undo(shown) == earlier
+    assert plain(chat_undo(page)) == earlier
     assert chat_undo(earlier) == [] and chat_undo(None) == []
+
+
+def test_user_messages_are_shown_as_typed_and_read_back_unchanged():
+    typed = "a </s> <script>alert(1)</script> <img src=x> **not bold** &lt; 1. x"
+    page = shown([{"role": "user", "content": typed}, {"role": "assistant", "content": "**bold** reply"}])
+    assert "<" not in page[0]["content"] and "*" not in page[0]["content"] and "&lt;" not in page[0]["content"]
+    assert page[1]["content"] == "**bold** reply"  # replies stay markdown
+    assert plain(page) == [{"role": "user", "content": typed}, {"role": "assistant", "content": "**bold** reply"}]
 
 
 @pytest.mark.parametrize("seed", [0, None])
 def test_compare_gives_both_models_the_same_seed(models, seed):
     *_, (box, left, right, _) = compare_turn(models, 500, seed, "Name a fast bird.", [], [], "tiny/adapter",
                                              "tiny/adapter", *SAMPLED)
-    assert box == "" and [m["role"] for m in left] == [m["role"] for m in right] == ["user", "assistant"]
+    assert box == untouched() and [m["role"] for m in left] == [m["role"] for m in right] == ["user", "assistant"]
     assert left[-1]["content"] == right[-1]["content"]  # one model, one seed: one reply, whatever the seed
     messages = [{"role": "user", "content": "Name a fast bird."}]
     if seed is not None:
@@ -136,10 +152,10 @@ def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
     with pytest.raises(LimaError, match="two different models"):
         next(judge_next(models, prompts, random.Random(0), 0, "tiny/adapter", "tiny/adapter", *GREEDY))
     steps = list(judge_next(models, prompts, random.Random(0), 2, "tiny/adapter", "tiny/base", *GREEDY))
-    heading, a, b, record, index, *buttons, status = steps[0]
+    heading, a, b, record, index, *buttons, status, chart = steps[0]
     assert FERN in heading and "Prompt 1 of 2" in heading and record is None and index == 2
-    assert [u["interactive"] for u in buttons] == [False] * 3
-    heading, a, b, record, index, *buttons, status = steps[-1]
+    assert [u["interactive"] for u in buttons] == [False] * 3 and chart["visible"] is False
+    heading, a, b, record, index, *buttons, status, chart = steps[-1]
     order = ["tiny/adapter", "tiny/base"]
     random.Random(0).shuffle(order)  # the order the app's own Random(0) shows them in
     assert (record["model_a"], record["model_b"]) == tuple(order) and index == 3
@@ -153,12 +169,18 @@ def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
         judge_vote(votes, "a", None, "tiny/adapter", "tiny/base", "ann")
     pending, *buttons, status, chart = judge_vote(votes, "b", record, "tiny/adapter", "tiny/base", " ann ")
     assert pending is None and [u["interactive"] for u in buttons] == [False] * 3 and status.startswith("vote 1 saved")
+    assert chart == {"__type__": "update", "visible": False}  # prompt 1 of 2: the round goes on, the tally stays hidden
     saved = [json.loads(line) for line in (tmp_path / "votes.jsonl").read_text().splitlines()]
     assert len(saved) == 1 and saved[0]["vote"] == "b" and saved[0]["winner"] == order[1]
     assert saved[0]["rater"] == "ann" and saved[0]["id"] == "p1" and saved[0]["answer_b"] == b
-    # B won: a win for X (tiny/adapter) if B was the adapter, else a loss
-    widths = [round(bar.get_width()) for bar in chart.axes[0].patches]
-    assert widths == ([100, 0, 0] if order[1] == "tiny/adapter" else [0, 0, 100])
+    # the round's last prompt: its vote shows the chart. B won the first vote: a win for X (tiny/adapter) if B
+    # was the adapter, else a loss; the second is a tie.
+    *_, record, _, _, _, _, _, _ = list(judge_next(models, prompts, random.Random(0), 3, "tiny/adapter", "tiny/base",
+                                                   *GREEDY))[-1]
+    *_, status, chart = judge_vote(votes, "tie", record, "tiny/adapter", "tiny/base", "ann")
+    assert chart["visible"] is True and status.endswith("end of the round")
+    widths = [round(bar.get_width()) for bar in chart["value"].axes[0].patches]
+    assert widths == ([50, 50, 0] if order[1] == "tiny/adapter" else [0, 50, 50])
 
 
 def test_vote_chart_is_the_stacked_percent_bar():
@@ -355,5 +377,113 @@ def test_a_refused_user_is_told_busy_try_again_in_the_page(playwright, tmp_path)
         refused = httpx.post(f"{url}/gradio_api/queue/join", json={"data": ["hi", [], "m", 0.7, 0.9, 1.2, 8],
                                                                    "fn_index": send, "session_hash": "x"})
         assert refused.status_code == 503 and "busy" in refused.json()["detail"]  # API clients: the Guard's words
+    finally:
+        app.close()
+
+
+def test_closing_a_reply_stops_the_generation(models):
+    """Stop, New conversation and a closed tab close the reply's stream: generate() must stop there, not run
+    on to max_new_tokens holding the model's lock."""
+    engine, _ = models.engine("tiny/base")
+    calls = []
+    hook = engine.model.get_base_model().register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        messages = [{"role": "user", "content": FERN}]
+        full = engine.reply(messages, use_adapter=False, temperature=1.0, seed=0, max_new_tokens=40)
+        assert full.finish_reason == "length" and len(calls) == 40  # the uninterrupted reply: 40 forwards
+        calls.clear()
+        stream = engine.stream(messages, use_adapter=False, temperature=1.0, seed=0, max_new_tokens=40)
+        next(stream)
+        stream.close()
+        assert len(calls) < 10, len(calls)  # stopped a token or two after the first piece
+        assert not engine.lock.locked()
+    finally:
+        hook.remove()
+
+
+class Endless(Models):
+    """A model that writes a word every 0.1 s for 30 s, and records each reply whose stream was closed early."""
+
+    closed: list = []
+
+    def stream(self, label, messages, **sampling):
+        from lima_lite.generate import Reply
+
+        text = ""
+        try:
+            for i in range(300):
+                time.sleep(0.1)
+                text += f"w{i} "
+                yield text
+        except GeneratorExit:
+            self.closed.append(text)
+            raise
+        yield Reply(text=text, finish_reason="length")
+
+
+def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playwright, tmp_path):
+    models = Endless({"m": ("unused", True)})
+    app = build_app(models, [{"id": "1", "prompt": "p"}], tmp_path / "votes.jsonl", max_input_chars=500)
+    app.queue(max_size=8, default_concurrency_limit=1)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+    typed = "a </s> b <script>alert(1)</script> c <img src=x> d **e**"
+    box = "#chat-input textarea"
+    bot = "#chat-history [data-testid='bot']"
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}")
+            page.locator(box).fill(typed)
+            page.locator(box).press("Enter")
+            page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
+            # shown as typed, as text
+            assert page.locator("#chat-history [data-testid='user']").first.inner_text().strip() == typed
+            assert page.locator("#chat-history script, #chat-history img[src='x']").count() == 0
+
+            # typing during the reply: kept while a dozen more words stream in
+            page.locator(box).fill("my next question")
+            before = len(page.locator(bot).last.inner_text())
+            page.wait_for_timeout(1500)
+            assert len(page.locator(bot).last.inner_text()) > before + 20
+            assert page.locator(box).input_value() == "my next question"
+            page.locator(box).press("Enter")  # sent mid-reply: not taken, and not lost
+            page.wait_for_timeout(1000)
+            assert page.locator(box).input_value() == "my next question"
+            assert page.locator("#chat-history [data-testid='user']").count() == 1
+
+            # Stop: the reply stops growing, the server's stream is closed
+            page.locator("#chat-stop").click()
+            page.locator("#chat-note").get_by_text("stopped").wait_for(timeout=30_000)
+            stopped = page.locator(bot).last.inner_text()
+            page.wait_for_timeout(1000)
+            assert page.locator(bot).last.inner_text() == stopped and len(models.closed) == 1
+
+            # the kept message sent; New conversation during its reply: nothing streams back in
+            page.locator(box).press("Enter")
+            page.wait_for_function(f"() => document.querySelectorAll(\"{bot}\").length === 2 && "
+                                   f"document.querySelectorAll(\"{bot}\")[1].innerText.includes('w3')", timeout=30_000)
+            page.locator("#chat-new").click()
+            page.wait_for_timeout(1500)
+            assert page.locator("#chat-history [data-testid='user'], " + bot).count() == 0
+            assert len(models.closed) == 2
+
+            # a paste over the cap: refused with a message, the text left in the box to shorten
+            page.locator(box).fill("x" * 501)
+            page.locator(box).press("Enter")
+            page.get_by_text("the message is 501 characters; the limit is 500").first.wait_for(timeout=10_000)
+            assert page.locator(box).input_value() == "x" * 501
+
+            # closing the tab during a reply closes its stream too
+            page.locator(box).fill("one more")
+            page.locator(box).press("Enter")
+            page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
+            page.close()
+            deadline = time.time() + 30
+            while len(models.closed) < 3 and time.time() < deadline:
+                time.sleep(0.2)
+            assert len(models.closed) == 3
+            browser.close()
     finally:
         app.close()

@@ -1,4 +1,4 @@
-"""The lima_lite Gradio app: Chat, Compare and Judge tabs over the one generation core.
+"""The lima_lite Gradio app: Chat, Compare and Judge tabs over the one generation core, and a Train tab.
 
     $ python ui/app.py                                  # adapters under runs/, http://127.0.0.1:7860
     $ python ui/app.py --runs runs --adapter someone/llama-7b-lima --auth me:secret

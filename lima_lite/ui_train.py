@@ -1,0 +1,513 @@
+"""The app's Train tab: `lima-lite train` started, watched, stopped and resumed from the browser.
+
+    $ lima-lite ui                       # the Train tab trains into runs/ (only from this machine, or with --auth)
+    $ python -m lima_lite.ui_train recipes/quickstart.yaml output_dir=runs/quickstart   # what Start runs
+
+Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, and the
+first example as it will be trained, its trained tokens highlighted), read the memory plan and the
+equivalent `lima-lite train ...` command, then Start. The run is a child process (a crash never takes the app
+down), one at a time; Stop asks it to write a checkpoint at the end of the current step and exit; Resume runs
+the same command again, which continues from that checkpoint, as after any interruption. Every few seconds
+the tab reads the run's metrics.jsonl (step, epoch, ETA, tokens/s, the train and dev loss curves) and lists
+the runs under --runs, those started from a terminal too; each epoch adapter joins the other tabs' model
+lists, with its dev loss, as soon as it is written. Export merges a chosen adapter, exports it to GGUF or
+writes its Hub folder (`lima-lite push --dry-run`), each the CLI command in a child process.
+"""
+
+import html
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+
+import lima_lite
+from lima_lite import LimaError
+from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_run
+
+TRAIN_LOG = "train.log"  # the child's output, appended to at every start
+TICK_SECONDS = 2.0
+# The recipe values the tab shows for editing: key -> (label, which of load_recipe's four it belongs to).
+FIELDS = {
+    "model_name_or_path": ("base model (folder, Hub id or embedded:...)", 2),
+    "dataset_name": ("training data (JSONL)", 0),
+    "dev_dataset": ("dev data (JSONL; empty: no dev loss)", 3),
+    "num_train_epochs": ("epochs", 1),
+    "learning_rate": ("learning rate", 1),
+    "lora_r": ("LoRA r", 2),
+    "lora_alpha": ("LoRA alpha", 2),
+    "max_length": ("max length (tokens)", 1),
+    "output_dir": ("output folder", 1),
+}
+
+
+# ---------------------------------------------------------------- the child process: `lima-lite train` + a clean stop
+
+
+def stop_at_checkpoint():
+    """A TrainerCallback that, once SIGTERM has arrived, saves a checkpoint at the end of the current step and
+    then interrupts the run (train() marks it "interrupted"; the same command resumes from that checkpoint)."""
+    from transformers import TrainerCallback
+
+    requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: requested.set())
+
+    class StopAtCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if requested.is_set():
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            if requested.is_set():
+                print(f"Stopped at step {state.global_step}: run the same command again to resume", flush=True)
+                raise KeyboardInterrupt
+
+    return StopAtCheckpoint()
+
+
+def main(argv=None) -> int:
+    from lima_lite.config import resolve_recipe
+    from lima_lite.train import recipe_parser, train
+
+    args = recipe_parser("python -m lima_lite.ui_train", "`lima-lite train`, stopped cleanly by SIGTERM (a checkpoint "
+                         "at the end of the step), as the app's Train tab runs it.").parse_args(argv)
+    train(resolve_recipe(args.recipe), args.overrides, callbacks=[stop_at_checkpoint()])
+    return 0
+
+
+# ---------------------------------------------------------------- the form: recipe, values, checks, plan, command
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped in recipes/ (next to the package, or in the checkout)."""
+    here = Path(lima_lite.__file__).resolve().parent
+    names = {p.stem for folder in (here / "recipes", here.parent / "recipes") for p in folder.glob("*.yaml")}
+    return sorted(names, key=lambda name: (name != "quickstart", name))
+
+
+def recipe_values(recipe: str, runs_dir: Path) -> dict[str, str]:
+    """The recipe's value of every FIELDS key, as text; its output folder moved under the app's --runs."""
+    from lima_lite.config import load_recipe, resolve_recipe
+
+    loaded = load_recipe(resolve_recipe(recipe))
+    values = {key: getattr(loaded[which], key) for key, (_, which) in FIELDS.items()}
+    values["output_dir"] = str(runs_dir / Path(values["output_dir"]).name)
+    return {key: "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            for key, value in values.items()}
+
+
+def form_overrides(recipe: str, runs_dir: Path, values: dict[str, str], more: str) -> list[str]:
+    """key=value for each field that differs from the recipe, then the `more` box's key=value words."""
+    if not recipe or not str(recipe).strip():
+        raise LimaError("recipe: choose one from the list or give a YAML path")
+    start = recipe_values(recipe, runs_dir)
+    overrides = [f"{key}={value.strip()}" for key, value in values.items()
+                 if not same(value.strip(), start[key]) or key == "output_dir"]
+    try:
+        words = shlex.split(more or "")
+    except ValueError as error:
+        raise LimaError(f"more settings: {error}") from None
+    for word in words:
+        if "=" not in word:
+            raise LimaError(f"more settings: expected key=value, found {word!r}")
+    return overrides + words
+
+
+def same(typed: str, recipe: str) -> bool:
+    """The field still holds the recipe's value (5e-4 is 0.0005)."""
+    try:
+        return float(typed) == float(recipe)
+    except ValueError:
+        return typed == recipe
+
+
+def command_line(recipe: str, overrides: list[str]) -> str:
+    return shlex.join(["lima-lite", "train", str(recipe), *overrides])
+
+
+def example_html(tokenizer, row: dict) -> str:
+    """One encoded example as it is trained: the text of its tokens, the trained (labelled) ones highlighted."""
+    from lima_lite.template import IGNORE
+
+    pieces = []
+    for trained, group in groupby(zip(row["input_ids"], row["labels"]), key=lambda pair: pair[1] != IGNORE):
+        text = html.escape(tokenizer.decode([token for token, _ in group], skip_special_tokens=False))
+        pieces.append(f"<mark>{text}</mark>" if trained else text)
+    trained = sum(label != IGNORE for label in row["labels"])
+    return (f"<p><b>{html.escape(str(row['id']))}</b>: {len(row['input_ids'])} tokens, {trained} trained "
+            f"(highlighted)</p><pre style='white-space: pre-wrap'>{''.join(pieces)}</pre>")
+
+
+def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
+    """(summary, first example) after everything `lima-lite train` checks before loading the model."""
+    from lima_lite.config import resolve_recipe
+    from lima_lite.train import prepare
+
+    setup = prepare(resolve_recipe(recipe), overrides)
+    counts, dev = setup.report["train"], setup.report["dev"]
+    summary = (f"data OK: {counts['read']} conversations read, {counts['kept']} kept ({counts['cut']} cut at "
+               f"{setup.sft_config.max_length} tokens), {counts['dropped']} dropped; dev set {dev['kept']}; "
+               f"{setup.template.chat_format} format, turn end {setup.template.eot_token!r}")
+    return summary, example_html(setup.tokenizer, setup.rows[0])
+
+
+def plan_text(recipe: str, overrides: list[str]) -> str:
+    """`lima-lite plan`'s text for the recipe and values."""
+    from lima_lite.config import load_recipe, resolve_recipe
+    from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
+
+    _, sft_config, model_args, lima_args = load_recipe(resolve_recipe(recipe), overrides)
+    if not model_args.load_in_4bit:
+        return "Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)"
+    folder = model_folder(model_args.model_name_or_path)
+    detected = detected_gpu_gib()
+    plan = recipe_plan(sft_config, model_args, lima_args, folder,
+                       added_token_count(folder, lima_args.eot_token, sft_config.trust_remote_code),
+                       detected or DEFAULT_GPU_GIB)
+    source = "this GPU" if detected else f"no GPU: assumed {DEFAULT_GPU_GIB:g} GiB"
+    return format_plan(plan, source, sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps)
+
+
+# ---------------------------------------------------------------- the run: one child process at a time
+
+
+@dataclass
+class Training:
+    """The training the app runs: at most one child process `python -m lima_lite.ui_train RECIPE key=value ...`.
+
+    `allowed` is False when the app is reachable beyond this machine without a login: then nothing starts."""
+
+    runs_dir: Path
+    allowed: bool = True
+    process: subprocess.Popen | None = None
+    command: list[str] | None = None  # recipe and overrides of the last start, for Resume
+    output_dir: Path | None = None
+    stopping: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pace: dict = field(default_factory=dict)  # run folder -> [(time, step, tokens)] seen by the tab
+
+    def __post_init__(self):
+        self.runs_dir = Path(self.runs_dir)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_free(self) -> None:
+        """Refuse a start: from a public page without login, or while a run is going."""
+        if not self.allowed:
+            raise LimaError("training from the page is off: this app is reachable beyond this machine without a "
+                            "login; restart it with --auth USER:PASSWORD")
+        if self.running():
+            raise LimaError(f"a training is already running ({self.output_dir}, pid {self.process.pid}); "
+                            "one at a time: stop it first")
+
+    def start(self, recipe: str, overrides: list[str], output_dir: Path) -> str:
+        with self.lock:
+            self.check_free()
+            output_dir.mkdir(parents=True, exist_ok=True)
+            with (output_dir / TRAIN_LOG).open("a", encoding="utf-8") as log:
+                log.write(f"$ {command_line(recipe, overrides)}\n")
+                log.flush()
+                self.process = subprocess.Popen([sys.executable, "-m", "lima_lite.ui_train", str(recipe), *overrides],
+                                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                env=child_env())
+            self.command, self.output_dir, self.stopping = [str(recipe), *overrides], output_dir, False
+            return f"started (pid {self.process.pid}): {command_line(recipe, overrides)}"
+
+    def resume(self) -> str:
+        if self.command is None:
+            raise LimaError("nothing to resume: start a run first (Start on a folder with a checkpoint resumes it too)")
+        return self.start(self.command[0], self.command[1:], self.output_dir)
+
+    def stop(self) -> str:
+        with self.lock:
+            if not self.running():
+                raise LimaError("no training is running")
+            if self.stopping:  # asked twice: stop now, without waiting for the step to end
+                self.process.send_signal(signal.SIGINT)
+                return "stopping now (no checkpoint of this step)"
+            self.process.send_signal(signal.SIGTERM)
+            self.stopping = True
+            return "stopping: a checkpoint at the end of this step, then the run exits"
+
+    def state(self) -> str:
+        """What the app's own run is doing, in one line."""
+        if self.process is None:
+            return "no run started from this page yet"
+        code = self.process.poll()
+        if code is None:
+            return f"stopping (pid {self.process.pid})" if self.stopping else f"running (pid {self.process.pid})"
+        if code == 0:
+            return f"finished: {adapter_dir(self.output_dir)}"
+        if code == 130:
+            return "stopped: Resume continues from its last checkpoint"
+        return f"failed: {last_error(self.output_dir / TRAIN_LOG)}"
+
+
+def child_env() -> dict:
+    """The environment of a child `lima-lite` process: it imports this very lima_lite, wherever the app was
+    started from, and prints as it goes."""
+    package_root = str(Path(lima_lite.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
+def last_error(log: Path) -> str:
+    """The child's `error: ...` line (the CLI's one-line message), else its last line."""
+    return error_line(log.read_text(encoding="utf-8", errors="replace"))
+
+
+def error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "no output")
+
+
+# ---------------------------------------------------------------- export and share an adapter
+
+
+EXPORTS = ("merge", "gguf", "push")
+
+
+def export_command(kind: str, adapter: str, out: str, repo: str, base: str) -> list[str]:
+    """The `lima-lite` arguments that merge, export to GGUF, or write the Hub folder of (push --dry-run) `adapter`;
+    `base`: the base's Hub id for the model card, when it was trained from a local folder."""
+    if kind == "push":
+        if not repo.strip():
+            raise LimaError("push: give the Hub repository, OWNER/NAME")
+        return ["push", adapter, "--repo", repo.strip(), "--dry-run", *(["--out", out.strip()] if out.strip() else []),
+                *(["--base-model", base.strip()] if base.strip() else [])]
+    if not out.strip():
+        raise LimaError(f"{kind}: give an output folder")
+    return ["merge", adapter, "--out", out.strip()] if kind == "merge" else ["export", "gguf", adapter, "--out", out.strip()]
+
+
+def export_adapter(models, kind: str, label: str, out: str, repo: str, base: str):
+    """Merge / GGUF / Push (dry run) of the chosen adapter, as a child `lima-lite` process; yields the status."""
+    if label not in models.specs or not models.specs[label][1]:
+        raise LimaError(f"{label or 'nothing'}: choose an adapter (a run's adapter or epoch-NN), not a base model")
+    words = export_command(kind, models.specs[label][0], out or "", repo or "", base or "")
+    yield f"running: {shlex.join(['lima-lite', *words])}"
+    done = subprocess.run([sys.executable, "-m", "lima_lite.cli", *words], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=child_env())
+    if done.returncode:
+        yield error_line(done.stderr or done.stdout)
+        return
+    tail = "\n".join(done.stdout.strip().splitlines()[-12:])
+    yield f"done: {shlex.join(['lima-lite', *words])}\n\n```\n{tail}\n```"
+
+
+# ---------------------------------------------------------------- progress: metrics.jsonl, read every few seconds
+
+
+def total_steps(run: dict | None) -> int | None:
+    if not run:
+        return None
+    training = run.get("training", {})
+    if training.get("max_steps", -1) > 0:
+        return training["max_steps"]
+    return round(run["steps_per_epoch"] * training.get("num_train_epochs", 0)) or None
+
+
+def progress(run_dir: Path, pace: dict) -> dict:
+    """Step, total, epoch, losses, ETA and tokens/s of a run folder; `pace` keeps what earlier reads saw."""
+    from lima_lite.train import read_metrics
+
+    metrics_file = run_dir / METRICS_FILE
+    rows = read_metrics(metrics_file)
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    dev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    logged = [r for r in rows if "loss" in r]
+    step = rows[-1]["step"] if rows else 0
+    found = {"step": step, "total": total_steps(read_run(run_dir)), "epoch": rows[-1]["epoch"] if rows else 0.0,
+             "train": train, "dev": dev, "eta_s": None, "tokens_per_s": None}
+    if not logged:
+        return found
+    # The time of a row is when the file was written with it; a pause longer than a minute (a stop) starts over.
+    seen = pace.setdefault(str(run_dir), [])
+    point = (metrics_file.stat().st_mtime, logged[-1]["step"], logged[-1].get("num_tokens"))
+    if not seen or seen[-1][1] != point[1]:
+        if seen and (point[0] - seen[-1][0] > 60 or point[1] < seen[-1][1]):
+            seen.clear()
+        seen.append(point)
+        del seen[:-20]
+    (t0, s0, n0), (t1, s1, n1) = seen[0], seen[-1]
+    if t1 > t0 and s1 > s0:
+        if found["total"]:
+            found["eta_s"] = (found["total"] - s1) * (t1 - t0) / (s1 - s0)
+        if n0 is not None and n1 is not None:
+            found["tokens_per_s"] = (n1 - n0) / (t1 - t0)
+    return found
+
+
+def progress_text(state: str, run_dir: Path, found: dict) -> str:
+    parts = [f"**{state}** · {run_dir}", f"step {found['step']}" + (f" / {found['total']}" if found["total"] else ""),
+             f"epoch {found['epoch'] or 0:.2f}"]
+    if found["eta_s"] is not None:
+        parts.append(f"ETA {time.strftime('%H:%M:%S', time.gmtime(found['eta_s']))}")
+    if found["tokens_per_s"] is not None:
+        parts.append(f"{found['tokens_per_s']:,.0f} tokens/s")
+    if found["train"]:
+        parts.append(f"train loss {found['train'][-1][1]:.4f} ({len(found['train'])} points)")
+    if found["dev"]:
+        parts.append(f"dev loss {found['dev'][-1][1]:.4f} ({len(found['dev'])} points)")
+    return " · ".join(parts)
+
+
+def loss_frame(found: dict):
+    """The loss curves as LinePlot data: one row per logged point, the curve in its own column; None before
+    the first (gradio 6's plot, once drawn from an empty frame, draws no line for the rows that follow)."""
+    import pandas as pd
+
+    rows = [(s, v, "train loss") for s, v in found["train"]] + [(s, v, "dev loss") for s, v in found["dev"]]
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=["step", "loss", "curve"])
+
+
+def runs_text(runs_dir: Path, training: Training) -> str:
+    """Every run folder under runs_dir with its status, those started from a terminal marked so."""
+    lines = []
+    for run_file in sorted(runs_dir.glob(f"*/{RUN_FILE}")) if runs_dir.is_dir() else []:
+        run_dir = run_file.parent
+        try:
+            status = (read_run(run_dir) or {}).get("status", "?")
+        except LimaError as error:
+            status = str(error)
+        ours = training.output_dir is not None and run_dir.resolve() == training.output_dir.resolve()
+        where = "" if ours else " (not started from this page)" if status == "running" else ""
+        lines.append(f"- `{run_dir.name}`: {status}{where}")
+    return "\n".join(["**Runs under** `" + str(runs_dir) + "`"] + (lines or ["- none yet"]))
+
+
+# ---------------------------------------------------------------- the tab
+
+
+def form_handler(training: Training, handler):
+    """A Train-tab handler: its LimaError shown in the tab's status line as the CLI prints it (`error: ...`)."""
+    import gradio as gr
+
+    def called(*inputs):
+        try:
+            return handler(training, *inputs)
+        except LimaError as error:
+            return f"error: {error}", *[gr.skip()] * (OUTPUTS - 1)
+    return called
+
+
+OUTPUTS = 4  # status, first example, memory plan, command line
+
+
+def form_inputs(training: Training, recipe: str, *values_and_more):
+    *values, more = values_and_more
+    values = dict(zip(FIELDS, values))
+    return recipe, form_overrides(recipe, training.runs_dir, values, more), Path(values["output_dir"])
+
+
+def check_form(training: Training, recipe: str, *values_and_more):
+    """Check: (status, first example, memory plan, command line)."""
+    recipe, overrides, _ = form_inputs(training, recipe, *values_and_more)
+    summary, example = checked_data(recipe, overrides)
+    return summary, example, plan_text(recipe, overrides), command_line(recipe, overrides)
+
+
+def start_form(training: Training, recipe: str, *values_and_more):
+    """Start: the same checks, then the child process."""
+    recipe, overrides, output_dir = form_inputs(training, recipe, *values_and_more)
+    training.check_free()  # before the checks, which take a while: a second Start is refused at once
+    _, example = checked_data(recipe, overrides)
+    plan = plan_text(recipe, overrides)
+    return training.start(recipe, overrides, output_dir), example, plan, command_line(recipe, overrides)
+
+
+def fill_form(training: Training, recipe: str):
+    """A recipe chosen: its values in the fields."""
+    import gradio as gr
+
+    try:
+        values = recipe_values(recipe, training.runs_dir)
+    except LimaError as error:
+        return f"error: {error}", *[gr.skip()] * len(FIELDS)
+    return "", *values.values()
+
+
+def tick(training: Training, models, output_dir: str, shown: list | None, pickers: int):
+    """Every TICK_SECONDS: (progress line, loss curves, runs list, the model lists' choices, each picker's update)."""
+    import gradio as gr
+
+    run_dir = training.output_dir if training.process is not None else Path(output_dir or ".")
+    found = progress(run_dir, training.pace)
+    state = training.state() if training.process is not None else (read_run(run_dir) or {}).get("status", "no run")
+    models.refresh()
+    choices = [list(c) for c in models.choices()]
+    update = gr.update(choices=[tuple(c) for c in choices]) if choices != shown else gr.skip()
+    return (progress_text(state, run_dir, found), loss_frame(found), runs_text(training.runs_dir, training), choices,
+            *[update] * pickers)
+
+
+def train_tab(app, training: Training, models, pickers: list) -> None:
+    """The Train tab's widgets; `pickers` are the other tabs' model dropdowns, refreshed as adapters appear."""
+    import gradio as gr
+
+    from lima_lite.ui import event
+
+    names = recipe_names()
+    start = recipe_values(names[0], training.runs_dir)
+    if not training.allowed:
+        gr.Markdown("Training from this page is off: the app is reachable beyond this machine without a login "
+                    "(restart it with --auth USER:PASSWORD).")
+    with gr.Row():
+        recipe = gr.Dropdown(names, value=names[0], allow_custom_value=True, label="recipe (a name, or a YAML path)",
+                             elem_id="train-recipe")
+        more = gr.Textbox(label="more settings (key=value ...)", placeholder="max_steps=50 report_to=tensorboard",
+                          elem_id="train-more", scale=2)
+    with gr.Row():
+        values = [gr.Textbox(start[key], label=label, elem_id=f"train-{key}") for key, (label, _) in FIELDS.items()]
+    with gr.Row():
+        check = gr.Button("Check data and plan", elem_id="train-check")
+        start_button = gr.Button("Start", variant="primary", elem_id="train-start")
+        stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        resume = gr.Button("Resume", elem_id="train-resume")
+    status = gr.Markdown(elem_id="train-status")
+    command = gr.Textbox(label="the same from a terminal", interactive=False, elem_id="train-command")
+    progress_line = gr.Markdown(elem_id="train-progress")
+    curves = gr.LinePlot(x="step", y="loss", color="curve", label="loss", elem_id="train-loss", height=300)
+    with gr.Row():
+        example = gr.HTML(elem_id="train-example")
+        plan = gr.Textbox(label="memory plan", lines=10, interactive=False, elem_id="train-plan")
+    runs_list = gr.Markdown(elem_id="train-runs")
+    with gr.Accordion("Export or share an adapter", open=False):
+        with gr.Row():
+            exported = gr.Dropdown(models.choices(), label="adapter", elem_id="export-adapter")
+            out = gr.Textbox(label="output folder (merge, GGUF; push: optional)", elem_id="export-out")
+            repo = gr.Textbox(label="Hub repository (push)", placeholder="you/llama-7b-lima", elem_id="export-repo")
+            base = gr.Textbox(label="the base's Hub id (push, when trained from a local folder)", elem_id="export-base")
+        with gr.Row():
+            buttons = [gr.Button(text, elem_id=f"export-{kind}")
+                       for text, kind in zip(("Merge", "Export GGUF", "Push (dry run)"), EXPORTS)]
+        export_status = gr.Markdown(elem_id="export-status")
+    pickers = [*pickers, exported]
+    shown, timer = gr.State(None), gr.Timer(TICK_SECONDS)
+    for button, kind in zip(buttons, EXPORTS):
+        button.click(event(export_adapter, models, kind), [exported, out, repo, base], export_status)
+
+    form = [recipe, *values, more]
+    recipe.change(lambda name: fill_form(training, name), recipe, [status, *values])
+    for trigger in (check.click, values[1].blur, values[1].submit, values[2].blur):
+        trigger(form_handler(training, check_form), form, [status, example, plan, command])
+    start_button.click(form_handler(training, start_form), form, [status, example, plan, command])
+    stop.click(form_handler(training, lambda t: (t.stop(), *[gr.skip()] * 3)), None, [status, example, plan, command])
+    resume.click(form_handler(training, lambda t: (t.resume(), *[gr.skip()] * 3)), None,
+                 [status, example, plan, command])
+    timer.tick(lambda out, seen: tick(training, models, out, seen, len(pickers)), [values[-1], shown],
+               [progress_line, curves, runs_list, shown, *pickers], show_progress="hidden")
+
+
+if __name__ == "__main__":
+    from lima_lite.cli import run
+
+    sys.exit(run("lima_lite.ui_train:main", sys.argv[1:]))

@@ -1,0 +1,339 @@
+"""The app's Train tab (lima_lite/ui_train.py): the form's overrides and command line, the data check with the
+CLI's own messages, the first example with its trained tokens marked, one run at a time, progress read from
+metrics.jsonl, new epoch adapters in the model lists with their dev loss, `report_to: tensorboard`, and the
+whole tab driven in a real headless Chromium: start the quick-start recipe on a tiny model, watch the loss
+curve grow, chat meanwhile, stop, resume, then chat with the new epoch adapter.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lima_lite import LimaError
+from lima_lite.ui import Models, build_app
+from lima_lite.ui_train import (Training, check_form, command_line, form_handler, form_overrides, progress,
+                                recipe_values, start_form)
+from test_chat import EOT, qa, train_tiny
+from test_ui import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
+
+# What turns the quick-start recipe into a few seconds on the tiny base (full precision, LIMA's format: the
+# tiny tokenizer has no chat template of its own); one epoch of 12 examples is 12 steps.
+TINY = (f"load_in_4bit=false dtype=float32 bf16=false chat_format=lima eot_token={EOT} max_length=256 "
+        "per_device_train_batch_size=1 gradient_accumulation_steps=1 gradient_checkpointing=false max_steps=12")
+
+
+def data_file(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"messages": qa(i)}) + "\n" for i in range(n)))
+    return path
+
+
+@pytest.fixture
+def form(tiny_llama_tied, tmp_path):
+    """The Train tab's fields for the quick-start recipe on the tiny base, as the page sends them."""
+    runs = tmp_path / "runs"
+    values = {**recipe_values("quickstart", runs), "model_name_or_path": str(tiny_llama_tied),
+              "dataset_name": str(data_file(tmp_path / "train.jsonl", 12)),
+              "dev_dataset": str(data_file(tmp_path / "dev.jsonl", 2)), "num_train_epochs": "1",
+              "output_dir": str(runs / "quick")}
+    return runs, values
+
+
+def test_the_form_becomes_the_recipe_plus_what_was_changed(form):
+    runs, values = form
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart")  # under --runs
+    overrides = form_overrides("quickstart", runs, {**values, "learning_rate": "5e-4"}, "max_steps=3 seed='4'")
+    # 5e-4 is the recipe's own learning rate: not repeated; the output folder always is
+    assert overrides == [f"model_name_or_path={values['model_name_or_path']}", f"dataset_name={values['dataset_name']}",
+                         f"dev_dataset={values['dev_dataset']}", "num_train_epochs=1",
+                         f"output_dir={runs / 'quick'}", "max_steps=3", "seed=4"]
+    assert command_line("quickstart", ["output_dir=my runs/x"]) == "lima-lite train quickstart 'output_dir=my runs/x'"
+    with pytest.raises(LimaError, match="more settings: expected key=value, found 'max_steps'"):
+        form_overrides("quickstart", runs, values, "max_steps 3")
+
+
+def test_check_shows_the_first_example_as_trained_and_the_command(form):
+    runs, values = form
+    training = Training(runs)
+    status, example, plan, command = check_form(training, "quickstart", *values.values(), TINY)
+    assert status.startswith("data OK: 12 conversations read, 12 kept") and "dev set 2" in status
+    # LIMA's format: the user's turn and its EOT untrained, the reply and its EOT trained (highlighted)
+    assert ("How do I water plant number 0?&lt;|im_end|&gt;<mark>Water plant 0 once a week, in the morning."
+            "&lt;|im_end|&gt;</mark>") in example
+    assert plan == "Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)"
+    assert command.startswith("lima-lite train quickstart model_name_or_path=") and command.endswith("max_steps=12")
+    status, _, plan, _ = check_form(training, "quickstart", *values.values(), TINY.replace("load_in_4bit=false", ""))
+    assert plan.startswith("Memory plan: hidden 64, 2 layers") and "no GPU: assumed 24 GiB" in plan
+
+
+def cli_error(capsys, overrides: list[str]) -> str:
+    """What `lima-lite inspect quickstart OVERRIDES` prints on stderr."""
+    from lima_lite.cli import run
+
+    capsys.readouterr()
+    assert run("lima_lite.inspect:main", ["quickstart", *overrides]) == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_bad_input_gives_the_clis_message(form, tmp_path, capsys):
+    runs, values = form
+    training = Training(runs)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": qa(0)}) + "\n{not json\n")
+    cases = [({"dataset_name": str(tmp_path / "missing.jsonl")}, "", "missing.jsonl: data file not found"),
+             ({"dataset_name": str(bad)}, "", "bad.jsonl:2: invalid JSON"),
+             ({}, "bogus_key=1", "unknown key 'bogus_key'")]
+    for changed, more, words in cases:
+        fields = {**values, **changed}
+        status, *rest = form_handler(training, check_form)("quickstart", *fields.values(), f"{TINY} {more}")
+        overrides = form_overrides("quickstart", runs, fields, f"{TINY} {more}")
+        assert status == cli_error(capsys, overrides) and words in status, status
+        assert status.startswith("error: ")
+    assert not (runs / "quick").exists()  # nothing started
+
+
+def test_one_training_at_a_time_and_none_from_a_public_page_without_login(form):
+    runs, values = form
+    training = Training(runs)
+    training.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    training.output_dir = runs / "other"
+    try:
+        status, *_ = form_handler(training, start_form)("quickstart", *values.values(), TINY)
+        assert status == (f"error: a training is already running ({runs / 'other'}, pid {training.process.pid}); "
+                          "one at a time: stop it first")
+    finally:
+        training.process.kill()
+        training.process.wait()
+    with pytest.raises(LimaError, match="restart it with --auth"):
+        Training(runs, allowed=False).start("quickstart", [], runs / "quick")
+
+
+def test_progress_reads_step_eta_and_tokens_per_second(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"steps_per_epoch": 10, "training": {"max_steps": -1, "num_train_epochs": 2}}))
+    metrics, pace = run / "metrics.jsonl", {}
+    rows = [{"step": 0, "epoch": 0, "eval_loss": 3.0}]
+    for step, moment in ((1, 100.0), (3, 104.0)):  # 2 steps in 4 s, 100 tokens a step
+        rows.append({"step": step, "epoch": step / 10, "loss": 3 - step / 10, "num_tokens": 100.0 * step})
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.utime(metrics, (moment, moment))
+        found = progress(run, pace)
+    assert found["step"] == 3 and found["total"] == 20 and found["epoch"] == 0.3
+    assert found["eta_s"] == pytest.approx(17 * 2.0) and found["tokens_per_s"] == pytest.approx(50.0)
+    assert found["train"] == [(1, 2.9), (3, 2.7)] and found["dev"] == [(0, 3.0)]
+
+
+def test_a_new_epoch_adapter_joins_the_model_lists_with_its_dev_loss(tiny_llama_tied, tmp_path):
+    runs = tmp_path / "runs"
+    models = Models.discover(runs)
+    assert models.choices() == []
+    runs.mkdir()
+    train_tiny(tiny_llama_tied, runs / "r", [qa(i) for i in range(4)], dev_dataset=str(data_file(tmp_path / "d.jsonl", 2)))
+    models.refresh()
+    dev = {round(r["epoch"]): r["eval_loss"] for r in map(json.loads, (runs / "r" / "metrics.jsonl").read_text().splitlines())
+           if "eval_loss" in r}
+    assert models.choices() == [(f"r/epoch-01 · dev loss {dev[1]:.3f}", "r/epoch-01"),
+                                (f"r/adapter · dev loss {dev[1]:.3f}", "r/adapter"), ("r/base", "r/base")]
+
+
+def test_report_to_tensorboard_logs_the_train_and_dev_loss(tiny_llama_tied, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train_tiny(tiny_llama_tied, tmp_path / "run", [qa(i) for i in range(4)], report_to="tensorboard",
+                     dev_dataset=str(data_file(tmp_path / "d.jsonl", 2)))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {tag: [(e.step, pytest.approx(e.value, rel=1e-5)) for e in events.Scalars(tag)]
+              for tag in ("train/loss", "eval/loss")}
+    assert logged["train/loss"] == [(r["step"], r["loss"]) for r in rows if "loss" in r] and len(logged["train/loss"]) == 2
+    assert logged["eval/loss"] == [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    assert len(logged["eval/loss"]) == 2  # the base's, at step 0, and the epoch's
+
+
+# ---------------------------------------------------------------- in a real browser
+
+# Each optimizer step of the child process made to last a second, so that the page sees the run going.
+SLOW_STEPS = textwrap.dedent("""
+    import importlib.abc, os, sys, time
+
+    class SlowSteps(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "lima_lite.train":
+                sys.meta_path.remove(self)
+                from transformers import Trainer
+                step = Trainer.training_step
+                def slow(self, *args, **kwargs):
+                    time.sleep(float(os.environ["LIMA_TEST_STEP_SECONDS"]))
+                    return step(self, *args, **kwargs)
+                Trainer.training_step = slow
+            return None
+
+    sys.meta_path.insert(0, SlowSteps())
+""")
+
+
+@pytest.fixture
+def served(tiny_llama_tied, tmp_path, monkeypatch):
+    """The app with its Train tab over a runs folder that holds one tiny run (to chat with during training)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    train_tiny(tiny_llama_tied, runs / "tiny", [qa(i) for i in range(4)])
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_STEPS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LIMA_TEST_STEP_SECONDS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    models = Models.discover(runs, load_in_4bit=False)
+    training = Training(runs)
+    app = build_app(models, [{"id": "p", "prompt": "Hi?"}], tmp_path / "votes.jsonl", max_input_chars=500,
+                    sampling={"max_new_tokens": 8}, training=training)
+    app.queue(max_size=16, default_concurrency_limit=1)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False)
+    yield f"http://127.0.0.1:{port}", runs, training
+    if training.running():
+        training.process.kill()
+    app.close()
+
+
+def fill(page, values: dict, more: str):
+    for key, value in values.items():
+        page.locator(f"#train-{key} textarea, #train-{key} input").first.fill(value)
+    page.locator("#train-more textarea, #train-more input").first.fill(more)
+
+
+def status_text(page) -> str:
+    return page.locator("#train-status").inner_text().strip()
+
+
+def chat_one_turn(page, model: str, message: str) -> str:
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-model input").click()
+    page.get_by_role("option", name=model).first.click()
+    page.locator("#chat-input textarea").fill(message)
+    page.locator("#chat-input textarea").press("Enter")
+    page.wait_for_function("() => { const bots = document.querySelectorAll('#chat-history [data-testid=\"bot\"]');"
+                           " const note = document.querySelector('#chat-note');"
+                           " return bots.length && bots[bots.length - 1].innerText.trim() && note &&"
+                           " !note.innerText.includes('writing'); }", timeout=60_000)
+    return page.locator("#chat-history [data-testid='bot']").last.inner_text().strip()
+
+
+def test_train_tab_in_a_real_browser(served, form, tmp_path):
+    playwright = browser_tools()
+    url, runs, training = served
+    _, values = form
+    values["output_dir"] = str(runs / "quick")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": qa(0)}) + "\n{not json\n")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(url)
+        page.get_by_role("tab", name="Train").click()
+        assert page.locator("#train-output_dir input, #train-output_dir textarea").first.input_value() == \
+            str(runs / "quickstart")  # the recipe's values, its output folder under --runs
+
+        # Bad input: the CLI's one-line messages in the page.
+        for changed, more, words in [({"dataset_name": str(tmp_path / "missing.jsonl")}, "", "data file not found"),
+                                     ({"dataset_name": str(bad)}, "", "bad.jsonl:2: invalid JSON"),
+                                     ({}, "bogus_key=1", "error: command line: unknown key 'bogus_key'")]:
+            fill(page, {**values, **changed}, f"{TINY} {more}")
+            page.locator("#train-check").click()
+            page.locator("#train-status").get_by_text(words).wait_for(timeout=30_000)
+
+        fill(page, values, TINY)
+        page.locator("#train-check").click()
+        page.locator("#train-status").get_by_text("data OK: 12 conversations read").wait_for(timeout=30_000)
+        assert page.locator("#train-example mark").first.inner_text().startswith("Water plant 0")
+        assert page.locator("#train-command input, #train-command textarea").first.input_value().endswith("max_steps=12")
+
+        page.locator("#train-start").click()
+        page.locator("#train-status").get_by_text("started (pid").wait_for(timeout=60_000)
+        page.locator("#train-start").click()  # a second Start while it runs
+        page.locator("#train-status").get_by_text("a training is already running").wait_for(timeout=30_000)
+
+        # The loss curve grows: the progress line's count of train-loss points seen at three values.
+        seen = set()
+        deadline = time.time() + 120
+        while len(seen) < 3 and time.time() < deadline:
+            found = re.search(r"train loss [\d.]+ \((\d+) points\)", page.locator("#train-progress").inner_text())
+            if found:
+                seen.add(int(found[1]))
+            page.wait_for_timeout(300)
+        assert len(seen) >= 3, seen
+        assert page.locator("#train-loss canvas, #train-loss svg").count() >= 1
+        page.screenshot(path=str(tmp_path / "train-tab.png"), full_page=True)
+
+        # Chat is served during the training.
+        assert chat_one_turn(page, "tiny/adapter", "Still there?")
+        assert training.running()
+
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-stop").click()
+        page.locator("#train-progress").get_by_text("stopped: Resume continues").wait_for(timeout=60_000)
+        stopped_at = max(int(p.name.split("-")[1]) for p in (runs / "quick").glob("checkpoint-*"))
+        assert 0 < stopped_at < 12 and not (runs / "quick" / "epoch-01").exists()
+
+        page.locator("#train-resume").click()
+        page.locator("#train-progress").get_by_text("finished:").wait_for(timeout=180_000)
+        log = (runs / "quick" / "train.log").read_text()
+        assert f"Resuming from {runs / 'quick' / f'checkpoint-{stopped_at}'}" in log
+        steps = [json.loads(line)["step"] for line in (runs / "quick" / "metrics.jsonl").read_text().splitlines()
+                 if "loss" in json.loads(line)]
+        assert steps == list(range(1, 13))  # each step once: the resumed run went on from the checkpoint
+
+        # The new epoch adapter is in the Chat tab's list, with its dev loss; one turn with it.
+        page.wait_for_timeout(3000)  # a tick of the timer
+        page.get_by_role("tab", name="Chat").click()
+        page.locator("#chat-model input").click()
+        assert page.get_by_role("option", name=re.compile(r"quick\/epoch-01 · dev loss \d")).count() == 1
+        page.keyboard.press("Escape")
+        page.locator("#chat-new").click()
+        assert chat_one_turn(page, "quick/epoch-01", "How do I water plant number 3?")
+        browser.close()
+    print(f"screenshot: {tmp_path / 'train-tab.png'}")
+
+
+def test_runs_started_from_a_terminal_are_listed(tmp_path):
+    from lima_lite.ui_train import runs_text
+
+    runs = tmp_path / "runs"
+    for name, status in (("ours", "running"), ("theirs", "running"), ("old", "finished")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"status": status}))
+    training = Training(runs)
+    training.output_dir = runs / "ours"
+    assert runs_text(runs, training).splitlines()[1:] == [
+        "- `old`: finished", "- `ours`: running", "- `theirs`: running (not started from this page)"]
+
+
+def test_export_merges_and_writes_the_hub_folder_of_the_chosen_epoch(tiny_llama_tied, tmp_path):
+    from lima_lite.ui_train import export_adapter
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    train_tiny(tiny_llama_tied, runs / "r", [qa(i) for i in range(4)])
+    models = Models.discover(runs)
+    *_, merged = export_adapter(models, "merge", "r/epoch-01", str(tmp_path / "merged"), "", "")
+    assert merged.startswith(f"done: lima-lite merge {runs / 'r' / 'epoch-01'} --out {tmp_path / 'merged'}")
+    assert (tmp_path / "merged" / "config.json").is_file() and (tmp_path / "merged" / "lima_template.json").is_file()
+    *_, refused = export_adapter(models, "push", "r/epoch-01", str(tmp_path / "hub"), "me/tiny", "")
+    assert refused.startswith("error: the base model was a local folder")  # the CLI's own message
+    first, *_, pushed = export_adapter(models, "push", "r/epoch-01", str(tmp_path / "hub"), "me/tiny", "you/base")
+    assert first == (f"running: lima-lite push {runs / 'r' / 'epoch-01'} --repo me/tiny --dry-run --out "
+                     f"{tmp_path / 'hub'} --base-model you/base")
+    assert pushed.startswith("done:") and "you/base" in (tmp_path / "hub" / "README.md").read_text()
+    with pytest.raises(LimaError, match="r/base: choose an adapter"):
+        next(export_adapter(models, "merge", "r/base", str(tmp_path / "m2"), "", ""))
+    with pytest.raises(LimaError, match="gguf: give an output folder"):
+        next(export_adapter(models, "gguf", "r/adapter", " ", "", ""))
