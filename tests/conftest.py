@@ -3,24 +3,17 @@
 Everything is built in the test session itself: no network, no downloaded weights.
 """
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from helpers import qa, sample_texts, train_tiny
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "lima_lite" / "samples"
-
-
-def sample_texts() -> list[str]:
-    texts = []
-    for line in (SAMPLES / "train.jsonl").read_text().splitlines():
-        texts += [m["content"] for m in json.loads(line)["messages"]]
-    return texts
 
 
 def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str = "</s>", extra_special=()) -> Path:
@@ -61,6 +54,13 @@ def tiny_llama_tied(tmp_path_factory) -> Path:
     """Tied embeddings and an existing end-of-turn token, like SmolLM2/ChatML."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-tied"), tie_word_embeddings=True,
                             eos="<|im_end|>", extra_special=("<|im_end|>",))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
+    """Two steps on 4 watering questions over the tied tiny LLaMA, its <|im_end|> the turn end: one run folder
+    shared by the chat, push and injection tests (they only read it, or write beside the adapter)."""
+    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("tiny-run") / "run", [qa(i) for i in range(4)])
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,14 @@ import pytest
 from families import FAMILIES, build_tokenizer
 from lima_lite import LimaError
 from lima_lite.model import get_tokenizer
-from lima_lite.template import (IGNORE, ChatTemplate, encode_conversation, encode_prompt, mark_trained_spans,
-                                native_template)
+from lima_lite.template import (
+    IGNORE,
+    ChatTemplate,
+    encode_conversation,
+    encode_prompt,
+    mark_trained_spans,
+    native_template,
+)
 
 SINGLE = [{"role": "user", "content": "How do I boil an egg?"},
           {"role": "assistant", "content": "Put it in boiling water for nine minutes."}]
@@ -25,7 +31,7 @@ PREFIX_STABLE = ["llama3", "chatml", "mistral", "gemma"]  # Qwen3 renders the la
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from conftest import sample_texts
+    from helpers import sample_texts
 
     texts = sample_texts()
     found = {}
@@ -166,8 +172,8 @@ def test_native_needs_a_chat_template(tiny_llama):
 
 
 def test_inspect_shows_trained_spans_in_both_formats(tmp_path, capsys):
-    from conftest import sample_texts
     from families import build_family_model
+    from helpers import sample_texts
     from lima_lite.inspect import main as inspect_main
 
     base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())

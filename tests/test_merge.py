@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import qa, train_tiny
 from lima_lite.cli import run
 from lima_lite.merge import main
 from lima_lite.template import ChatTemplate
-from test_chat import qa, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +134,8 @@ def test_merge_of_a_native_adapter_keeps_the_bases_format_and_stops_at_its_turn_
     """Llama 3's format (tiny base with its tokens and template): eos <|end_of_text|>, turn end <|eot_id|>."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from conftest import sample_texts
     from families import LLAMA3, build_family_model
-    from lima_lite.template import ChatTemplate
+    from helpers import sample_texts
 
     base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())
     run = train_tiny(base, tmp_path / "run", [qa(i) for i in range(4)], eot_token="<|eot_id|>", chat_format="native")

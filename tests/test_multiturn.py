@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_chat import EOT, qa, train_tiny
+from helpers import EOT, qa, train_tiny
 
 DIALOGUE = [
     {"role": "user", "content": "I want to start running. Where do I begin?"},

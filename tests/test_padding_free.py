@@ -7,13 +7,9 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from helpers import IGNORE, dataset, overrides, padded_batch, peft_model
 from lima_lite.loss import causal_lm_hidden, causal_lm_loss, head_logits, output_head, register_sdpa_varlen
 from lima_lite.train import train
-from test_loss import batch as padded_batch
-from test_loss import peft_model
-from test_train import dataset, overrides
-
-IGNORE = -100
 
 
 def examples(vocab: int, lengths=(11, 7, 14, 1, 5)):

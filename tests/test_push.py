@@ -6,17 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import EOT, qa, train_tiny
 from lima_lite.cli import run
-from lima_lite.push import PUSH_MARKER, main as push_main
-from test_chat import EOT, qa, train_tiny
+from lima_lite.push import PUSH_MARKER
+from lima_lite.push import main as push_main
 
 UPLOADED = {"README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja",
             "lima_template.json", "loss.png", "tokenizer.json", "tokenizer_config.json"}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
-    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("push") / "run", [qa(i) for i in range(4)])
 
 
 @pytest.fixture(scope="module")
