@@ -65,7 +65,8 @@ def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> Path:
-    """The quick-start recipe, as `lima-lite quickstart` trains it, on the real embedded SmolLM2 (~6 minutes on 2 cores).
+    """The quick-start recipe, as `lima-lite quickstart` trains it, on the real embedded SmolLM2 (~6 minutes on
+    2 cores).
 
     Shared by every end-to-end test that needs a real adapter: `quickstart_run / "adapter"`.
     """

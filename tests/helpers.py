@@ -92,7 +92,8 @@ def peft_model(folder, added_tokens: int, lora_on_head: bool = False, attn: str 
 
 
 def padded_batch(vocab: int, eot: int | None, lengths=(11, 7, 14), seed: int = 0) -> dict:
-    """A padded batch: each example's first 3 tokens (a prompt ending in `eot`, if any) untrained, `eot` its last label."""
+    """A padded batch: each example's first 3 tokens (a prompt ending in `eot`, if any) untrained, `eot` its last
+    label."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)

@@ -1,7 +1,7 @@
 """The terminal chat (`python -m lima_lite.chat`): commands, scripted turns, rendering, context, Hub ids.
 
-Most tests talk to the session's tiny adapter (conftest.py `tiny_run`, trained in seconds); the last one talks to the real SmolLM2
-adapter of the quick start and checks that both scripted replies end at EOT.
+Most tests talk to the session's tiny adapter (conftest.py `tiny_run`, trained in seconds); the last one talks to
+the real SmolLM2 adapter of the quick start and checks that both scripted replies end at EOT.
 """
 
 import dataclasses
@@ -222,7 +222,8 @@ def test_a_batch_of_replies_is_each_conversations_own_reply(engine):
     it gets alone, prompts of different lengths, with and without the adapter."""
     conversations = [[{"role": "user", "content": "How do I water plant number 1?"}],
                      [{"role": "user", "content": "Hi"}],
-                     [{"role": "user", "content": "How do I water plant number 3?"}, {"role": "assistant", "content": "Weekly."},
+                     [{"role": "user", "content": "How do I water plant number 3?"},
+                      {"role": "assistant", "content": "Weekly."},
                       {"role": "user", "content": "And in winter, when the light is low?"}]]
     assert len({len(engine.prompt_ids(c, 12)[0]) for c in conversations}) == 3  # the batch really is padded
     for use_adapter in (True, False):

@@ -17,7 +17,8 @@ from lima_lite.train import train
 STORED = Path(__file__).parent / "assets" / "expected_losses.json"
 # Varied lengths, a multi-turn conversation, so batching and masking matter.
 CONVERSATIONS = [
-    [("How do I keep bread fresh?", "Wrap it in a cloth and keep it in a bread box; freeze what you will not eat in two days.")],
+    [("How do I keep bread fresh?",
+      "Wrap it in a cloth and keep it in a bread box; freeze what you will not eat in two days.")],
     [("Name a prime number.", "Seven.")],
     [("What is a haiku?", "A three-line poem of five, seven and five syllables."),
      ("Write one about rain.", "Soft rain on the roof / the kettle begins to sing / nobody is home.")],

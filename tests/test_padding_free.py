@@ -66,8 +66,8 @@ def test_sdpa_varlen_equals_the_block_mask_in_loss_and_gradients(tiny_llama):
         real = torch.nn.functional.scaled_dot_product_attention
 
         def spy(query, key, value, attn_mask=None, **kwargs):
-            calls.append((query.shape[-2], attn_mask is None))
-            return real(query, key, value, attn_mask=attn_mask, **kwargs)
+            calls.append((query.shape[-2], attn_mask is None))  # noqa: B023 (spy lives within this iteration)
+            return real(query, key, value, attn_mask=attn_mask, **kwargs)  # noqa: B023
 
         torch.nn.functional.scaled_dot_product_attention = spy
         try:

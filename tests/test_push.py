@@ -41,7 +41,8 @@ def test_dry_run_writes_exactly_the_upload_folder(tiny_run, tiny_llama_tied, eva
     for name in files:
         assert f"  {name}  (" in printed
     # The adapter weights are the run's, byte for byte; the config names the base for other people.
-    assert (out / "adapter_model.safetensors").read_bytes() == (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    trained = (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter_model.safetensors").read_bytes() == trained
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_llama_tied)
     assert json.loads((out / "lima_template.json").read_text())["eot_token"] == EOT
@@ -141,7 +142,8 @@ def test_push_uploads_the_folder_it_wrote(tiny_run, tiny_llama_tied, tmp_path, m
             import fnmatch
 
             names = [p.name for p in Path(folder_path).iterdir()]
-            calls.append(("upload", repo_id, sorted(n for n in names if not any(fnmatch.fnmatch(n, g) for g in ignore_patterns))))
+            kept = sorted(n for n in names if not any(fnmatch.fnmatch(n, g) for g in ignore_patterns))
+            calls.append(("upload", repo_id, kept))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     out = tmp_path / "upload"
