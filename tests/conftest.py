@@ -3,24 +3,17 @@
 Everything is built in the test session itself: no network, no downloaded weights.
 """
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from helpers import qa, sample_texts, train_tiny
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "lima_lite" / "samples"
-
-
-def sample_texts() -> list[str]:
-    texts = []
-    for line in (SAMPLES / "train.jsonl").read_text().splitlines():
-        texts += [m["content"] for m in json.loads(line)["messages"]]
-    return texts
 
 
 def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str = "</s>", extra_special=()) -> Path:
@@ -64,8 +57,16 @@ def tiny_llama_tied(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
+    """Two steps on 4 watering questions over the tied tiny LLaMA, its <|im_end|> the turn end: one run folder
+    shared by the chat, push and injection tests (they only read it, or write beside the adapter)."""
+    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("tiny-run") / "run", [qa(i) for i in range(4)])
+
+
+@pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> Path:
-    """The quick-start recipe, as `lima-lite quickstart` trains it, on the real embedded SmolLM2 (~6 minutes on 2 cores).
+    """The quick-start recipe, as `lima-lite quickstart` trains it, on the real embedded SmolLM2 (~6 minutes on
+    2 cores).
 
     Shared by every end-to-end test that needs a real adapter: `quickstart_run / "adapter"`.
     """

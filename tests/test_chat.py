@@ -1,43 +1,19 @@
 """The terminal chat (`python -m lima_lite.chat`): commands, scripted turns, rendering, context, Hub ids.
 
-Most tests talk to a tiny adapter trained here in seconds; the last one talks to the real SmolLM2
-adapter of the quick start and checks that both scripted replies end at EOT.
+Most tests talk to the session's tiny adapter (conftest.py `tiny_run`, trained in seconds); the last one talks to
+the real SmolLM2 adapter of the quick start and checks that both scripted replies end at EOT.
 """
 
 import dataclasses
 import io
 import json
-from pathlib import Path
 
 import pytest
 
+# qa and train_tiny stay importable from here: test_ui.py and test_bad_inputs.py import them from this module
+from helpers import EOT, qa, train_tiny  # noqa: F401
 from lima_lite.chat import Session, main
 from lima_lite.cli import run
-
-EOT = "<|im_end|>"
-
-
-def train_tiny(base: Path, output_dir: Path, conversations: list[list[dict]], **overrides) -> Path:
-    """Two optimizer steps of the LIMA recipe on a tiny base, full precision: a real run folder in ~10 s."""
-    from lima_lite.train import train
-
-    data = output_dir.parent / f"{output_dir.name}-data.jsonl"
-    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
-    settings = {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
-                "max_steps": 2, "num_train_epochs": 1, "per_device_train_batch_size": 2,
-                "gradient_accumulation_steps": 1, "load_in_4bit": False, "dtype": "float32", "bf16": False,
-                "gradient_checkpointing": False, "eot_token": EOT, "max_length": 256, **overrides}
-    return train(None, settings)
-
-
-def qa(i: int) -> list[dict]:
-    return [{"role": "user", "content": f"How do I water plant number {i}?"},
-            {"role": "assistant", "content": f"Water plant {i} once a week, in the morning."}]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
-    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("chat") / "run", [qa(i) for i in range(4)])
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +222,8 @@ def test_a_batch_of_replies_is_each_conversations_own_reply(engine):
     it gets alone, prompts of different lengths, with and without the adapter."""
     conversations = [[{"role": "user", "content": "How do I water plant number 1?"}],
                      [{"role": "user", "content": "Hi"}],
-                     [{"role": "user", "content": "How do I water plant number 3?"}, {"role": "assistant", "content": "Weekly."},
+                     [{"role": "user", "content": "How do I water plant number 3?"},
+                      {"role": "assistant", "content": "Weekly."},
                       {"role": "user", "content": "And in winter, when the light is low?"}]]
     assert len({len(engine.prompt_ids(c, 12)[0]) for c in conversations}) == 3  # the batch really is padded
     for use_adapter in (True, False):

@@ -54,7 +54,8 @@ def test_kept_example_is_top_answer_in_markdown_with_title_or_body_prompt(curate
     example = {e["id"]: e for e in read(out)}["stackexchange/math/13"]
     user, assistant = example["messages"]
     assert user["role"] == "user" and assistant["role"] == "assistant"
-    assert user["content"] in ("How do I compute large Fibonacci numbers efficiently?", "Some context for the question.")
+    assert user["content"] in ("How do I compute large Fibonacci numbers efficiently?",
+                               "Some context for the question.")
     assert assistant["content"].startswith("The naive recursion")  # answer 15 (score 64), not 14 (score 9)
     assert "```\ndef fib(n):\n    a, b = 0, 1\n" in assistant["content"]
     assert "- `F(2k) = F(k) * (2*F(k+1) - F(k))`" in assistant["content"]
@@ -132,7 +133,7 @@ def test_rule_precision_and_recall_on_labelled_examples(rule):
     right = sum(d and s for d, s in dropped)
     precision = right / sum(d for d, _ in dropped)
     recall = right / sum(s for _, s in dropped)
-    wrong = [text for (text, should), (d, _) in zip(rows, dropped) if d != should]
+    wrong = [text for (text, should), (d, _) in zip(rows, dropped, strict=True) if d != should]
     measured = f"{rule}: precision {precision:.3f}, recall {recall:.3f} on {len(rows)} labelled; wrong: {wrong}"
     print(measured)
     assert precision >= 0.9 and recall >= 0.9, measured
@@ -212,7 +213,8 @@ def test_report_has_histograms_mix_and_examples(curated):
     markdown = out.with_name("se.report.md").read_text()
     assert "| first_person | 1 |" in markdown and "| stackexchange/math | 2 |" in markdown
     # Under "Dropped, by rule": the dropped titles/texts of each rule and the rule's measured quality.
-    assert report["dropped_shown_by_rule"]["title_not_self_contained"] == ["stackexchange/math/4: Why is this integral wrong?"]
+    shown = report["dropped_shown_by_rule"]["title_not_self_contained"]
+    assert shown == ["stackexchange/math/4: Why is this integral wrong?"]
     assert report["dropped_shown_by_rule"]["first_person"][0].startswith("stackexchange/math/8: I always explain it")
     assert "- stackexchange/math/4: Why is this integral wrong?" in markdown
     precision, recall, n, _ = filters.RULE_QUALITY["first_person"]
@@ -234,7 +236,8 @@ def test_exact_and_near_duplicates_are_counted():
         return {"id": str(i), "messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": text}]}
 
     text = " ".join(f"word{i}" for i in range(200))
-    examples = [example(0, text), example(1, text), example(2, text.replace("word100", "other")), example(3, "Fresh text " * 40)]
+    examples = [example(0, text), example(1, text), example(2, text.replace("word100", "other")),
+                example(3, "Fresh text " * 40)]
     funnel = Funnel(seed=0)
     kept = dedupe(examples, funnel)
     assert [e["id"] for e in kept] == ["0", "3"]

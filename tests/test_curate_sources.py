@@ -9,10 +9,10 @@ import pytest
 from lima_lite import LimaError
 from lima_lite.cli import main as cli_main
 from lima_lite.curate import main as curate_main
-from lima_lite.mix import main as mix_main
 from lima_lite.curate.reddit import curate_reddit
 from lima_lite.curate.wikihow import curate_wikihow, prompt_from_title
 from lima_lite.data import load_conversations
+from lima_lite.mix import main as mix_main
 
 ASSETS = Path(__file__).parent / "assets" / "curate"
 RS, RC = ASSETS / "reddit" / "RS_2019-01.ndjson", ASSETS / "reddit" / "RC_2019-01.ndjson"

@@ -25,7 +25,8 @@ def write(tmp_path, lines, name="data.jsonl"):
       {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]),
     ({"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Q"},
                         {"from": "gpt", "value": "A"}]},  # ShareGPT
-     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]),
+     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"},
+      {"role": "assistant", "content": "A"}]),
     ({"instruction": "Sum", "input": "2 and 3", "output": "5"},  # Alpaca
      [{"role": "user", "content": "Sum\n\n2 and 3"}, {"role": "assistant", "content": "5"}]),
     ({"instruction": "Name it", "context": "", "response": "Rex", "category": "open_qa"},  # Dolly

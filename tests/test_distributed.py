@@ -7,38 +7,19 @@ ends where an uninterrupted run ends, and the FSDP configuration loads the 4-bit
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from helpers import KILL_SCRIPT, adapter_weights, facts, max_difference, write_jsonl
 from lima_lite import LimaError
 from lima_lite.train import per_process_accumulation, resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
-
-SCRIPT = textwrap.dedent("""
-    import json, os, signal, sys
-    from transformers import TrainerCallback
-    from lima_lite.train import train
-
-    class KillAt(TrainerCallback):
-        def __init__(self, step):
-            self.step = step
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == self.step:
-                os.kill(os.getpid(), signal.SIGKILL)  # every process: no cleanup, no final save
-
-    overrides, kill_at = json.loads(sys.argv[1]), int(sys.argv[2])
-    train(None, overrides, callbacks=[KillAt(kill_at)] if kill_at else [])
-""")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,13 +40,9 @@ def launch(script: Path, overrides: dict, processes: int, kill_at: int = 0):
 @pytest.fixture(scope="module")
 def setting(tiny_llama, tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
-    data = folder / "train.jsonl"
-    data.write_text("".join(json.dumps({"messages": [
-        {"role": "user", "content": f"Tell me fact {i} about the moon."},
-        {"role": "assistant", "content": f"Fact {i}: the moon keeps one face towards the earth."}]}) + "\n"
-        for i in range(8)))
+    data = facts(folder / "train.jsonl", 8)
     script = folder / "train_script.py"
-    script.write_text(SCRIPT)
+    script.write_text(KILL_SCRIPT)
     # The recipe, as written for one process: 1 x 4 = 4 examples per step; 8 examples: 2 steps per epoch.
     # No dropout: each process draws its own masks, so with dropout two processes equal one only in distribution.
     common = {"model_name_or_path": str(tiny_llama), "dataset_name": str(data), "num_train_epochs": 2,
@@ -86,15 +63,6 @@ def two_process_nf4_run(setting):
     return out, result
 
 
-def adapter(run: Path, name: str = "adapter") -> dict:
-    return load_file(run / name / "adapter_model.safetensors")
-
-
-def max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
 @pytest.mark.slow
 def test_two_processes_train_what_one_process_trains(setting):
     """Full precision: with a 4-bit base TRL trains LoRA in bf16, and two processes' bf16 gradients, summed
@@ -107,7 +75,7 @@ def test_two_processes_train_what_one_process_trains(setting):
     two = launch(script, {**full, "output_dir": str(folder / "two")}, processes=2)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = adapter(folder / "one"), adapter(folder / "two")
+    a, b = adapter_weights(folder / "one"), adapter_weights(folder / "two")
     assert max_difference(a, b) < 1e-5
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # not trivially equal: training moved LoRA
     run = json.loads((folder / "two" / "run.json").read_text())
@@ -135,7 +103,8 @@ def test_every_file_of_a_two_process_run_is_written_once_and_whole(two_process_n
     for name in ("adapter", "epoch-01", "epoch-02"):
         assert {"adapter_model.safetensors", "adapter_config.json", "lima_template.json"} <= {
             p.name for p in (out / name).iterdir()}
-    assert max_difference(adapter(out, "epoch-02"), adapter(out)) == 0  # the last epoch is the final adapter
+    # the last epoch is the final adapter
+    assert max_difference(adapter_weights(out, "epoch-02"), adapter_weights(out)) == 0
     # a normal PEFT adapter: plain peft loads it over the base
     base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     base.resize_token_embeddings(base.get_input_embeddings().weight.shape[0] + 2)  # <|eot|> and <|pad|>
@@ -153,7 +122,7 @@ def test_sigkill_of_both_processes_then_the_same_command_resumes(setting, two_pr
     resumed = launch(script, overrides, processes=2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("Resuming from") == 1 and "checkpoint-2" in resumed.stdout
-    assert max_difference(adapter(out), adapter(two_process_nf4_run[0])) < 1e-5
+    assert max_difference(adapter_weights(out), adapter_weights(two_process_nf4_run[0])) < 1e-5
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == [1, 2, 3, 4]
@@ -185,14 +154,15 @@ def test_gradient_accumulation_keeps_the_recipes_examples_per_step():
     assert per_process_accumulation(4, 16, 1) == 16
     assert per_process_accumulation(4, 16, 2) == 8  # llama-7b: 4 x 8 x 2 GPUs = 64
     assert per_process_accumulation(1, 32, 8) == 4  # llama-65b: 1 x 4 x 8 GPUs = 32
-    with pytest.raises(LimaError, match=r"per_device_train_batch_size 4 x gradient_accumulation_steps 3 = 12 .* 2 processes"):
+    uneven = r"per_device_train_batch_size 4 x gradient_accumulation_steps 3 = 12 .* 2 processes"
+    with pytest.raises(LimaError, match=uneven):
         per_process_accumulation(4, 3, 2)
 
 
 def test_uneven_split_stops_the_command_with_one_line(tiny_llama, tmp_path):
     """The check runs where the recipe is read, before a model is loaded."""
-    data = tmp_path / "train.jsonl"
-    data.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}) + "\n")
+    data = write_jsonl(tmp_path / "train.jsonl", [[{"role": "user", "content": "Hi"},
+                                                   {"role": "assistant", "content": "Hello"}]])
     code = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
          "--master_port", str(free_port()), "-m", "lima_lite.cli", "inspect", str(ROOT / "recipes" / "quickstart.yaml"),
@@ -216,7 +186,8 @@ def test_accelerate_reads_the_shipped_configs_as_documented():
     ddp = load_config_from_file(str(ROOT / "recipes" / "accelerate" / "ddp.yaml"))
     assert ddp.distributed_type == DistributedType.MULTI_GPU and ddp.num_processes == 2
     args = launch_command_parser().parse_args(
-        ["--config_file", str(ROOT / "recipes" / "accelerate" / "fsdp-qlora.yaml"), "-m", "lima_lite.cli", "train", "x"])
+        ["--config_file", str(ROOT / "recipes" / "accelerate" / "fsdp-qlora.yaml"), "-m", "lima_lite.cli", "train",
+         "x"])
     env = prepare_multi_gpu_env(_validate_launch_command(args)[0])
     assert {key: env[key] for key in ("ACCELERATE_USE_FSDP", "FSDP_USE_ORIG_PARAMS", "FSDP_CPU_RAM_EFFICIENT_LOADING",
                                       "FSDP_SYNC_MODULE_STATES", "FSDP_AUTO_WRAP_POLICY", "FSDP_STATE_DICT_TYPE")} == {
@@ -234,14 +205,15 @@ def test_under_fsdp_the_4bit_base_is_stored_in_the_compute_dtype(tiny_llama, tmp
     from lima_lite.model import fsdp_enabled
     from lima_lite.train import build_trainer, prepare
 
-    data = tmp_path / "train.jsonl"
-    data.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}) + "\n")
+    data = write_jsonl(tmp_path / "train.jsonl", [[{"role": "user", "content": "Hi"},
+                                                   {"role": "assistant", "content": "Hello"}]])
     overrides = [f"model_name_or_path={tiny_llama}", f"dataset_name={data}", f"output_dir={tmp_path / 'run'}"]
 
     def frozen_dtypes_and_4bit_layers(trainer):
         model = trainer.model
         layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-        return {p.dtype for p in model.parameters() if not p.requires_grad and p.__class__.__name__ != "Params4bit"}, layers
+        frozen = {p.dtype for p in model.parameters() if not p.requires_grad and p.__class__.__name__ != "Params4bit"}
+        return frozen, layers
 
     assert not fsdp_enabled()
     plain_dtypes, plain = frozen_dtypes_and_4bit_layers(build_trainer(prepare(None, overrides))[0])
@@ -251,7 +223,7 @@ def test_under_fsdp_the_4bit_base_is_stored_in_the_compute_dtype(tiny_llama, tmp
     assert plain_dtypes == {torch.float32} and sharded_dtypes == {torch.bfloat16}
     assert {m.weight.dtype for m in plain} == {torch.uint8} and {m.weight.dtype for m in sharded} == {torch.bfloat16}
     assert len(plain) == len(sharded) > 0
-    for a, b in zip(sharded, plain):
+    for a, b in zip(sharded, plain, strict=True):
         weight_a = bnb.functional.dequantize_4bit(a.weight.data, a.weight.quant_state).float()
         weight_b = bnb.functional.dequantize_4bit(b.weight.data, b.weight.quant_state).float()
         # measured: 1.3-2.5 % (a few values cross to the next NF4 level); a wrong unpacking would be ~140 %

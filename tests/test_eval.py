@@ -7,13 +7,25 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.evaluate import steps
-from lima_lite.evaluate import select_epoch
+from lima_lite.evaluate import select_epoch, steps
 from lima_lite.evaluate.answers import generate_answers, read_prompts
-from lima_lite.evaluate.protocols import (LIKERT_CHOICES, PAIRWISE_CHOICES, agreement, agreement_matrix,
-                                          check_human_vote, human_vote_record, knowledge_score,
-                                          likert_summary, mean_ci95, pairwise_judge, parse_verdict, preferences,
-                                          render, tie_discounted, win_tie_loss)
+from lima_lite.evaluate.protocols import (
+    LIKERT_CHOICES,
+    PAIRWISE_CHOICES,
+    agreement,
+    agreement_matrix,
+    check_human_vote,
+    human_vote_record,
+    knowledge_score,
+    likert_summary,
+    mean_ci95,
+    pairwise_judge,
+    parse_verdict,
+    preferences,
+    render,
+    tie_discounted,
+    win_tie_loss,
+)
 from lima_lite.evaluate.report import build_report
 
 
@@ -157,7 +169,8 @@ def test_mean_ci95_by_hand():
     # 41 values: mean 1, sd 1 (squares sum to 40 over 40 degrees of freedom); t(40) = 2.021 from a printed
     # table (not the normal 1.96) -> 2.021 / sqrt(41) = 0.3156
     mean, low, high = mean_ci95([0, 2] * 20 + [1])
-    assert mean == 1 and high - mean == pytest.approx(0.3156, abs=1e-4) and mean - low == pytest.approx(0.3156, abs=1e-4)
+    assert mean == 1
+    assert high - mean == pytest.approx(0.3156, abs=1e-4) and mean - low == pytest.approx(0.3156, abs=1e-4)
 
 
 def test_absolute_grades_and_unparsed(tmp_path):
@@ -178,7 +191,8 @@ def test_knowledge_score(answer, gold, exact, contains):
 
 
 def test_questions_file_errors_name_the_line_and_field(tmp_path):
-    bad = write(tmp_path / "q.jsonl", [{"question": "Capital of Peru?", "answers": ["Lima"]}, {"question": "x", "answers": "y"}])
+    bad = write(tmp_path / "q.jsonl", [{"question": "Capital of Peru?", "answers": ["Lima"]},
+                                       {"question": "x", "answers": "y"}])
     with pytest.raises(LimaError, match=r"q.jsonl:2: answers: must be a non-empty list"):
         steps.read_questions(str(bad))
     assert len(steps.read_questions("embedded:knowledge.jsonl")) == 40
@@ -386,8 +400,8 @@ def test_report_writes_tables_and_charts(tmp_path):
     first = Scripted(lambda prompt: "A", name="judge-2")
     ours = [row(str(i), "GOOD" if i < 3 else "meh", "tuned") for i in range(4)]
     theirs = [row(str(i), "meh", "base") for i in range(4)]
-    write(judgments / "pairwise-1.jsonl", [pairwise_judge(good, o, t) for o, t in zip(ours, theirs)])
-    write(judgments / "pairwise-2.jsonl", [pairwise_judge(first, o, t) for o, t in zip(ours, theirs)])
+    write(judgments / "pairwise-1.jsonl", [pairwise_judge(good, o, t) for o, t in zip(ours, theirs, strict=True)])
+    write(judgments / "pairwise-2.jsonl", [pairwise_judge(first, o, t) for o, t in zip(ours, theirs, strict=True)])
     scores = iter("4563" * 2)
     likert = Scripted(lambda prompt: next(scores))
     write(tmp_path / "a.jsonl", ours)

@@ -60,7 +60,8 @@ def pct(part: int, whole: int) -> str:
 def test_quickstart_run_answers_judgments_epoch_and_report(quickstart_run, tmp_path):
     evals = tmp_path / "evals"
     adapter, base = evals / "answers-adapter.jsonl", evals / "answers-base.jsonl"
-    eval_("generate", "--model", quickstart_run, "--prompts", "embedded:dev.jsonl", "--limit", 5, "--out", adapter, *SHORT)
+    eval_("generate", "--model", quickstart_run, "--prompts", "embedded:dev.jsonl", "--limit", 5, "--out", adapter,
+          *SHORT)
     eval_("generate", "--model", quickstart_run / "adapter", "--no-adapter", "--name", "base",
           "--prompts", "embedded:dev.jsonl", "--limit", 5, "--out", base, *SHORT)
     tuned_rows, base_rows = read_records(adapter), read_records(base)
@@ -75,7 +76,8 @@ def test_quickstart_run_answers_judgments_epoch_and_report(quickstart_run, tmp_p
     eval_("absolute", *judge, "--answers", adapter, "--out", evals / "absolute.jsonl")
     eval_("knowledge", "--model", quickstart_run, "--limit", 5, "--out", evals / "knowledge.jsonl")
     pairwise = read_records(evals / "pairwise.jsonl")
-    assert [r["id"] for r in pairwise] == [f"dev-00{i}" for i in range(1, 6)] and {r["judge"] for r in pairwise} == {JUDGE}
+    assert [r["id"] for r in pairwise] == [f"dev-00{i}" for i in range(1, 6)]
+    assert {r["judge"] for r in pairwise} == {JUDGE}
     for record in pairwise:  # a readable first reply is used; an unreadable one is asked again once
         assert [bare_verdict(replies, ("A", "B", "tie")) for replies in record["raw"]] == record["verdicts"]
         assert all(len(replies) == (1 if bare_verdict(replies[:1], ("A", "B", "tie")) else 2)
@@ -90,7 +92,8 @@ def test_quickstart_run_answers_judgments_epoch_and_report(quickstart_run, tmp_p
     # two people voted in the Judge tab on the same answers
     votes = [human_vote_record(t["prompt"], "run/adapter", "base", t["answer"], b["answer"], vote, rater)
              for rater, pattern in (("ann", "aabt" "a"), ("bob", "abtt" "b"))
-             for t, b, vote in zip(tuned_rows, base_rows, [{"a": "a", "b": "b", "t": "tie"}[c] for c in pattern])]
+             for t, b, vote in zip(tuned_rows, base_rows, [{"a": "a", "b": "b", "t": "tie"}[c] for c in pattern],
+                                     strict=True)]
     (tmp_path / "votes.jsonl").write_text("".join(json.dumps(v) + "\n" for v in votes))
     eval_("human", tmp_path / "votes.jsonl", "--ours", "run/adapter", "--out", evals / "human.jsonl")
 
@@ -110,9 +113,9 @@ def test_quickstart_run_answers_judgments_epoch_and_report(quickstart_run, tmp_p
                     "## Knowledge check"):
         assert section in text
     assert "| run/adapter vs base | human:ann | 3 (60%) | 1 (20%) | 1 (20%) | 0 | 5 |" in text
-    w, t, l, u = (judged[k] for k in ("win", "tie", "loss", "unparsed"))
-    assert (f"| run/adapter vs base | {JUDGE} | {w} ({pct(w, 5)}) | {t} ({pct(t, 5)}) | {l} ({pct(l, 5)}) | {u} | 5 |"
-            in text)
+    win, tie, loss, unparsed = (judged[k] for k in ("win", "tie", "loss", "unparsed"))
+    assert (f"| run/adapter vs base | {JUDGE} | {win} ({pct(win, 5)}) | {tie} ({pct(tie, 5)}) "
+            f"| {loss} ({pct(loss, 5)}) | {unparsed} | 5 |" in text)
     # ann vs bob: a/a 1, a/b 0, b/tie 0.5, tie/tie 1, a/b 0 -> 2.5 / 5
     assert re.search(r"\| human:ann \|( [^|]+ \|)? 100% \(5\) \| 50% \(5\) \|", text)
     charts = ["pairwise", "absolute", "agreement", "knowledge"]

@@ -51,7 +51,8 @@ def server(tiny_llama, tmp_path_factory):
                 break
             except OSError:
                 if process.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"transformers serve did not come up: {(folder.parent / 'serve.log').read_text()[-2000:]}")
+                    log_tail = (folder.parent / "serve.log").read_text()[-2000:]
+                    pytest.fail(f"transformers serve did not come up: {log_tail}")
                 time.sleep(0.5)
         yield f"{folder}@http://127.0.0.1:{port}/v1"
     finally:
@@ -77,14 +78,28 @@ def test_endpoint_judge_counts_nonsense_verdicts_as_unparsed(server, tmp_path):
         assert all(isinstance(reply, str) for replies in record["raw"] for reply in replies)
 
 
+class Recording:
+    """An answerer that passes every prompt on to `model` and remembers which prompts it was asked."""
+
+    def __init__(self, model):
+        self.model, self.name, self.prompts = model, model.name, []
+
+    def answer(self, prompt: str, **sampling):
+        self.prompts.append(prompt)
+        return self.model.answer(prompt, **sampling)
+
+
 def test_endpoint_answers_are_generated_and_resumed(server, tmp_path):
-    model = get_answerer(server, name="served")
+    """A rerun with one prompt more asks the server only for that one and keeps the stored answer as it was."""
+    model = Recording(get_answerer(server, name="served"))
     prompts = [{"id": "a", "prompt": "Say hello."}, {"id": "b", "prompt": "Say goodbye."}]
     out = tmp_path / "answers.jsonl"
-    rows = generate_answers(model, prompts[:1], out, max_new_tokens=4)
+    first = generate_answers(model, prompts[:1], out, max_new_tokens=4)
+    assert model.prompts == ["Say hello."]
     rows = generate_answers(model, prompts, out, max_new_tokens=4)
+    assert model.prompts == ["Say hello.", "Say goodbye."]  # "a" was not asked again
+    assert rows[0] == first[0]
     assert [(r["id"], r["model"], r["finish_reason"]) for r in rows] == [("a", "served", "length"),
                                                                          ("b", "served", "length")]
     saved = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in saved] == ["a", "b"] and all(isinstance(r["answer"], str) for r in saved)
-
+    assert saved == rows and all(isinstance(r["answer"], str) for r in saved)

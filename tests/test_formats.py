@@ -12,8 +12,14 @@ import pytest
 from families import FAMILIES, build_tokenizer
 from lima_lite import LimaError
 from lima_lite.model import get_tokenizer
-from lima_lite.template import (IGNORE, ChatTemplate, encode_conversation, encode_prompt, mark_trained_spans,
-                                native_template)
+from lima_lite.template import (
+    IGNORE,
+    ChatTemplate,
+    encode_conversation,
+    encode_prompt,
+    mark_trained_spans,
+    native_template,
+)
 
 SINGLE = [{"role": "user", "content": "How do I boil an egg?"},
           {"role": "assistant", "content": "Put it in boiling water for nine minutes."}]
@@ -25,7 +31,7 @@ PREFIX_STABLE = ["llama3", "chatml", "mistral", "gemma"]  # Qwen3 renders the la
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from conftest import sample_texts
+    from helpers import sample_texts
 
     texts = sample_texts()
     found = {}
@@ -85,7 +91,8 @@ def test_native_labels_are_exactly_the_assistant_content_and_turn_end(folders, f
     ids, labels = expected_native(tokenizer, template.eot_token, messages)
     assert example["input_ids"] == ids
     assert example["labels"] == labels
-    trained_eots = [p for p, label in enumerate(example["labels"]) if label == tokenizer.convert_tokens_to_ids(template.eot_token)]
+    eot = tokenizer.convert_tokens_to_ids(template.eot_token)
+    trained_eots = [p for p, label in enumerate(example["labels"]) if label == eot]
     assert len(trained_eots) == sum(m["role"] == "assistant" for m in messages)
 
 
@@ -99,7 +106,8 @@ def test_native_labels_skip_qwen3s_think_block(folders):
     prompt = encode_prompt(tokenizer, template, MULTI[:3])
     assert tokenizer.decode(prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     single = encode_conversation(tokenizer, template, SINGLE)["input_ids"]
-    assert single[: len(encode_prompt(tokenizer, template, SINGLE[:1]))] == encode_prompt(tokenizer, template, SINGLE[:1])
+    prompt = encode_prompt(tokenizer, template, SINGLE[:1])
+    assert single[: len(prompt)] == prompt
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -122,7 +130,8 @@ def test_special_token_text_typed_by_a_user_stays_text(folders, family):
     tokenizer, template, _ = native(folders, family)
     specials = FAMILIES[family]["special"]
     typed = "Why does " + " and ".join(specials) + " appear?"
-    messages = [{"role": "user", "content": typed}, {"role": "assistant", "content": "Because of " + specials[-1] + "."}]
+    messages = [{"role": "user", "content": typed},
+                {"role": "assistant", "content": "Because of " + specials[-1] + "."}]
     example = encode_conversation(tokenizer, template, messages)
     clean = encode_conversation(tokenizer, template, [{"role": "user", "content": "Why?"},
                                                       {"role": "assistant", "content": "Because."}])
@@ -149,7 +158,8 @@ def test_lima_format_reuses_the_bases_turn_end_and_adds_one_only_when_there_is_n
     assert [label for label in example["labels"] if label == index] == [index, index]  # the assistants' only
     # no role words, and the saved chat template renders the same ids for plain transformers users
     assert "assistant" not in tokenizer.decode(example["input_ids"])
-    assert list(tokenizer.apply_chat_template(MULTI, tokenize=True, return_dict=True)["input_ids"]) == example["input_ids"]
+    native = tokenizer.apply_chat_template(MULTI, tokenize=True, return_dict=True)["input_ids"]
+    assert list(native) == example["input_ids"]
 
 
 def test_template_round_trips_and_old_files_still_load(tmp_path, folders):
@@ -166,8 +176,8 @@ def test_native_needs_a_chat_template(tiny_llama):
 
 
 def test_inspect_shows_trained_spans_in_both_formats(tmp_path, capsys):
-    from conftest import sample_texts
     from families import build_family_model
+    from helpers import sample_texts
     from lima_lite.inspect import main as inspect_main
 
     base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())
@@ -176,7 +186,8 @@ def test_inspect_shows_trained_spans_in_both_formats(tmp_path, capsys):
     common = [f"model_name_or_path={base}", f"dataset_name={data}", "eot_token=<|eot_id|>"]
     assert inspect_main([str(_recipe(tmp_path)), *common, "chat_format=native"]) == 0
     out = capsys.readouterr().out
-    assert "<|start_header_id|>assistant<|end_header_id|>\n\n[[Put it in boiling water for nine minutes.<|eot_id|>]]" in out
+    assert ("<|start_header_id|>assistant<|end_header_id|>\n\n[[Put it in boiling water for nine minutes.<|eot_id|>]]"
+            in out)
     assert "native format, turn end '<|eot_id|>'" in out
     assert inspect_main([str(_recipe(tmp_path)), *common]) == 0
     out = capsys.readouterr().out

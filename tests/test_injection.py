@@ -34,9 +34,8 @@ def typed_strings(tokenizer) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tokenizers(tmp_path_factory, monkeypatch_module):
-    from conftest import sample_texts
-
     import families
+    from helpers import sample_texts
 
     monkeypatch_module.setattr(families, "FAMILIES", FAMILIES_PLUS)
     found = {}
@@ -113,17 +112,15 @@ def test_a_reused_turn_end_not_marked_special_is_marked_special(tokenizers):
     assert "<|im_end|>" in template.protected
 
 
-def test_model_card_snippet_and_merged_model_keep_typed_text_as_text(tiny_llama_tied, tmp_path):
+def test_model_card_snippet_and_merged_model_keep_typed_text_as_text(tiny_run, tiny_llama_tied, tmp_path):
     """The card's plain transformers + peft snippet, run as written up to its prompt, and the merged model's
     tokenizer: a user's "<|eot|>" stays text."""
     from transformers import AutoTokenizer
 
     from lima_lite.merge import merge_adapter
     from lima_lite.push import usage_section
-    from test_chat import qa, train_tiny
 
-    run = train_tiny(tiny_llama_tied, tmp_path / "run", [qa(i) for i in range(4)])
-    adapter = run / "adapter"
+    adapter = tiny_run / "adapter"
     card = "\n".join(usage_section(str(adapter), str(tiny_llama_tied), "<|eot|>", added_tokens=True))
     snippet = re.findall(r"```python\n(.*?)```", card, re.S)[-1]
     prompt_part = snippet[: snippet.index("output = model.generate")]

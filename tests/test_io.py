@@ -30,7 +30,8 @@ def test_files_and_folders_get_the_usual_permissions(tmp_path, umask_022):
         (tmp / "sub" / "f").write_text("f")
         os.chmod(tmp / "sub" / "f", 0o600)
     folder = tmp_path / "adapter"
-    assert (mode(folder), mode(folder / "sub"), mode(folder / "weights"), mode(folder / "sub" / "f")) == (0o755, 0o755, 0o644, 0o644)
+    modes = (mode(folder), mode(folder / "sub"), mode(folder / "weights"), mode(folder / "sub" / "f"))
+    assert modes == (0o755, 0o755, 0o644, 0o644)
 
 
 def test_the_umask_is_respected(tmp_path):

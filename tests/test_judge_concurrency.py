@@ -94,11 +94,13 @@ def html_page(body, number):
 FAILURES = {
     "html": (html_page, "not a chat completion"),
     "json-html": (lambda b, n: (200, {"Content-Type": "application/json"}, b"<html>oops</html>"), "not JSON"),
-    "http-500": (lambda b, n: (500, {"Content-Type": "application/json"}, b'{"error": {"message": "CUDA out of memory"}}'),
+    "http-500": (lambda b, n: (500, {"Content-Type": "application/json"},
+                               b'{"error": {"message": "CUDA out of memory"}}'),
                  r"HTTP 500 \(CUDA out of memory\) after 2 tries"),
     "http-404": (lambda b, n: (404, {"Content-Type": "text/html"}, b"<html>not found</html>"), "HTTP 404"),
     "no-choices": (lambda b, n: (200, {"Content-Type": "application/json"},
-                                 b'{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}'),
+                                 b'{"id": "x", "object": "chat.completion", "created": 0, "model": "m",'
+                                 b' "choices": []}'),
                    "no choices"),
 }
 

@@ -12,6 +12,8 @@ import textwrap
 import pytest
 from safetensors.torch import load_file
 
+from helpers import facts
+
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     from transformers import Trainer, TrainerCallback
@@ -65,13 +67,6 @@ def run(overrides, moment="none"):
                           text=True, timeout=900, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
 
 
-def conversations(path, n, topic):
-    path.write_text("".join(json.dumps({"messages": [
-        {"role": "user", "content": f"Tell me fact {i} about {topic}."},
-        {"role": "assistant", "content": f"Fact {i}: {topic} is older than it looks."}]}) + "\n" for i in range(n)))
-    return path
-
-
 def dev_losses(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["step"] for r in rows if "eval_loss" in r]
@@ -79,8 +74,8 @@ def dev_losses(run_dir):
 
 @pytest.mark.slow
 def test_ten_kills_each_rerun_end_in_the_uninterrupted_adapter(tiny_llama, tmp_path):
-    common = {"model_name_or_path": str(tiny_llama), "dataset_name": str(conversations(tmp_path / "t.jsonl", 8, "the moon")),
-              "dev_dataset": str(conversations(tmp_path / "d.jsonl", 2, "the sea")), "num_train_epochs": 3,
+    common = {"model_name_or_path": str(tiny_llama), "dataset_name": str(facts(tmp_path / "t.jsonl", 8, "the moon")),
+              "dev_dataset": str(facts(tmp_path / "d.jsonl", 2, "the sea")), "num_train_epochs": 3,
               "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 1e-3,
               "lora_r": 8, "lora_alpha": 16, "residual_dropout": 0.2, "load_in_4bit": True,
               "save_strategy": "steps", "save_steps": 1, "seed": 3}
@@ -90,7 +85,7 @@ def test_ten_kills_each_rerun_end_in_the_uninterrupted_adapter(tiny_llama, tmp_p
     assert {str(t.dtype) for t in expected.values()} == {"torch.bfloat16"}  # QLoRA's LoRA weights train in bf16
     assert dev_losses(tmp_path / "straight") == [0, 2, 4, 6]
 
-    identical = 0
+    resumed = []
     for moment in MOMENTS:
         out = tmp_path / moment.replace("@", "-")
         killed = run({**common, "output_dir": str(out)}, moment)
@@ -104,5 +99,8 @@ def test_ten_kills_each_rerun_end_in_the_uninterrupted_adapter(tiny_llama, tmp_p
         assert dev_losses(out) == [0, 2, 4, 6], moment  # the base's and every epoch's, once each
         assert sorted(p.name for p in out.glob("epoch-*")) == ["epoch-01", "epoch-02", "epoch-03"], moment
         assert json.loads((out / "run.json").read_text())["status"] == "finished"
-        identical += 1
-    assert identical == len(MOMENTS)
+        if "Resuming from" in rerun.stdout:
+            resumed.append(moment)
+    # A rerun that ignored the checkpoints and started over would end in the same adapter too: every kill
+    # after the first checkpoint (written after step 1, whose end is the first kill) must resume from one.
+    assert resumed == MOMENTS[1:]

@@ -7,50 +7,16 @@ part there by construction, so equal losses and gradients mean the chunked loss 
 import pytest
 import torch
 
-from lima_lite.loss import (activation_offloading, apply_liger_kernels, attention_implementation, causal_lm_loss,
-                            chunked_cross_entropy, loss_path, output_head)
-
-IGNORE = -100
-
-
-def peft_model(folder, added_tokens: int, lora_on_head: bool = False, attn: str = "sdpa"):
-    """The tiny LLaMA with `added_tokens` new rows (trainable tokens) and LoRA, as train.py builds it, in fp32."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from lima_lite.model import trainable_token_indices
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn)
-    vocab = model.config.vocab_size
-    added = list(range(vocab, vocab + added_tokens))
-    if added:
-        model.resize_token_embeddings(vocab + added_tokens, mean_resizing=False)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets + ["lm_head"] * lora_on_head,
-                        trainable_token_indices=trainable_token_indices(model, added), task_type="CAUSAL_LM")
-    model = get_peft_model(model, config)
-    with torch.no_grad():  # LoRA B starts at 0 and new rows at the mean: move them so their gradients matter
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.05)
-    return model, added
-
-
-def batch(vocab: int, eot: int | None, lengths=(11, 7, 14), seed: int = 0):
-    """A padded batch: each example's first 3 tokens (a prompt ending in `eot`, if any) untrained, `eot` its last label."""
-    generator = torch.Generator().manual_seed(seed)
-    longest = max(lengths)
-    ids = torch.full((len(lengths), longest), 0)
-    labels = torch.full((len(lengths), longest), IGNORE)
-    mask = torch.zeros((len(lengths), longest), dtype=torch.long)
-    for row, n in enumerate(lengths):
-        ids[row, :n] = torch.randint(3, vocab, (n,), generator=generator)
-        if eot is not None:  # the EOT ends the user turn (read: its embedding row) and the reply (predicted)
-            ids[row, 2] = ids[row, n - 1] = eot
-        labels[row, 3:n] = ids[row, 3:n]
-        mask[row, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+from helpers import IGNORE, padded_batch, peft_model
+from lima_lite.loss import (
+    activation_offloading,
+    apply_liger_kernels,
+    attention_implementation,
+    causal_lm_loss,
+    chunked_cross_entropy,
+    loss_path,
+    output_head,
+)
 
 
 def grads(model) -> dict:
@@ -89,7 +55,7 @@ def compare(model, inputs, num_items_in_batch=None, chunk_tokens=None):
 def test_loss_and_gradients_equal_the_plain_path(tiny_llama, tiny_llama_tied, tied, eot):
     model, added = peft_model(tiny_llama_tied if tied else tiny_llama, added_tokens=1 if eot == "added" else 0)
     eot_id = added[0] if added else 2  # reused: </s> / <|im_end|> already in the vocabulary
-    inputs = batch(model.config.vocab_size, eot_id)
+    inputs = padded_batch(model.config.vocab_size, eot_id)
     expected, stats = compare(model, inputs, chunk_tokens=5)  # 5-token chunks: several chunks per batch
     trained = [name for name in expected if "trainable_tokens_delta" in name]
     lora = [name for name in expected if "lora_" in name]
@@ -107,7 +73,7 @@ def test_accuracy_and_entropy_equal_trl_from_the_full_logits(tiny_llama):
     from trl.trainer.utils import entropy_from_logits
 
     model, added = peft_model(tiny_llama, added_tokens=1)
-    inputs = batch(model.config.vocab_size, added[0])
+    inputs = padded_batch(model.config.vocab_size, added[0])
     with torch.no_grad():
         logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits[:, :-1]
         labels = inputs["labels"][:, 1:]
@@ -127,7 +93,7 @@ def test_accuracy_and_entropy_equal_trl_from_the_full_logits(tiny_llama):
 
 def test_lora_on_the_head_takes_part(tiny_llama):
     model, _ = peft_model(tiny_llama, added_tokens=0, lora_on_head=True)
-    expected, _ = compare(model, batch(model.config.vocab_size, None), chunk_tokens=4)
+    expected, _ = compare(model, padded_batch(model.config.vocab_size, None), chunk_tokens=4)
     assert any("lm_head.lora_" in name for name in expected)
 
 
@@ -135,8 +101,8 @@ def test_num_items_in_batch_is_transformers_gradient_accumulation(tiny_llama):
     """Two micro-batches normalised by the step's token count: each equals transformers', and their summed
     gradients equal one backward of the whole step's token mean."""
     model, added = peft_model(tiny_llama, added_tokens=1)
-    first, second = batch(model.config.vocab_size, added[0], (9, 12), seed=1), batch(model.config.vocab_size, added[0],
-                                                                                      (5, 16, 8), seed=2)
+    vocab = model.config.vocab_size
+    first, second = padded_batch(vocab, added[0], (9, 12), seed=1), padded_batch(vocab, added[0], (5, 16, 8), seed=2)
     step_tokens = sum((b["labels"][:, 1:] != IGNORE).sum() for b in (first, second))
     summed = None
     for inputs in (first, second):
@@ -156,7 +122,7 @@ def test_num_items_in_batch_is_transformers_gradient_accumulation(tiny_llama):
 
 def test_no_trained_token_gives_a_differentiable_zero(tiny_llama):
     model, _ = peft_model(tiny_llama, added_tokens=1)
-    inputs = batch(model.config.vocab_size, None)
+    inputs = padded_batch(model.config.vocab_size, None)
     inputs["labels"][:] = IGNORE
     loss, stats = causal_lm_loss(model, inputs)
     loss.backward()
@@ -198,7 +164,7 @@ def test_liger_path_equals_the_plain_path_on_cuda(tiny_llama):
     pytest.importorskip("liger_kernel")
     model, added = peft_model(tiny_llama, added_tokens=1)
     model.cuda()
-    inputs = {k: v.cuda() for k, v in batch(model.config.vocab_size, added[0]).items()}
+    inputs = {k: v.cuda() for k, v in padded_batch(model.config.vocab_size, added[0]).items()}
     assert loss_path(output_head(model), torch.device("cuda"))[0] == "liger"
     plain = plain_loss(model, inputs)
     ours, _ = causal_lm_loss(model, inputs, path="liger")

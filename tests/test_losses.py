@@ -17,7 +17,8 @@ from lima_lite.train import train
 STORED = Path(__file__).parent / "assets" / "expected_losses.json"
 # Varied lengths, a multi-turn conversation, so batching and masking matter.
 CONVERSATIONS = [
-    [("How do I keep bread fresh?", "Wrap it in a cloth and keep it in a bread box; freeze what you will not eat in two days.")],
+    [("How do I keep bread fresh?",
+      "Wrap it in a cloth and keep it in a bread box; freeze what you will not eat in two days.")],
     [("Name a prime number.", "Seven.")],
     [("What is a haiku?", "A three-line poem of five, seven and five syllables."),
      ("Write one about rain.", "Soft rain on the roof / the kettle begins to sing / nobody is home.")],
@@ -56,9 +57,11 @@ def test_first_losses_match_the_stored_ones(tiny_llama, tmp_path, name):
                        "lora_dropout": 0.1, "residual_dropout": 0.2, "seed": 11, **settings})
     got = losses(run)
     assert len(got) == 6  # 6 conversations, 2 per step, 2 epochs
-    if os.environ.get("LIMA_LITE_WRITE_LOSSES"):
+    assert got[-1] < got[0]  # it learns
+    if os.environ.get("LIMA_LITE_WRITE_LOSSES") == "1":
+        # Regenerating compares nothing: the new numbers are written, and the test says so instead of passing.
         stored = json.loads(STORED.read_text()) if STORED.exists() else {}
         STORED.write_text(json.dumps({**stored, name: got}, indent=2) + "\n")
-    expected = json.loads(STORED.read_text())[name]
+        pytest.skip(f"{name}: wrote {got} to {STORED}; review `git diff` and commit it with the reason")
+    expected = json.loads(STORED.read_text())[name]  # the committed numbers: never written by a normal run
     assert got == pytest.approx(expected, abs=tolerance), f"{name}: losses {got}, stored {expected}"
-    assert got[-1] < got[0]  # and it learns

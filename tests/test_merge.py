@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import qa, train_tiny
 from lima_lite.cli import run
 from lima_lite.merge import main
 from lima_lite.template import ChatTemplate
-from test_chat import qa, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,8 @@ def test_merged_logits_match_base_plus_adapter(strong_run, tiny_llama_tied, tmp_
     out = tmp_path / "merged"
     assert main([str(strong_run / "adapter"), "--out", str(out)]) == 0
     assert "Talk to it: lima-lite chat --base" in capsys.readouterr().out
-    assert {"model.safetensors", "config.json", "tokenizer.json", "lima_template.json"} <= {p.name for p in out.iterdir()}
+    written = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "lima_template.json"} <= written
     assert not list(out.glob("adapter_*"))  # standalone: no peft files
     # The run trained on a full-precision base, so nothing was dequantized.
     assert json.loads((out / "lima_merge.json").read_text())["base_dequantized_from_4bit"] is False
@@ -77,7 +78,8 @@ def test_merge_from_a_4bit_base_matches_the_4bit_base_plus_adapter(qlora_run, tm
     assert json.loads((out / "lima_merge.json").read_text())["base_dequantized_from_4bit"] is True
     merged = AutoModelForCausalLM.from_pretrained(out)
     base_path = json.loads((qlora_run / "run.json").read_text())["base"]["path"]
-    quantized = PeftModel.from_pretrained(get_model(base_path, load_in_4bit=True, dtype="bfloat16"), qlora_run / "adapter")
+    quantized = PeftModel.from_pretrained(get_model(base_path, load_in_4bit=True, dtype="bfloat16"),
+                                          qlora_run / "adapter")
     full = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
     with torch.no_grad():
@@ -108,7 +110,8 @@ def test_merged_model_stops_at_the_trained_turn_end_in_plain_transformers(added_
     assert main([str(added_eot_run / "adapter"), "--out", str(out)]) == 0
     tokenizer = AutoTokenizer.from_pretrained(out)
     eot = tokenizer.convert_tokens_to_ids("<|eot|>")
-    base_eos = AutoTokenizer.from_pretrained(json.loads((added_eot_run / "run.json").read_text())["base"]["path"]).eos_token_id
+    base_path = json.loads((added_eot_run / "run.json").read_text())["base"]["path"]
+    base_eos = AutoTokenizer.from_pretrained(base_path).eos_token_id
     assert GenerationConfig.from_pretrained(out).eos_token_id == [eot, base_eos]
     assert tokenizer.eos_token == "<|eot|>" and tokenizer.pad_token_id not in (eot, base_eos)
     # the tokenizer's chat template renders LIMA's format: content, then <|eot|>, no role words
@@ -134,9 +137,8 @@ def test_merge_of_a_native_adapter_keeps_the_bases_format_and_stops_at_its_turn_
     """Llama 3's format (tiny base with its tokens and template): eos <|end_of_text|>, turn end <|eot_id|>."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from conftest import sample_texts
     from families import LLAMA3, build_family_model
-    from lima_lite.template import ChatTemplate
+    from helpers import sample_texts
 
     base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())
     run = train_tiny(base, tmp_path / "run", [qa(i) for i in range(4)], eot_token="<|eot_id|>", chat_format="native")

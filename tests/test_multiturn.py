@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_chat import EOT, qa, train_tiny
+from helpers import EOT, qa, train_tiny
 
 DIALOGUE = [
     {"role": "user", "content": "I want to start running. Where do I begin?"},
@@ -88,8 +88,9 @@ def test_training_labels_cover_every_assistant_turn(dialogue_run):
 
     run, data = dialogue_run
     settings = json.loads((run / "run.json").read_text())
-    rows = prepare(None, {"model_name_or_path": settings["base"]["name"], "dataset_name": settings["data"]["dataset_name"],
-                          "eot_token": EOT, "output_dir": str(run)}).rows
+    rows = prepare(None, {"model_name_or_path": settings["base"]["name"],
+                          "dataset_name": settings["data"]["dataset_name"], "eot_token": EOT,
+                          "output_dir": str(run)}).rows
     labels = rows[-1]["labels"]
     spans = sum(1 for i, label in enumerate(labels) if label != IGNORE and (i == 0 or labels[i - 1] == IGNORE))
     assert spans == 3  # the three assistant answers of the dialogue are all trained, the user turns none

@@ -7,13 +7,9 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from helpers import IGNORE, dataset, overrides, padded_batch, peft_model
 from lima_lite.loss import causal_lm_hidden, causal_lm_loss, head_logits, output_head, register_sdpa_varlen
 from lima_lite.train import train
-from test_loss import batch as padded_batch
-from test_loss import peft_model
-from test_train import dataset, overrides
-
-IGNORE = -100
 
 
 def examples(vocab: int, lengths=(11, 7, 14, 1, 5)):
@@ -70,8 +66,8 @@ def test_sdpa_varlen_equals_the_block_mask_in_loss_and_gradients(tiny_llama):
         real = torch.nn.functional.scaled_dot_product_attention
 
         def spy(query, key, value, attn_mask=None, **kwargs):
-            calls.append((query.shape[-2], attn_mask is None))
-            return real(query, key, value, attn_mask=attn_mask, **kwargs)
+            calls.append((query.shape[-2], attn_mask is None))  # noqa: B023 (spy lives within this iteration)
+            return real(query, key, value, attn_mask=attn_mask, **kwargs)  # noqa: B023
 
         torch.nn.functional.scaled_dot_product_attention = spy
         try:

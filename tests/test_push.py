@@ -6,17 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import EOT, qa, train_tiny
 from lima_lite.cli import run
-from lima_lite.push import PUSH_MARKER, main as push_main
-from test_chat import EOT, qa, train_tiny
+from lima_lite.push import PUSH_MARKER
+from lima_lite.push import main as push_main
 
 UPLOADED = {"README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja",
             "lima_template.json", "loss.png", "tokenizer.json", "tokenizer_config.json"}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_llama_tied, tmp_path_factory) -> Path:
-    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("push") / "run", [qa(i) for i in range(4)])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +41,8 @@ def test_dry_run_writes_exactly_the_upload_folder(tiny_run, tiny_llama_tied, eva
     for name in files:
         assert f"  {name}  (" in printed
     # The adapter weights are the run's, byte for byte; the config names the base for other people.
-    assert (out / "adapter_model.safetensors").read_bytes() == (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    trained = (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter_model.safetensors").read_bytes() == trained
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_llama_tied)
     assert json.loads((out / "lima_template.json").read_text())["eot_token"] == EOT
@@ -145,7 +142,8 @@ def test_push_uploads_the_folder_it_wrote(tiny_run, tiny_llama_tied, tmp_path, m
             import fnmatch
 
             names = [p.name for p in Path(folder_path).iterdir()]
-            calls.append(("upload", repo_id, sorted(n for n in names if not any(fnmatch.fnmatch(n, g) for g in ignore_patterns))))
+            kept = sorted(n for n in names if not any(fnmatch.fnmatch(n, g) for g in ignore_patterns))
+            calls.append(("upload", repo_id, kept))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     out = tmp_path / "upload"

@@ -78,5 +78,6 @@ def test_tuned_replies_end_cleanly_on_all_12_dev_prompts(quickstart_run):
     assert len(conversations) == 12
     tuned = load_engine(quickstart_run / "adapter").replies(conversations, seed=0, max_new_tokens=400)
     rates = stop_rates(tuned)
-    bad = [(r.finish_reason, r.special_tokens, r.text[:60]) for r in tuned if r.finish_reason != "eot" or leaks_template(r)]
+    bad = [(r.finish_reason, r.special_tokens, r.text[:60]) for r in tuned
+           if r.finish_reason != "eot" or leaks_template(r)]
     assert rates["ended"] == 12 and rates["leaked"] == 0, bad

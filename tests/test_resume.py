@@ -5,38 +5,17 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
-from safetensors.torch import load_file
-
-SCRIPT = textwrap.dedent("""
-    import json, os, signal, sys
-    from transformers import TrainerCallback
-    from lima_lite.train import train
-
-    class KillAt(TrainerCallback):
-        def __init__(self, step):
-            self.step = step
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == self.step:
-                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final save: a real crash
-
-    overrides, kill_at = json.loads(sys.argv[1]), int(sys.argv[2])
-    train(None, overrides, callbacks=[KillAt(kill_at)] if kill_at else [])
-""")
+from helpers import KILL_SCRIPT, adapter_weights, facts, max_difference
 
 
 def run(overrides, kill_at=0):
-    return subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(overrides), str(kill_at)],
+    return subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(overrides), str(kill_at)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
 
 
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_llama, tmp_path):
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"messages": [
-        {"role": "user", "content": f"Tell me fact {i} about the moon."},
-        {"role": "assistant", "content": f"Fact {i}: the moon keeps one face towards the earth."}]}) + "\n"
-        for i in range(8)))
+    data = facts(tmp_path / "train.jsonl", 8)
     common = {"model_name_or_path": str(tiny_llama), "dataset_name": str(data), "num_train_epochs": 3,
               "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 1e-3,
               "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "residual_dropout": 0.2, "load_in_4bit": False,
@@ -54,10 +33,8 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_llama, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming from" in resumed.stdout and "checkpoint-4" in resumed.stdout
 
-    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
-    b = load_file(crashed_dir / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    a, b = adapter_weights(tmp_path / "straight"), adapter_weights(crashed_dir)
+    assert max_difference(a, b) < 1e-5
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # not trivially equal: training moved LoRA
     # metrics.jsonl has each step once: the lines logged past the checkpoint before the crash are gone
     steps = [json.loads(line)["step"] for line in (crashed_dir / "metrics.jsonl").read_text().splitlines()

@@ -7,8 +7,16 @@ import random
 import numpy as np
 import pytest
 
-from lima_lite.curate.select import (embed_mean_pooled, main, parse_rating, rate_examples, select_diversity,
-                                     select_longest, select_quality, select_random)
+from lima_lite.curate.select import (
+    embed_mean_pooled,
+    main,
+    parse_rating,
+    rate_examples,
+    select_diversity,
+    select_longest,
+    select_quality,
+    select_random,
+)
 
 
 def make_examples(n=60, seed=0):
@@ -65,10 +73,11 @@ def test_quality_keeps_the_best_rated_and_caches_ratings(tmp_path):
     judge = LengthJudge()
     cache = tmp_path / "out.ratings.jsonl"
     ratings = rate_examples(examples, judge, cache)
-    assert judge.calls == 20 and ratings == [min(5, 1 + e["messages"][1]["content"].count("word") // 80) for e in examples]
+    assert judge.calls == 20
+    assert ratings == [min(5, 1 + e["messages"][1]["content"].count("word") // 80) for e in examples]
     chosen = select_quality(examples, 5, ratings)
     assert min(ratings[examples.index(e)] for e in chosen) >= max(
-        r for e, r in zip(examples, ratings) if e not in chosen)
+        r for e, r in zip(examples, ratings, strict=True) if e not in chosen)
     again = LengthJudge()
     assert rate_examples(examples, again, cache) == ratings and again.calls == 0  # a rerun costs nothing
     assert len(cache.read_text().splitlines()) == 20
@@ -86,7 +95,7 @@ def test_diversity_covers_every_cluster():
     rng = np.random.default_rng(0)
     centres = np.eye(8) * 10
     sizes = [30, 2, 5, 1, 12, 3, 7, 40]  # very uneven clusters
-    embeddings = np.concatenate([c + rng.normal(0, 0.1, (n, 8)) for c, n in zip(centres, sizes)])
+    embeddings = np.concatenate([c + rng.normal(0, 0.1, (n, 8)) for c, n in zip(centres, sizes, strict=True)])
     examples = make_examples(sum(sizes))
     chosen, labels = select_diversity(examples, 16, embeddings, clusters=8, seed=0)
     picked = [labels[examples.index(e)] for e in chosen]

@@ -36,7 +36,7 @@ def test_labels_cover_exactly_assistant_tokens_and_their_eot(tok, messages):
     eot = tokenizer.convert_tokens_to_ids("<|eot|>")
     eot_positions = [p for p, i in enumerate(example["input_ids"]) if i == eot]
     assert len(eot_positions) == len(messages)  # one EOT per utterance
-    for position, message in zip(eot_positions, messages):  # user EOT untrained, assistant EOT trained
+    for position, message in zip(eot_positions, messages, strict=True):  # user EOT untrained, assistant EOT trained
         assert (example["labels"][position] == eot) == (message["role"] == "assistant")
 
 

@@ -2,33 +2,17 @@
 and packing. Each test trains for a few steps on CPU in seconds."""
 
 import json
+from itertools import pairwise
 
 import pytest
 import torch
 from safetensors import safe_open
 from transformers import TrainerCallback
 
+from helpers import dataset, overrides
 from lima_lite.generate import load_engine
 from lima_lite.model import add_residual_dropout, get_model, get_tokenizer, residual_dropout_rates
 from lima_lite.train import train
-
-TINY = {"num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-        "learning_rate": 1e-3, "max_length": 256, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
-        "gradient_checkpointing": False, "residual_dropout": 0.1, "dataloader_num_workers": 0,
-        "logging_steps": 1, "seed": 7}
-
-
-def dataset(tmp_path, n=6):
-    path = tmp_path / "train.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Question {i}: how do plants grow?"},
-                          {"role": "assistant", "content": f"Answer {i}: they use light, water and soil."}]}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def overrides(model, data, out, **extra):
-    return {**TINY, "model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), **extra}
 
 
 class Snapshot(TrainerCallback):
@@ -142,11 +126,16 @@ def test_added_eot_rows_survive_save_and_reload_and_no_full_embedding_is_saved(t
 
 
 def test_existing_eot_is_reused_not_added(tiny_llama_tied):
+    from transformers import AutoTokenizer
+
+    base = AutoTokenizer.from_pretrained(tiny_llama_tied)
     tokenizer, template, added = get_tokenizer(str(tiny_llama_tied), "<|im_end|>")
     assert added == [] and template.eot_token == "<|im_end|>"
-    assert len(tokenizer) == len(get_tokenizer(str(tiny_llama_tied), "<|im_end|>")[0])
-    _, _, added = get_tokenizer(str(tiny_llama_tied), "<|eot|>")
-    assert len(added) == 1
+    assert len(tokenizer) == len(base)  # nothing added: no new embedding row to train
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") == base.convert_tokens_to_ids("<|im_end|>")
+    tokenizer, _, added = get_tokenizer(str(tiny_llama_tied), "<|eot|>")
+    assert len(tokenizer) == len(base) + 1  # one new row, after the base's
+    assert added == [len(base)] == [tokenizer.convert_tokens_to_ids("<|eot|>")]
 
 
 def test_residual_dropout_rises_linearly_and_is_off_in_eval(tmp_path):
@@ -183,37 +172,34 @@ def test_residual_dropout_rises_linearly_and_is_off_in_eval(tmp_path):
         assert zero_fraction[f"mlp{i}"] == pytest.approx(p, abs=0.02)
 
 
-def test_packed_batch_loss_equals_unpacked_loss(tiny_llama):
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+def test_packing_packs_conversations_into_one_row_with_the_unpacked_loss(tiny_llama, tmp_path):
+    """packing: true, through lima_lite's own trainer: the six conversations (37-39 tokens each) become one
+    row of at most max_length (256) tokens whose position ids restart at each conversation, and the trainer's
+    loss on that row is the token-weighted mean of its loss on each conversation alone: none attends to
+    another. Without the position ids the same row gives another loss, so the boundaries are what counts."""
+    from lima_lite.train import build_trainer, prepare
 
-    from lima_lite.template import encode_conversation
-
-    tokenizer, template, _ = get_tokenizer(str(tiny_llama), "<|eot|>")
-    model = get_model(str(tiny_llama), load_in_4bit=False, dtype="float32", vocab_size=len(tokenizer)).eval()
-    conversations = [[{"role": "user", "content": "Why is the sky blue?"},
-                      {"role": "assistant", "content": "Air scatters blue light more than red light."}],
-                     [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "Seven."},
-                      {"role": "user", "content": "Another?"}, {"role": "assistant", "content": "Eleven, and thirteen."}]]
-    examples = [encode_conversation(tokenizer, template, c) for c in conversations]
-    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
-    total, count = 0.0, 0
+    setup = prepare(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", packing=True,
+                                    load_in_4bit=False, dtype="float32", bf16=False))
+    trainer, _ = build_trainer(setup)
+    lengths = sorted(len(row["input_ids"]) for row in setup.rows)
+    assert len(lengths) == 6 and trainer.train_dataset.num_rows == 1
+    [batch] = list(trainer.get_train_dataloader())
+    positions = batch["position_ids"][0].tolist()
+    assert len(positions) == sum(lengths) <= 256
+    starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+    assert sorted(b - a for a, b in pairwise(starts)) == lengths  # a restart at every conversation
+    model = trainer.model.eval()  # no dropout: the same forward for the packed row and the conversations alone
     with torch.no_grad():
-        for e in examples:  # token-weighted mean over the examples, each run alone
-            out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]), use_cache=False)
-            n = sum(label != -100 for label in e["labels"][1:])
-            total, count = total + out.loss.item() * n, count + n
-        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(examples)
-        assert batch["input_ids"].shape[0] == 1  # really packed into one row
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
-                       use_cache=False).loss.item()
+        packed = trainer.compute_loss(model, batch).item()
+        total, count = 0.0, 0
+        for row in setup.rows:
+            alone = trainer.data_collator([{"input_ids": row["input_ids"], "labels": row["labels"]}])
+            n = sum(label != -100 for label in row["labels"][1:])
+            total, count = total + trainer.compute_loss(model, alone).item() * n, count + n
+        unbounded = trainer.compute_loss(model, {"input_ids": batch["input_ids"], "labels": batch["labels"]}).item()
     assert packed == pytest.approx(total / count, abs=1e-5)
-
-
-def test_packing_option_trains(tiny_llama, tmp_path):
-    run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=2, packing=True,
-                                load_in_4bit=False, dtype="float32", bf16=False))
-    assert json.loads((run / "run.json").read_text())["training"]["packing"] is True
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert abs(unbounded - packed) > 1e-3
 
 
 def test_inspect_shows_exactly_the_trained_tokens(tiny_llama, tmp_path, capsys):

@@ -74,7 +74,8 @@ RING_REFERS = (
     "nonzero rationals form a group under multiplication.</p>" * 4
 )
 
-LONG_ANSWER = "<p>" + "Each term in the series is smaller than the one before it, and the ratio settles down. " * 70 + "</p>"
+LONG_ANSWER = ("<p>" + "Each term in the series is smaller than the one before it, and the ratio settles down. " * 70
+               + "</p>")
 
 CAST_IRON = (
     "<p>Rust forms when bare iron meets water and oxygen, so the goal is to keep a thin layer of polymerised oil "
@@ -163,7 +164,8 @@ def stackexchange() -> None:
         row_xml(Id=4, ParentId=3, Score=14, Body=BREAD, **a),
         # 5: near_duplicate of 1 (the same answer with two words changed; lower question score, so 1 is kept)
         row_xml(Id=5, Score=6, Title="How should a cast iron pan be stored to prevent rust?", **q),
-        row_xml(Id=6, ParentId=5, Score=12, Body=CAST_IRON.replace("Finally", "Lastly").replace("durable", "hard"), **a),
+        row_xml(Id=6, ParentId=5, Score=12, Body=CAST_IRON.replace("Finally", "Lastly").replace("durable", "hard"),
+                **a),
     ]
     write_site(HERE / "stackexchange" / "math.stackexchange.com", math)
     write_site(HERE / "stackexchange" / "cooking.stackexchange.com", cooking)
@@ -212,7 +214,8 @@ def pushshift() -> None:
         {"id": "wp4", "subreddit": "WritingPrompts", "title": "[WP] The moon sends a letter of complaint.",
          "selftext": "", "score": 12, "num_comments": 0, "created_utc": 1546301100, "over_18": False},
         {"id": "wp5", "subreddit": "WritingPrompts", "title": "[OT] Weekly feedback thread",
-         "selftext": "Post feedback here.", "score": 30, "num_comments": 0, "created_utc": 1546301200, "over_18": False},
+         "selftext": "Post feedback here.", "score": 30, "num_comments": 0, "created_utc": 1546301200,
+         "over_18": False},
         {"id": "wp6", "subreddit": "WritingPrompts", "title": "[WP] A lighthouse keeper returns as a ghost.",
          "selftext": "", "score": 20, "num_comments": 1, "created_utc": 1546301300, "over_18": False},
         {"id": "ar1", "subreddit": "AskReddit", "title": "What is the best advice you have ever received?",
@@ -226,7 +229,8 @@ def pushshift() -> None:
          "body": "Reminder: stories must be at least 100 words."},
         {"id": "c2", "link_id": "t3_wp1", "parent_id": "t3_wp1", "author": "quill", "score": 640,
          "body": LIGHTHOUSE + "\n\n[more stories](https://www.reddit.com/r/quill)"},
-        {"id": "c3", "link_id": "t3_wp1", "parent_id": "t3_wp1", "author": "[deleted]", "score": 700, "body": "[deleted]"},
+        {"id": "c3", "link_id": "t3_wp1", "parent_id": "t3_wp1", "author": "[deleted]", "score": 700,
+         "body": "[deleted]"},
         {"id": "c4", "link_id": "t3_wp1", "parent_id": "t1_c2", "author": "reader", "score": 2000,
          "body": "A reply to a story is not a story. " * 40},
         {"id": "c5", "link_id": "t3_wp2", "parent_id": "t3_wp2", "author": "frost", "score": 88, "body": SNOW},
@@ -284,9 +288,11 @@ def wikihow() -> None:
          "category": "Food and Entertaining"},
         {"headline": "Secure the car.\nSwap the wheel.", "title": "How to Change a Flat Tire", "text": TIRE,
          "category": "Cars & Other Vehicles"},
-        {"headline": "Water it.", "title": "How to Water a Cactus", "text": "Water it rarely, and let the soil dry out.",
+        {"headline": "Water it.", "title": "How to Water a Cactus",
+         "text": "Water it rarely, and let the soil dry out.",
          "category": "Home and Garden"},
-        {"headline": "About.", "title": "Frequently Asked Questions about wikiHow", "text": TIRE, "category": "wikiHow"},
+        {"headline": "About.", "title": "Frequently Asked Questions about wikiHow", "text": TIRE,
+         "category": "wikiHow"},
     ]
     folder = HERE / "wikihow"
     folder.mkdir(parents=True, exist_ok=True)

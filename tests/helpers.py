@@ -1,0 +1,141 @@
+"""Helpers the test files share: sample texts, conversations, tiny training runs, the crash script.
+
+Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures live in conftest.py.
+"""
+
+import json
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "lima_lite" / "samples"
+EOT = "<|im_end|>"  # the turn end the tied tiny LLaMA already has (ChatML, like SmolLM2)
+IGNORE = -100
+
+# A few optimizer steps of LIMA's recipe on a tiny base, sized for seconds on a CPU.
+TINY = {"num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3, "max_length": 256, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+        "gradient_checkpointing": False, "residual_dropout": 0.1, "dataloader_num_workers": 0,
+        "logging_steps": 1, "seed": 7}
+
+
+def sample_texts() -> list[str]:
+    """Every turn of the embedded sample conversations: what the tiny tokenizers are trained on."""
+    texts = []
+    for line in (SAMPLES / "train.jsonl").read_text().splitlines():
+        texts += [m["content"] for m in json.loads(line)["messages"]]
+    return texts
+
+
+def qa(i: int) -> list[dict]:
+    return [{"role": "user", "content": f"How do I water plant number {i}?"},
+            {"role": "assistant", "content": f"Water plant {i} once a week, in the morning."}]
+
+
+def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    return path
+
+
+def facts(path: Path, n: int, topic: str = "the moon") -> Path:
+    """`n` one-exchange conversations about `topic`: the data of the crash-and-resume runs."""
+    return write_jsonl(path, [[{"role": "user", "content": f"Tell me fact {i} about {topic}."},
+                               {"role": "assistant", "content": f"Fact {i}: {topic} is older than it looks."}]
+                              for i in range(n)])
+
+
+def dataset(tmp_path: Path, n: int = 6) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", [
+        [{"role": "user", "content": f"Question {i}: how do plants grow?"},
+         {"role": "assistant", "content": f"Answer {i}: they use light, water and soil."}] for i in range(n)])
+
+
+def overrides(model, data, out, **extra) -> dict:
+    """TINY on `model` and `data`, written to `out`."""
+    return {**TINY, "model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), **extra}
+
+
+def train_tiny(base: Path, output_dir: Path, conversations: list[list[dict]], **settings) -> Path:
+    """Two optimizer steps of the LIMA recipe on a tiny base, full precision: a real run folder in ~10 s."""
+    from lima_lite.train import train
+
+    data = write_jsonl(output_dir.parent / f"{output_dir.name}-data.jsonl", conversations)
+    return train(None, {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
+                        "max_steps": 2, "num_train_epochs": 1, "per_device_train_batch_size": 2,
+                        "gradient_accumulation_steps": 1, "load_in_4bit": False, "dtype": "float32", "bf16": False,
+                        "gradient_checkpointing": False, "eot_token": EOT, "max_length": 256, **settings})
+
+
+def peft_model(folder, added_tokens: int, lora_on_head: bool = False, attn: str = "sdpa"):
+    """The tiny LLaMA with `added_tokens` new rows (trainable tokens) and LoRA, as train.py builds it, in fp32."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lima_lite.model import trainable_token_indices
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn)
+    vocab = model.config.vocab_size
+    added = list(range(vocab, vocab + added_tokens))
+    if added:
+        model.resize_token_embeddings(vocab + added_tokens, mean_resizing=False)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets + ["lm_head"] * lora_on_head,
+                        trainable_token_indices=trainable_token_indices(model, added), task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    with torch.no_grad():  # LoRA B starts at 0 and new rows at the mean: move them so their gradients matter
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    return model, added
+
+
+def padded_batch(vocab: int, eot: int | None, lengths=(11, 7, 14), seed: int = 0) -> dict:
+    """A padded batch: each example's first 3 tokens (a prompt ending in `eot`, if any) untrained, `eot` its last
+    label."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    longest = max(lengths)
+    ids = torch.full((len(lengths), longest), 0)
+    labels = torch.full((len(lengths), longest), IGNORE)
+    mask = torch.zeros((len(lengths), longest), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(3, vocab, (n,), generator=generator)
+        if eot is not None:  # the EOT ends the user turn (read: its embedding row) and the reply (predicted)
+            ids[row, 2] = ids[row, n - 1] = eot
+        labels[row, 3:n] = ids[row, 3:n]
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# Runs lima_lite.train.train(None, OVERRIDES) and, when KILL_AT > 0, SIGKILLs itself at the end of optimizer
+# step KILL_AT: a real crash, no cleanup, no final save. Under torchrun every process kills itself there.
+# Usage: python kill_script.py OVERRIDES_JSON KILL_AT
+KILL_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    from transformers import TrainerCallback
+    from lima_lite.train import train
+
+    class KillAt(TrainerCallback):
+        def __init__(self, step):
+            self.step = step
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    overrides, kill_at = json.loads(sys.argv[1]), int(sys.argv[2])
+    train(None, overrides, callbacks=[KillAt(kill_at)] if kill_at else [])
+""")
+
+
+def adapter_weights(run: Path, name: str = "adapter") -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(run / name / "adapter_model.safetensors")
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
