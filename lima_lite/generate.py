@@ -243,7 +243,6 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     auto_4bit, auto_dtype = default_precision()
     load_in_4bit = auto_4bit if load_in_4bit is None else load_in_4bit
     dtype = dtype or auto_dtype
-    print(precision_report(dtype, False, False, f"replies{' (4-bit base)' if load_in_4bit else ''}"), file=sys.stderr)
     if adapter is not None:
         from peft import PeftModel
         from transformers import AutoTokenizer
@@ -274,6 +273,8 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
             model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
         name = base
     model.eval()
+    # said once the model is loaded, so a name that does not resolve still fails in exactly one line
+    print(precision_report(dtype, False, False, f"replies{' (4-bit base)' if load_in_4bit else ''}"), file=sys.stderr)
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 2048
     return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context)
 

@@ -70,7 +70,7 @@ def test_4bit_layers_in_fp32_or_bf16(tiny_llama, tmp_path, fp32_layers, bf16):
     keeps them, and the residual stream, in bf16, with or without bf16 autocast; both train and save."""
     snap, dtypes = Snapshot(), Dtypes()
     run = train(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", max_steps=2, load_in_4bit=True,
-                                fp32_layers=fp32_layers, bf16=bf16), callbacks=[snap, dtypes])
+                                fp32_layers=fp32_layers, dtype="bfloat16", bf16=bf16), callbacks=[snap, dtypes])
     want = torch.float32 if fp32_layers else torch.bfloat16
     norms = [n for n in dtypes.weights if "norm" in n]
     heads = [n for n in dtypes.weights if "embed_tokens" in n or "lm_head" in n]
