@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 
-# (logger name, start of the message) of each log line dropped
+# (logger name, a part of the message) of each log line dropped
 DROPPED_LOGS = (
     ("trl.trainer.sft_trainer", "You are using a per_device_train_batch_size of 1 with padding-free"),
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
@@ -31,7 +31,7 @@ class _DropMessages(logging.Filter):
         self.start = start
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.start)
+        return self.start not in str(record.msg)  # accelerate's logger puts "[RANK 0] " in front
 
 
 def quiet_third_party() -> None:
