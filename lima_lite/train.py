@@ -476,8 +476,11 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
     from lima_lite.host_memory import map_large_blocks
-    from lima_lite.plan import check_training_fit
+    from lima_lite.config import parse_overrides
+    from lima_lite.plan import check_training_fit, fit_training
 
+    explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
+    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit)
     check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = Path(setup.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
