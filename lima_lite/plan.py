@@ -155,11 +155,6 @@ def offloaded_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) ->
     return max(0, shape.layers - OFFLOAD_STASH) * tokens * shape.hidden * rb
 
 
-def host_offload_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) -> int:
-    """CPU memory activation offloading takes (pinned): every layer's checkpoint, copied once."""
-    return shape.layers * tokens * shape.hidden * rb
-
-
 def lora_numels(shape: ModelShape, r: int) -> list[int]:
     """Sizes of every LoRA A and B matrix (all linear layers of every decoder layer)."""
     return [n for out, inp in linear_shapes(shape) for n in (r * inp, out * r)] * shape.layers
@@ -276,18 +271,31 @@ def settings_peak(shape: ModelShape, settings: PlanSettings) -> tuple[dict, floa
     return components, round(sum(components.values()), 3)
 
 
+def host_offload_gib(shape: ModelShape, settings: PlanSettings) -> float:
+    """At most the CPU (pinned) memory that activation offloading takes: every tensor saved for the backward
+    may be copied there once, the checkpoints and what the loss saves; counted on the CPU at about half this
+    on a tiny model, where the loss's chunk weighs most (bench/plan_calibration.py --offloading)."""
+    from dataclasses import replace
+
+    if not (settings.activation_offloading and settings.gradient_checkpointing):
+        return 0.0
+    width = 4 if settings.fp32_layers else 2
+    kept = replace(settings, activation_offloading=False)
+    raw = component_bytes(shape, kept.micro_batch * kept.max_length, kept.micro_batch, kept.lora_r, True,
+                          kept.padding_free, kept.optim, kept.added_tokens, kept.loss_chunk_tokens, kept.lora_dropout,
+                          kept.residual_dropout, kept.attention, unquantized_bytes=width, rb=width)
+    return round((raw["activations"] + raw["loss"]) / GIB, 3)
+
+
 def memory_plan(shape: ModelShape, settings: PlanSettings, gpu_gib: float, search: bool = True) -> dict:
     """The plan: components in GiB (summing to peak_gib), fit, largest micro-batch and context that fit."""
     from dataclasses import replace
 
     components, peak_gib = settings_peak(shape, settings)
     tokens = settings.micro_batch * settings.max_length
-    offloading = settings.activation_offloading and settings.gradient_checkpointing
     plan = {"peak_gib": peak_gib, "fits": peak_gib <= gpu_gib, "gpu_gib": round(gpu_gib, 3),
             "components": components, "micro_batch": settings.micro_batch, "max_length": settings.max_length,
-            "tokens_per_micro_batch": tokens,
-            "host_offload_gib": round(host_offload_bytes(shape, tokens, 4 if settings.fp32_layers else 2) / GIB, 3)
-            if offloading else 0.0}
+            "tokens_per_micro_batch": tokens, "host_offload_gib": host_offload_gib(shape, settings)}
     if search:
         plan["max_micro_batch"] = largest(lambda b: settings_peak(shape, replace(settings, micro_batch=b))[1] <= gpu_gib, 4096)
         plan["max_length_at_micro_batch_1"] = largest(
@@ -385,14 +393,12 @@ def fit_summary(shape: ModelShape, result: dict) -> dict:
     s = chosen["settings"]
     one = replace(s, micro_batch=1)
     longest = largest(lambda t: settings_peak(shape, replace(one, max_length=t))[1] <= result["limit_gib"], 2**22)
-    tokens = s.micro_batch * s.max_length
     return {"fits": True, "per_device_train_batch_size": s.micro_batch,
             "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
             "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
             "fp32_layers": s.fp32_layers, "peak_gib": chosen["peak_gib"], "budget_gib": result["budget_gib"],
             "limit_gib": result["limit_gib"], "max_length": s.max_length, "max_length_at_micro_batch_1": longest,
-            "host_offload_gib": round(host_offload_bytes(shape, tokens, 4 if s.fp32_layers else 2) / GIB, 3)
-            if s.activation_offloading and s.gradient_checkpointing else 0.0,
+            "host_offload_gib": host_offload_gib(shape, s),
             "kept_from_user": result["fixed"]}
 
 
@@ -406,7 +412,7 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
     """One row per (checkpointing, offloading, precision): its largest fitting micro-batch (or 1), the chosen one marked."""
     lines = [f"Fit for {result['budget_gib']:.2f} GiB ({source}), planned peak at most {result['limit_gib']:.2f} GiB "
              f"({FIT_MARGIN:.0%} margin), {result['examples_per_step']} examples per optimizer step:",
-             f"  {'':2}{'micro-batch x accum':<20}{'setting':<48}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
+             f"  {'':3}{'micro-batch x accum':<20}{'setting':<48}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
     shown = {}
     for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
         s = row["settings"]
@@ -417,12 +423,12 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
         s = row["settings"]
         mark = "->" if row is result["chosen"] else ""
         batch = f"{s.micro_batch} x {result['examples_per_step'] // s.micro_batch}"
-        lines.append(f"  {mark:<2}{batch:<20}"
+        lines.append(f"  {mark:<3}{batch:<20}"
                      f"{describe(s):<48}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
     if summary["fits"]:
         lines.append(f"  longest example at micro-batch 1 with the chosen setting: {summary['max_length_at_micro_batch_1']:,} tokens")
         if summary["host_offload_gib"]:
-            lines.append(f"  offloading keeps {summary['host_offload_gib']:.2f} GiB of checkpoints in CPU (pinned) memory")
+            lines.append(f"  offloading takes up to {summary['host_offload_gib']:.2f} GiB of CPU (pinned) memory")
     else:
         lines.append("  nothing fits: a shorter max_length, a smaller lora_r, or a larger GPU")
     return "\n".join(lines)
