@@ -25,7 +25,9 @@ import argparse
 import json
 import os
 import sys
+import statistics
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
@@ -169,8 +171,10 @@ def tiny_tokenizer(vocab_size: int):
 
 def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None,
-            attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False) -> dict:
-    """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak."""
+            attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
+            steps: int = 3) -> dict:
+    """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak.
+    With `steps` > 3, the later steps are timed without counting (`step_seconds`)."""
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
@@ -201,21 +205,23 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                              trainable_token_indices={"embed_tokens": [eot], "lm_head": [eot]})
     g = torch.Generator().manual_seed(0)
     rows = []
-    for _ in range(micro_batch * 3):
+    for _ in range(micro_batch * steps):
         ids = torch.randint(3, vocab, (max_length,), generator=g).tolist()
         ids[-1] = eot
         labels = list(ids)  # every token trained: the plan's worst case (the chunked loss scores trained tokens only)
         rows.append({"input_ids": ids, "labels": labels})
-    config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=3,
+    config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=steps,
                        learning_rate=1e-4, save_strategy="no", report_to=[], logging_steps=1, use_cpu=True, bf16=True,
                        gradient_checkpointing=gradient_checkpointing, optim="adamw_torch", max_length=None if padding_free else max_length,
                        padding_free=padding_free, dataloader_num_workers=0, seed=0, remove_unused_columns=False)
-    counted = {}
+    counted = {"step_seconds": []}
 
     class Count(TrainerCallback):
         mode = None
+        started = 0.0
 
         def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            self.started = time.perf_counter()
             if state.global_step == 2:
                 self.mode = LiveBytes()
                 for tensor in [*model.parameters(), *model.buffers()]:
@@ -236,6 +242,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                 counted["gradients"] = nbytes(p.grad for p in model.parameters() if p.grad is not None)
 
         def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if state.global_step > 3:  # steps 4 on: timed, not counted (step 3's counting slows it)
+                counted["step_seconds"].append(time.perf_counter() - self.started)
             if self.mode is not None:
                 self.mode.__exit__(None, None, None)
                 counted["peak"] = self.mode.peak
@@ -298,6 +306,20 @@ def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_
             "rows": {k: {"counted": c, "planned": p, "error": (p - c) / c if c else 0.0} for k, (c, p) in rows.items()}}
 
 
+def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
+    """Median step time of checkpointing, and of checkpointing with offloading (HostOffload's copies), relative
+    to neither: plan.py's RECOMPUTE_COST and OFFLOAD_COST."""
+    times = {}
+    with tempfile.TemporaryDirectory() as root:
+        for name, checkpointing, offloading in (("plain", False, False), ("checkpointing", True, False),
+                                                ("offloading", True, True)):
+            got = measure(shape, micro_batch, max_length, checkpointing, True, root=root,
+                          activation_offloading=offloading, steps=steps)
+            times[name] = statistics.median(got["step_seconds"])
+    return {"seconds": times, "recompute_cost": round(times["checkpointing"] / times["plain"], 3),
+            "offload_cost": round(times["offloading"] / times["checkpointing"], 3)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the comparison to this file")
@@ -308,7 +330,11 @@ def main(argv=None) -> int:
     parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
+    parser.add_argument("--costs", action="store_true", help="time checkpointing and offloading (plan.py's cost ratios)")
     args = parser.parse_args(argv)
+    if args.costs:
+        print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))
+        return 0
     if args.anchor:
         print(json.dumps(anchor_comparison(), indent=2))
         return 0

@@ -204,3 +204,50 @@ def test_offloading_gives_the_same_loss_and_lora_gradients():
         for name, grad in grads.items():
             assert torch.allclose(grad, base_grads[name], atol=1e-5, rtol=0), name
     assert trl_offload.host_peak > 8 * 2 * 96 * 64 * 4 * 0.9  # the checkpoints really went to "host" memory
+
+
+class OutOfMemoryAtFirstStep:
+    """A TrainerCallback that raises CUDA's out-of-memory error at the first step of its first `times` trainers."""
+
+    def __init__(self, times: int):
+        from transformers import TrainerCallback
+
+        outer = self
+        self.times, self.batches = times, []
+
+        class Raise(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                import torch
+
+                if state.global_step == 0:
+                    outer.batches.append(args.per_device_train_batch_size)
+                    if len(outer.batches) <= outer.times:
+                        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+        self.callback = Raise()
+
+
+def test_out_of_memory_first_step_steps_down_once(tiny_llama, tmp_path, capsys):
+    import torch
+
+    from lima_lite.train import train
+
+    args = [f"model_name_or_path={tiny_llama}", "dev_dataset=null", "chat_format=lima", "auto_fit=true", "max_steps=1",
+            "num_train_epochs=1", "save_strategy=no"]
+    once = OutOfMemoryAtFirstStep(times=1)
+    run_dir = train(ROOT / "recipes" / "quickstart.yaml", [*args, f"output_dir={tmp_path / 'once'}"], [once.callback])
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished"
+    # the fit's choice (8 x 1, no checkpointing), then the fastest candidate with a lower planned peak: 8 x 1 with
+    # checkpointing
+    assert once.batches == [8, 8]
+    chosen, lower = run["fit"]["chosen"], run["fit"]["step_down"]
+    assert not chosen["gradient_checkpointing"] and lower["gradient_checkpointing"]
+    assert lower["peak_gib"] < chosen["peak_gib"]
+    assert run["training"]["gradient_checkpointing"] is True
+    assert "stepping down once" in capsys.readouterr().out
+    twice = OutOfMemoryAtFirstStep(times=2)
+    with pytest.raises(torch.OutOfMemoryError):
+        train(ROOT / "recipes" / "quickstart.yaml", [*args, f"output_dir={tmp_path / 'twice'}"], [twice.callback])
+    assert twice.batches == [8, 8]  # one step down, no second
+    assert json.loads((tmp_path / "twice" / "run.json").read_text())["status"] == "interrupted"
