@@ -251,3 +251,20 @@ def test_out_of_memory_first_step_steps_down_once(tiny_llama, tmp_path, capsys):
         train(ROOT / "recipes" / "quickstart.yaml", [*args, f"output_dir={tmp_path / 'twice'}"], [twice.callback])
     assert twice.batches == [8, 8]  # one step down, no second
     assert json.loads((tmp_path / "twice" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """bench/gpu_check.py on a tiny shape on the CPU: plain TRL, lima_lite with auto_fit and with the recipe's
+    setting; the fitted and the recipe's first-step losses agree, and the block names the paths taken."""
+    out = tmp_path / "check.md"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--steps", "2",
+                             "--root", str(tmp_path / "root"), "--out", str(out)], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    block = out.read_text()
+    rows = [line for line in block.splitlines() if line.startswith("| tiny |")]
+    assert [row.split(" | ")[1] for row in rows] == ["plain TRL", "lima_lite --fit", "lima_lite, recipe's setting"]
+    fitted, recipe = (float(row.rstrip(" |").split(" | ")[-1]) for row in rows[1:])
+    assert fitted == pytest.approx(recipe, rel=1e-4)
+    assert "equals the recipe's (1 % tolerance): yes" in block
+    assert "  - auto_fit: micro-batch" in block and "  - loss: chunked cross-entropy" in block
