@@ -367,20 +367,24 @@ def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, 
 
 
 def fit(shape: ModelShape, settings: PlanSettings, examples_per_step: int, budget_gib: float,
-        fixed: dict | None = None, offloading: bool = True) -> dict:
-    """The fastest candidate whose planned peak fits budget_gib x (1 - FIT_MARGIN); every candidate with its
-    peak and speed (relative to the chosen one), in order of speed. `chosen` is None when nothing fits."""
+        fixed: dict | None = None, offloading: bool = True, host_gib: float | None = None) -> dict:
+    """The fastest candidate whose planned peak fits budget_gib x (1 - FIT_MARGIN) (and, with `host_gib`, whose
+    offloaded bytes fit that much CPU memory); every candidate with its peak and speed (relative to the chosen
+    one), in order of speed. `chosen` is None when nothing fits."""
     limit = budget_gib * (1 - FIT_MARGIN)
     rows = []
     for candidate in fit_candidates(settings, examples_per_step, fixed or {}, offloading):
-        peak = settings_peak(shape, candidate)[1]
-        rows.append({"settings": candidate, "peak_gib": peak, "fits": peak <= limit, "speed": relative_speed(candidate)})
+        peak, host = settings_peak(shape, candidate)[1], host_offload_gib(shape, candidate)
+        fits = peak <= limit and (host_gib is None or host <= host_gib * (1 - FIT_MARGIN))
+        rows.append({"settings": candidate, "peak_gib": peak, "host_gib": host, "fits": fits,
+                     "speed": relative_speed(candidate)})
     rows.sort(key=lambda row: -row["speed"])  # stable: ties keep fit_candidates' order
     fitting = [row for row in rows if row["fits"]]
     best = fitting[0]["speed"] if fitting else rows[0]["speed"]
     for row in rows:
         row["speed"] = round(row["speed"] / best, 3)
     return {"budget_gib": round(budget_gib, 3), "limit_gib": round(limit, 3), "examples_per_step": examples_per_step,
+            "host_gib": None if host_gib is None else round(host_gib, 3),
             "candidates": rows, "chosen": fitting[0] if fitting else None, "fixed": sorted(fixed or {})}
 
 
@@ -411,8 +415,9 @@ def describe(settings: PlanSettings) -> str:
 
 def format_fit(result: dict, summary: dict, source: str) -> str:
     """One row per (checkpointing, offloading, precision): its largest fitting micro-batch (or 1), the chosen one marked."""
+    host = f"; offloading within {result['host_gib']:.1f} GiB of CPU memory" if result["host_gib"] is not None else ""
     lines = [f"Fit for {result['budget_gib']:.2f} GiB ({source}), planned peak at most {result['limit_gib']:.2f} GiB "
-             f"({FIT_MARGIN:.0%} margin), {result['examples_per_step']} examples per optimizer step:",
+             f"({FIT_MARGIN:.0%} margin){host}, {result['examples_per_step']} examples per optimizer step:",
              f"  {'':3}{'micro-batch x accum':<20}{'setting':<48}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
     shown = {}
     for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
@@ -589,9 +594,14 @@ def fit_budget(gpu_gib: float | None) -> tuple[float, str]:
 
     if torch.cuda.is_available():
         return torch.cuda.mem_get_info()[0] / GIB, "free on this GPU"
+    return available_host_gib(), "no GPU: available system memory"
+
+
+def available_host_gib() -> float:
+    """System memory available now: where offloaded checkpoints go (pinned)."""
     import psutil
 
-    return psutil.virtual_memory().available / GIB, "no GPU: available system memory"
+    return psutil.virtual_memory().available / GIB
 
 
 def fit_values(summary: dict) -> dict:
@@ -622,7 +632,7 @@ def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int
     examples = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
     fixed = {key: value for key, value in current_values(sft_config, lima_args).items() if key in explicit}
     budget, source = fit_budget(gpu_gib)
-    result = fit(shape, settings, examples, budget, fixed, offloading=cuda)
+    result = fit(shape, settings, examples, budget, fixed, offloading=cuda, host_gib=available_host_gib())
     summary = fit_summary(shape, result)
     if not summary["fits"]:
         print(f"auto_fit: nothing fits {budget:.1f} GiB ({source}); training with the recipe's setting")
@@ -665,8 +675,8 @@ def step_down(fitted: dict) -> dict | None:
 FIT_HELP = f"""--fit: the fastest setting whose planned peak fits the GPU's free memory (or --gpu-gib) less a
 {FIT_MARGIN:.0%} margin, with the recipe's examples per optimizer step kept: micro-batch x accumulation,
 gradient checkpointing, activation offloading (TRL's, with checkpointing: the checkpoints go to pinned CPU
-memory but for the newest {OFFLOAD_STASH}), fp32 or bf16 layers. Keys given as key=value are kept. Speed is
-ranked by a cost model: throughput grows as mb / (mb + {BATCH_HALF_SPEED:g}) (fitted to two H100 rows of a
+memory but for the newest {OFFLOAD_STASH}; only within --host-gib), fp32 or bf16 layers. Keys given as key=value
+are kept. Speed is ranked by a cost model: throughput grows as mb / (mb + {BATCH_HALF_SPEED:g}) (fitted to two H100 rows of a
 LLaMA-7B shape, mb 4 and 8); checkpointing costs x{RECOMPUTE_COST:g} and offloading a further x{OFFLOAD_COST:g}
 (measured on the CPU); fp32 and bf16 layers are ranked equal (the recipe's own wins a tie)."""
 
@@ -683,6 +693,8 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key")
     parser.add_argument("--gpu-gib", type=float, help="plan for a GPU of this many GiB")
     parser.add_argument("--fit", action="store_true", help="choose the fastest setting that fits (see below)")
+    parser.add_argument("--host-gib", type=float, help="with --fit: CPU memory for offloaded checkpoints "
+                        "(default: what this machine has available now)")
     parser.add_argument("--json", action="store_true", help="print the plan (or the fit) as one JSON object")
     args = parser.parse_args(argv)
     from lima_lite.config import load_recipe, parse_overrides, resolve_recipe
@@ -694,7 +706,7 @@ def main(argv=None) -> int:
     added = added_token_count(folder, lima_args.eot_token, sft_config.trust_remote_code)
     if args.fit:
         return print_fit(sft_config, model_args, lima_args, folder, added, set(parse_overrides(args.overrides)),
-                         args.gpu_gib, args.json)
+                         args.gpu_gib, args.json, args.host_gib or available_host_gib())
     detected = None if args.gpu_gib else detected_gpu_gib()
     gpu_gib = args.gpu_gib or detected or DEFAULT_GPU_GIB
     source = "--gpu-gib" if args.gpu_gib else ("this GPU" if detected else f"no GPU found: assumed {DEFAULT_GPU_GIB:g} GiB")
@@ -707,7 +719,7 @@ def main(argv=None) -> int:
 
 
 def print_fit(sft_config, model_args, lima_args, folder: Path, added: int, explicit: set[str], gpu_gib: float | None,
-              as_json: bool) -> int:
+              as_json: bool, host_gib: float) -> int:
     """`lima-lite plan --fit`: the candidates table (or one JSON object); 1 when nothing fits."""
     shape = read_shape(folder / "config.json")
     settings = recipe_settings(sft_config, model_args, lima_args, added)
@@ -715,7 +727,8 @@ def print_fit(sft_config, model_args, lima_args, folder: Path, added: int, expli
     fixed = {key: value for key, value in current_values(sft_config, lima_args).items() if key in explicit}
     examples = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
     # a GPU is what is planned for (given or detected); on a CPU run train leaves offloading out
-    result = fit(shape, settings, examples, budget, fixed, offloading=source != "no GPU: available system memory")
+    result = fit(shape, settings, examples, budget, fixed, offloading=source != "no GPU: available system memory",
+                 host_gib=host_gib)
     summary = fit_summary(shape, result)
     print(json.dumps(summary) if as_json else format_fit(result, summary, source))
     return 0 if summary["fits"] else 1

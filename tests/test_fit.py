@@ -57,6 +57,14 @@ def test_offloading_lowers_the_peak_and_costs_host_memory():
     assert summary["activation_offloading"] and summary["host_offload_gib"] >= LLAMA_7B.layers * 16 * 2048 * 4096 * 2 / GIB
 
 
+def test_offloading_only_within_host_memory():
+    roomy = fit(LLAMA_7B, RECIPE_7B, 64, 24.0, host_gib=64.0)["chosen"]
+    assert roomy["settings"].activation_offloading and roomy["host_gib"] <= 64.0 * (1 - FIT_MARGIN)
+    tight = fit(LLAMA_7B, RECIPE_7B, 64, 24.0, host_gib=roomy["host_gib"] / 2)
+    assert all(row["host_gib"] <= roomy["host_gib"] / 2 * (1 - FIT_MARGIN) for row in tight["candidates"] if row["fits"])
+    assert relative_speed(tight["chosen"]["settings"]) < relative_speed(roomy["settings"])
+
+
 def test_user_values_are_kept():
     kept = fit(LLAMA_7B, RECIPE_7B, 64, 80.0, fixed={"per_device_train_batch_size": 2, "fp32_layers": True})
     assert {(r["settings"].micro_batch, r["settings"].fp32_layers) for r in kept["candidates"]} == {(2, True)}
@@ -83,7 +91,7 @@ def run_cli(*args):
 @pytest.mark.parametrize("recipe,shape,gpu", [("llama-7b", "7b", 24), ("llama-13b", "13b", 24), ("llama-33b", "33b", 24),
                                               ("llama-65b", "65b", 48), ("llama3.1-8b", "llama3.1-8b", 24)])
 def test_cli_fit_json_for_each_recipe(recipe, shape, gpu):
-    result = run_cli("plan", recipe, f"model_name_or_path={SHAPES / shape}", "--fit", "--gpu-gib", str(gpu), "--json")
+    result = run_cli("plan", recipe, f"model_name_or_path={SHAPES / shape}", "--fit", "--gpu-gib", str(gpu), "--host-gib", "64", "--json")
     assert result.returncode == 0, result.stderr
     fitted = json.loads(result.stdout.strip().splitlines()[-1])
     assert fitted["fits"] and fitted["peak_gib"] <= gpu * (1 - FIT_MARGIN)
@@ -95,7 +103,7 @@ def test_cli_fit_json_for_each_recipe(recipe, shape, gpu):
 
 def test_cli_fit_table_marks_the_chosen_and_keeps_a_command_line_value():
     result = run_cli("plan", "llama-7b", f"model_name_or_path={SHAPES / '7b'}", "per_device_train_batch_size=2",
-                     "--fit", "--gpu-gib", "24")
+                     "--fit", "--gpu-gib", "24", "--host-gib", "64")
     assert result.returncode == 0, result.stderr
     chosen = [line for line in result.stdout.splitlines() if line.strip().startswith("->")]
     # the micro-batch the user gave, with the recipe's accumulation (2 x 16: what the command line asked for)
