@@ -126,7 +126,8 @@ class LimaArguments:
         metadata={"help": "before loading the model, set micro-batch x accumulation (same examples per step), "
                   "gradient checkpointing, activation offloading and fp32_layers to the fastest setting the memory "
                   "plan fits in this GPU's free memory (a CPU run: available system memory); a key given as "
-                  "key=value on the command line is kept (`lima-lite plan RECIPE --fit` shows the candidates)"},
+                  "key=value on the command line is kept (`lima-lite plan RECIPE --fit` shows the candidates); one "
+                  "process only (with several, each would measure its own free memory)"},
     )
 
 

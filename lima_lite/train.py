@@ -552,6 +552,8 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
     run.fit["step_down"] = {**lower, "reason": "out of GPU memory at the first step"}
     trainer.accelerator.free_memory()
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    handler = trainer.callback_handler  # it holds the model and optimizer for the callbacks
+    handler.model = handler.optimizer = handler.lr_scheduler = None
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     apply_fit(lower, setup.sft_config, setup.lima_args)
