@@ -88,8 +88,19 @@ def run_cli(*args):
                           env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
 
 
-@pytest.mark.parametrize("recipe,shape,gpu", [("llama-7b", "7b", 24), ("llama-13b", "13b", 24), ("llama-33b", "33b", 24),
-                                              ("llama-65b", "65b", 48), ("llama3.1-8b", "llama3.1-8b", 24)])
+RECIPE_SHAPES = [("llama-7b", "7b", 24), ("llama-13b", "13b", 24), ("llama-33b", "33b", 24), ("llama-65b", "65b", 48),
+                 ("lima-1030-dialogue", "7b", 24), ("llama3.1-8b", "llama3.1-8b", 24), ("mistral-7b", "mistral-7b", 24),
+                 ("qwen3-8b", "qwen3-8b", 24), ("gemma3-1b-it", "gemma3-1b", 12),
+                 ("llama3.2-3b-instruct", "llama3.2-3b", 24), ("llama3.1-70b", "llama3.1-70b", 48)]
+
+
+def test_every_gpu_recipe_is_fitted():
+    recipes = {path.stem for path in (ROOT / "recipes").glob("*.yaml") if "auto_fit: true" in path.read_text()}
+    assert recipes == {recipe for recipe, _, _ in RECIPE_SHAPES}
+    assert "auto_fit" not in (ROOT / "recipes" / "quickstart.yaml").read_text()  # the CPU recipe trains as written
+
+
+@pytest.mark.parametrize("recipe,shape,gpu", RECIPE_SHAPES)
 def test_cli_fit_json_for_each_recipe(recipe, shape, gpu):
     result = run_cli("plan", recipe, f"model_name_or_path={SHAPES / shape}", "--fit", "--gpu-gib", str(gpu), "--host-gib", "64", "--json")
     assert result.returncode == 0, result.stderr
@@ -97,7 +108,7 @@ def test_cli_fit_json_for_each_recipe(recipe, shape, gpu):
     assert fitted["fits"] and fitted["peak_gib"] <= gpu * (1 - FIT_MARGIN)
     assert {"per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
             "activation_offloading", "peak_gib", "max_length_at_micro_batch_1"} <= set(fitted)
-    examples = 64 if shape in ("7b", "13b", "llama3.1-8b") else 32
+    examples = 32 if shape in ("33b", "65b", "llama3.1-70b") else 64
     assert fitted["per_device_train_batch_size"] * fitted["gradient_accumulation_steps"] == examples
 
 
