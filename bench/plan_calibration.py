@@ -2,6 +2,7 @@
 
     $ PYTHONPATH=. python bench/plan_calibration.py                     # the shapes in SHAPES, both modes
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
+    $ PYTHONPATH=. python bench/plan_calibration.py --offloading    # checkpoints offloaded as TRL does
 
 Each run builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4 with
 double quantization via bitsandbytes, non-quantized weights in fp32 and `prepare_model_for_kbit_training`
@@ -12,18 +13,27 @@ worst micro-batch). The third step runs under `LiveBytes`, a TorchDispatchMode t
 tensor storage created (and every storage alive at the start: weights, quantization constants, optimizer
 state) and frees it when the storage is collected, so its peak is the peak of live tensor bytes: what
 `torch.cuda.max_memory_allocated` reports on a GPU, without the allocator's rounding and caching.
+
+With --offloading, `HostOffload` does on the CPU what TRL's activation offloading (OffloadActivations) does
+on a GPU: every saved tensor of at least 1,024 bytes that is not a parameter is copied to "host" memory
+(copies made outside LiveBytes, so not counted as device bytes, but summed as host bytes), the 5 newest
+originals stay alive (TRL's forward stash, also used as they are in the backward), and the backward brings
+a copy back (counted). So the counted peak is the GPU's peak with offloading, and the host bytes its CPU cost.
 """
 
 import argparse
 import json
 import os
 import sys
+import statistics
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.autograd.graph import saved_tensors_hooks
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_map_only
 
 # Small LLaMA shapes (hidden, intermediate, layers, heads, kv heads, vocab): large enough that the
@@ -34,6 +44,51 @@ SHAPES = {
     "gqa-h192-L3": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
                         num_key_value_heads=2, vocab_size=6000),
 }
+# Offloading keeps the newest 5 offloaded tensors on the device: a shape with more layers than that.
+OFFLOAD_SHAPES = {
+    "llama-h128-L10": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=10, num_attention_heads=4,
+                           num_key_value_heads=4, vocab_size=4000),
+}
+MIN_OFFLOAD_BYTES = 1024  # TRL's min_offload_size
+FORWARD_STASH = 5  # TRL's max_fwd_stash_size
+
+
+class HostOffload(saved_tensors_hooks):
+    """TRL's offloading policy on the CPU: saved tensors of >= 1 KiB (not parameters) copied to untracked "host"
+    memory, the 5 newest kept as they are; `host_bytes` and its peak count the copies."""
+
+    def __init__(self):
+        self.stash, self.host, self.offloaded = {}, {}, set()
+        self.next_id, self.host_bytes, self.host_peak = 0, 0, 0
+        super().__init__(self.pack, self.unpack)
+
+    def pack(self, tensor):
+        tensor_id, self.next_id = self.next_id, self.next_id + 1
+        key = tensor.untyped_storage()._cdata
+        small = tensor.untyped_storage().nbytes() < MIN_OFFLOAD_BYTES
+        if small or isinstance(tensor, torch.nn.Parameter) or key in self.offloaded:
+            return ("kept", tensor)
+        for old in [i for i in self.stash if i <= tensor_id - FORWARD_STASH]:
+            del self.stash[old]
+        with _disable_current_modes():  # the copy lives in host memory: not a device byte
+            self.host[tensor_id] = tensor.detach().clone()
+        self.offloaded.add(key)
+        self.host_bytes += self.host[tensor_id].untyped_storage().nbytes()
+        self.host_peak = max(self.host_peak, self.host_bytes)
+        self.stash[tensor_id] = tensor
+        return ("offloaded", tensor_id)
+
+    def unpack(self, packed):
+        kind, value = packed
+        if kind == "kept":
+            return value
+        if value in self.stash:
+            return self.stash[value]
+        return self.host[value].clone()  # brought back to the device: counted
+
+    def __exit__(self, *args):
+        self.stash, self.host, self.offloaded, self.host_bytes = {}, {}, set(), 0
+        return super().__exit__(*args)
 
 
 class LiveBytes(TorchDispatchMode):
@@ -116,8 +171,10 @@ def tiny_tokenizer(vocab_size: int):
 
 def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None,
-            attention: str = "sdpa_varlen", fp32_layers: bool = True) -> dict:
-    """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak."""
+            attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
+            steps: int = 3) -> dict:
+    """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak.
+    With `steps` > 3, the later steps are timed without counting (`step_seconds`)."""
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
@@ -148,21 +205,23 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                              trainable_token_indices={"embed_tokens": [eot], "lm_head": [eot]})
     g = torch.Generator().manual_seed(0)
     rows = []
-    for _ in range(micro_batch * 3):
+    for _ in range(micro_batch * steps):
         ids = torch.randint(3, vocab, (max_length,), generator=g).tolist()
         ids[-1] = eot
         labels = list(ids)  # every token trained: the plan's worst case (the chunked loss scores trained tokens only)
         rows.append({"input_ids": ids, "labels": labels})
-    config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=3,
+    config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=steps,
                        learning_rate=1e-4, save_strategy="no", report_to=[], logging_steps=1, use_cpu=True, bf16=True,
                        gradient_checkpointing=gradient_checkpointing, optim="adamw_torch", max_length=None if padding_free else max_length,
                        padding_free=padding_free, dataloader_num_workers=0, seed=0, remove_unused_columns=False)
-    counted = {}
+    counted = {"step_seconds": []}
 
     class Count(TrainerCallback):
         mode = None
+        started = 0.0
 
         def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            self.started = time.process_time()  # CPU time: robust to other processes on a shared machine
             if state.global_step == 2:
                 self.mode = LiveBytes()
                 for tensor in [*model.parameters(), *model.buffers()]:
@@ -183,6 +242,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                 counted["gradients"] = nbytes(p.grad for p in model.parameters() if p.grad is not None)
 
         def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if state.global_step > 3:  # steps 4 on: timed, not counted (step 3's counting slows it)
+                counted["step_seconds"].append(time.process_time() - self.started)
             if self.mode is not None:
                 self.mode.__exit__(None, None, None)
                 counted["peak"] = self.mode.peak
@@ -191,7 +252,11 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
     trainer = sft_trainer_class()(model=model, args=config, train_dataset=Dataset.from_list(rows),
                                       processing_class=tiny_tokenizer(vocab), peft_config=peft_config, callbacks=[Count()])
+    offload = HostOffload()
+    if activation_offloading:
+        trainer.maybe_activation_offload_context = offload  # where SFTTrainer puts TRL's OffloadActivations
     trainer.train()
+    counted["host_offload"] = offload.host_peak
     static = sum(counted[k] for k in ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer"))
     counted["transient_at_peak"] = counted["peak"] - static
     counted["trainable_parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -201,36 +266,58 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
 def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2,
-            attention: str = "sdpa_varlen", fp32_layers: bool = True) -> dict:
+            attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
     from lima_lite.loss import CHUNK_TOKENS
-    from lima_lite.plan import ModelShape, component_bytes
+    from lima_lite.plan import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
 
     model = ModelShape(hidden=shape["hidden_size"], intermediate=shape["intermediate_size"],
                        layers=shape["num_hidden_layers"], heads=shape["num_attention_heads"],
                        kv_heads=shape["num_key_value_heads"], vocab=shape["vocab_size"], tied=False)
-    return component_bytes(model, tokens=micro_batch * max_length, sequences=micro_batch, lora_r=lora_r,
-                           gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
-                           optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
-                           lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, attention=attention,
-                           unquantized_bytes=4 if fp32_layers else 2, rb=4 if fp32_layers else 2, cpu_masks=True)
+    width = 4 if fp32_layers else 2
+    parts = component_bytes(model, tokens=micro_batch * max_length, sequences=micro_batch, lora_r=lora_r,
+                            gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
+                            optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
+                            lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, attention=attention,
+                            unquantized_bytes=width, rb=width, cpu_masks=True,
+                            activation_offloading=activation_offloading)
+    settings = PlanSettings(micro_batch, max_length, lora_r, gradient_checkpointing, padding_free, "adamw_torch", 1,
+                            CHUNK_TOKENS, lora_dropout > 0, residual_dropout > 0, attention, fp32_layers,
+                            activation_offloading)
+    return {**parts, "host_offload": host_offload_gib(model, settings) * GIB}
 
 
 STATIC = ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer")
 
 
 def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool,
-            padding_free: bool, root: str | None = None, attention: str = "sdpa_varlen", fp32_layers: bool = True) -> dict:
-    settings = {"attention": attention, "fp32_layers": fp32_layers}
+            padding_free: bool, root: str | None = None, attention: str = "sdpa_varlen", fp32_layers: bool = True,
+            activation_offloading: bool = False) -> dict:
+    settings = {"attention": attention, "fp32_layers": fp32_layers, "activation_offloading": activation_offloading}
     got = measure(shape, micro_batch, max_length, gradient_checkpointing, padding_free, root=root, **settings)
     plan = planned(shape, micro_batch, max_length, gradient_checkpointing, padding_free, **settings)
     plan_transient = plan["gradients"] + plan["activations"] + plan["loss"] + plan["layer_backward"]
     rows = {k: (got[k], plan[k]) for k in STATIC}
     rows["transient_at_peak"] = (got["transient_at_peak"], plan_transient)
     rows["peak"] = (got["peak"], sum(plan[k] for k in STATIC) + plan_transient)
+    rows["host_offload"] = (got["host_offload"], plan["host_offload"])
     return {"shape": name, "micro_batch": micro_batch, "max_length": max_length,
             "gradient_checkpointing": gradient_checkpointing, "padding_free": padding_free, **settings,
             "rows": {k: {"counted": c, "planned": p, "error": (p - c) / c if c else 0.0} for k, (c, p) in rows.items()}}
+
+
+def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
+    """Median step time of checkpointing, and of checkpointing with offloading (HostOffload's copies), relative
+    to neither: plan.py's RECOMPUTE_COST and OFFLOAD_COST."""
+    times = {}
+    with tempfile.TemporaryDirectory() as root:
+        for name, checkpointing, offloading in (("plain", False, False), ("checkpointing", True, False),
+                                                ("offloading", True, True)):
+            got = measure(shape, micro_batch, max_length, checkpointing, True, root=root,
+                          activation_offloading=offloading, steps=steps)
+            times[name] = statistics.median(got["step_seconds"])
+    return {"seconds": times, "recompute_cost": round(times["checkpointing"] / times["plain"], 3),
+            "offload_cost": round(times["offloading"] / times["checkpointing"], 3)}
 
 
 def main(argv=None) -> int:
@@ -241,21 +328,28 @@ def main(argv=None) -> int:
     parser.add_argument("--attention", default="sdpa_varlen", choices=["sdpa_varlen", "sdpa", "eager"])
     parser.add_argument("--bf16-layers", action="store_true", help="fp32_layers: false (norms, embeddings, head in bf16)")
     parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
+    parser.add_argument("--offloading", action="store_true",
+                        help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
+    parser.add_argument("--costs", action="store_true", help="time checkpointing and offloading (plan.py's cost ratios)")
     args = parser.parse_args(argv)
+    if args.costs:
+        print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))
+        return 0
     if args.anchor:
         print(json.dumps(anchor_comparison(), indent=2))
         return 0
     results = []
-    for name, shape in SHAPES.items():
+    shapes = OFFLOAD_SHAPES if args.offloading else SHAPES
+    for name, shape in shapes.items():
         with tempfile.TemporaryDirectory() as root:
-            for checkpointing in (True, False):
+            for checkpointing in ((True,) if args.offloading else (True, False)):
                 for padding_free in (True, False):
                     result = compare(name, shape, args.micro_batch, args.max_length, checkpointing, padding_free, root,
-                                     args.attention, not args.bf16_layers)
+                                     args.attention, not args.bf16_layers, args.offloading)
                     results.append(result)
                     print(f"\n{name} micro-batch {args.micro_batch} x {args.max_length}, gradient checkpointing "
                           f"{checkpointing}, padding-free {padding_free}, attention {args.attention}, "
-                          f"fp32_layers {not args.bf16_layers}")
+                          f"fp32_layers {not args.bf16_layers}, offloading {args.offloading}")
                     for key, row in result["rows"].items():
                         print(f"  {key:<18} counted {row['counted'] / 2**20:9.3f} MiB  planned "
                               f"{row['planned'] / 2**20:9.3f} MiB  error {100 * row['error']:+6.2f} %")

@@ -121,6 +121,14 @@ class LimaArguments:
     ignore_memory_plan: bool = field(
         default=False, metadata={"help": "train even when the memory plan says the recipe does not fit this GPU"}
     )
+    auto_fit: bool = field(
+        default=False,
+        metadata={"help": "before loading the model, set micro-batch x accumulation (same examples per step), "
+                  "gradient checkpointing, activation offloading and fp32_layers to the fastest setting the memory "
+                  "plan fits in this GPU's free memory (a CPU run: available system memory); a key given as "
+                  "key=value on the command line is kept (`lima-lite plan RECIPE --fit` shows the candidates); one "
+                  "process only (with several, each would measure its own free memory)"},
+    )
 
 
 # LIMA §3 as TRL settings. Recipes override what differs per model size.

@@ -2,10 +2,13 @@
 
     $ lima-lite plan recipes/llama-7b.yaml
     $ lima-lite plan recipes/llama-33b.yaml model_name_or_path=tests/assets/llama-shapes/33b --gpu-gib 24 --json
+    $ lima-lite plan recipes/llama-7b.yaml --fit --gpu-gib 24 --json    # the fastest setting that fits
     >>> shape = model_shape(json.load(open("config.json")))
-    >>> plan = memory_plan(shape, micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True,
-    ...                    padding_free=True, optim="paged_adamw_8bit", added_tokens=1, gpu_gib=24)
+    >>> settings = PlanSettings(micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True,
+    ...                         padding_free=True, optim="paged_adamw_8bit", added_tokens=1)
+    >>> plan = memory_plan(shape, settings, gpu_gib=24)
     >>> plan["peak_gib"], plan["fits"], plan["max_micro_batch"]
+    >>> fit(shape, settings, examples_per_step=64, budget_gib=24)["chosen"]
 
 What is counted, for the way `lima-lite train` loads and trains a model (transformers 5.24, peft 0.21,
 trl 1.16, bitsandbytes 0.50), in bytes:
@@ -38,6 +41,9 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   A chunked loss holds that only for its chunk of tokens.
 - The loss and a layer's backward never run at once: `layer_backward` is what one layer's backward needs
   beyond the loss's working set (0 when the loss is larger).
+- Activation offloading (TRL's, with gradient checkpointing): every layer's checkpoint goes to pinned CPU memory
+  but the newest 5, which TRL keeps on the GPU while their copies run; what else it moves (the final norm's
+  tensors, the loss's) is left counted on the GPU, so the plan stays above the counted peak (+8.6 %).
 - CUDA context 0.5 GiB (cuBLAS and kernels; not visible to torch's allocator), and a fragmentation margin of
   20% of what is allocated and freed during a step (gradients, activations, loss): the weights are allocated
   once and do not fragment. On the H100 anchor, torch's caching allocator reserved 0.43 GiB over the peak
@@ -63,6 +69,7 @@ NF4_BLOCK = 64  # bitsandbytes' default 4-bit block size
 NESTED_BLOCK = 256  # double quantization: the absmax of 256 blocks share one fp32 absmax
 ADAM8_BLOCK = 256  # bitsandbytes' blockwise 8-bit optimizer state
 ADAM8_MIN_SIZE = 4096  # smaller tensors keep 32-bit state
+OFFLOAD_STASH = 5  # TRL's OffloadActivations keeps its 5 newest offloaded tensors on the GPU (max_fwd_stash_size)
 TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # TRL's fused head (trl/kernels/chunked_logprob.py)
 RESIDUAL_BYTES = 4  # fp32 embeddings -> fp32 residual stream
 COMPUTE_BYTES = 2  # bf16 autocast
@@ -148,6 +155,12 @@ def layer_bytes_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, res
     return attention + mlp
 
 
+def offloaded_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) -> int:
+    """GPU bytes that activation offloading (with gradient checkpointing) moves to CPU memory: every layer's
+    checkpoint (its input, tokens x hidden in the residual's dtype) but the newest OFFLOAD_STASH."""
+    return max(0, shape.layers - OFFLOAD_STASH) * tokens * shape.hidden * rb
+
+
 def lora_numels(shape: ModelShape, r: int) -> list[int]:
     """Sizes of every LoRA A and B matrix (all linear layers of every decoder layer)."""
     return [n for out, inp in linear_shapes(shape) for n in (r * inp, out * r)] * shape.layers
@@ -156,7 +169,8 @@ def lora_numels(shape: ModelShape, r: int) -> list[int]:
 def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int, gradient_checkpointing: bool,
                     padding_free: bool, optim: str, added_tokens: int, loss_chunk_tokens: int | None,
                     lora_dropout: bool = True, residual_dropout: bool = True, attention: str = "sdpa",
-                    unquantized_bytes: int = 4, rb: int = RESIDUAL_BYTES, cpu_masks: bool = False) -> dict:
+                    unquantized_bytes: int = 4, rb: int = RESIDUAL_BYTES, cpu_masks: bool = False,
+                    activation_offloading: bool = False) -> dict:
     """Bytes of each component (no CUDA context, no fragmentation margin): what live tensors hold at the peak.
 
     `tokens` in the micro-batch, in `sequences` examples. `loss_chunk_tokens` None: the model's own head
@@ -191,6 +205,11 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         kept += COMPUTE_BYTES * tokens * h  # the head's input, for the gradient of its trainable rows
     if not gradient_checkpointing:
         kept += shape.layers * layer
+    elif activation_offloading:
+        # the layers' checkpoints go to CPU memory but for the newest OFFLOAD_STASH, which stay on the GPU
+        # while their copies run and are used from there in the backward (TRL's max_fwd_stash_size). Without
+        # checkpointing nothing is counted as moved: the plan then over-states the peak, never under-states it.
+        kept -= offloaded_bytes(shape, tokens, rb)
     if loss_chunk_tokens == 0:
         # TRL's fused head casts the weight tile by tile and keeps the labelled positions' hidden states
         kept += COMPUTE_BYTES * tokens * h
@@ -225,29 +244,68 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     }
 
 
-def memory_plan(shape: ModelShape, micro_batch: int, max_length: int, lora_r: int, gradient_checkpointing: bool,
-                padding_free: bool, optim: str, added_tokens: int, gpu_gib: float,
-                loss_chunk_tokens: int | None = None, lora_dropout: bool = True, residual_dropout: bool = True,
-                attention: str = "sdpa_varlen", search: bool = True, fp32_layers: bool = True) -> dict:
+@dataclass(frozen=True)
+class PlanSettings:
+    """The training settings the plan depends on, as `lima-lite train` runs them (see `recipe_settings`)."""
+
+    micro_batch: int
+    max_length: int
+    lora_r: int
+    gradient_checkpointing: bool
+    padding_free: bool
+    optim: str
+    added_tokens: int
+    loss_chunk_tokens: int | None = None  # None: the model's head over the whole micro-batch; 0: TRL's fused head
+    lora_dropout: bool = True
+    residual_dropout: bool = True
+    attention: str = "sdpa_varlen"
+    fp32_layers: bool = True
+    activation_offloading: bool = False
+
+
+def settings_peak(shape: ModelShape, settings: PlanSettings) -> tuple[dict, float]:
+    """Components in GiB (rounded) and the peak, their sum."""
+    width = 4 if settings.fp32_layers else 2  # unquantized weights and the residual stream
+    tokens = settings.micro_batch * settings.max_length
+    raw = component_bytes(shape, tokens, settings.micro_batch, settings.lora_r, settings.gradient_checkpointing,
+                          settings.padding_free, settings.optim, settings.added_tokens, settings.loss_chunk_tokens,
+                          settings.lora_dropout, settings.residual_dropout, settings.attention,
+                          unquantized_bytes=width, rb=width, activation_offloading=settings.activation_offloading)
+    gib = {"cuda_context": CUDA_CONTEXT_GIB, **{k: v / GIB for k, v in raw.items()}}
+    gib["fragmentation"] = FRAGMENTATION * sum(gib[k] for k in TRANSIENT)
+    components = {k: round(gib[k], 3) for k in COMPONENTS}
+    return components, round(sum(components.values()), 3)
+
+
+def host_offload_gib(shape: ModelShape, settings: PlanSettings) -> float:
+    """At most the CPU (pinned) memory that activation offloading takes: every tensor saved for the backward
+    may be copied there once, the checkpoints and what the loss saves; counted on the CPU at about half this
+    on a tiny model, where the loss's chunk weighs most (bench/plan_calibration.py --offloading)."""
+    from dataclasses import replace
+
+    if not (settings.activation_offloading and settings.gradient_checkpointing):
+        return 0.0
+    width = 4 if settings.fp32_layers else 2
+    kept = replace(settings, activation_offloading=False)
+    raw = component_bytes(shape, kept.micro_batch * kept.max_length, kept.micro_batch, kept.lora_r, True,
+                          kept.padding_free, kept.optim, kept.added_tokens, kept.loss_chunk_tokens, kept.lora_dropout,
+                          kept.residual_dropout, kept.attention, unquantized_bytes=width, rb=width)
+    return round((raw["activations"] + raw["loss"]) / GIB, 3)
+
+
+def memory_plan(shape: ModelShape, settings: PlanSettings, gpu_gib: float, search: bool = True) -> dict:
     """The plan: components in GiB (summing to peak_gib), fit, largest micro-batch and context that fit."""
-    width = 4 if fp32_layers else 2  # unquantized weights and the residual stream
+    from dataclasses import replace
 
-    def peak(batch: int, length: int) -> tuple[dict, float]:
-        raw = component_bytes(shape, batch * length, batch, lora_r, gradient_checkpointing, padding_free, optim,
-                              added_tokens, loss_chunk_tokens, lora_dropout, residual_dropout, attention,
-                              unquantized_bytes=width, rb=width)
-        gib = {"cuda_context": CUDA_CONTEXT_GIB, **{k: v / GIB for k, v in raw.items()}}
-        gib["fragmentation"] = FRAGMENTATION * sum(gib[k] for k in TRANSIENT)
-        components = {k: round(gib[k], 3) for k in COMPONENTS}
-        return components, round(sum(components.values()), 3)
-
-    components, peak_gib = peak(micro_batch, max_length)
+    components, peak_gib = settings_peak(shape, settings)
+    tokens = settings.micro_batch * settings.max_length
     plan = {"peak_gib": peak_gib, "fits": peak_gib <= gpu_gib, "gpu_gib": round(gpu_gib, 3),
-            "components": components, "micro_batch": micro_batch, "max_length": max_length,
-            "tokens_per_micro_batch": micro_batch * max_length}
+            "components": components, "micro_batch": settings.micro_batch, "max_length": settings.max_length,
+            "tokens_per_micro_batch": tokens, "host_offload_gib": host_offload_gib(shape, settings)}
     if search:
-        plan["max_micro_batch"] = largest(lambda b: peak(b, max_length)[1] <= gpu_gib, 4096)
-        plan["max_length_at_micro_batch_1"] = largest(lambda t: peak(1, t)[1] <= gpu_gib, 2**22)
+        plan["max_micro_batch"] = largest(lambda b: settings_peak(shape, replace(settings, micro_batch=b))[1] <= gpu_gib, 4096)
+        plan["max_length_at_micro_batch_1"] = largest(
+            lambda t: settings_peak(shape, replace(settings, micro_batch=1, max_length=t))[1] <= gpu_gib, 2**22)
     return plan
 
 
@@ -260,6 +318,132 @@ def largest(fits, limit: int) -> int:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if fits(mid) else (low, mid - 1)
     return low
+
+
+# --- fit: the fastest setting that fits ---------------------------------------------------------------------
+
+FIT_MARGIN = 0.05  # of the budget, kept free: the plan is +2.5 to +5.8 % over counted peaks, the allocator rounds
+# Throughput per micro-batch size, tokens/s proportional to mb / (mb + BATCH_HALF_SPEED): fitted to the H100
+# rows of plain TRL on a LLaMA-7B shape (mb 4: 1,683 real tok/s, mb 8: 3,091): 3,091 / 1,683 = 2 (4 + b) / (8 + b)
+# gives b = 41, and an asymptote of 18,900 tok/s, close to the 19,500 that 6 N FLOPs per token allow there.
+BATCH_HALF_SPEED = 41.0
+# Step time of gradient checkpointing relative to none (the recomputed forward), and of offloading relative to
+# checkpointing alone (the copies to host memory and back), as CPU time of a 4-layer LLaMA (hidden 256, 4-bit,
+# LoRA), micro-batch 2 x 1,024 tokens (bench/plan_calibration.py --costs; docs/benchmarks.md "Memory plan: fit").
+# On a GPU TRL copies on a side stream, overlapped with compute, so 1.03 stands for the part that is not hidden.
+RECOMPUTE_COST = 1.27
+OFFLOAD_COST = 1.03
+FIT_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
+            "activation_offloading", "fp32_layers")
+
+
+def relative_speed(settings: PlanSettings) -> float:
+    """Examples per second, up to a constant, by the cost model above (bf16 and fp32 layers: the same speed)."""
+    speed = settings.micro_batch / (settings.micro_batch + BATCH_HALF_SPEED)
+    if settings.gradient_checkpointing:
+        speed /= RECOMPUTE_COST
+        if settings.activation_offloading:
+            speed /= OFFLOAD_COST
+    return speed
+
+
+def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, offloading: bool = True) -> list[PlanSettings]:
+    """Every setting with the same examples per optimizer step (micro-batch divides it), in the order ties are
+    broken: the recipe's own precision first, then without offloading, then checkpointing off. `fixed` holds
+    the values the user set (FIT_KEYS -> value); they are never changed. `offloading` False (a CPU run: the
+    activations are in CPU memory already) leaves offloading out."""
+    from dataclasses import replace
+
+    batches = [b for b in range(1, examples_per_step + 1) if examples_per_step % b == 0]
+    if "per_device_train_batch_size" in fixed:
+        batches = [fixed["per_device_train_batch_size"]]
+    elif "gradient_accumulation_steps" in fixed:
+        batches = [b for b in batches if b * fixed["gradient_accumulation_steps"] == examples_per_step]
+    precisions = [settings.fp32_layers, not settings.fp32_layers]
+    memory = [(False, False), (True, False), (True, True)] if offloading else [(False, False), (True, False)]
+    if "fp32_layers" in fixed:
+        precisions = [fixed["fp32_layers"]]
+    if "gradient_checkpointing" in fixed:
+        memory = [m for m in memory if m[0] == fixed["gradient_checkpointing"]]
+    if "activation_offloading" in fixed:
+        memory = [m for m in memory if m[1] == fixed["activation_offloading"]] or \
+            [(fixed.get("gradient_checkpointing", False), fixed["activation_offloading"])]
+    return [replace(settings, micro_batch=b, gradient_checkpointing=c, activation_offloading=o, fp32_layers=p)
+            for p in precisions for c, o in memory for b in batches]
+
+
+def fit(shape: ModelShape, settings: PlanSettings, examples_per_step: int, budget_gib: float,
+        fixed: dict | None = None, offloading: bool = True, host_gib: float | None = None) -> dict:
+    """The fastest candidate whose planned peak fits budget_gib x (1 - FIT_MARGIN) (and, with `host_gib`, whose
+    offloaded bytes fit that much CPU memory); every candidate with its peak and speed (relative to the chosen
+    one), in order of speed. `chosen` is None when nothing fits."""
+    limit = budget_gib * (1 - FIT_MARGIN)
+    rows = []
+    for candidate in fit_candidates(settings, examples_per_step, fixed or {}, offloading):
+        peak, host = settings_peak(shape, candidate)[1], host_offload_gib(shape, candidate)
+        fits = peak <= limit and (host_gib is None or host <= host_gib * (1 - FIT_MARGIN))
+        rows.append({"settings": candidate, "peak_gib": peak, "host_gib": host, "fits": fits,
+                     "speed": relative_speed(candidate)})
+    rows.sort(key=lambda row: -row["speed"])  # stable: ties keep fit_candidates' order
+    fitting = [row for row in rows if row["fits"]]
+    best = fitting[0]["speed"] if fitting else rows[0]["speed"]
+    for row in rows:
+        row["speed"] = round(row["speed"] / best, 3)
+    return {"budget_gib": round(budget_gib, 3), "limit_gib": round(limit, 3), "examples_per_step": examples_per_step,
+            "host_gib": None if host_gib is None else round(host_gib, 3),
+            "candidates": rows, "chosen": fitting[0] if fitting else None, "fixed": sorted(fixed or {})}
+
+
+def fit_summary(shape: ModelShape, result: dict) -> dict:
+    """What --fit --json prints: the chosen setting as recipe keys, its peak and its longest example."""
+    from dataclasses import replace
+
+    chosen = result["chosen"]
+    if chosen is None:
+        return {"fits": False, "budget_gib": result["budget_gib"], "limit_gib": result["limit_gib"]}
+    s = chosen["settings"]
+    one = replace(s, micro_batch=1)
+    longest = largest(lambda t: settings_peak(shape, replace(one, max_length=t))[1] <= result["limit_gib"], 2**22)
+    return {"fits": True, "per_device_train_batch_size": s.micro_batch,
+            "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
+            "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
+            "fp32_layers": s.fp32_layers, "peak_gib": chosen["peak_gib"], "budget_gib": result["budget_gib"],
+            "limit_gib": result["limit_gib"], "max_length": s.max_length, "max_length_at_micro_batch_1": longest,
+            "host_offload_gib": host_offload_gib(shape, s),
+            "kept_from_user": result["fixed"]}
+
+
+def describe(settings: PlanSettings) -> str:
+    return (f"checkpointing {'on' if settings.gradient_checkpointing else 'off'}, "
+            f"offloading {'on' if settings.activation_offloading else 'off'}, "
+            f"{'fp32' if settings.fp32_layers else 'bf16'} layers")
+
+
+def format_fit(result: dict, summary: dict, source: str) -> str:
+    """One row per (checkpointing, offloading, precision): its largest fitting micro-batch (or 1), the chosen one marked."""
+    host = f"; offloading within {result['host_gib']:.1f} GiB of CPU memory" if result["host_gib"] is not None else ""
+    lines = [f"Fit for {result['budget_gib']:.2f} GiB ({source}), planned peak at most {result['limit_gib']:.2f} GiB "
+             f"({FIT_MARGIN:.0%} margin){host}, {result['examples_per_step']} examples per optimizer step:",
+             f"  {'':3}{'micro-batch x accum':<20}{'setting':<48}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
+    shown = {}
+    for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
+        s = row["settings"]
+        kind = (s.gradient_checkpointing, s.activation_offloading, s.fp32_layers)
+        if kind not in shown or (row["fits"] and not shown[kind]["fits"]) or                 (not shown[kind]["fits"] and not row["fits"] and s.micro_batch < shown[kind]["settings"].micro_batch):
+            shown[kind] = row
+    for row in sorted(shown.values(), key=lambda r: (not r["fits"], -r["speed"])):
+        s = row["settings"]
+        mark = "->" if row is result["chosen"] else ""
+        batch = f"{s.micro_batch} x {result['examples_per_step'] // s.micro_batch}"
+        lines.append(f"  {mark:<3}{batch:<20}"
+                     f"{describe(s):<48}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
+    if summary["fits"]:
+        lines.append(f"  longest example at micro-batch 1 with the chosen setting: {summary['max_length_at_micro_batch_1']:,} tokens")
+        if summary["host_offload_gib"]:
+            lines.append(f"  offloading takes up to {summary['host_offload_gib']:.2f} GiB of CPU (pinned) memory")
+    else:
+        lines.append("  nothing fits: a shorter max_length, a smaller lora_r, or a larger GPU")
+    return "\n".join(lines)
 
 
 # --- from a recipe -------------------------------------------------------------------------------------------
@@ -308,44 +492,48 @@ def detected_gpu_gib() -> float | None:
     return torch.cuda.mem_get_info()[1] / GIB
 
 
-def plan_for(config_file: Path, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
-             optim: str, lora_r: int, lora_dropout: float, residual_dropout: float, added_tokens: int,
-             gpu_gib: float, attention: str | None = None, loss_chunk_tokens: int | None = None,
-             fp32_layers: bool = True) -> dict:
-    """The plan for a model's config.json and a recipe's values.
-
-    The loss: the model's own head when tokens are added (lima_lite/train.py, so the EOT rows train),
-    TRL's fused head otherwise; a chunked loss when `loss_chunk_tokens` is given.
-    """
+def read_shape(config_file: Path) -> ModelShape:
     try:
         config = json.loads(Path(config_file).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise LimaError(f"{config_file}: cannot read it as JSON ({error})") from None
-    shape = model_shape(config)
-    chunk = loss_chunk_tokens if loss_chunk_tokens else (None if added_tokens else 0)
-    plan = memory_plan(shape, micro_batch, max_length, lora_r, gradient_checkpointing, padding_free, optim,
-                       added_tokens, gpu_gib, chunk, lora_dropout > 0, residual_dropout > 0,
-                       attention or "sdpa_varlen", fp32_layers=fp32_layers)
+    return model_shape(config)
+
+
+def recipe_settings(sft_config, model_args, lima_args, added_tokens: int) -> PlanSettings:
+    """The plan's settings for a loaded recipe (SFTConfig, ModelConfig, LimaArguments).
+
+    The loss: training always goes through lima_lite's chunked loss (lima_lite/loss.py)."""
+    if not model_args.load_in_4bit:
+        raise LimaError("the memory plan covers 4-bit QLoRA training (load_in_4bit: true)")
+    from lima_lite.loss import CHUNK_TOKENS
+
+    return PlanSettings(
+        micro_batch=sft_config.per_device_train_batch_size, max_length=sft_config.max_length,
+        lora_r=model_args.lora_r, gradient_checkpointing=sft_config.gradient_checkpointing,
+        padding_free=sft_config.padding_free, optim=sft_config.optim.value, added_tokens=added_tokens,
+        loss_chunk_tokens=CHUNK_TOKENS, lora_dropout=model_args.lora_dropout > 0,
+        residual_dropout=lima_args.residual_dropout > 0, attention=model_args.attn_implementation or "sdpa_varlen",
+        fp32_layers=lima_args.fp32_layers, activation_offloading=sft_config.activation_offloading)
+
+
+def plan_for(config_file: Path, settings: PlanSettings, gpu_gib: float) -> dict:
+    """The plan for a model's config.json and these settings, with the model and settings it assumed."""
+    shape = read_shape(config_file)
+    plan = memory_plan(shape, settings, gpu_gib)
     plan["model"] = {"config": str(config_file), "hidden": shape.hidden, "layers": shape.layers,
-                     "intermediate": shape.intermediate, "vocab": shape.vocab, "added_tokens": added_tokens}
-    plan["settings"] = {"gradient_checkpointing": gradient_checkpointing, "padding_free": padding_free,
-                        "fp32_layers": fp32_layers,
-                        "optim": optim, "lora_r": lora_r, "loss": "chunked" if loss_chunk_tokens else
-                        ("full logits" if added_tokens else "TRL fused head")}
+                     "intermediate": shape.intermediate, "vocab": shape.vocab, "added_tokens": settings.added_tokens}
+    chunk = settings.loss_chunk_tokens
+    plan["settings"] = {"gradient_checkpointing": settings.gradient_checkpointing, "padding_free": settings.padding_free,
+                        "fp32_layers": settings.fp32_layers, "activation_offloading": settings.activation_offloading,
+                        "optim": settings.optim, "lora_r": settings.lora_r,
+                        "loss": "chunked" if chunk else ("full logits" if chunk is None else "TRL fused head")}
     return plan
 
 
 def recipe_plan(sft_config, model_args, lima_args, folder: Path, added_tokens: int, gpu_gib: float) -> dict:
     """The plan for a loaded recipe (SFTConfig, ModelConfig, LimaArguments) and its base's folder."""
-    if not model_args.load_in_4bit:
-        raise LimaError("the memory plan covers 4-bit QLoRA training (load_in_4bit: true)")
-    from lima_lite.loss import CHUNK_TOKENS
-
-    # training always goes through lima_lite's chunked loss (lima_lite/loss.py)
-    return plan_for(folder / "config.json", sft_config.per_device_train_batch_size, sft_config.max_length,
-                    sft_config.gradient_checkpointing, sft_config.padding_free, sft_config.optim.value,
-                    model_args.lora_r, model_args.lora_dropout, lima_args.residual_dropout, added_tokens, gpu_gib,
-                    model_args.attn_implementation, loss_chunk_tokens=CHUNK_TOKENS, fp32_layers=lima_args.fp32_layers)
+    return plan_for(folder / "config.json", recipe_settings(sft_config, model_args, lima_args, added_tokens), gpu_gib)
 
 
 def advice(plan: dict, effective_batch: int) -> list[str]:
@@ -403,25 +591,132 @@ def check_training_fit(sft_config, model_args, lima_args, base: str, added_token
     return plan
 
 
+def fit_budget(gpu_gib: float | None) -> tuple[float, str]:
+    """GiB to fit in and where the figure comes from: `gpu_gib`, else the free memory of this machine's GPU,
+    else (a CPU run) the system memory available now."""
+    if gpu_gib:
+        return gpu_gib, "--gpu-gib"
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0] / GIB, "free on this GPU"
+    return available_host_gib(), "no GPU: available system memory"
+
+
+def available_host_gib() -> float:
+    """System memory available now: where offloaded checkpoints go (pinned)."""
+    import psutil
+
+    return psutil.virtual_memory().available / GIB
+
+
+def fit_values(summary: dict) -> dict:
+    """The chosen setting as recipe keys (FIT_KEYS)."""
+    return {key: summary[key] for key in FIT_KEYS}
+
+
+def apply_fit(values: dict, sft_config, lima_args) -> None:
+    sft_config.per_device_train_batch_size = values["per_device_train_batch_size"]
+    sft_config.gradient_accumulation_steps = values["gradient_accumulation_steps"]
+    sft_config.gradient_checkpointing = values["gradient_checkpointing"]
+    sft_config.activation_offloading = values["activation_offloading"]
+    lima_args.fp32_layers = values["fp32_layers"]
+
+
+def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int, explicit: set[str],
+                 gpu_gib: float | None = None) -> dict | None:
+    """auto_fit: choose the fastest setting that fits (keys in `explicit`, set by the user, are kept), set it on
+    the configs and say why in one line. Called by `train` before any weight is loaded; returns the fit (its
+    candidates are where an out-of-memory first step steps down to), None when auto_fit is off."""
+    if not lima_args.auto_fit or not model_args.load_in_4bit:
+        return None
+    if sft_config.world_size > 1:
+        # each process would measure its own free memory and could choose differently: the recipe's setting
+        print(f"auto_fit: off with {sft_config.world_size} processes; training with the recipe's setting")
+        return None
+    import torch
+
+    cuda = torch.cuda.is_available()
+    shape = read_shape(Path(base) / "config.json")
+    settings = recipe_settings(sft_config, model_args, lima_args, added_tokens)
+    examples = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
+    fixed = {key: value for key, value in current_values(sft_config, lima_args).items() if key in explicit}
+    budget, source = fit_budget(gpu_gib)
+    result = fit(shape, settings, examples, budget, fixed, offloading=cuda, host_gib=available_host_gib())
+    summary = fit_summary(shape, result)
+    if not summary["fits"]:
+        print(f"auto_fit: nothing fits {budget:.1f} GiB ({source}); training with the recipe's setting")
+        return None
+    values = fit_values(summary)
+    apply_fit(values, sft_config, lima_args)
+    kept = f"; kept from the command line: {', '.join(result['fixed'])}" if result["fixed"] else ""
+    print(f"auto_fit: micro-batch {values['per_device_train_batch_size']} x {values['gradient_accumulation_steps']} "
+          f"accumulation, {describe(result['chosen']['settings'])}: planned peak {summary['peak_gib']:.2f} GiB of "
+          f"{budget:.1f} ({source}, {FIT_MARGIN:.0%} margin), the fastest of {len(result['candidates'])} settings "
+          f"by the cost model{kept}")
+    return {"result": result, "summary": summary, "budget_source": source, "step_downs": 0}
+
+
+def current_values(sft_config, lima_args) -> dict:
+    return {"per_device_train_batch_size": sft_config.per_device_train_batch_size,
+            "gradient_accumulation_steps": sft_config.gradient_accumulation_steps,
+            "gradient_checkpointing": sft_config.gradient_checkpointing,
+            "activation_offloading": sft_config.activation_offloading, "fp32_layers": lima_args.fp32_layers}
+
+
+def step_down(fitted: dict) -> dict | None:
+    """After an out-of-memory first step: the next fitting candidate with a lower planned peak than the
+    chosen one, as recipe keys; None when the fit already stepped down once or nothing lower fits."""
+    if fitted is None or fitted["step_downs"]:
+        return None
+    result = fitted["result"]
+    chosen = result["chosen"]
+    lower = [row for row in result["candidates"] if row["fits"] and row["peak_gib"] < chosen["peak_gib"]]
+    if not lower:
+        return None
+    fitted["step_downs"] = 1
+    s = lower[0]["settings"]  # candidates are in order of speed: the fastest of those below
+    return {"per_device_train_batch_size": s.micro_batch,
+            "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
+            "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
+            "fp32_layers": s.fp32_layers, "peak_gib": lower[0]["peak_gib"]}
+
+
+FIT_HELP = f"""--fit: the fastest setting whose planned peak fits the GPU's free memory (or --gpu-gib) less a
+{FIT_MARGIN:.0%} margin, with the recipe's examples per optimizer step kept: micro-batch x accumulation,
+gradient checkpointing, activation offloading (TRL's, with checkpointing: the checkpoints go to pinned CPU
+memory but for the newest {OFFLOAD_STASH}; only within --host-gib), fp32 or bf16 layers. Keys given as key=value
+are kept. Speed is ranked by a cost model: throughput grows as mb / (mb + {BATCH_HALF_SPEED:g}) (fitted to two H100 rows of a
+LLaMA-7B shape, mb 4 and 8); checkpointing costs x{RECOMPUTE_COST:g} and offloading a further x{OFFLOAD_COST:g}
+(measured on the CPU); fp32 and bf16 layers are ranked equal (the recipe's own wins a tie)."""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="lima-lite plan", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Predict the peak GPU memory of `lima-lite train` for a recipe, by component, from the base\n"
                     "model's config.json alone (a Hub id: only config.json and tokenizer files are fetched).",
         epilog="keys: any recipe key (per_device_train_batch_size, max_length, gradient_checkpointing, padding_free,\n"
-               "optim, lora_r, model_name_or_path, ...). Without --gpu-gib: this machine's GPU, else 24 GiB.")
+               "optim, lora_r, model_name_or_path, ...). Without --gpu-gib: this machine's GPU, else 24 GiB.\n\n"
+               + FIT_HELP)
     parser.add_argument("recipe", help="recipe YAML (a path, or a name from recipes/: llama-7b, ...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key")
     parser.add_argument("--gpu-gib", type=float, help="plan for a GPU of this many GiB")
-    parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    parser.add_argument("--fit", action="store_true", help="choose the fastest setting that fits (see below)")
+    parser.add_argument("--host-gib", type=float, help="with --fit: CPU memory for offloaded checkpoints "
+                        "(default: what this machine has available now)")
+    parser.add_argument("--json", action="store_true", help="print the plan (or the fit) as one JSON object")
     args = parser.parse_args(argv)
-    from lima_lite.config import load_recipe, resolve_recipe
+    from lima_lite.config import load_recipe, parse_overrides, resolve_recipe
 
     _, sft_config, model_args, lima_args = load_recipe(resolve_recipe(args.recipe), args.overrides)
     folder = model_folder(model_args.model_name_or_path)
     if not (folder / "config.json").is_file():
         raise LimaError(f"{folder}: no config.json")
     added = added_token_count(folder, lima_args.eot_token, sft_config.trust_remote_code)
+    if args.fit:
+        return print_fit(sft_config, model_args, lima_args, folder, added, set(parse_overrides(args.overrides)),
+                         args.gpu_gib, args.json, args.host_gib or available_host_gib())
     detected = None if args.gpu_gib else detected_gpu_gib()
     gpu_gib = args.gpu_gib or detected or DEFAULT_GPU_GIB
     source = "--gpu-gib" if args.gpu_gib else ("this GPU" if detected else f"no GPU found: assumed {DEFAULT_GPU_GIB:g} GiB")
@@ -431,3 +726,19 @@ def main(argv=None) -> int:
     else:
         print(format_plan(plan, source, sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps))
     return 0
+
+
+def print_fit(sft_config, model_args, lima_args, folder: Path, added: int, explicit: set[str], gpu_gib: float | None,
+              as_json: bool, host_gib: float) -> int:
+    """`lima-lite plan --fit`: the candidates table (or one JSON object); 1 when nothing fits."""
+    shape = read_shape(folder / "config.json")
+    settings = recipe_settings(sft_config, model_args, lima_args, added)
+    budget, source = fit_budget(gpu_gib)
+    fixed = {key: value for key, value in current_values(sft_config, lima_args).items() if key in explicit}
+    examples = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
+    # a GPU is what is planned for (given or detected); on a CPU run train leaves offloading out
+    result = fit(shape, settings, examples, budget, fixed, offloading=source != "no GPU: available system memory",
+                 host_gib=host_gib)
+    summary = fit_summary(shape, result)
+    print(json.dumps(summary) if as_json else format_fit(result, summary, source))
+    return 0 if summary["fits"] else 1

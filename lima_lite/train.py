@@ -379,6 +379,7 @@ class RunRecord:
     train_seconds: float | None = None
     resumed_from: str | None = None
     final_train_loss: float | None = None
+    fit: dict | None = None  # auto_fit's choice (lima_lite/plan.py) and its step down after an out-of-memory first step
 
     def save(self, output_dir: Path) -> None:
         write_json(output_dir / RUN_FILE, asdict(self))
@@ -479,12 +480,15 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
     from lima_lite.host_memory import map_large_blocks
-    from lima_lite.plan import check_training_fit
+    from lima_lite.config import parse_overrides
+    from lima_lite.plan import check_training_fit, fit_training
     from lima_lite.precision import precision_report
 
     if setup.sft_config.process_index == 0:
         print(precision_report(setup.model_args.dtype, setup.sft_config.bf16, setup.sft_config.fp16, "training"))
 
+    explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
+    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit)
     check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = Path(setup.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
@@ -519,7 +523,7 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     try:
         if setup.dev_rows and not last:
             trainer.evaluate()  # the base's dev loss, logged at step 0: the point every epoch is compared with
-        trainer.train(resume_from_checkpoint=last)
+        trainer = train_fitted(trainer, setup, fitted, run, callbacks, last)
     except BaseException:
         if main_process:
             run.status = "interrupted"  # a rerun of the same command resumes from the last checkpoint
@@ -535,6 +539,44 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
         print(f"Adapter written to {adapter_dir(output_dir)}")
     trainer.accelerator.wait_for_everyone()  # no process returns before the run's files are whole
     return output_dir
+
+
+def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, callbacks, last: str | None):
+    """trainer.train(). When auto_fit chose the setting and the first step still runs out of GPU memory, step
+    down once to the next candidate (lower planned peak), say so, record the miss in run.json and train with a
+    new trainer; returns the trainer that finished."""
+    import torch
+
+    from lima_lite.plan import apply_fit, step_down
+
+    if fitted is not None:
+        run.fit = {"chosen": fitted["summary"], "budget_source": fitted["budget_source"], "step_down": None}
+    try:
+        trainer.train(resume_from_checkpoint=last)
+        return trainer
+    except torch.OutOfMemoryError:
+        lower = step_down(fitted) if trainer.state.global_step == 0 and not last else None
+        if lower is None:
+            raise
+    # out of the except block: its traceback no longer holds the failed step's tensors
+    print(f"auto_fit: the first step ran out of GPU memory at a planned {fitted['summary']['peak_gib']:.2f} GiB; "
+          f"stepping down once to micro-batch {lower['per_device_train_batch_size']} x "
+          f"{lower['gradient_accumulation_steps']}, checkpointing {lower['gradient_checkpointing']}, offloading "
+          f"{lower['activation_offloading']}, fp32_layers {lower['fp32_layers']} (planned {lower['peak_gib']:.2f} GiB)")
+    run.fit["step_down"] = {**lower, "reason": "out of GPU memory at the first step"}
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    handler = trainer.callback_handler  # it holds the model and optimizer for the callbacks
+    handler.model = handler.optimizer = handler.lr_scheduler = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    apply_fit(lower, setup.sft_config, setup.lima_args)
+    trainer, _ = build_trainer(setup, callbacks)
+    run.training, run.lima = setup.sft_config.to_dict(), asdict(setup.lima_args)
+    if trainer.accelerator.is_main_process:
+        run.save(Path(setup.sft_config.output_dir))
+    trainer.train()
+    return trainer
 
 
 def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:

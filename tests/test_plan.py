@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.plan import recipe_plan, ModelShape, check_fit, memory_plan, nf4_bytes, plan_for
+from lima_lite.plan import ModelShape, PlanSettings, check_fit, memory_plan, nf4_bytes, recipe_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
 LLAMA_7B = ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
 
 
-def plan_7b(**changes):
+def plan_7b(gpu_gib=24.0, search=True, **changes):
     values = dict(micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True, padding_free=True,
-                  optim="paged_adamw_8bit", added_tokens=1, gpu_gib=24.0)
-    return memory_plan(LLAMA_7B, **{**values, **changes})
+                  optim="paged_adamw_8bit", added_tokens=1)
+    return memory_plan(LLAMA_7B, PlanSettings(**{**values, **changes}), gpu_gib, search)
 
 
 def run_cli(*args):

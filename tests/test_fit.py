@@ -1,0 +1,289 @@
+"""plan --fit and train's auto_fit: the fastest fitting setting, never over budget, user values kept, one step down;
+activation offloading: counted bytes against the plan, and the same loss and LoRA gradients as without it."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lima_lite import LimaError
+from lima_lite.plan import (CUDA_CONTEXT_GIB, FIT_MARGIN, GIB, ModelShape, PlanSettings, fit, fit_summary, fit_training,
+                            relative_speed, settings_peak, step_down)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
+sys.path.insert(0, str(ROOT / "bench"))
+LLAMA_7B = ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
+RECIPE_7B = PlanSettings(micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True, padding_free=True,
+                         optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512)
+
+
+@pytest.mark.parametrize("budget", [8.0, 12.0, 16.0, 24.0, 48.0, 80.0])
+def test_chosen_is_the_fastest_that_fits_and_never_over_budget(budget):
+    result = fit(LLAMA_7B, RECIPE_7B, 64, budget)
+    limit = budget * (1 - FIT_MARGIN)
+    for row in result["candidates"]:
+        assert row["fits"] == (settings_peak(LLAMA_7B, row["settings"])[1] <= limit)
+        assert row["settings"].micro_batch * (64 // row["settings"].micro_batch) == 64  # same examples per step
+    chosen = result["chosen"]
+    assert chosen["peak_gib"] <= limit
+    fastest = max(relative_speed(row["settings"]) for row in result["candidates"] if row["fits"])
+    assert relative_speed(chosen["settings"]) == fastest
+    assert chosen["speed"] == 1.0
+
+
+def test_nothing_fits_a_tiny_budget():
+    result = fit(LLAMA_7B, RECIPE_7B, 64, 4.0)
+    assert result["chosen"] is None and not any(row["fits"] for row in result["candidates"])
+    assert fit_summary(LLAMA_7B, result)["fits"] is False
+
+
+def test_more_memory_never_chooses_a_slower_setting():
+    speeds = [fit(LLAMA_7B, RECIPE_7B, 64, b)["chosen"]["settings"] for b in (10.0, 16.0, 24.0, 48.0, 80.0)]
+    assert [relative_speed(s) for s in speeds] == sorted(relative_speed(s) for s in speeds)
+    assert speeds[-1].micro_batch > speeds[0].micro_batch
+
+
+def test_offloading_lowers_the_peak_and_costs_host_memory():
+    on = replace(RECIPE_7B, micro_batch=16, activation_offloading=True)
+    off = replace(on, activation_offloading=False)
+    saved = (LLAMA_7B.layers - 5) * 16 * 2048 * 4096 * 4 / GIB  # all but 5 checkpoints leave the GPU
+    assert settings_peak(LLAMA_7B, off)[1] - settings_peak(LLAMA_7B, on)[1] == pytest.approx(saved * 1.2, abs=0.01)
+    summary = fit_summary(LLAMA_7B, fit(LLAMA_7B, RECIPE_7B, 64, 24.0))
+    assert summary["activation_offloading"] and summary["host_offload_gib"] >= LLAMA_7B.layers * 16 * 2048 * 4096 * 2 / GIB
+
+
+def test_offloading_only_within_host_memory():
+    roomy = fit(LLAMA_7B, RECIPE_7B, 64, 24.0, host_gib=64.0)["chosen"]
+    assert roomy["settings"].activation_offloading and roomy["host_gib"] <= 64.0 * (1 - FIT_MARGIN)
+    tight = fit(LLAMA_7B, RECIPE_7B, 64, 24.0, host_gib=roomy["host_gib"] / 2)
+    assert all(row["host_gib"] <= roomy["host_gib"] / 2 * (1 - FIT_MARGIN) for row in tight["candidates"] if row["fits"])
+    assert relative_speed(tight["chosen"]["settings"]) < relative_speed(roomy["settings"])
+
+
+def test_user_values_are_kept():
+    kept = fit(LLAMA_7B, RECIPE_7B, 64, 80.0, fixed={"per_device_train_batch_size": 2, "fp32_layers": True})
+    assert {(r["settings"].micro_batch, r["settings"].fp32_layers) for r in kept["candidates"]} == {(2, True)}
+    no_checkpointing = fit(LLAMA_7B, RECIPE_7B, 64, 80.0, fixed={"gradient_checkpointing": False})["chosen"]["settings"]
+    assert not no_checkpointing.gradient_checkpointing and not no_checkpointing.activation_offloading
+    accumulation = fit(LLAMA_7B, RECIPE_7B, 64, 80.0, fixed={"gradient_accumulation_steps": 32})["chosen"]["settings"]
+    assert accumulation.micro_batch == 2
+
+
+def test_step_down_once_to_a_lower_peak():
+    result = fit(LLAMA_7B, RECIPE_7B, 64, 24.0)
+    fitted = {"result": result, "step_downs": 0}
+    lower = step_down(fitted)
+    assert lower["peak_gib"] < result["chosen"]["peak_gib"] <= 24.0 * (1 - FIT_MARGIN)
+    assert lower["per_device_train_batch_size"] * lower["gradient_accumulation_steps"] == 64
+    assert step_down(fitted) is None  # at most once
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "lima_lite.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+
+
+RECIPE_SHAPES = [("llama-7b", "7b", 24), ("llama-13b", "13b", 24), ("llama-33b", "33b", 24), ("llama-65b", "65b", 48),
+                 ("lima-1030-dialogue", "7b", 24), ("llama3.1-8b", "llama3.1-8b", 24), ("mistral-7b", "mistral-7b", 24),
+                 ("qwen3-8b", "qwen3-8b", 24), ("gemma3-1b-it", "gemma3-1b", 12),
+                 ("llama3.2-3b-instruct", "llama3.2-3b", 24), ("llama3.1-70b", "llama3.1-70b", 48)]
+
+
+def test_every_gpu_recipe_is_fitted():
+    recipes = {path.stem for path in (ROOT / "recipes").glob("*.yaml") if "auto_fit: true" in path.read_text()}
+    assert recipes == {recipe for recipe, _, _ in RECIPE_SHAPES}
+    assert "auto_fit" not in (ROOT / "recipes" / "quickstart.yaml").read_text()  # the CPU recipe trains as written
+
+
+@pytest.mark.parametrize("recipe,shape,gpu", RECIPE_SHAPES)
+def test_cli_fit_json_for_each_recipe(recipe, shape, gpu):
+    result = run_cli("plan", recipe, f"model_name_or_path={SHAPES / shape}", "--fit", "--gpu-gib", str(gpu), "--host-gib", "64", "--json")
+    assert result.returncode == 0, result.stderr
+    fitted = json.loads(result.stdout.strip().splitlines()[-1])
+    assert fitted["fits"] and fitted["peak_gib"] <= gpu * (1 - FIT_MARGIN)
+    assert {"per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
+            "activation_offloading", "peak_gib", "max_length_at_micro_batch_1"} <= set(fitted)
+    examples = 32 if shape in ("33b", "65b", "llama3.1-70b") else 64
+    assert fitted["per_device_train_batch_size"] * fitted["gradient_accumulation_steps"] == examples
+
+
+def test_cli_fit_table_marks_the_chosen_and_keeps_a_command_line_value():
+    result = run_cli("plan", "llama-7b", f"model_name_or_path={SHAPES / '7b'}", "per_device_train_batch_size=2",
+                     "--fit", "--gpu-gib", "24", "--host-gib", "64")
+    assert result.returncode == 0, result.stderr
+    chosen = [line for line in result.stdout.splitlines() if line.strip().startswith("->")]
+    # the micro-batch the user gave, with the recipe's accumulation (2 x 16: what the command line asked for)
+    assert len(chosen) == 1 and chosen[0].split()[1:4] == ["2", "x", "16"]
+
+
+def test_train_applies_the_fit_before_loading_and_keeps_explicit_values(tiny_llama, tmp_path, monkeypatch, capsys):
+    """On the CPU the fit runs against available system memory, as in CI; a command-line value is kept."""
+    import lima_lite.model
+    from lima_lite.train import train
+
+    seen = {}
+
+    def loaded(*args, **kwargs):
+        raise LimaError("stop here: weights would load now")
+
+    def record(setup, callbacks=()):
+        seen.update(batch=setup.sft_config.per_device_train_batch_size, accumulation=setup.sft_config.gradient_accumulation_steps,
+                    checkpointing=setup.sft_config.gradient_checkpointing, fp32=setup.lima_args.fp32_layers)
+        loaded()
+
+    import lima_lite.train
+
+    monkeypatch.setattr(lima_lite.train, "build_trainer", record)
+    monkeypatch.setattr(lima_lite.model, "get_model", loaded)
+    common = [f"model_name_or_path={tiny_llama}", f"output_dir={tmp_path / 'run'}", "dev_dataset=null",
+              "chat_format=lima", "auto_fit=true"]
+    with pytest.raises(LimaError, match="stop here"):
+        train(ROOT / "recipes" / "quickstart.yaml", common)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("auto_fit:"))
+    assert "no GPU: available system memory" in line
+    # plenty of memory for a tiny model: the largest micro-batch of the quick start's 8 examples, no checkpointing
+    assert seen == {"batch": 8, "accumulation": 1, "checkpointing": False, "fp32": False}
+    with pytest.raises(LimaError, match="stop here"):
+        train(ROOT / "recipes" / "quickstart.yaml", [*common, "per_device_train_batch_size=2"])
+    assert "kept from the command line: per_device_train_batch_size" in capsys.readouterr().out
+    assert seen["batch"] == 2 and seen["accumulation"] == 8  # the recipe's accumulation: 2 x 8, as asked
+
+
+def test_counted_peak_of_the_chosen_setting_is_under_budget(tmp_path):
+    """A tiny LLaMA trained (3 steps, CPU) with the setting fit chose for a budget the recipe's own setting
+    (no checkpointing, micro-batch 4) exceeds: its counted peak plus the CUDA context stays under the budget."""
+    from plan_calibration import measure
+
+    config = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=4, vocab_size=2000)
+    shape = ModelShape(hidden=128, intermediate=352, layers=3, heads=4, kv_heads=4, vocab=2000, tied=False)
+    recipe = PlanSettings(micro_batch=4, max_length=256, lora_r=8, gradient_checkpointing=False, padding_free=True,
+                          optim="adamw_torch", added_tokens=1, loss_chunk_tokens=512)
+    recipe_peak = settings_peak(shape, recipe)[1]
+    budget = (CUDA_CONTEXT_GIB + 0.7 * (recipe_peak - CUDA_CONTEXT_GIB)) / (1 - FIT_MARGIN)
+    result = fit(shape, recipe, 4, budget, fixed={"fp32_layers": True}, offloading=False)
+    chosen = result["chosen"]["settings"]
+    assert recipe_peak > result["limit_gib"] and chosen != recipe
+    counted = measure(config, chosen.micro_batch, chosen.max_length, chosen.gradient_checkpointing, True,
+                      root=str(tmp_path))
+    assert CUDA_CONTEXT_GIB + counted["peak"] / GIB <= result["limit_gib"]
+
+
+def test_calibration_with_offloading(tmp_path):
+    """Checkpoints offloaded as TRL does (bench/plan_calibration.HostOffload): the counted device peak stays
+    under the plan (within 12 %), and the host bytes under the plan's bound."""
+    from plan_calibration import OFFLOAD_SHAPES, compare
+
+    shape = OFFLOAD_SHAPES["llama-h128-L10"]
+    on = compare("test", shape, 2, 256, True, True, root=str(tmp_path), activation_offloading=True)["rows"]
+    off = compare("test", shape, 2, 256, True, True, root=str(tmp_path))["rows"]
+    assert on["peak"]["counted"] < off["peak"]["counted"]  # offloading lowered the counted peak
+    assert 0 <= on["peak"]["error"] < 0.12, on["peak"]
+    assert 0 < on["host_offload"]["counted"] <= on["host_offload"]["planned"], on["host_offload"]
+
+
+def test_offloading_gives_the_same_loss_and_lora_gradients():
+    """fp32 tiny LLaMA + LoRA with gradient checkpointing: loss and every LoRA gradient with the checkpoints
+    offloaded (TRL's policy, and torch's save_on_cpu) equal those without, within 1e-5."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from plan_calibration import HostOffload
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=8,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=300))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
+                                             init_lora_weights=False))
+    model.train()
+    ids = torch.randint(0, 300, (2, 96), generator=torch.Generator().manual_seed(1))
+
+    def loss_and_grads(context):
+        model.zero_grad()
+        with context:
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}
+
+    import contextlib
+
+    base_loss, base_grads = loss_and_grads(contextlib.nullcontext())
+    trl_offload = HostOffload()
+    for context in (trl_offload, torch.autograd.graph.save_on_cpu()):
+        loss, grads = loss_and_grads(context)
+        assert abs(loss - base_loss) <= 1e-5
+        assert grads.keys() == base_grads.keys() and len(grads) == 8 * 7 * 2
+        for name, grad in grads.items():
+            assert torch.allclose(grad, base_grads[name], atol=1e-5, rtol=0), name
+    assert trl_offload.host_peak > 8 * 2 * 96 * 64 * 4 * 0.9  # the checkpoints really went to "host" memory
+
+
+class OutOfMemoryAtFirstStep:
+    """A TrainerCallback that raises CUDA's out-of-memory error at the first step of its first `times` trainers."""
+
+    def __init__(self, times: int):
+        from transformers import TrainerCallback
+
+        outer = self
+        self.times, self.batches = times, []
+
+        class Raise(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                import torch
+
+                if state.global_step == 0:
+                    outer.batches.append(args.per_device_train_batch_size)
+                    if len(outer.batches) <= outer.times:
+                        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+        self.callback = Raise()
+
+
+def test_out_of_memory_first_step_steps_down_once(tiny_llama, tmp_path, capsys):
+    import torch
+
+    from lima_lite.train import train
+
+    args = [f"model_name_or_path={tiny_llama}", "dev_dataset=null", "chat_format=lima", "auto_fit=true", "max_steps=1",
+            "num_train_epochs=1", "save_strategy=no"]
+    once = OutOfMemoryAtFirstStep(times=1)
+    run_dir = train(ROOT / "recipes" / "quickstart.yaml", [*args, f"output_dir={tmp_path / 'once'}"], [once.callback])
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished"
+    # the fit's choice (8 x 1, no checkpointing), then the fastest candidate with a lower planned peak: 8 x 1 with
+    # checkpointing
+    assert once.batches == [8, 8]
+    chosen, lower = run["fit"]["chosen"], run["fit"]["step_down"]
+    assert not chosen["gradient_checkpointing"] and lower["gradient_checkpointing"]
+    assert lower["peak_gib"] < chosen["peak_gib"]
+    assert run["training"]["gradient_checkpointing"] is True
+    assert "stepping down once" in capsys.readouterr().out
+    twice = OutOfMemoryAtFirstStep(times=2)
+    with pytest.raises(torch.OutOfMemoryError):
+        train(ROOT / "recipes" / "quickstart.yaml", [*args, f"output_dir={tmp_path / 'twice'}"], [twice.callback])
+    assert twice.batches == [8, 8]  # one step down, no second
+    assert json.loads((tmp_path / "twice" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """bench/gpu_check.py on a tiny shape on the CPU: plain TRL, lima_lite with auto_fit and with the recipe's
+    setting; the fitted and the recipe's first-step losses agree, and the block names the paths taken."""
+    out = tmp_path / "check.md"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--steps", "2",
+                             "--root", str(tmp_path / "root"), "--out", str(out)], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    block = out.read_text()
+    rows = [line for line in block.splitlines() if line.startswith("| tiny |")]
+    assert [row.split(" | ")[1] for row in rows] == ["plain TRL", "lima_lite --fit", "lima_lite, recipe's setting"]
+    fitted, recipe = (float(row.rstrip(" |").split(" | ")[-1]) for row in rows[1:])
+    assert fitted == pytest.approx(recipe, rel=1e-4)
+    assert "equals the recipe's (1 % tolerance): yes" in block
+    assert "  - auto_fit: micro-batch" in block and "  - loss: chunked cross-entropy" in block
