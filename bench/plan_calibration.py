@@ -180,7 +180,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
     from trl import SFTConfig
 
-    from lima_lite.loss import attention_implementation
+    from lima_lite.kernels import attention_implementation
     from lima_lite.model import add_residual_dropout, get_model
     from lima_lite.train import keep_4bit_layout, sft_trainer_class
 

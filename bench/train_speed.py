@@ -102,7 +102,7 @@ def run_mode(mode: str, args) -> dict:
     from peft import LoraConfig
 
     from lima_lite.config import load_recipe
-    from lima_lite.loss import apply_liger_kernels, attention_implementation
+    from lima_lite.kernels import apply_liger_kernels, attention_implementation
     from lima_lite.model import get_model, get_tokenizer, resolve_model
     from lima_lite.train import sft_trainer_class, trainer_config
 

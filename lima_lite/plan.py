@@ -578,16 +578,18 @@ def check_fit(plan: dict, gpu_present: bool, ignore: bool) -> None:
 
 
 def check_training_fit(sft_config, model_args, lima_args, base: str, added_tokens: int) -> dict | None:
-    """Print the plan before training; on a GPU it does not fit, stop (LimaError). Called by `train`
-    before any weight is loaded."""
+    """On a GPU, print the plan before training and stop (LimaError) when it does not fit; nothing on a CPU.
+    Called by `train` before any weight is loaded."""
+    detected = detected_gpu_gib()
+    if detected is None:
+        return None  # a CPU run: the GPU plan says nothing about it (`lima-lite plan` shows it for a GPU to come)
     if not model_args.load_in_4bit:
         print("Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)")
         return None
-    detected = detected_gpu_gib()
-    plan = recipe_plan(sft_config, model_args, lima_args, Path(base), added_tokens, detected or DEFAULT_GPU_GIB)
+    plan = recipe_plan(sft_config, model_args, lima_args, Path(base), added_tokens, detected)
     effective = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
-    print(format_plan(plan, "this GPU" if detected else f"no GPU: assumed {DEFAULT_GPU_GIB:g} GiB", effective))
-    check_fit(plan, gpu_present=detected is not None, ignore=lima_args.ignore_memory_plan)
+    print(format_plan(plan, "this GPU", effective))
+    check_fit(plan, gpu_present=True, ignore=lima_args.ignore_memory_plan)
     return plan
 
 

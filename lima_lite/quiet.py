@@ -7,8 +7,9 @@ Each is something lima_lite already handles, so the first run shows only what ma
   use TRL's key, which transformers still maps to the new one;
 - TRL's warning that a micro-batch of 1 "annihilates the benefits" of padding-free training: a recipe with
   micro-batch 1 chose it for memory (the quick start: one example's activations alive at a time);
-- bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community": an optional kernel from the
-  Hub (never reachable offline); its own CPU path runs instead;
+- bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" (and, offline, the `kernels`
+  package's "Skipping publisher trust check" for it): an optional kernel from the Hub; bitsandbytes' own CPU
+  path runs instead;
 - transformers' "Loading weights" progress bar when the output is not a terminal (a log file got one line
   per tensor, 272 of them for SmolLM2). Training's own progress bar stays.
 """
@@ -22,6 +23,7 @@ import warnings
 DROPPED_LOGS = (
     ("trl.trainer.sft_trainer", "You are using a per_device_train_batch_size of 1 with padding-free"),
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+    ("kernels._internals.hf_hub", "Skipping publisher trust check for 'kernels-community/"),
 )
 
 

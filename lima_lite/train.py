@@ -395,7 +395,7 @@ def build_trainer(setup: Setup, callbacks=()):
     from transformers import set_seed
     from trl import get_peft_config
 
-    from lima_lite.loss import apply_liger_kernels, fast_path_settings
+    from lima_lite.kernels import apply_liger_kernels, fast_path_settings
     from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, trainable_token_indices
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args

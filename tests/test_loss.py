@@ -8,15 +8,8 @@ import pytest
 import torch
 
 from helpers import IGNORE, padded_batch, peft_model
-from lima_lite.loss import (
-    activation_offloading,
-    apply_liger_kernels,
-    attention_implementation,
-    causal_lm_loss,
-    chunked_cross_entropy,
-    loss_path,
-    output_head,
-)
+from lima_lite.kernels import activation_offloading, apply_liger_kernels, attention_implementation
+from lima_lite.loss import causal_lm_loss, chunked_cross_entropy, loss_path, output_head
 
 
 def grads(model) -> dict:
