@@ -5,6 +5,7 @@
     >>> with atomic_dir("runs/x/adapter") as tmp:      # fill tmp; it becomes runs/x/adapter on success
     ...     model.save_pretrained(tmp)
     >>> rows = read_jsonl("answers.jsonl")             # [(line number, row), ...]; bad lines name file:line
+    >>> check_outputs([out, report], inputs=[source], overwrite=args.overwrite)  # before any work
 
 A crash or an error leaves the previous file or folder as it was and no half-written one. Files come out
 0644 and folders 0755 under the usual umask 022 (the umask is respected), so another user, a container or a
@@ -115,6 +116,39 @@ def atomic_dir(target: str | Path, replace: bool = True):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def add_overwrite_flag(parser) -> None:
+    """--overwrite, for every command that writes files the user names (see check_outputs)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs (and their reports) that already exist; an input is never replaced")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link, or the same file under another mount
+    except OSError:
+        return False
+
+
+def check_outputs(outputs, inputs=(), overwrite: bool = False) -> None:
+    """The one rule for the files a command writes, checked before it reads or computes anything: an output
+    is never one of its inputs (even with --overwrite: the input would be gone before it was read), never a
+    folder, never named twice, and a file that exists is replaced only with `overwrite`."""
+    seen = []
+    for output in map(Path, outputs):
+        for source in map(Path, inputs):
+            if _same_file(output, source):
+                raise LimaError(f"{output}: is also an input ({source}); write the output to another file")
+        if output.is_dir():
+            raise LimaError(f"{output}: is a folder; give the output a file name")
+        if any(_same_file(output, other) for other in seen):
+            raise LimaError(f"{output}: named for two outputs; give each its own file")
+        if output.exists() and not overwrite:
+            raise LimaError(f"{output}: already exists; choose another name, or pass --overwrite to replace it")
+        seen.append(output)
 
 
 class JsonlError(LimaError):
