@@ -139,6 +139,8 @@ LIMA_DEFAULTS = {
     "save_strategy": "epoch",
     "eval_strategy": "no",
     "logging_steps": 1,
+    # A non-finite loss is logged as it is, and stops the run (lima_lite.train), instead of being averaged away.
+    "logging_nan_inf_filter": False,
     "report_to": "none",
     "dataset_name": "embedded:train.jsonl",
     "model_name_or_path": EMBEDDED_BASE,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lima_lite import LimaError
 from test_bad_inputs import ARTICLE, COMMENT, QA, SUBMISSION, WIKIHOW_HEADER, Case, jsonl, outcome, tiny_adapter  # noqa: F401
 
 CASES: list[Case] = []
@@ -113,3 +114,146 @@ def test_overwrite_replaces_an_output_and_its_report(tmp_path):
     assert main([*argv, "--overwrite"]) == 0
     assert "A longer answer." in (tmp_path / "out.jsonl").read_text()
     assert (tmp_path / "out.report.md").read_text() != "old\n"
+
+
+# ---------------------------------------------------------------- train: resume, lock, divergence
+
+
+def tiny_settings(base: Path, data: Path, output_dir: Path, **overrides) -> dict:
+    """test_chat.train_tiny's settings: a 2-step-per-epoch run of 4 conversations on a tiny base, full precision."""
+    from test_chat import EOT
+
+    return {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
+            "max_steps": 4, "num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+            "load_in_4bit": False, "dtype": "float32", "bf16": False, "gradient_checkpointing": False,
+            "eot_token": EOT, "max_length": 256, **overrides}
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tiny_llama_tied, tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, data) of a 2-epoch tiny run killed after its first epoch's checkpoint: what a rerun resumes."""
+    from test_chat import qa
+
+    from lima_lite.train import train
+
+    folder = tmp_path_factory.mktemp("interrupted")
+    data = folder / "d.jsonl"
+    data.write_text("".join(json.dumps({"messages": qa(i)}) + "\n" for i in range(4)))
+    run = train(None, tiny_settings(tiny_llama_tied, data, folder / "run"))
+    for name in ("adapter", "epoch-02", "checkpoint-4"):
+        shutil.rmtree(run / name)
+    assert (run / "checkpoint-2" / "trainer_state.json").is_file()
+    return run, data
+
+
+def copy_run(interrupted_run, tmp_path: Path) -> Path:
+    shutil.copytree(interrupted_run[0], tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("learning_rate", 1e-3, ("learning_rate", "2e-05", "0.001")),
+    ("lr_scheduler_type", "constant", ("lr_scheduler_type", "polynomial", "constant")),
+    ("per_device_train_batch_size", 1, ("per_device_train_batch_size", "2", "1")),
+    ("lora_r", 8, ("lora_r", "16", "8")),
+    ("num_train_epochs", 3, ("num_train_epochs",)),
+    ("residual_dropout", 0.1, ("residual_dropout", "0.2", "0.1")),
+])
+def test_resume_refuses_a_recipe_change_that_alters_the_run(interrupted_run, tiny_llama_tied, tmp_path, key, value, shown):
+    from lima_lite.train import train
+
+    run = copy_run(interrupted_run, tmp_path)
+    before = snapshot(run)
+    with pytest.raises(LimaError) as error:
+        train(None, tiny_settings(tiny_llama_tied, interrupted_run[1], run, **{key: value}))
+    assert str(error.value).startswith(f"{run}: resuming would change") and "\n" not in str(error.value)
+    assert all(text in str(error.value) for text in shown), str(error.value)
+    assert snapshot(run) == before
+
+
+def test_resume_refuses_other_data_in_the_same_file(interrupted_run, tiny_llama_tied, tmp_path):
+    from lima_lite.train import train
+
+    run = copy_run(interrupted_run, tmp_path)
+    data = tmp_path / "d.jsonl"
+    shutil.copy(interrupted_run[1], data)
+    recorded = json.loads((run / "run.json").read_text())
+    recorded["script"]["dataset_name"] = recorded["data"]["dataset_name"] = str(data)
+    (run / "run.json").write_text(json.dumps(recorded))
+    with data.open("a") as more:
+        more.write(jsonl(QA))
+    with pytest.raises(LimaError, match=r"resuming would change data file \(sha256\) from '[0-9a-f]{64}' to '[0-9a-f]{64}'"):
+        train(None, tiny_settings(tiny_llama_tied, data, run))
+
+
+def test_a_second_train_on_a_locked_run_is_refused_and_a_dead_lock_taken_over(interrupted_run, tiny_llama_tied,
+                                                                               tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    from lima_lite.train import train
+
+    run = copy_run(interrupted_run, tmp_path)
+    lock = run / "train.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live process holds it
+    before = snapshot(run)
+    with pytest.raises(LimaError, match=rf"another `lima-lite train` \(pid {os.getpid()} on "):
+        train(None, tiny_settings(tiny_llama_tied, interrupted_run[1], run))
+    assert snapshot(run) == before
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(ended.stdout)}))  # a killed run's lock
+    # a recipe change that does not alter the run (logging) is allowed on resume
+    train(None, tiny_settings(tiny_llama_tied, interrupted_run[1], run, logging_steps=2))
+    assert "Taking over" in capsys.readouterr().out
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "epoch-02").is_dir()
+    assert not lock.exists()
+    assert json.loads((run / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_no_adapter(tiny_llama_tied, tmp_path):
+    from safetensors.torch import load_file
+    from test_chat import qa
+
+    from lima_lite.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"messages": qa(i)}) + "\n" for i in range(4)))
+    settings = tiny_settings(tiny_llama_tied, data, tmp_path / "run", learning_rate="1.0e+30", max_steps=6)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("".join(f"{key}: {value}\n" for key, value in settings.items()))
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["train", str(recipe)]) == 2
+    lines = [line[line.index("error:"):] for line in err.getvalue().splitlines() if "error:" in line]
+    assert len(lines) == 1 and "diverged" in lines[0] and ("loss is nan" in lines[0] or "grad_norm is nan" in lines[0]
+                                                          or " is inf" in lines[0]), err.getvalue()[-500:]
+    assert not (tmp_path / "run" / "adapter").exists()
+    import torch
+
+    for weights in (tmp_path / "run").rglob("adapter_model.safetensors"):  # what was saved before is finite
+        assert all(torch.isfinite(t).all() for t in load_file(weights).values()), weights
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_an_adapter_with_nan_weights_is_never_written(tiny_llama_tied, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lima_lite.train import check_finite
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_tied), LoraConfig(r=2, target_modules=["q_proj"]))
+    check_finite(model, None, tmp_path / "adapter")  # finite: no error
+    name, weight = next((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        weight[0, 0] = float("nan")
+    with pytest.raises(LimaError, match=rf"adapter: not written: {name.replace('.', '[.]')} holds inf or NaN"):
+        check_finite(model, None, tmp_path / "adapter")
