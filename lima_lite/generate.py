@@ -110,14 +110,23 @@ class Engine:
         `seed` makes the sample repeatable without touching anybody else's random state: the draw runs
         on a forked RNG seeded for this call, and the global RNG is as it was afterwards.
         """
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
         ids, dropped = self.prompt_ids(messages, settings["max_new_tokens"])
         input_ids = torch.tensor([ids], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        abandoned = threading.Event()
+
+        class Abandoned(StoppingCriteria):
+            """Set when the caller stops reading (Ctrl-C in the chat): generation ends at the next token
+            instead of running on to max_new_tokens in the background, holding the model's lock."""
+
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool, device=input_ids.device)
+
         kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-                      **self.generation_settings(settings, len(ids)))
+                      stopping_criteria=StoppingCriteriaList([Abandoned()]), **self.generation_settings(settings, len(ids)))
         result = {}
 
         def run():
@@ -131,10 +140,13 @@ class Engine:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         text = ""
-        for piece in streamer:
-            text += piece
-            yield piece
-        thread.join()
+        try:
+            for piece in streamer:
+                text += piece
+                yield piece
+        finally:  # the stream ended, or the caller was interrupted or closed this generator early
+            abandoned.set()  # after the stream's end generation is over, so this stops only an abandoned one
+            thread.join()
         if "error" in result:
             raise result["error"]
         self.last = replace(self.finished(result["output"][0, len(ids):].tolist(), dropped), text=text)
@@ -218,7 +230,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
                 dtype: str | None = None, trust_remote_code: bool = False) -> Engine:
     """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
     from lima_lite.host_memory import map_large_blocks
-    from lima_lite.layout import adapter_base, check_lima_adapter, readable_weights
+    from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
     from lima_lite.model import get_model, get_tokenizer, resolve_model
 
     map_large_blocks()  # on a CPU, a growing KV cache frees a block of every size: keep them off the heap
@@ -237,7 +249,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
         with readable_weights(base_dir):
             model = get_model(base_dir, load_in_4bit, dtype, vocab_size=len(tokenizer),
                               trust_remote_code=trust_remote_code)
-        with readable_weights(adapter_dir):
+        with readable_weights(adapter_dir), adapter_for_base(adapter_dir, base):
             model = PeftModel.from_pretrained(model, adapter_dir)
         name = str(adapter)
     else:

@@ -15,6 +15,7 @@ web server can read a shared run: `tempfile` alone would leave them 0600 and 070
 import json
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -155,6 +156,37 @@ class JsonlError(LimaError):
     pass
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def loads_strict(text: str):
+    """json.loads, refusing what it would otherwise read silently wrong: a key set twice in one object
+    (json keeps the last, so a whole conversation can vanish). Raises json's errors, RecursionError (nested
+    too deeply), DuplicateKey, or ValueError (an integer longer than Python converts, 4,300 digits)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def json_problem(error: Exception) -> str:
+    """What loads_strict found wrong, for a `file:line: ...` message."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON at column {error.colno}: {error.msg}"
+    if isinstance(error, RecursionError):
+        return "invalid JSON: nested too deeply"
+    if isinstance(error, DuplicateKey):
+        return f"{error.args[0]}: set twice in one object (JSON would keep only the last); keep one"
+    return f"invalid JSON: a number longer than {sys.get_int_max_str_digits():,} digits"
+
+
 def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
     """(line number, parsed row) for every non-blank line; the first bad line raises with file:line."""
     path = Path(path)
@@ -167,11 +199,9 @@ def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
                 if not line.strip():
                     continue
                 try:
-                    rows.append((number, json.loads(line)))
-                except (json.JSONDecodeError, RecursionError) as error:
-                    problem = (f"at column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError)
-                               else "nested too deeply")
-                    raise JsonlError(f"{path}:{number}: invalid JSON {problem}") from None
+                    rows.append((number, loads_strict(line)))
+                except (ValueError, RecursionError) as error:
+                    raise JsonlError(f"{path}:{number}: {json_problem(error)}") from None
     except UnicodeDecodeError as error:
         raise JsonlError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
     return rows

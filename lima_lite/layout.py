@@ -27,6 +27,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LOCK_FILE = "train.lock"
 EPOCH = re.compile(r"^epoch-(\d+)$")
 
@@ -53,12 +54,21 @@ def is_run(path: str | Path) -> bool:
 
 
 def check_lima_adapter(path: str | Path) -> Path:
-    """`path` if it is an adapter trained by lima_lite (adapter_config.json and lima_template.json), else one clear error."""
+    """`path` if it is a whole adapter trained by lima_lite (adapter_config.json, readable weights and
+    lima_template.json), else one clear error: what chat, merge, export and push check before they start."""
+    from lima_lite.template import ChatTemplate
+
     path = Path(path)
     if not is_adapter(path):
         raise LimaError(f"{path}: not an adapter folder (no {ADAPTER_CONFIG})")
     if not (path / TEMPLATE_FILE).is_file():
         raise LimaError(f"{path}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
+    ChatTemplate.load(path)
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise LimaError(f"{path}: no {ADAPTER_WEIGHTS}; copy the whole adapter folder")
+    damaged = damaged_weights(path)
+    if damaged:
+        raise LimaError(f"{damaged[0][0]}: damaged safetensors file ({damaged[0][1]}); copy or download it again")
     return path
 
 
@@ -75,24 +85,45 @@ def adapter_base(path: str | Path) -> str:
     return base
 
 
+def damaged_weights(folder: str | Path) -> list[tuple[Path, str]]:
+    """(file, safetensors' complaint) for each .safetensors file in `folder` whose header or length is wrong
+    (a copy or download cut short, a full disk); opening one reads only its header."""
+    from safetensors import SafetensorError, safe_open
+
+    damaged = []
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(file, "pt"):
+                pass
+        except SafetensorError as error:
+            damaged.append((file, str(error)))
+    return damaged
+
+
 @contextmanager
 def readable_weights(folder: str | Path):
     """Around loading a model or adapter from `folder`: a damaged .safetensors file (truncated by a copy
     or a full disk) becomes one LimaError naming the file, instead of safetensors' header error."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     try:
         yield
     except SafetensorError as error:
-        damaged = []
-        for file in sorted(Path(folder).glob("*.safetensors")):
-            try:
-                with safe_open(file, "pt"):
-                    pass
-            except SafetensorError:
-                damaged.append(file)
-        names = ", ".join(map(str, damaged)) or f"a .safetensors file in {folder}"
+        names = ", ".join(str(file) for file, _ in damaged_weights(folder)) or f"a .safetensors file in {folder}"
         raise LimaError(f"{names}: damaged safetensors file ({error}); copy or download it again") from None
+
+
+@contextmanager
+def adapter_for_base(adapter: str | Path, base: str):
+    """Around loading `adapter` onto `base`: an adapter trained on another base (other layer sizes) becomes
+    one LimaError naming the base it needs, instead of torch's list of size mismatches."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "size mismatch" not in str(error):
+            raise
+        raise LimaError(f"{adapter}: trained on {adapter_base(adapter)}, and its weights do not fit the base "
+                        f"{base} (other layer sizes); load it with the base it was trained on (--base)") from None
 
 
 def read_run(run: str | Path) -> dict | None:

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.config import bounded
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
@@ -412,7 +413,7 @@ def main(argv=None) -> int:
                "optim, lora_r, model_name_or_path, ...). Without --gpu-gib: this machine's GPU, else 24 GiB.")
     parser.add_argument("recipe", help="recipe YAML (a path, or a name from recipes/: llama-7b, ...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key")
-    parser.add_argument("--gpu-gib", type=float, help="plan for a GPU of this many GiB")
+    parser.add_argument("--gpu-gib", type=bounded(float, 0, 1e6, low_open=True), help="plan for a GPU of this many GiB")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     args = parser.parse_args(argv)
     from lima_lite.config import load_recipe, resolve_recipe

@@ -28,7 +28,8 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import lima_help
 from lima_lite.io import atomic_dir, write_json
-from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run, run_lock
+from lima_lite.layout import (FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run,
+                              readable_weights, run_lock)
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
@@ -428,9 +429,11 @@ def build_trainer(setup: Setup, callbacks=()):
     sharded = fsdp_enabled()
     model_args.attn_implementation, sft_config.activation_offloading = fast_path_settings(
         model_args.attn_implementation, sft_config.activation_offloading)
-    model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
-                      model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
-                      model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
+    with readable_weights(setup.base):
+        model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
+                          model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
+                          model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
+    check_lora_targets(model, model_args.lora_target_modules, model_args.model_name_or_path)
     print(apply_liger_kernels(model, lima_args.liger_kernels))
     # prepare_model_for_kbit_training casts the norms and embeddings to fp32 (fp32_layers). Never under FSDP:
     # it flattens a decoder layer's weights (bf16-stored 4-bit ones and its norms) into one tensor of one dtype.
@@ -457,6 +460,25 @@ def build_trainer(setup: Setup, callbacks=()):
     for callback in lima:
         callback.trainer = trainer  # saving an epoch's adapter and evaluating go through it
     return trainer, rates
+
+
+def check_lora_targets(model, targets, base: str) -> None:
+    """Every module lora_target_modules names is in the base, matched as peft matches them (a list: a name or a
+    dotted suffix of one; a single string, which TRL makes of a one-item list: a regular expression over full
+    names): peft would otherwise train the others alone without a word, or fail with a traceback when none is."""
+    import re
+
+    names = [name for name, _ in model.named_modules()]
+    if targets is None or targets == "all-linear":
+        return
+    if isinstance(targets, str):
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:
+        missing = [t for t in targets if t != "all-linear" and not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__.startswith("Linear")})
+        raise LimaError(f"lora_target_modules: {', '.join(map(repr, missing))}: no such module in {base}; "
+                        f"its linear layers are {', '.join(linear)}")
 
 
 def keep_4bit_layout(model) -> None:

@@ -79,6 +79,126 @@ case("stackexchange-out-exists", ["curate", "stackexchange", "--dump", "{tmp}/du
      ("{tmp}/o.jsonl", "exists"), files={"dump/keep.txt": "x", "o.jsonl": "mine\n"})
 
 
+# ---------------------------------------------------------------- recipes, data and tokens
+
+RECIPE = "model_name_or_path: {base}\ndataset_name: {tmp}/d.jsonl\n"
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)) + "lora_target_modules: *i\n"
+for command in ("inspect", "train"):
+    case(f"{command}-recipe-empty", [command, "{tmp}/r.yaml"], ("{tmp}/r.yaml", "empty"), files={"r.yaml": ""})
+    case(f"{command}-recipe-only-comments", [command, "{tmp}/r.yaml"], ("{tmp}/r.yaml", "empty"),
+         files={"r.yaml": "# learning_rate: 1e-4\n\n"})
+case("inspect-recipe-alias-bomb", ["inspect", "{tmp}/r.yaml"], ("{tmp}/r.yaml", ":2", "alias"),
+     files={"r.yaml": BOMB, "d.jsonl": jsonl(QA)})
+
+
+def data_case(name: str, line: str, expect: tuple) -> None:
+    case(f"inspect-{name}", ["inspect", "quickstart", "dataset_name={tmp}/d.jsonl", "model_name_or_path={base}",
+                             "chat_format=lima"],
+         ("{tmp}/d.jsonl", *expect), files={"d.jsonl": jsonl(QA, line)}, needs=("base",))
+
+
+MESSAGES = json.dumps(QA["messages"])
+data_case("duplicate-key", '{"messages": %s, "messages": %s}' % (MESSAGES, json.dumps(QA["messages"][:1])),
+          (":2", "messages", "twice"))
+data_case("duplicate-key-nested", '{"messages": [{"role": "user", "content": "a", "content": "b"}, '
+          '{"role": "assistant", "content": "c"}]}', (":2", "content", "twice"))
+data_case("lone-surrogate", '{"messages": [{"role": "user", "content": "x\\ud800y"}, '
+          '{"role": "assistant", "content": "c"}]}', (":2", "messages[0].content", "surrogate"))
+data_case("huge-integer", '{"messages": %s, "id": %s}' % (MESSAGES, "9" * 5000), (":2", "digits"))
+case("select-duplicate-key", [*SELECT, "{tmp}/pool.jsonl", "{tmp}/out.jsonl"], ("{tmp}/pool.jsonl:1", "twice"),
+     files={"pool.jsonl": '{"messages": %s, "messages": %s}\n' % (MESSAGES, MESSAGES)})
+case("select-clusters-zero", ["select", "--strategy", "diversity", "--clusters", "0", "{tmp}/pool.jsonl",
+                              "{tmp}/out.jsonl"], ("--clusters",), files=POOL)
+for token in ("<unk>", "<s>"):
+    case(f"inspect-eot-{token.strip('<>')}", ["inspect", "quickstart", "dataset_name={tmp}/d.jsonl",
+                                              "model_name_or_path={base}", "chat_format=lima", f"eot_token={token}"],
+         ("eot_token", token), files={"d.jsonl": jsonl(QA)}, needs=("base",))
+for value in ("-5", "nan", "0", "inf"):
+    case(f"plan-gpu-gib-{value}", ["plan", "quickstart", "model_name_or_path={base}", "chat_format=lima", "--gpu-gib", value],
+         ("--gpu-gib",), needs=("base",))
+
+
+# ---------------------------------------------------------------- train: base, settings and output folder
+
+
+def train_case(name: str, overrides: list, expect: tuple, prepare=None, files=None) -> None:
+    argv = ["train", "quickstart", "dataset_name={tmp}/d.jsonl", "model_name_or_path={base}",
+            "output_dir={tmp}/run", "chat_format=lima", "load_in_4bit=false", "dtype=float32", "bf16=false", *overrides]
+    case(f"train-{name}", argv, expect, files={"d.jsonl": jsonl(QA, QA), "run/notes.txt": "mine\n", **(files or {})},
+         prepare=prepare, needs=("base",))
+
+
+def base_copy(change):
+    """prepare(): the tiny base copied to {tmp}/base, then change(folder)."""
+    def prepare(tmp: Path, fixtures: dict) -> None:
+        shutil.copytree(fixtures["base"], tmp / "base")
+        change(tmp / "base")
+    return prepare
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+BASE = "model_name_or_path={tmp}/base"
+train_case("base-truncated", [BASE], ("{tmp}/base/model.safetensors",),
+           base_copy(lambda f: truncate(f / "model.safetensors")))
+train_case("base-config-invalid", [BASE], ("{tmp}/base/config.json",),
+           base_copy(lambda f: (f / "config.json").write_text("{not json")))
+train_case("base-config-no-type", [BASE], ("{tmp}/base", "model_type"),
+           base_copy(lambda f: (f / "config.json").write_text("{}")))
+train_case("base-no-tokenizer", [BASE], ("{tmp}/base", "tokenizer"),
+           base_copy(lambda f: [p.unlink() for p in f.glob("tokenizer*")]))
+train_case("lora-targets-nothing", ["lora_target_modules=[nothing_proj]"], ("lora_target_modules", "nothing_proj"))
+train_case("seed-negative", ["seed=-1"], ("command line", "seed"))
+train_case("output-dir-empty", ["output_dir="], ("output_dir",))
+case("train-output-dir-is-file", ["train", "quickstart", "dataset_name={tmp}/d.jsonl", "model_name_or_path={base}",
+                                  "output_dir={tmp}/runfile", "chat_format=lima"], ("{tmp}/runfile", "file"),
+     files={"d.jsonl": jsonl(QA), "runfile": "mine\n"}, needs=("base",))
+
+
+# ---------------------------------------------------------------- adapters: damaged, or for another base
+
+
+def damage(name: str, change):
+    def prepare(tmp: Path, fixtures: dict) -> None:
+        shutil.copytree(fixtures["adapter"], tmp / "adapter")
+        change(tmp / "adapter" / name)
+    return prepare
+
+
+def other_base(tmp: Path, fixtures: dict) -> None:
+    """A base of the same family and vocabulary with another hidden size than the adapter was trained on."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(fixtures["base"])
+    config.hidden_size, config.intermediate_size = 32, 64
+    LlamaForCausalLM(config).save_pretrained(tmp / "other")
+    for file in Path(fixtures["base"]).glob("tokenizer*"):
+        shutil.copy(file, tmp / "other" / file.name)
+
+
+COPY = "{tmp}/adapter"
+case("push-adapter-truncated", ["push", COPY, "--repo", "me/x", "--dry-run", "--out", "{tmp}/hub"],
+     (f"{COPY}/adapter_model.safetensors",), prepare=damage("adapter_model.safetensors", truncate), needs=("adapter",))
+for tool, argv in {"push": ["push", COPY, "--repo", "me/x", "--dry-run", "--out", "{tmp}/hub"],
+                   "merge": ["merge", COPY, "--out", "{tmp}/merged"],
+                   "chat": ["chat", "--adapter", COPY, "--prompt", "hi"]}.items():
+    case(f"{tool}-template-invalid", argv, (f"{COPY}/lima_template.json",),
+         prepare=damage("lima_template.json", lambda p: p.write_text("{oops")), needs=("adapter",))
+    case(f"{tool}-template-list", argv, (f"{COPY}/lima_template.json",),
+         prepare=damage("lima_template.json", lambda p: p.write_text("[1]")), needs=("adapter",))
+    case(f"{tool}-template-no-eot", argv, (f"{COPY}/lima_template.json", "eot_token"),
+         prepare=damage("lima_template.json", lambda p: p.write_text("{}")), needs=("adapter",))
+for tool, argv in {"merge": ["merge", "{adapter}", "--base", "{tmp}/other", "--out", "{tmp}/merged"],
+                   "chat": ["chat", "--adapter", "{adapter}", "--base", "{tmp}/other", "--prompt", "hi"]}.items():
+    case(f"{tool}-adapter-for-another-base", argv, ("{adapter}", "{tmp}/other", "base"), prepare=other_base,
+         needs=("base", "adapter"))
+
+
 # ---------------------------------------------------------------- the runner (tests/test_bad_inputs.py's)
 
 
@@ -257,3 +377,77 @@ def test_an_adapter_with_nan_weights_is_never_written(tiny_llama_tied, tmp_path)
         weight[0, 0] = float("nan")
     with pytest.raises(LimaError, match=rf"adapter: not written: {name.replace('.', '[.]')} holds inf or NaN"):
         check_finite(model, None, tmp_path / "adapter")
+
+
+# ---------------------------------------------------------------- terminal chat: /set and Ctrl-C
+
+
+@pytest.mark.parametrize("key, value", [("repetition_penalty", "0"), ("repetition_penalty", "-1"), ("temperature", "-1"),
+                                        ("top_p", "7"), ("top_p", "0"), ("max_new_tokens", "0"), ("temperature", "nan"),
+                                        ("max_new_tokens", "2.5"), ("top_p", "high")])
+def test_set_refuses_what_the_flag_refuses_with_the_same_words(key, value, capsys):
+    import io
+
+    from lima_lite.chat import Session, parser
+
+    session = Session(None, out=io.StringIO())
+    before = dict(session.settings)
+    session.set(f"{key}={value}")
+    said = session.out.getvalue()
+    assert session.settings == before and said.startswith(f"cannot set {key}: ")
+    with pytest.raises(SystemExit):
+        parser().parse_args([f"--{key.replace('_', '-')}", value])
+    flag_error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.strip().removeprefix(f"cannot set {key}: ") in flag_error, (said, flag_error)
+
+
+def test_set_takes_a_value_in_range():
+    import io
+
+    from lima_lite.chat import Session
+
+    session = Session(None, out=io.StringIO())
+    session.set("repetition_penalty=0.5 top_p=1 temperature=0")
+    assert (session.settings["repetition_penalty"], session.settings["top_p"], session.settings["temperature"]) == (0.5, 1, 0)
+
+
+def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_adapter, tmp_path):
+    """A real terminal (a pty): Ctrl-C while the reply streams, then go on talking, then Ctrl-C at the prompt."""
+    import sys
+
+    import pexpect
+
+    root = Path(__file__).resolve().parents[1]
+    child = pexpect.spawn(sys.executable, ["-m", "lima_lite.chat", "--adapter", str(tiny_adapter), "--no-load-in-4bit",
+                                           "--dtype", "float32", "--temperature", "2", "--top-p", "1", "--seed", "0",
+                                           "--max-new-tokens", "900"],
+                          cwd=str(root), env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+                          encoding="utf-8", timeout=120)
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("How do I water plant number 3?")
+        child.expect_exact("plant number 3?\r\n")  # the terminal's echo; the reply follows it
+        child.expect(r"\S{3}")  # the reply is streaming
+        child.sendintr()
+        child.expect_exact("(stopped; the reply so far is kept")
+        child.expect_exact(">>> ")
+        child.sendline("/set max_new_tokens=4")
+        child.expect_exact(">>> ")
+        child.sendline("And plant 4?")
+        child.expect_exact("plant 4?\r\n")
+        child.expect_exact(">>> ")  # a whole reply: the stopped one no longer holds the model
+        child.sendline(f"/save {tmp_path / 'chat.jsonl'}")
+        child.expect_exact("(saved 4 turns")
+        child.expect_exact(">>> ")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    messages = json.loads((tmp_path / "chat.jsonl").read_text())["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[0]["content"] == "How do I water plant number 3?" and messages[2]["content"] == "And plant 4?"
+    from transformers import AutoTokenizer
+
+    tokens = len(AutoTokenizer.from_pretrained(tiny_adapter)(messages[1]["content"])["input_ids"])
+    assert 0 < tokens < 900  # stopped part-way
