@@ -199,6 +199,20 @@ for tool, argv in {"merge": ["merge", "{adapter}", "--base", "{tmp}/other", "--o
          needs=("base", "adapter"))
 
 
+def pointed_at_other_base(tmp: Path, fixtures: dict) -> None:
+    """The adapter copied to {tmp}/adapter, its adapter_config.json naming a base of other layer sizes."""
+    other_base(tmp, fixtures)
+    shutil.copytree(fixtures["adapter"], tmp / "adapter")
+    config = json.loads((tmp / "adapter" / "adapter_config.json").read_text())
+    (tmp / "adapter" / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp / "other")}))
+
+
+case("eval-generate-adapter-for-another-base", ["eval", "generate", "--model", COPY, "--prompts", "{tmp}/p.jsonl",
+                                                "--out", "{tmp}/answers.jsonl"], (COPY, "{tmp}/other", "base"),
+     files={"p.jsonl": jsonl({"id": "a", "prompt": "How?"})}, prepare=pointed_at_other_base, needs=("base", "adapter"))
+case("chat-adapter-names-another-base", ["chat", "--adapter", COPY, "--prompt", "hi"], (COPY, "{tmp}/other", "base"),
+     prepare=pointed_at_other_base, needs=("base", "adapter"))
+
 # ---------------------------------------------------------------- the runner (tests/test_bad_inputs.py's)
 
 
