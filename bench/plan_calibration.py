@@ -23,7 +23,6 @@ a copy back (counted). So the counted peak is the GPU's peak with offloading, an
 
 import argparse
 import json
-import os
 import sys
 import statistics
 import tempfile

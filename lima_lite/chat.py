@@ -16,7 +16,7 @@ import sys
 
 from lima_lite import LimaError
 from lima_lite.io import write_jsonl
-from lima_lite.config import LIMA_SAMPLING, add_sampling_args
+from lima_lite.config import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
 
 HELP = """commands:
   /reset            start a new conversation
@@ -25,9 +25,9 @@ HELP = """commands:
   /save FILE        write the conversation as JSONL (messages form)
   /set key=value    change sampling: temperature, top_p, max_new_tokens, repetition_penalty
   /help             this text
-  /exit             quit (or Ctrl-D)"""
+  /exit             quit (or Ctrl-D)
+Ctrl-C stops a reply and keeps what was written of it (/retry for another one); at the prompt it quits."""
 
-SETTING_TYPES = {"temperature": float, "top_p": float, "max_new_tokens": int, "repetition_penalty": float}
 
 
 class Session:
@@ -43,14 +43,34 @@ class Session:
         self.out.write(text + end)
         self.out.flush()
 
-    def respond(self) -> str:
-        """Stream the model's reply to the history (which ends with the user) and append it."""
+    def streamed(self, **kwargs) -> str | None:
+        """Print the reply to the history as it comes; its text, or None when Ctrl-C stopped it (the text
+        written so far is then in self.partial)."""
+        self.partial = ""
+        try:
+            for piece in self.engine.stream(self.messages, **kwargs, **self.settings):
+                self.partial += piece
+                self.say(piece, end="")
+        except KeyboardInterrupt:  # the engine has stopped generating by the time this is caught
+            return None
+        return self.partial
+
+    def respond(self) -> str | None:
+        """Stream the model's reply to the history (which ends with the user) and append it. Ctrl-C stops
+        it: what was written of it is kept (a history always ends with a reply), or the message is dropped
+        when nothing was."""
         label = "[adapter] " if self.compare else ""
         self.say(label, end="")
         seed = None if self.seed is None else self.seed + self.replies
         self.replies += 1
-        for piece in self.engine.stream(self.messages, seed=seed, **self.settings):
-            self.say(piece, end="")
+        if self.streamed(seed=seed) is None:
+            if self.partial.strip():
+                self.messages.append({"role": "assistant", "content": self.partial.strip()})
+                self.say("\n(stopped; the reply so far is kept: /retry for another, /undo to forget the exchange)")
+            else:
+                self.messages.pop()
+                self.say("\n(stopped before the reply began; your message was not kept)")
+            return None
         reply = self.engine.last
         self.say()
         if reply.dropped_turns:
@@ -59,9 +79,7 @@ class Session:
             self.say(f"(stopped at max_new_tokens={self.settings['max_new_tokens']})")
         if self.compare:
             self.say("[base]    ", end="")
-            for piece in self.engine.stream(self.messages, use_adapter=False, seed=seed, **self.settings):
-                self.say(piece, end="")
-            self.say()
+            self.say() if self.streamed(use_adapter=False, seed=seed) is not None else self.say("\n(stopped)")
         self.messages.append({"role": "assistant", "content": reply.text.strip()})
         return reply.text
 
@@ -101,19 +119,19 @@ class Session:
         return True
 
     def set(self, arg: str) -> None:
+        """/set key=value ...: read by the command-line flags' own parsers, so both refuse the same values."""
+        import argparse
+
         updates = {}
         for pair in arg.split():
             key, sep, value = pair.partition("=")
-            if key not in SETTING_TYPES or not sep:
-                self.say(f"cannot set {pair!r}: use key=value with key one of {', '.join(SETTING_TYPES)}")
+            if key not in SAMPLING_TYPES or not sep:
+                self.say(f"cannot set {pair!r}: use key=value with key one of {', '.join(SAMPLING_TYPES)}")
                 return
             try:
-                updates[key] = SETTING_TYPES[key](value)
-            except ValueError:
-                self.say(f"cannot set {key}: {value!r} is not a {SETTING_TYPES[key].__name__}")
-                return
-            if updates[key] < 0 or (key == "top_p" and not 0 < updates[key] <= 1) or (key == "max_new_tokens" and updates[key] < 1):
-                self.say(f"cannot set {key}: {value} is out of range")
+                updates[key] = SAMPLING_TYPES[key](value)
+            except argparse.ArgumentTypeError as error:
+                self.say(f"cannot set {key}: {error}")
                 return
         self.settings.update(updates)
         self.say("(" + ", ".join(f"{k}={v}" for k, v in self.settings.items()) + ")")
@@ -170,7 +188,7 @@ def main(argv=None) -> int:
     while True:
         try:
             line = input(">>> ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: quit
             session.say()
             return 0
         if not session.handle(line):

@@ -147,6 +147,8 @@ LIMA_DEFAULTS = {
     "save_strategy": "epoch",
     "eval_strategy": "no",
     "logging_steps": 1,
+    # A non-finite loss is logged as it is, and stops the run (lima_lite.train), instead of being averaged away.
+    "logging_nan_inf_filter": False,
     "report_to": "none",
     "dataset_name": "embedded:train.jsonl",
     "model_name_or_path": EMBEDDED_BASE,
@@ -189,15 +191,22 @@ def read_yaml(path: str | Path) -> dict[str, tuple[object, int]]:
     if not path.is_file():
         raise LimaError(f"{path}: recipe file not found")
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        # A recipe has no use for aliases (*name), and a few nested ones expand to billions of values.
+        alias = next((event for event in yaml.parse(text) if isinstance(event, yaml.AliasEvent)), None)
+        root = yaml.compose(text) if alias is None else None
     except UnicodeDecodeError:
         raise LimaError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LimaError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}") from None
-    if root is None:
-        return {}
+    if alias is not None:
+        raise LimaError(f"{path}:{alias.start_mark.line + 1}: YAML alias *{alias.anchor}: a recipe cannot use "
+                        "aliases; write the value out")
+    if root is None or (isinstance(root, yaml.MappingNode) and not root.value):
+        raise LimaError(f"{path}: the recipe is empty; give at least model_name_or_path and dataset_name "
+                        "(see recipes/quickstart.yaml)")
     if not isinstance(root, yaml.MappingNode):
         raise LimaError(f"{path}:{root.start_mark.line + 1}: a recipe is a mapping of key: value")
     values = {}
@@ -321,6 +330,7 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         ("gradient_accumulation_steps", sft_config.gradient_accumulation_steps >= 1, "must be >= 1"),
         ("max_length", sft_config.max_length is None or sft_config.max_length >= 2, "must be >= 2 tokens (or null)"),
         ("weight_decay", sft_config.weight_decay >= 0, "must be >= 0"),
+        ("seed", 0 <= sft_config.seed < 2**32, "must be in [0, 2**32)"),  # numpy's range; torch's is wider
         ("lora_r", model_args.lora_r >= 1, "must be >= 1"),
         ("lora_alpha", model_args.lora_alpha > 0, "must be > 0"),
         ("lora_dropout", 0 <= model_args.lora_dropout < 1, "must be in [0, 1)"),

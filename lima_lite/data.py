@@ -13,13 +13,17 @@ Every problem is reported as `file:line: field: what is wrong`; nothing is dropp
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.io import json_problem, loads_strict
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MAX_ERRORS_SHOWN = 20
+# Half of a UTF-16 pair alone ("\\ud800" in JSON): Python keeps it in a str, but no tokenizer or file can encode it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DataError(LimaError):
@@ -118,6 +122,9 @@ def check_messages(messages: list[dict], where: str, field_name: str = "messages
             raise DataError(f"{where}: {content_field}: must be a string, not {type(content).__name__}")
         if not content.strip():
             raise DataError(f"{where}: {content_field}: empty turn")
+        if surrogate := LONE_SURROGATE.search(content):
+            raise DataError(f"{where}: {content_field}: a lone surrogate \\u{ord(surrogate.group()):x} at character "
+                            f"{surrogate.start()}, which is not text; fix that escape in the file")
         if i < start:
             continue
         expected = ("user", "assistant")[(i - start) % 2]
@@ -136,13 +143,13 @@ def _json_row(text: bytes, path: Path, number: int | None = None):
     why not: not UTF-8, invalid JSON, nested too deeply."""
     where = f"{path}:{number}" if number is not None else str(path)
     try:
-        return json.loads(text.decode("utf-8"))
+        return loads_strict(text.decode("utf-8"))
     except UnicodeDecodeError as error:
         return DataError(f"{where}: not UTF-8 text (byte {error.start} cannot be decoded)")
     except json.JSONDecodeError as error:
-        return DataError(f"{path}:{number or error.lineno}: invalid JSON at column {error.colno}: {error.msg}")
-    except RecursionError:
-        return DataError(f"{where}: invalid JSON: nested too deeply")
+        return DataError(f"{path}:{number or error.lineno}: {json_problem(error)}")
+    except (ValueError, RecursionError) as error:  # a key set twice, an integer too long, nested too deeply
+        return DataError(f"{where}: {json_problem(error)}")
 
 
 def _rows_from_file(path: Path):

@@ -22,7 +22,6 @@ import torch
 
 from lima_lite import LimaError
 from lima_lite.config import LIMA_SAMPLING
-from lima_lite.layout import is_adapter
 from lima_lite.precision import precision_report
 from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, encode_prompt, special_ids, token_id
 
@@ -122,8 +121,11 @@ class Engine:
         abandoned = threading.Event()
 
         class Abandoned(StoppingCriteria):
+            """Set when the caller stops reading (Ctrl-C in the chat): generation ends at the next token
+            instead of running on to max_new_tokens in the background, holding the model's lock."""
+
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), abandoned.is_set(), device=input_ids.device)
+                return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool, device=input_ids.device)
 
         kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([Abandoned()]), **self.generation_settings(settings, len(ids)))
@@ -236,7 +238,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
                 dtype: str | None = None, trust_remote_code: bool = False) -> Engine:
     """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
     from lima_lite.host_memory import map_large_blocks
-    from lima_lite.layout import adapter_base, check_lima_adapter, readable_weights
+    from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
     from lima_lite.model import get_model, get_tokenizer, resolve_model
 
     map_large_blocks()  # on a CPU, a growing KV cache frees a block of every size: keep them off the heap
@@ -255,7 +257,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
         with readable_weights(base_dir):
             model = get_model(base_dir, load_in_4bit, dtype, vocab_size=len(tokenizer),
                               trust_remote_code=trust_remote_code)
-        with readable_weights(adapter_dir):
+        with readable_weights(adapter_dir), adapter_for_base(adapter_dir, base):
             model = PeftModel.from_pretrained(model, adapter_dir)
         name = str(adapter)
     else:

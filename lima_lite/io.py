@@ -5,6 +5,7 @@
     >>> with atomic_dir("runs/x/adapter") as tmp:      # fill tmp; it becomes runs/x/adapter on success
     ...     model.save_pretrained(tmp)
     >>> rows = read_jsonl("answers.jsonl")             # [(line number, row), ...]; bad lines name file:line
+    >>> check_outputs([out, report], inputs=[source], overwrite=args.overwrite)  # before any work
 
 A crash or an error leaves the previous file or folder as it was and no half-written one. Files come out
 0644 and folders 0755 under the usual umask 022 (the umask is respected), so another user, a container or a
@@ -14,6 +15,7 @@ web server can read a shared run: `tempfile` alone would leave them 0600 and 070
 import json
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,8 +119,72 @@ def atomic_dir(target: str | Path, replace: bool = True):
         raise
 
 
+def add_overwrite_flag(parser) -> None:
+    """--overwrite, for every command that writes files the user names (see check_outputs)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs (and their reports) that already exist; an input is never replaced")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link, or the same file under another mount
+    except OSError:
+        return False
+
+
+def check_outputs(outputs, inputs=(), overwrite: bool = False) -> None:
+    """The one rule for the files a command writes, checked before it reads or computes anything: an output
+    is never one of its inputs (even with --overwrite: the input would be gone before it was read), never a
+    folder, never named twice, and a file that exists is replaced only with `overwrite`."""
+    seen = []
+    for output in map(Path, outputs):
+        for source in map(Path, inputs):
+            if _same_file(output, source):
+                raise LimaError(f"{output}: is also an input ({source}); write the output to another file")
+        if output.is_dir():
+            raise LimaError(f"{output}: is a folder; give the output a file name")
+        if any(_same_file(output, other) for other in seen):
+            raise LimaError(f"{output}: named for two outputs; give each its own file")
+        if output.exists() and not overwrite:
+            raise LimaError(f"{output}: already exists; choose another name, or pass --overwrite to replace it")
+        seen.append(output)
+
+
 class JsonlError(LimaError):
     pass
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def loads_strict(text: str):
+    """json.loads, refusing what it would otherwise read silently wrong: a key set twice in one object
+    (json keeps the last, so a whole conversation can vanish). Raises json's errors, RecursionError (nested
+    too deeply), DuplicateKey, or ValueError (an integer longer than Python converts, 4,300 digits)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def json_problem(error: Exception) -> str:
+    """What loads_strict found wrong, for a `file:line: ...` message."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON at column {error.colno}: {error.msg}"
+    if isinstance(error, RecursionError):
+        return "invalid JSON: nested too deeply"
+    if isinstance(error, DuplicateKey):
+        return f"{error.args[0]}: set twice in one object (JSON would keep only the last); keep one"
+    return f"invalid JSON: a number longer than {sys.get_int_max_str_digits():,} digits"
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
@@ -133,11 +199,9 @@ def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
                 if not line.strip():
                     continue
                 try:
-                    rows.append((number, json.loads(line)))
-                except (json.JSONDecodeError, RecursionError) as error:
-                    problem = (f"at column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError)
-                               else "nested too deeply")
-                    raise JsonlError(f"{path}:{number}: invalid JSON {problem}") from None
+                    rows.append((number, loads_strict(line)))
+                except (ValueError, RecursionError) as error:
+                    raise JsonlError(f"{path}:{number}: {json_problem(error)}") from None
     except UnicodeDecodeError as error:
         raise JsonlError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
     return rows

@@ -5,6 +5,7 @@
       epoch-01/ ...     one adapter per finished epoch: `epoch_dir(run, 1)`, `epoch_adapters(run)`
       checkpoint-N/     the Trainer's state, to resume
       run.json          resolved recipe, versions, data hash, counts: `read_run(run)`
+      train.lock        while `train` writes the folder: its host and pid (`run_lock(run)`)
       metrics.jsonl     every logged step; loss.png its plot
 
     >>> adapter, run = find_run("runs/llama-7b")          # (runs/llama-7b/adapter, runs/llama-7b)
@@ -12,7 +13,9 @@
 """
 
 import json
+import os
 import re
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +27,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+LOCK_FILE = "train.lock"
 EPOCH = re.compile(r"^epoch-(\d+)$")
 
 
@@ -49,12 +54,21 @@ def is_run(path: str | Path) -> bool:
 
 
 def check_lima_adapter(path: str | Path) -> Path:
-    """`path` if it is an adapter trained by lima_lite (adapter_config.json and lima_template.json), else one clear error."""
+    """`path` if it is a whole adapter trained by lima_lite (adapter_config.json, readable weights and
+    lima_template.json), else one clear error: what chat, merge, export and push check before they start."""
+    from lima_lite.template import ChatTemplate
+
     path = Path(path)
     if not is_adapter(path):
         raise LimaError(f"{path}: not an adapter folder (no {ADAPTER_CONFIG})")
     if not (path / TEMPLATE_FILE).is_file():
         raise LimaError(f"{path}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
+    ChatTemplate.load(path)
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise LimaError(f"{path}: no {ADAPTER_WEIGHTS}; copy the whole adapter folder")
+    damaged = damaged_weights(path)
+    if damaged:
+        raise LimaError(f"{damaged[0][0]}: damaged safetensors file ({damaged[0][1]}); copy or download it again")
     return path
 
 
@@ -71,24 +85,45 @@ def adapter_base(path: str | Path) -> str:
     return base
 
 
+def damaged_weights(folder: str | Path) -> list[tuple[Path, str]]:
+    """(file, safetensors' complaint) for each .safetensors file in `folder` whose header or length is wrong
+    (a copy or download cut short, a full disk); opening one reads only its header."""
+    from safetensors import SafetensorError, safe_open
+
+    damaged = []
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(file, "pt"):
+                pass
+        except SafetensorError as error:
+            damaged.append((file, str(error)))
+    return damaged
+
+
 @contextmanager
 def readable_weights(folder: str | Path):
     """Around loading a model or adapter from `folder`: a damaged .safetensors file (truncated by a copy
     or a full disk) becomes one LimaError naming the file, instead of safetensors' header error."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     try:
         yield
     except SafetensorError as error:
-        damaged = []
-        for file in sorted(Path(folder).glob("*.safetensors")):
-            try:
-                with safe_open(file, "pt"):
-                    pass
-            except SafetensorError:
-                damaged.append(file)
-        names = ", ".join(map(str, damaged)) or f"a .safetensors file in {folder}"
+        names = ", ".join(str(file) for file, _ in damaged_weights(folder)) or f"a .safetensors file in {folder}"
         raise LimaError(f"{names}: damaged safetensors file ({error}); copy or download it again") from None
+
+
+@contextmanager
+def adapter_for_base(adapter: str | Path, base: str):
+    """Around loading `adapter` onto `base`: an adapter trained on another base (other layer sizes) becomes
+    one LimaError naming the base it needs, instead of torch's list of size mismatches."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "size mismatch" not in str(error):
+            raise
+        raise LimaError(f"{adapter}: trained on {adapter_base(adapter)}, and its weights do not fit the base "
+                        f"{base} (other layer sizes); load it with the base it was trained on (--base)") from None
 
 
 def read_run(run: str | Path) -> dict | None:
@@ -144,3 +179,58 @@ def find_adapters(runs_dir: str | Path) -> dict[str, Path]:
         run = folder.parent.relative_to(runs_dir).as_posix()
         found.append(((run, int(match[1]) if match else float("inf")), f"{run}/{folder.name}".lstrip("./"), folder))
     return {label: folder for _, label, folder in sorted(found)}
+
+
+def _lock_holder(lock: Path) -> dict | None:
+    """{"host", "pid"} of the run holding `lock`, or None when that run is gone (a dead pid on this host,
+    or an unreadable lock file left by a kill while it was being written)."""
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return holder  # another machine's process: it cannot be checked from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return holder
+
+
+@contextmanager
+def run_lock(run: str | Path, take: bool = True):
+    """Hold `run`/train.lock while training writes the folder: a second `train` on the same folder is refused
+    in one line; a lock left by a killed run (its pid is gone) is taken over. `take=False` (the non-main
+    processes of a multi-GPU run) does nothing."""
+    if not take:
+        yield
+        return
+    lock = Path(run) / LOCK_FILE
+    # Written beside it, then hard-linked into place: the lock appears whole, and only one process can create it.
+    mine = lock.with_name(f".{LOCK_FILE}.{os.getpid()}")
+    mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
+    try:
+        for attempt in range(2):
+            try:
+                os.link(mine, lock)
+                break
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is not None or attempt:
+                    who = f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
+                    raise LimaError(f"{run}: another `lima-lite train` ({who}) is writing this run; wait for it to "
+                                    f"end, or choose another output_dir (delete {lock} only if no such run is going "
+                                    "on)") from None
+                print(f"Taking over {lock}: the run that held it has ended")
+                lock.unlink(missing_ok=True)
+    finally:
+        mine.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

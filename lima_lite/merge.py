@@ -47,7 +47,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from lima_lite.layout import adapter_base, check_lima_adapter, readable_weights
+    from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
     from lima_lite.model import get_model, resolve_model
     from lima_lite.template import ChatTemplate
 
@@ -69,7 +69,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
             model = model.dequantize()  # NF4 -> the compute dtype: the weights the adapter was trained on
         else:
             model = get_model(base_dir, False, "float32", vocab_size=len(tokenizer))
-    with readable_weights(adapter_dir):
+    with readable_weights(adapter_dir), adapter_for_base(adapter_dir, base):
         model = PeftModel.from_pretrained(model.float(), adapter_dir)
     # Merge in float32, round once to the target dtype: W + BA computed before rounding.
     merged = model.merge_and_unload().to(target)

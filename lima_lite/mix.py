@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.io import add_overwrite_flag
 
 
 def user_turns(example: dict) -> int:
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     m.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
     m.add_argument("--single-k", type=int, default=1000, help="how many single-turn examples to take (LIMA: 1000)")
     m.add_argument("--seed", type=int, default=0, help="seed for the output order")
+    add_overwrite_flag(m)
     o = sub.add_parser("overlap", help="eval prompts that duplicate training prompts, exactly or nearly",
                        description=overlap_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
@@ -91,8 +93,10 @@ def main(argv=None) -> int:
     if args.tool == "overlap":
         return overlap_main(args)
 
-    from lima_lite.curate.report import Funnel, response_text, write_report
-    from lima_lite.io import write_jsonl
+    from lima_lite.curate.report import Funnel, response_text, with_report, write_report
+    from lima_lite.io import check_outputs, write_jsonl
+
+    check_outputs(with_report(args.out), [*args.single, args.dialogues], args.overwrite)
 
     funnel = Funnel(args.seed)
     single = [load(path, "single") for path in args.single]

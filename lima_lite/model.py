@@ -128,8 +128,17 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as error:
-        raise load_error(path, error) from None
+    except (OSError, ValueError) as error:  # ValueError: no tokenizer file to build one from
+        raise ModelError(f"{path}: its tokenizer could not be loaded ({type(error).__name__}: "
+                         f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else 'no detail'}); "
+                         "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json, ...) into it") from None
+    # A turn end that is also the unknown, padding or first token would be masked, or generated for anything.
+    roles = {"unk_token": tokenizer.unk_token, "bos_token": tokenizer.bos_token,
+             "pad_token": tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None}
+    role = next((name for name, token in roles.items() if token is not None and token == eot_token), None)
+    if role:
+        raise ModelError(f"eot_token: {eot_token!r} is {path}'s {role}; name a token of its own (e.g. '<|eot|>', "
+                         "which is then added)")
     added = []
     if chat_format == "native":
         template = native_template(tokenizer)
@@ -225,7 +234,7 @@ def get_model(path: str, load_in_4bit: bool = True, dtype: str | torch.dtype = "
         kwargs["device_map"] = device_map(sharded)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a config.json transformers cannot read (no model_type)
         raise load_error(path, error) from None
     if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
         # New rows start at the mean of the old ones (transformers' mean_resizing); PEFT then trains only them.

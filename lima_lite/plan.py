@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.config import bounded
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
@@ -703,10 +704,10 @@ def main(argv=None) -> int:
                + FIT_HELP)
     parser.add_argument("recipe", help="recipe YAML (a path, or a name from recipes/: llama-7b, ...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key")
-    parser.add_argument("--gpu-gib", type=float, help="plan for a GPU of this many GiB")
+    parser.add_argument("--gpu-gib", type=bounded(float, 0, 1e6, low_open=True), help="plan for a GPU of this many GiB")
     parser.add_argument("--fit", action="store_true", help="choose the fastest setting that fits (see below)")
-    parser.add_argument("--host-gib", type=float, help="with --fit: CPU memory for offloaded checkpoints "
-                        "(default: what this machine has available now)")
+    parser.add_argument("--host-gib", type=bounded(float, 0, 1e6, low_open=True), help="with --fit: CPU memory for "
+                        "offloaded checkpoints (default: what this machine has available now)")
     parser.add_argument("--json", action="store_true", help="print the plan (or the fit) as one JSON object")
     args = parser.parse_args(argv)
     from lima_lite.config import load_recipe, parse_overrides, resolve_recipe

@@ -52,7 +52,15 @@ class ChatTemplate:
 
     @classmethod
     def load(cls, folder: str | Path) -> "ChatTemplate":
-        return cls(**json.loads((Path(folder) / TEMPLATE_FILE).read_text()))
+        file = Path(folder) / TEMPLATE_FILE
+        try:
+            saved = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict):
+                raise TypeError(f"a JSON {type(saved).__name__}, not an object")
+            return cls(**saved)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, LimaError) as error:
+            raise LimaError(f"{file}: not a readable lima_lite template ({error}); copy the adapter folder again "
+                            "from where it was trained") from None
 
     def jinja(self) -> str:
         """The trained format for `tokenizer.apply_chat_template` users (plain transformers, vLLM, llama.cpp).

@@ -19,6 +19,7 @@ recipes/accelerate/fsdp-qlora.yaml); the recipe's examples per step are kept, th
 import argparse
 import copy
 import json
+import math
 import os
 import sys
 import time
@@ -28,7 +29,8 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import lima_help
 from lima_lite.io import atomic_dir, write_json
-from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run
+from lima_lite.layout import (LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run,
+                              readable_weights, run_lock)
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
@@ -122,6 +124,7 @@ def save_adapter(model, tokenizer, template, folder: Path, base_name: str, state
     adapter_config.json so chat and plain peft find the base again. `state_dict`: the model's full state
     gathered from FSDP shards (PEFT keeps only the adapter's entries of it); None reads the model itself.
     """
+    check_finite(model, state_dict, folder)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)
         config_file = tmp / "adapter_config.json"
@@ -136,6 +139,18 @@ def save_adapter(model, tokenizer, template, folder: Path, base_name: str, state
             tokenizer.chat_template = own
         template.save(tmp)
     return folder
+
+
+def check_finite(model, state_dict: dict | None, folder: Path) -> None:
+    """Never write an adapter with inf or NaN weights: chat, merge and export would load it and say nothing."""
+    import torch
+
+    weights = (state_dict.items() if state_dict is not None else
+               ((name, p) for name, p in model.named_parameters() if p.requires_grad))
+    for name, weight in weights:
+        if weight.is_floating_point() and not torch.isfinite(weight).all():
+            raise LimaError(f"{folder}: not written: {name} holds inf or NaN values (training diverged); "
+                            "train again with a lower learning_rate")
 
 
 def save_trained_adapter(trainer, tokenizer, template, folder: Path, base_name: str) -> Path:
@@ -238,7 +253,20 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
                     print(f"Evaluating epoch {epoch} on the dev set, which the interrupted run did not")
                 self.trainer.evaluate()
 
-    return [EpochAdapters(), MetricsFile(), FinishEpochEnd()]
+    class StopOnNonFinite(TrainerCallback):
+        """A loss or gradient norm that is inf or NaN stops the run at once: every later step, checkpoint and
+        adapter would be NaN too. on_log comes before the step's checkpoint is saved, on every process alike
+        (the logged values are the processes' mean), so no process goes on alone."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if isinstance(value, int | float) and not math.isfinite(value):
+                    raise LimaError(f"{output_dir}: {key} is {value} at step {state.global_step}: training diverged "
+                                    f"(learning_rate {args.learning_rate:g}); nothing was saved from this step on; "
+                                    "train again into another output_dir with a lower learning_rate")
+
+    return [StopOnNonFinite(), EpochAdapters(), MetricsFile(), FinishEpochEnd()]
 
 
 def read_metrics(metrics_file: Path) -> list[dict]:
@@ -403,9 +431,11 @@ def build_trainer(setup: Setup, callbacks=()):
     sharded = fsdp_enabled()
     model_args.attn_implementation, sft_config.activation_offloading = fast_path_settings(
         model_args.attn_implementation, sft_config.activation_offloading)
-    model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
-                      model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
-                      model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
+    with readable_weights(setup.base):
+        model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
+                          model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
+                          model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
+    check_lora_targets(model, model_args.lora_target_modules, model_args.model_name_or_path)
     liger = apply_liger_kernels(model, lima_args.liger_kernels)
     if next(model.parameters()).device.type == "cuda":
         print(liger)
@@ -434,6 +464,25 @@ def build_trainer(setup: Setup, callbacks=()):
     for callback in lima:
         callback.trainer = trainer  # saving an epoch's adapter and evaluating go through it
     return trainer, rates
+
+
+def check_lora_targets(model, targets, base: str) -> None:
+    """Every module lora_target_modules names is in the base, matched as peft matches them (a list: a name or a
+    dotted suffix of one; a single string, which TRL makes of a one-item list: a regular expression over full
+    names): peft would otherwise train the others alone without a word, or fail with a traceback when none is."""
+    import re
+
+    names = [name for name, _ in model.named_modules()]
+    if targets is None or targets == "all-linear":
+        return
+    if isinstance(targets, str):
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:
+        missing = [t for t in targets if t != "all-linear" and not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__.startswith("Linear")})
+        raise LimaError(f"lora_target_modules: {', '.join(map(repr, missing))}: no such module in {base}; "
+                        f"its linear layers are {', '.join(linear)}")
 
 
 def keep_4bit_layout(model) -> None:
@@ -476,10 +525,74 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
     )
 
 
+def output_folder(output_dir: str | None) -> Path:
+    """output_dir as a folder to train into: set, and not a file."""
+    if not output_dir or not str(output_dir).strip():
+        raise LimaError("output_dir: is empty; name the folder the run writes to (output_dir=runs/NAME)")
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise LimaError(f"{path}: output_dir is a file, not a folder; choose another output_dir")
+    return path
+
+
+# What a run is: resuming with any of these changed would go on from the checkpoint under another recipe
+# (a learning rate schedule, a batch, data or LoRA shape that the saved optimizer state and step count do not
+# belong to). Logging, saving, evaluation and memory settings may change between resumes.
+RUN_DEFINING = {
+    "training": ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "num_train_epochs", "max_steps",
+                 "per_device_train_batch_size", "gradient_accumulation_steps", "warmup_steps", "warmup_ratio",
+                 "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "optim", "seed",
+                 "data_seed", "max_length", "packing", "padding_free", "completion_only_loss", "bf16", "fp16"),
+    "script": ("dataset_name", "dataset_train_split"),
+    "data": ("sha256",),
+    "model": ("model_name_or_path", "model_revision", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_modules", "lora_modules_to_save", "use_rslora", "use_dora", "load_in_4bit",
+              "load_in_8bit", "dtype", "bnb_4bit_quant_type", "use_bnb_nested_quant"),
+    "lima": ("eot_token", "chat_format", "residual_dropout", "final_lr_ratio", "multi_turn", "drop_too_long",
+             "fp32_layers"),
+}
+
+
+def run_definition(setup: Setup) -> dict:
+    """The RUN_DEFINING values of `setup`, as run.json stores them (JSON values)."""
+    from lima_lite.data import file_sha256
+
+    sft_config = setup.sft_config
+    sections = {"training": sft_config.to_dict(), "script": asdict(setup.script_args),
+                "data": {"sha256": file_sha256(setup.script_args.dataset_name)},
+                "model": asdict(setup.model_args), "lima": asdict(setup.lima_args)}
+    sections["training"]["gradient_accumulation_steps"] *= sft_config.world_size  # the recipe's, for any GPU count
+    return json.loads(json.dumps({section: {key: sections[section].get(key) for key in keys}
+                                  for section, keys in RUN_DEFINING.items()}, default=str))
+
+
+def recorded_definition(run: dict) -> dict:
+    """The RUN_DEFINING values that run.json recorded (gradient accumulation as the recipe's, for any GPU count)."""
+    recorded = {section: {key: (run.get(section) or {}).get(key) for key in keys} for section, keys in RUN_DEFINING.items()}
+    if isinstance(recorded["training"]["gradient_accumulation_steps"], int):
+        recorded["training"]["gradient_accumulation_steps"] *= run.get("processes", 1)
+    return recorded
+
+
+def check_same_run(output_dir: Path, setup: Setup) -> None:
+    """A run folder with a checkpoint resumes only under the recipe it was started with: a change that alters
+    the run (learning rate, schedule, batch, data or its hash, LoRA shape, ...) is refused, naming it."""
+    run = read_run(output_dir)
+    if run is None or not any(output_dir.glob("checkpoint-*/trainer_state.json")):
+        return  # nothing to resume: the run starts from the beginning
+    before, now = recorded_definition(run), run_definition(setup)
+    for section, keys in RUN_DEFINING.items():
+        for key in keys:
+            old, new = before[section][key], now[section][key]
+            if old != new:
+                name = "data file (sha256)" if section == "data" else key
+                raise LimaError(f"{output_dir}: resuming would change {name} from {old!r} to {new!r}; rerun with the "
+                                f"run's own value to resume, or choose another output_dir for the new recipe")
+
+
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
-    from lima_lite.host_memory import map_large_blocks
     from lima_lite.config import parse_overrides
     from lima_lite.plan import check_training_fit, fit_training
     from lima_lite.precision import precision_report
@@ -490,10 +603,20 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
     fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit)
     check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
-    output_dir = Path(setup.sft_config.output_dir)
+    output_dir = output_folder(setup.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
         raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
+    check_same_run(output_dir, setup)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # One writer per run folder: the main process holds the lock (the others only follow it)
+    with run_lock(output_dir, setup.sft_config.process_index == 0):
+        return train_in(setup, recipe, output_dir, callbacks, fitted)
+
+
+def train_in(setup: Setup, recipe, output_dir: Path, callbacks, fitted: dict | None) -> Path:
+    """train() once the run folder is checked and locked."""
+    from lima_lite.host_memory import map_large_blocks
+
     if setup.dev_rows:
         setup.sft_config.eval_strategy = "epoch"
     map_large_blocks()  # on a CPU, freed tensors go back to the system instead of fragmenting the heap

@@ -64,7 +64,7 @@ def test_reddit_corrupted_line_stops_or_is_skipped(tmp_path):
         curate_reddit([RS], [broken], out, None, n=10, on_error="stop")
     assert out.read_text() == "old\n"
     assert curate_main(["reddit", "--submissions", str(RS), "--comments", str(broken), "--out", str(out),
-                        "--on-error", "skip"]) == 0
+                        "--on-error", "skip", "--overwrite"]) == 0
     report = json.loads((tmp_path / "wp.report.json").read_text())
     assert report["bad_lines"]["count"] == 1 and report["bad_lines"]["first"][0].startswith(f"{broken}:5: invalid JSON")
     assert len(read(out)) == 2  # the good lines after the bad one still count
@@ -132,9 +132,10 @@ def test_mix_builds_the_dialogue_variant_that_training_reads(tmp_path):
     assert report["counts"] == {"single-turn": 10, "dialogues": 3}
     assert report["dropped_by_rule"] == {"over --single-k 10": 2}
     with pytest.raises(LimaError, match=r"single\.jsonl:1: messages: 1 user turn\(s\) in a --dialogues file"):
-        mix_main(["mix", "--single", str(single), "--dialogues", str(single), "--out", str(out)])
+        mix_main(["mix", "--single", str(single), "--dialogues", str(single), "--out", str(out), "--overwrite"])
     # `lima-lite data mix` is lima_lite/mix.py: the same error is one line and exit status 2.
-    assert cli_main(["data", "mix", "--single", str(single), "--dialogues", str(single), "--out", str(out)]) == 2
+    assert cli_main(["data", "mix", "--single", str(single), "--dialogues", str(single), "--out", str(out),
+                     "--overwrite"]) == 2
 
 
 def test_curated_output_reads_as_training_data(tmp_path):

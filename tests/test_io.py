@@ -67,5 +67,5 @@ def test_read_jsonl_names_the_line(tmp_path):
     with pytest.raises(LimaError, match="not UTF-8"):
         read_jsonl(path)
     path.write_text("[" * 100000 + "]" * 100000 + "\n")
-    with pytest.raises(LimaError, match=r"a\.jsonl:1: invalid JSON nested too deeply"):
+    with pytest.raises(LimaError, match=r"a\.jsonl:1: invalid JSON: nested too deeply"):
         read_jsonl(path)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from lima_lite.config import bounded
 from lima_lite.curate import filters
-from lima_lite.curate.report import Funnel, dedupe, read_lines, write_report
-from lima_lite.io import write_jsonl
+from lima_lite.curate.report import Funnel, check_kept, dedupe, read_lines, with_report, write_report
+from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 BOTS = {"AutoModerator", "WritingPromptsRobot"}
 
@@ -107,6 +107,7 @@ def curate_reddit(submissions: list[Path], comments: list[Path], out: Path, test
     candidates = dedupe(candidates, funnel, seed=seed)
     kept = random.Random(seed).sample(candidates, min(n, len(candidates)))
     funnel.count("sampled stories", len(kept))
+    check_kept(kept, submissions[0] if len(submissions) == 1 else "--submissions", funnel)
     write_jsonl(kept, out)
     if test_out is not None:
         tests = random.Random(seed).sample(tests, min(n_test, len(tests)))
@@ -134,7 +135,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for the draws")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a corrupted JSON line: stop with its file:line, or count it in the report and go on")
+    add_overwrite_flag(parser)
     args = parser.parse_args(argv)
+    check_outputs(with_report(args.out, args.test_out), [*args.submissions, *args.comments], args.overwrite)
     kept = curate_reddit(args.submissions, args.comments, args.out, args.test_out, args.n, args.n_test,
                          args.min_score, args.min_chars, args.max_chars, args.seed, args.on_error)
     print(f"wrote {len(kept)} stories to {args.out}" + (f"; test prompts to {args.test_out}" if args.test_out else ""))

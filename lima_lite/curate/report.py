@@ -188,6 +188,23 @@ def report_paths(out: str | Path) -> dict[str, Path]:
     return {"md": Path(f"{stem}.report.md"), "json": Path(f"{stem}.report.json"), "png": Path(f"{stem}.lengths.png")}
 
 
+def with_report(out: str | Path, *more) -> list[Path]:
+    """`out`, the report files written next to it and any further outputs: what io.check_outputs guards."""
+    return [Path(out), *report_paths(out).values(), *(Path(m) for m in more if m is not None)]
+
+
+def check_kept(kept: list, source, funnel: Funnel) -> None:
+    """Curation that keeps nothing is an error, not an empty training file: one line saying where the
+    examples went, before anything is written."""
+    if kept:
+        return
+    counts = ", ".join(f"{step} {n}" for step, n in funnel.counts.items()) or "nothing read"
+    drops = ", ".join(f"{rule} {n}" for rule, n in funnel.drops.most_common(3))
+    bad = f", {funnel.bad_count} bad line(s) skipped" if funnel.bad_count else ""
+    raise LimaError(f"{source}: no example was kept ({counts}{'; dropped: ' + drops if drops else ''}{bad}); "
+                    "nothing written")
+
+
 def write_report(out: str | Path, funnel: Funnel, before: list[int], kept: list[dict], settings: dict,
                  seed: int, unit: str = "characters", after: list[int] | None = None) -> dict[str, Path]:
     """Write the Markdown + JSON report and the length histograms next to `out`; return their paths.

@@ -28,6 +28,8 @@ import re
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.config import bounded
+from lima_lite.io import add_overwrite_flag
 
 STRATEGIES = ("longest", "random", "quality", "diversity")
 
@@ -166,10 +168,11 @@ def parse_args(argv):
                         help="longest: measure responses in characters or in tokens of --tokenizer")
     parser.add_argument("--tokenizer", help="longest --by tokens: tokenizer folder or Hub id (the base model's)")
     parser.add_argument("--judge", help="quality: a local model/adapter folder, or MODEL@URL of an OpenAI-compatible server")
-    parser.add_argument("--clusters", type=int, default=100, help="diversity: number of k-means clusters")
+    parser.add_argument("--clusters", type=bounded(int, 1), default=100, help="diversity: number of k-means clusters")
     parser.add_argument("--embedder", default="minilm",
                         help="diversity: 'minilm' (packaged all-MiniLM-L6-v2) or a causal LM folder/Hub id whose "
                         "mean-pooled hidden states are used")
+    add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -198,13 +201,14 @@ def select(examples: list[dict], strategy: str, k: int, output: Path, seed: int 
 
 
 def main(argv=None) -> int:
-    from lima_lite.curate.report import Funnel, response_text, write_report
+    from lima_lite.curate.report import Funnel, response_text, with_report, write_report
     from lima_lite.data import load_conversations
-    from lima_lite.io import write_jsonl
+    from lima_lite.io import check_outputs, write_jsonl
 
     args = parse_args(argv)
     if args.k < 1:
         raise LimaError(f"--k must be at least 1, not {args.k}")
+    check_outputs(with_report(args.output), [args.input], args.overwrite)
     examples = load_conversations(args.input)
     tokenizer = judge = embed = None
     if args.strategy == "longest" and args.by == "tokens":

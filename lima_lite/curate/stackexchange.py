@@ -41,8 +41,8 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.curate import filters
-from lima_lite.curate.report import SNIPPET, Funnel, dedupe, read_lines, write_report
-from lima_lite.io import write_jsonl
+from lima_lite.curate.report import SNIPPET, Funnel, check_kept, dedupe, read_lines, with_report, write_report
+from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 # Sites counted as STEM (LIMA: 75 STEM communities out of 179). Anything else is "other".
 STEM_SITES = frozenset("""
@@ -225,6 +225,7 @@ def curate_stackexchange(dump: Path, out: Path, n: int = 200, tau: float = 3.0, 
         funnel.count(f"sampled ({group}, tau = {tau:g})", sum(taken.values()))
         for site in sorted(taken):
             kept += by_site[site][: taken[site]]
+    check_kept(kept, dump, funnel)
     write_jsonl(kept, out)
     settings = {"command": "curate stackexchange", "dump": str(dump), "n_per_group": n, "tau": tau, "seed": seed,
                 "min_score": min_score, "chars": [min_chars, max_chars], "near_duplicate": near_duplicate,
@@ -262,11 +263,13 @@ def parse_args(argv):
                         "loaded for de-duplication and sampling (default 5 x --n: a site gives at most --n)")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a corrupted XML row: stop with its file:line, or count it in the report and go on")
+    add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_outputs(with_report(args.out), [args.dump], args.overwrite)
     stem = frozenset(s.strip() for s in args.stem_sites.split(",")) if args.stem_sites else STEM_SITES
     kept = curate_stackexchange(args.dump, args.out, args.n, args.tau, args.seed, stem, args.min_score,
                                 args.min_chars, args.max_chars, args.near_duplicate, args.on_error, args.pool)

@@ -22,8 +22,8 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import bounded
 from lima_lite.curate import filters
-from lima_lite.curate.report import Funnel, dedupe, write_report
-from lima_lite.io import write_jsonl
+from lima_lite.curate.report import Funnel, check_kept, dedupe, with_report, write_report
+from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 
 def rows(path: Path, funnel: Funnel, on_error: str):
@@ -118,6 +118,7 @@ def curate_wikihow(path: Path, out: Path, n: int = 200, min_chars: int = filters
         kept.append(pool.pop(rng.randrange(len(pool))))
     kept = dedupe(kept, funnel, seed=seed)
     funnel.count("sampled", len(kept))
+    check_kept(kept, path, funnel)
     write_jsonl(kept, out)
     settings = {"command": "curate wikihow", "csv": str(path), "n": n, "chars": [min_chars, max_chars], "seed": seed,
                 "categories": dict(sorted(seen.items()))}
@@ -137,7 +138,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for the category and article draws")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a malformed CSV row: stop with its file:line, or count it in the report and go on")
+    add_overwrite_flag(parser)
     args = parser.parse_args(argv)
+    check_outputs(with_report(args.out), [args.csv], args.overwrite)
     kept = curate_wikihow(args.csv, args.out, args.n, args.min_chars, args.max_chars, args.seed, args.on_error)
     print(f"wrote {len(kept)} examples to {args.out}")
     return 0
