@@ -84,9 +84,8 @@ class Clock:
     """A TrainerCallback's hooks: seconds and real tokens of each step, and the logged losses."""
 
     def __init__(self):
-        from transformers import TrainerCallback
-
         import torch
+        from transformers import TrainerCallback
 
         outer = self
         self.steps, self.losses = [], []

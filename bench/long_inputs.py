@@ -24,9 +24,9 @@ def main() -> int:
     parser.add_argument("--history-mb", type=float, default=0.8)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import build_tiny_llama
     from transformers import AutoTokenizer
 
+    from conftest import build_tiny_llama
     from lima_lite.generate import Engine
     from lima_lite.template import ChatTemplate
     from lima_lite.train import encode_dataset

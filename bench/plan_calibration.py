@@ -23,8 +23,8 @@ a copy back (counted). So the counted peak is the GPU's peak with offloading, an
 
 import argparse
 import json
-import sys
 import statistics
+import sys
 import tempfile
 import time
 import weakref

@@ -70,9 +70,8 @@ def random_llama(size: str, root: Path) -> Path:
 
 def step_times(measure_last: bool, last_step: int):
     """A callback keeping seconds and non-padding tokens of every optimizer step; LiveBytes around the last."""
-    from transformers import TrainerCallback
-
     from loss_memory import LiveBytes
+    from transformers import TrainerCallback
 
     class StepTimes(TrainerCallback):
         def __init__(self):

@@ -15,8 +15,8 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.io import write_jsonl
 from lima_lite.config import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
+from lima_lite.io import write_jsonl
 
 HELP = """commands:
   /reset            start a new conversation

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from lima_lite import LimaError
-from lima_lite.io import atomic_dir
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
+from lima_lite.io import atomic_dir
 from lima_lite.template import ChatTemplate
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -29,8 +29,7 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import lima_help
 from lima_lite.io import atomic_dir, write_json
-from lima_lite.layout import (LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run,
-                              readable_weights, run_lock)
+from lima_lite.layout import LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run, readable_weights, run_lock
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,

@@ -270,9 +270,8 @@ def snapshot(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def interrupted_run(tiny_llama_tied, tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, data) of a 2-epoch tiny run killed after its first epoch's checkpoint: what a rerun resumes."""
-    from test_chat import qa
-
     from lima_lite.train import train
+    from test_chat import qa
 
     folder = tmp_path_factory.mktemp("interrupted")
     data = folder / "d.jsonl"
@@ -351,9 +350,9 @@ def test_a_second_train_on_a_locked_run_is_refused_and_a_dead_lock_taken_over(in
 
 def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_no_adapter(tiny_llama_tied, tmp_path):
     from safetensors.torch import load_file
-    from test_chat import qa
 
     from lima_lite.cli import main
+    from test_chat import qa
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"messages": qa(i)}) + "\n" for i in range(4)))

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.plan import (CUDA_CONTEXT_GIB, FIT_MARGIN, GIB, ModelShape, PlanSettings, fit, fit_summary, relative_speed, settings_peak, step_down)
+from lima_lite.plan import (
+    CUDA_CONTEXT_GIB,
+    FIT_MARGIN,
+    GIB,
+    ModelShape,
+    PlanSettings,
+    fit,
+    fit_summary,
+    relative_speed,
+    settings_peak,
+    step_down,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"

@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lima_lite.precision import detect_hardware
-
 from helpers import facts
+from lima_lite.precision import detect_hardware
 
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys

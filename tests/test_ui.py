@@ -18,8 +18,25 @@ import pytest
 
 from lima_lite import LimaError
 from lima_lite.layout import find_adapters
-from lima_lite.ui import (WRITING, Models, Votes, build_app, chat_retry, chat_turn, chat_undo, compare_turn, event,
-                          judge_next, judge_vote, parse_auth, plain, shown, untouched, vote_chart, vote_counts)
+from lima_lite.ui import (
+    WRITING,
+    Models,
+    Votes,
+    build_app,
+    chat_retry,
+    chat_turn,
+    chat_undo,
+    compare_turn,
+    event,
+    judge_next,
+    judge_vote,
+    parse_auth,
+    plain,
+    shown,
+    untouched,
+    vote_chart,
+    vote_counts,
+)
 from test_chat import qa, train_tiny
 
 CHROMIUM = "/usr/bin/chromium"

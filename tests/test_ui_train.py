@@ -18,8 +18,16 @@ import pytest
 
 from lima_lite import LimaError
 from lima_lite.ui import Models, build_app
-from lima_lite.ui_train import (Training, check_form, command_line, form_handler, form_overrides, progress,
-                                recipe_values, start_form)
+from lima_lite.ui_train import (
+    Training,
+    check_form,
+    command_line,
+    form_handler,
+    form_overrides,
+    progress,
+    recipe_values,
+    start_form,
+)
 from test_chat import EOT, qa, train_tiny
 from test_ui import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
 

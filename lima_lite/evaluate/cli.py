@@ -351,8 +351,8 @@ def limited_prompts(prompts: str, limit: int, out: str) -> str:
     """The first `limit` prompts, written as a prompts file in `out` so the selection records what it used."""
     from pathlib import Path
 
-    from lima_lite.io import write_jsonl
     from lima_lite.evaluate.answers import read_prompts
+    from lima_lite.io import write_jsonl
 
     return str(write_jsonl(read_prompts(prompts)[:limit], Path(out) / "prompts.jsonl"))
 

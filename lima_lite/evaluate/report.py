@@ -18,8 +18,16 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.evaluate.answers import model_label
-from lima_lite.evaluate.protocols import (ABSOLUTE_CHOICES, absolute_mix, agreement_matrix, knowledge_summary,
-                                          length_controlled, length_summary, likert_summary, win_tie_loss)
+from lima_lite.evaluate.protocols import (
+    ABSOLUTE_CHOICES,
+    absolute_mix,
+    agreement_matrix,
+    knowledge_summary,
+    length_controlled,
+    length_summary,
+    likert_summary,
+    win_tie_loss,
+)
 from lima_lite.io import read_jsonl, save_figure, write_json, write_text
 from lima_lite.plots import pyplot, stacked_percent_bars
 

@@ -15,9 +15,17 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.evaluate.answers import answers_by_id, get_answerer, read_records, resume
-from lima_lite.evaluate.protocols import (absolute_judge, check_human_vote, human_records, knowledge_score,
-                                          length_penalised_label, likert_judge, load_prompt, pairwise_judge,
-                                          render)
+from lima_lite.evaluate.protocols import (
+    absolute_judge,
+    check_human_vote,
+    human_records,
+    knowledge_score,
+    length_penalised_label,
+    likert_judge,
+    load_prompt,
+    pairwise_judge,
+    render,
+)
 
 KNOWLEDGE_SAMPLING = {"temperature": 0, "max_new_tokens": 32}  # greedy: a fact is either there or not
 
@@ -107,9 +115,7 @@ def knowledge_file(spec: str, questions: str, out: str | Path, with_base: bool =
 
 def human_file(votes: str | Path, out: str | Path, ours: str | None = None) -> list[dict]:
     """Import the Judge tab's votes (see protocols.HUMAN_VOTE_FIELDS) as records the report reads."""
-    from lima_lite.io import write_jsonl
-
-    from lima_lite.io import read_jsonl
+    from lima_lite.io import read_jsonl, write_jsonl
 
     rows = read_jsonl(votes)
     if not rows:
