@@ -211,7 +211,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
         rows.append({"input_ids": ids, "labels": labels})
     config = SFTConfig(output_dir=str(root / "out"), per_device_train_batch_size=micro_batch, max_steps=steps,
                        learning_rate=1e-4, save_strategy="no", report_to=[], logging_steps=1, use_cpu=True, bf16=True,
-                       gradient_checkpointing=gradient_checkpointing, optim="adamw_torch", max_length=None if padding_free else max_length,
+                       gradient_checkpointing=gradient_checkpointing, optim="adamw_torch",
+                       max_length=None if padding_free else max_length,
                        padding_free=padding_free, dataloader_num_workers=0, seed=0, remove_unused_columns=False)
     counted = {"step_seconds": []}
 

@@ -25,7 +25,8 @@ COMMANDS = {
     "export": ("lima_lite.export:main", "export gguf: one GGUF that stops at the trained turn end, plus an Ollama Modelfile"),
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
-    "eval": ("lima_lite.evaluate.cli:main", "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
+    "eval": ("lima_lite.evaluate.cli:main",
+             "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
     "env": ("lima_lite.env:main", "what lima_lite will do on this machine: versions, CPU/GPU, precision, fast paths"),
     "data": ("lima_lite.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
 }

@@ -54,7 +54,8 @@ def add_sampling_args(parser) -> None:
     """--temperature, --top-p, --repetition-penalty, --max-new-tokens (chat, eval, ui); a flag left out is
     None, so LIMA_SAMPLING applies. Values out of range are refused here, before any model is loaded."""
     group = parser.add_argument_group("sampling (LIMA's by default)")
-    group.add_argument("--temperature", type=SAMPLING_TYPES["temperature"], help=f"0 = greedy; default {LIMA_SAMPLING['temperature']}")
+    group.add_argument("--temperature", type=SAMPLING_TYPES["temperature"],
+                       help=f"0 = greedy; default {LIMA_SAMPLING['temperature']}")
     group.add_argument("--top-p", type=SAMPLING_TYPES["top_p"],
                        help=f"nucleus sampling, in (0, 1]; default {LIMA_SAMPLING['top_p']}")
     group.add_argument("--repetition-penalty", type=SAMPLING_TYPES["repetition_penalty"], help=f"on the tokens generated "

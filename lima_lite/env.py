@@ -95,7 +95,8 @@ def render(env: dict) -> str:
         lines += [f"  cuda:{d['index']} {d['name']}, {d['memory_gib']} GiB, compute {d['compute_capability']}, "
                   f"{'bf16' if d['bf16'] else 'no bf16'}" for d in env["cuda"]["devices"]]
     else:
-        lines.append("CUDA: no GPU" + (f" (torch built for CUDA {env['cuda']['torch_cuda']})" if env["cuda"]["torch_cuda"] else ""))
+        lines.append("CUDA: no GPU"
+                     + (f" (torch built for CUDA {env['cuda']['torch_cuda']})" if env["cuda"]["torch_cuda"] else ""))
     lines += ["", f"precision: {env['precision']['line']}", "fast paths:"]
     lines += [f"  {name:<22} {'yes' if p['used'] else 'no '}  {p['why']}" for name, p in env["fast_paths"].items()]
     return "\n".join(lines)

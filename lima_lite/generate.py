@@ -179,7 +179,7 @@ class Engine:
         with self.lock, torch.inference_mode(), self.adapter_context(use_adapter), seeded(seed):
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                          **self.generation_settings(settings, width))
-        return [self.finished(row[width:].tolist(), dropped) for row, (_, dropped) in zip(output, prompts)]
+        return [self.finished(row[width:].tolist(), dropped) for row, (_, dropped) in zip(output, prompts, strict=True)]
 
     def generation_settings(self, settings: dict, prompt_length: int) -> dict:
         """generate()'s sampling, length and stop arguments for prompts `prompt_length` tokens long."""

@@ -53,7 +53,7 @@ def sequence_bounds(query: torch.Tensor, key: torch.Tensor, attention_mask, kwar
         lengths = [query.shape[2]] if packed is None else torch.unique_consecutive(packed[0], return_counts=True)[1]
         cu = torch.cumsum(torch.as_tensor([0, *lengths]), 0)
     cu = cu.tolist()
-    return list(zip(cu[:-1], cu[1:]))
+    return list(zip(cu[:-1], cu[1:], strict=True))
 
 
 def window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
@@ -86,7 +86,7 @@ def sdpa_varlen_attention(module, query, key, value, attention_mask, **kwargs):
     # split's is one concatenation
     lengths = [end - start for start, end in bounds]
     parts = [sdpa_attention_forward(module, q, k, v, window_mask(q.shape[2], window, query.device), **kwargs)[0]
-             for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+             for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), strict=True)]
     return torch.cat(parts, dim=1), None
 
 

@@ -279,7 +279,7 @@ def add_residual_dropout(model, top: float) -> list[float]:
     """
     layers = decoder_layers(model)
     rates = residual_dropout_rates(len(layers), top)
-    for layer, p in zip(layers, rates):
+    for layer, p in zip(layers, rates, strict=True):
         if p > 0:
             layer.self_attn.register_forward_hook(_dropout_hook(p))
             layer.mlp.register_forward_hook(_dropout_hook(p))

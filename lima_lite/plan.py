@@ -430,7 +430,8 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
     for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
         s = row["settings"]
         kind = (s.gradient_checkpointing, s.activation_offloading, s.fp32_layers)
-        if kind not in shown or (row["fits"] and not shown[kind]["fits"]) or                 (not shown[kind]["fits"] and not row["fits"] and s.micro_batch < shown[kind]["settings"].micro_batch):
+        if (kind not in shown or (row["fits"] and not shown[kind]["fits"])
+                or (not shown[kind]["fits"] and not row["fits"] and s.micro_batch < shown[kind]["settings"].micro_batch)):
             shown[kind] = row
     for row in sorted(shown.values(), key=lambda r: (not r["fits"], -r["speed"])):
         s = row["settings"]
@@ -439,7 +440,8 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
         lines.append(f"  {mark:<3}{batch:<20}"
                      f"{describe(s):<48}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
     if summary["fits"]:
-        lines.append(f"  longest example at micro-batch 1 with the chosen setting: {summary['max_length_at_micro_batch_1']:,} tokens")
+        lines.append("  longest example at micro-batch 1 with the chosen setting: "
+                     f"{summary['max_length_at_micro_batch_1']:,} tokens")
         if summary["host_offload_gib"]:
             lines.append(f"  offloading takes up to {summary['host_offload_gib']:.2f} GiB of CPU (pinned) memory")
     else:

@@ -35,11 +35,11 @@ def stacked_percent_bars(rows: list[tuple[str, dict]], categories: tuple, xlabel
         widths = [100 * c[category] / c["n"] if c["n"] else 0.0 for _, c in rows]
         bars = ax.barh(labels, widths, left=left, color=COLORS[category], edgecolor="#424242", label=category)
         if annotate:
-            for bar, width in zip(bars, widths):
+            for bar, width in zip(bars, widths, strict=True):
                 if width >= 6:
                     ax.text(bar.get_x() + width / 2, bar.get_y() + bar.get_height() / 2, f"{width:.0f}%", ha="center",
                             va="center", color="black" if category in ("tie", "unparsed") else "white", fontsize=8)
-        left = [x + w for x, w in zip(left, widths)]
+        left = [x + w for x, w in zip(left, widths, strict=True)]
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)

@@ -93,7 +93,8 @@ def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
     rows = [
         ("learning rate", f"{fmt(t['learning_rate'])}, {t['lr_scheduler_type']} "
                           f"{json.dumps(t.get('lr_scheduler_kwargs') or {})}, warm-up steps {fmt(t['warmup_steps'])}"),
-        ("epochs", fmt(t["num_train_epochs"]) + (f" (stopped at max_steps={t['max_steps']})" if t.get("max_steps", -1) > 0 else "")),
+        ("epochs", fmt(t["num_train_epochs"])
+                   + (f" (stopped at max_steps={t['max_steps']})" if t.get("max_steps", -1) > 0 else "")),
         ("batch", f"{t['per_device_train_batch_size']} per device x {t['gradient_accumulation_steps']} accumulation "
                   f"= {run['effective_batch']} examples per step ({run['steps_per_epoch']} steps per epoch)"),
         ("optimizer", f"{t['optim']}, betas ({t['adam_beta1']}, {t['adam_beta2']}), weight decay {t['weight_decay']}"),
@@ -168,7 +169,8 @@ def loss_section(metrics_file: Path | None, has_loss_png: bool) -> list[str]:
     losses = epoch_losses(metrics_file) if metrics_file else []
     if losses:
         lines += ["| epoch | train loss (last step) | dev loss |", "|---|---|---|",
-                  *[f"| {e} | {fmt(t) if t is not None else '–'} | {fmt(d) if d is not None else '–'} |" for e, t, d in losses], ""]
+                  *[f"| {e} | {fmt(t) if t is not None else '–'} | {fmt(d) if d is not None else '–'} |"
+                    for e, t, d in losses], ""]
     elif not has_loss_png:
         lines += ["Not recorded.", ""]
     return lines
@@ -329,7 +331,8 @@ def main(argv=None) -> int:
                     "loss curve, evaluation, license, usage), then upload adapter, tokenizer, template and card.",
         epilog="The folder is written first (default RUN/hub/OWNER--NAME) and is exactly what is uploaded;\n"
                "--dry-run stops there and lists it. Log in once with `hf auth login` (or set HF_TOKEN).")
-    parser.add_argument("path", metavar="RUN_OR_ADAPTER_DIR", help="a run folder (its final adapter/) or an adapter folder (e.g. RUN/epoch-07)")
+    parser.add_argument("path", metavar="RUN_OR_ADAPTER_DIR",
+                        help="a run folder (its final adapter/) or an adapter folder (e.g. RUN/epoch-07)")
     parser.add_argument("--repo", required=True, help="the Hub repository, OWNER/NAME")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--dry-run", action="store_true", help="write the folder and list its files; upload nothing")
@@ -337,7 +340,8 @@ def main(argv=None) -> int:
     parser.add_argument("--base-model", help="the base model's Hub id, when it was trained from a local folder")
     parser.add_argument("--eval", dest="eval_report", metavar="REPORT_DIR",
                         help="a `lima-lite eval report` folder: its report.md and charts go into the card")
-    parser.add_argument("--license", dest="license_id", help="license id for the card's metadata (default: the base's, when known)")
+    parser.add_argument("--license", dest="license_id",
+                        help="license id for the card's metadata (default: the base's, when known)")
     args = parser.parse_args(argv)
     adapter, run_dir = find_run(args.path)
     out = Path(args.out) if args.out else (run_dir or adapter.parent) / "hub" / args.repo.replace("/", "--")

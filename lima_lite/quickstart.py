@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     # 210 extra small matmuls per token. Not unmerged after: in bf16 that would not give back the base exactly.
     engine.model.merge_adapter()
     tuned = engine.replies(conversations, seed=0, max_new_tokens=args.max_new_tokens)
-    for prompt, base_reply, tuned_reply in zip(prompts, base, tuned):
+    for prompt, base_reply, tuned_reply in zip(prompts, base, tuned, strict=False):  # base: the first SHOWN only
         print(f"\n### Prompt\n{prompt}\n\n--- base model ---\n{base_reply.text.strip()}\n\n"
               f"--- after LIMA fine-tuning ---\n{tuned_reply.text.strip()}")
     print()

@@ -128,7 +128,7 @@ def render_marked(tokenizer, chat_template: str, messages: list[dict]) -> tuple[
     from jinja2 import TemplateError
 
     marks = [f"{MARK_OPEN}{i}{MARK_CLOSE}" for i in range(len(messages))]
-    marked = [{**message, "content": mark} for message, mark in zip(messages, marks)]
+    marked = [{**message, "content": mark} for message, mark in zip(messages, marks, strict=True)]
     try:
         text = tokenizer.apply_chat_template(marked, chat_template=chat_template, tokenize=False)
     except TemplateError as error:
@@ -173,7 +173,7 @@ def encode_native(tokenizer, template: ChatTemplate, messages: list[dict]) -> tu
     """
     marked, marks = render_marked(tokenizer, template.chat_template, messages)
     text, spans, start = "", [], 0
-    for mark, message in zip(marks, messages):
+    for mark, message in zip(marks, messages, strict=True):
         at = marked.find(mark, start)
         if at < 0 or marked.find(mark, at + len(mark)) >= 0:
             raise LimaError(f"the base's chat template does not render message {len(spans) + 1} "
@@ -188,7 +188,7 @@ def encode_native(tokenizer, template: ChatTemplate, messages: list[dict]) -> tu
     eot, specials = token_id(tokenizer, template.eot_token), special_ids(tokenizer)
     input_ids, labels = [], []
     span, closing = 0, False  # closing: after an assistant's content, until its turn end
-    for token, (begin, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+    for token, (begin, end) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
         while span < len(spans) and begin >= spans[span][1]:  # past this message's characters
             closing = closing or spans[span][2] == "assistant"
             span += 1
@@ -256,7 +256,7 @@ def encode_prompt(tokenizer, template: ChatTemplate, messages: list[dict]) -> li
 def mark_trained_spans(tokenizer, input_ids: list[int], labels: list[int], start: str = "[[", end: str = "]]") -> str:
     """Decoded text with the trained (labelled) spans between markers, for `lima-lite inspect`."""
     pieces = []
-    for trained, group in groupby(zip(input_ids, labels), key=lambda pair: pair[1] != IGNORE):
+    for trained, group in groupby(zip(input_ids, labels, strict=True), key=lambda pair: pair[1] != IGNORE):
         text = tokenizer.decode([token for token, _ in group], skip_special_tokens=False)
         pieces.append(f"{start}{text}{end}" if trained else text)
     return "".join(pieces)

@@ -187,9 +187,9 @@ def plot_loss(metrics_file: Path, out: Path) -> Path | None:
     if not train:
         return None
     fig, ax = pyplot().subplots(figsize=(7, 4), dpi=120)
-    ax.plot(*zip(*train), label="train loss", lw=1.2)
+    ax.plot(*zip(*train, strict=True), label="train loss", lw=1.2)
     if dev:
-        ax.plot(*zip(*dev), "o-", label="dev loss", lw=1.5)
+        ax.plot(*zip(*dev, strict=True), "o-", label="dev loss", lw=1.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (assistant tokens)")
     ax.grid(alpha=0.3)

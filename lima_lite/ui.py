@@ -509,14 +509,14 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
         answer_b = gr.Textbox(label="Answer B", lines=10, interactive=False, elem_id="judge-b")
     with gr.Row():
         buttons = [gr.Button(text, interactive=False, elem_id=f"judge-vote-{key}")
-                   for text, key in zip(("A is better", "Tie", "B is better"), VOTE_KEYS)]
+                   for text, key in zip(("A is better", "Tie", "B is better"), VOTE_KEYS, strict=True)]
     status = gr.Markdown(elem_id="judge-status")
     end_round = gr.Button("End my round: show the chart", elem_id="judge-end")
     chart = gr.Plot(label="win / tie / loss of model X against model Y", visible=False, elem_id="judge-chart")
     pending, position = gr.State(None), gr.State(0)
     next_prompt.click(event(judge_next, models, prompts, random.Random(seed)), [position, first, second, *sliders],
                       [judge_prompt, answer_a, answer_b, pending, position, *buttons, status, chart])
-    for button, key in zip(buttons, VOTE_KEYS):
+    for button, key in zip(buttons, VOTE_KEYS, strict=True):
         button.click(event(judge_vote, votes, key), [pending, first, second, rater], [pending, *buttons, status, chart])
     end_round.click(event(judge_results, votes), [first, second], chart)
     for trigger in (first.change, second.change):
@@ -610,7 +610,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
-    p.add_argument("--queue-size", type=bounded(int, 1), default=16, help="requests waiting at most (default 16); more are refused")
+    p.add_argument("--queue-size", type=bounded(int, 1), default=16,
+                   help="requests waiting at most (default 16); more are refused")
     p.add_argument("--max-input-chars", type=bounded(int, 1), default=4000, help="longest message accepted (default 4000)")
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")

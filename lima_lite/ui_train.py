@@ -135,7 +135,7 @@ def example_html(tokenizer, row: dict) -> str:
     from lima_lite.template import IGNORE
 
     pieces = []
-    for trained, group in groupby(zip(row["input_ids"], row["labels"]), key=lambda pair: pair[1] != IGNORE):
+    for trained, group in groupby(zip(row["input_ids"], row["labels"], strict=True), key=lambda pair: pair[1] != IGNORE):
         text = html.escape(tokenizer.decode([token for token, _ in group], skip_special_tokens=False))
         pieces.append(f"<mark>{text}</mark>" if trained else text)
     trained = sum(label != IGNORE for label in row["labels"])
@@ -404,7 +404,7 @@ OUTPUTS = 4  # status, first example, memory plan, command line
 
 def form_inputs(training: Training, recipe: str, *values_and_more):
     *values, more = values_and_more
-    values = dict(zip(FIELDS, values))
+    values = dict(zip(FIELDS, values, strict=True))
     return recipe, form_overrides(recipe, training.runs_dir, values, more), Path(values["output_dir"])
 
 
@@ -488,11 +488,11 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
             base = gr.Textbox(label="the base's Hub id (push, when trained from a local folder)", elem_id="export-base")
         with gr.Row():
             buttons = [gr.Button(text, elem_id=f"export-{kind}")
-                       for text, kind in zip(("Merge", "Export GGUF", "Push (dry run)"), EXPORTS)]
+                       for text, kind in zip(("Merge", "Export GGUF", "Push (dry run)"), EXPORTS, strict=True)]
         export_status = gr.Markdown(elem_id="export-status")
     pickers = [*pickers, exported]
     shown, timer = gr.State(None), gr.Timer(TICK_SECONDS)
-    for button, kind in zip(buttons, EXPORTS):
+    for button, kind in zip(buttons, EXPORTS, strict=True):
         button.click(event(export_adapter, models, kind), [exported, out, repo, base], export_status)
 
     form = [recipe, *values, more]

@@ -424,7 +424,7 @@ def test_set_takes_a_value_in_range():
     assert (session.settings["repetition_penalty"], session.settings["top_p"], session.settings["temperature"]) == (0.5, 1, 0)
 
 
-def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_adapter, tmp_path):
+def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_adapter, tmp_path):  # noqa: F811 (the imported fixture)
     """A real terminal (a pty): Ctrl-C while the reply streams, then go on talking, then Ctrl-C at the prompt."""
     import sys
 

@@ -104,7 +104,8 @@ def test_set_changes_sampling_and_bad_values_keep_the_session(engine, recorded):
     assert recorded[-1]["logits_processor"][0].penalty == 1.3
 
     before = dict(s.settings)
-    for bad, message in [("temperature=hot", "expected a number, not 'hot'"), ("top_p=1.5", "top_p: must be > 0 and <= 1, not 1.5"),
+    for bad, message in [("temperature=hot", "expected a number, not 'hot'"),
+                         ("top_p=1.5", "top_p: must be > 0 and <= 1, not 1.5"),
                          ("max_new_tokens=0", "must be >= 1, not 0"), ("seed=3", "key one of temperature"),
                          ("top_p=0.5 temperature=x", "expected a number, not 'x'")]:
         assert s.handle(f"/set {bad}") is True

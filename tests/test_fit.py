@@ -112,7 +112,8 @@ def test_every_gpu_recipe_is_fitted():
 
 @pytest.mark.parametrize("recipe,shape,gpu", RECIPE_SHAPES)
 def test_cli_fit_json_for_each_recipe(recipe, shape, gpu):
-    result = run_cli("plan", recipe, f"model_name_or_path={SHAPES / shape}", "--fit", "--gpu-gib", str(gpu), "--host-gib", "64", "--json")
+    result = run_cli("plan", recipe, f"model_name_or_path={SHAPES / shape}", "--fit", "--gpu-gib", str(gpu),
+                     "--host-gib", "64", "--json")
     assert result.returncode == 0, result.stderr
     fitted = json.loads(result.stdout.strip().splitlines()[-1])
     assert fitted["fits"] and fitted["peak_gib"] <= gpu * (1 - FIT_MARGIN)

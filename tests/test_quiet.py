@@ -18,9 +18,9 @@ def test_known_messages_are_dropped_and_others_kept(caplog):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         quiet_third_party()  # after simplefilter: its filters go in front again
-        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
-        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
-        warnings.warn("`something_else` is deprecated", FutureWarning)
+        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=2)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=2)
+        warnings.warn("`something_else` is deprecated", FutureWarning, stacklevel=2)
     assert [str(w.message) for w in caught] == ["`something_else` is deprecated"]
 
 

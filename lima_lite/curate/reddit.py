@@ -53,7 +53,7 @@ def curate_reddit(submissions: list[Path], comments: list[Path], out: Path, test
                   n_test: int = 70, min_score: int = 10, min_chars: int = 1000, max_chars: int = 4096,
                   seed: int = 0, on_error: str = "stop") -> list[dict]:
     funnel, prompts, tests = Funnel(seed), {}, []
-    for where, row in json_lines(submissions, "submissions", funnel, on_error):
+    for _where, row in json_lines(submissions, "submissions", funnel, on_error):
         subreddit = str(row.get("subreddit", "")).lower()
         title = str(row.get("title", "")).strip()
         if subreddit == "writingprompts":

@@ -10,7 +10,7 @@
     $ lima-lite eval human votes.jsonl --ours quickstart/adapter --out evals/human.jsonl
     $ lima-lite eval select-epoch runs/quickstart --prompts embedded:dev.jsonl --epochs 1-3
     $ lima-lite eval report evals/ --out evals/report
-"""
+"""  # noqa: E501 (a shell command shown whole)
 
 import argparse
 import sys
@@ -308,7 +308,7 @@ def dialogue_step(args) -> None:
     judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
     simulator = get_answerer(args.simulator) if args.simulator else None
     models = [(answerer_name(spec, name), lambda spec=spec, name=name: get_answerer(spec, name=name))
-              for spec, name in zip(args.model, names)]
+              for spec, name in zip(args.model, names, strict=True)]
     records = dialogue_file(models, judge, dialogues, args.out, args.turns, simulator, **sampling_args(args))
     for name, _ in models:
         summary = dialogue_summary([r for r in records if r["model"] == name and r["judge"] == judge.name])

@@ -196,7 +196,7 @@ def agreement_section(records: list[dict], out: Path) -> list[str]:
              "one says tie, 0 otherwise (LIMA: crowd-crowd 82%, GPT-4 vs humans 78-79%). Cells show agreement "
              "(shared items).", "",
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for a, name in zip(raters, names):
+    for a, name in zip(raters, names, strict=True):
         cells = []
         for b in raters:
             score, n = matrix[(a, b)]
