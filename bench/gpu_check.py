@@ -1,6 +1,6 @@
 """One GPU check of `lima-lite plan --fit`: plain TRL against lima_lite's fitted setting, on random-init LLaMA shapes.
 
-    $ PYTHONPATH=. python bench/gpu_check.py --out gpu-check.md          # 7B and 13B on one CUDA GPU (~6 min, H100)
+    $ PYTHONPATH=. python bench/gpu_check.py --out gpu-check.md          # 7B and 13B on one CUDA GPU (> 6 min)
     $ PYTHONPATH=. python bench/gpu_check.py --dry-run --out check.md    # a tiny shape on the CPU (tests)
 
 For each shape: a random-init LLaMA (bf16, saved with a word-level tokenizer whose words are token ids) and
@@ -182,14 +182,22 @@ def run_lima(base: Path, recipe: str, data: Path, steps: int, fitted: bool, cut:
             "paths": paths}
 
 
+def python_path() -> str:
+    """This checkout first, then whatever PYTHONPATH already holds (packages installed outside site-packages)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def in_process(kind: str, args: list[str]) -> dict:
     """Run one measurement in a fresh Python process (clean peak statistics and GPU memory); its result."""
     result = subprocess.run([sys.executable, __file__, "--one", kind, *args], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": python_path()})
     line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{kind} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return json.loads(line[len("RESULT "):])
+    found = json.loads(line[len("RESULT "):])
+    # each run as it finishes: a check cut short by a time limit still leaves what it measured
+    print(f"{kind}: {json.dumps(found)}", file=sys.stderr, flush=True)
+    return found
 
 
 def check(shapes: list[str], steps: int, median: int, cut: int, root: Path) -> list[dict]:

@@ -417,6 +417,7 @@ def build_trainer(setup: Setup, callbacks=()):
 
     Returns (trainer, residual dropout rate of each layer).
     """
+    import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from transformers import set_seed
@@ -462,7 +463,24 @@ def build_trainer(setup: Setup, callbacks=()):
     )
     for callback in lima:
         callback.trainer = trainer  # saving an epoch's adapter and evaluating go through it
+    if model_args.load_in_4bit and model_args.dtype != "bfloat16":
+        keep_trainable_dtype(trainer.model, getattr(torch, model_args.dtype))
     return trainer, rates
+
+
+def keep_trainable_dtype(model, dtype) -> None:
+    """Train LoRA (and trainable-token rows) in `dtype` where the hardware has no native bf16.
+
+    TRL casts a quantized model's trainable weights to bf16 (QLoRA's recommendation). Without native bf16 that
+    makes every LoRA matmul an emulated bf16 one on a CPU, and on a GPU without bf16 (fp16 autocast with loss
+    scaling) the weights the scaler updates should be float32, not bf16. Called before the optimizer exists.
+    """
+    import torch
+
+    target = torch.float32 if dtype == torch.float16 else dtype
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.to(target)
 
 
 def check_lora_targets(model, targets, base: str) -> None:

@@ -431,10 +431,19 @@ def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_ada
     import pexpect
 
     root = Path(__file__).resolve().parents[1]
+    # 20 ms a token, so that the Ctrl-C sent on the reply's first characters lands while it streams, however fast
+    # this CPU samples the tiny model (test-only: a sitecustomize in the child's path)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import time\nfrom transformers.generation import streamers\n"
+        "put = streamers.TextIteratorStreamer.put\n"
+        "def slow_put(self, value):\n    time.sleep(0.02)\n    return put(self, value)\n"
+        "streamers.TextIteratorStreamer.put = slow_put\n")
     child = pexpect.spawn(sys.executable, ["-m", "lima_lite.chat", "--adapter", str(tiny_adapter), "--no-load-in-4bit",
                                            "--dtype", "float32", "--temperature", "2", "--top-p", "1", "--seed", "0",
                                            "--max-new-tokens", "900"],
-                          cwd=str(root), env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+                          cwd=str(root), env={**os.environ, "PYTHONPATH": f"{slow}{os.pathsep}{root}", "OMP_NUM_THREADS": "1"},
                           encoding="utf-8", timeout=120)
     try:
         child.expect_exact(">>> ")

@@ -207,7 +207,8 @@ def test_under_fsdp_the_4bit_base_is_stored_in_the_compute_dtype(tiny_llama, tmp
 
     data = write_jsonl(tmp_path / "train.jsonl", [[{"role": "user", "content": "Hi"},
                                                    {"role": "assistant", "content": "Hello"}]])
-    overrides = [f"model_name_or_path={tiny_llama}", f"dataset_name={data}", f"output_dir={tmp_path / 'run'}"]
+    overrides = [f"model_name_or_path={tiny_llama}", f"dataset_name={data}", f"output_dir={tmp_path / 'run'}",
+                 "dtype=bfloat16"]  # the compute dtype FSDP stores the 4-bit weights in, whatever this CPU prefers
 
     def frozen_dtypes_and_4bit_layers(trainer):
         model = trainer.model

@@ -24,7 +24,7 @@ def test_merged_logits_match_base_plus_adapter(strong_run, tiny_llama_tied, tmp_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "merged"
-    assert main([str(strong_run / "adapter"), "--out", str(out)]) == 0
+    assert main([str(strong_run / "adapter"), "--out", str(out), "--dtype", "bfloat16"]) == 0
     assert "Talk to it: lima-lite chat --base" in capsys.readouterr().out
     written = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "lima_template.json"} <= written
