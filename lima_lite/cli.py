@@ -19,16 +19,16 @@ COMMANDS = {
     "plan": ("lima_lite.plan:main", "predict a recipe's peak GPU memory from config.json: components, fit, largest batch"),
     "inspect": ("lima_lite.inspect:main", "validate a recipe's data and show exactly what is trained"),
     "chat": ("lima_lite.chat:main", "talk to a base model or an adapter in the terminal"),
-    "ui": ("lima_lite.ui:main", "the Gradio app: chat, compare two models, judge blind (ui/app.py)"),
+    "ui": ("lima_lite.ui:main", "the Gradio app: train, chat, compare two models, judge blind (ui/app.py)"),
     "push": ("lima_lite.push:main", "write a model card and upload an adapter to the Hugging Face Hub"),
-    "merge": ("lima_lite.merge:main", "merge an adapter into its base: one standalone bf16 model"),
+    "merge": ("lima_lite.merge:main", "merge an adapter into its base: one standalone model"),
     "export": ("lima_lite.export:main", "export gguf: one GGUF that stops at the trained turn end, plus an Ollama Modelfile"),
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
     "eval": ("lima_lite.evaluate.cli:main",
              "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
     "env": ("lima_lite.env:main", "what lima_lite will do on this machine: versions, CPU/GPU, precision, fast paths"),
-    "data": ("lima_lite.mix:main", "data tools: `data mix` assembles the 1,030-example dialogue variant"),
+    "data": ("lima_lite.mix:main", "data tools: `data mix` (the 1,030-example dialogue variant), `data overlap` (train/eval duplicates)"),
 }
 
 
