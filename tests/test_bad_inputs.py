@@ -591,7 +591,8 @@ def test_enough_cases():
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
-def test_bad_input(c: Case, tmp_path, request):
+def check_case(c: Case, tmp_path, request) -> None:
+    """Run one case with the fixtures it needs; it must fail in one clear line."""
     fixtures = {}
     if "base" in c.needs:
         fixtures["base"] = request.getfixturevalue("tiny_llama_tied")
@@ -601,6 +602,10 @@ def test_bad_input(c: Case, tmp_path, request):
     folder.mkdir()
     kind, detail = outcome(c, folder, fixtures)
     assert kind == "clear", f"{kind}: {detail}"
+
+
+def test_bad_input(c: Case, tmp_path, request):
+    check_case(c, tmp_path, request)
 
 
 # ---------------------------------------------------------------- what the table cannot show: cost and the app's routes

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from test_bad_inputs import ARTICLE, COMMENT, QA, SUBMISSION, WIKIHOW_HEADER, Case, jsonl, outcome, tiny_adapter  # noqa: F401
+from test_bad_inputs import ARTICLE, COMMENT, QA, SUBMISSION, WIKIHOW_HEADER, Case, check_case, jsonl, outcome, tiny_adapter  # noqa: F401
 
 CASES: list[Case] = []
 
@@ -225,15 +225,7 @@ def test_cases_are_named_once():
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def test_bad_input(c: Case, tmp_path, request):
-    fixtures = {}
-    if "base" in c.needs:
-        fixtures["base"] = request.getfixturevalue("tiny_llama_tied")
-    if "adapter" in c.needs:
-        fixtures["adapter"] = request.getfixturevalue("tiny_adapter")
-    folder = tmp_path / "case"
-    folder.mkdir()
-    kind, detail = outcome(c, folder, fixtures)
-    assert kind == "clear", f"{kind}: {detail}"
+    check_case(c, tmp_path, request)
 
 
 def test_overwrite_replaces_an_output_and_its_report(tmp_path):
