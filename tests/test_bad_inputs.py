@@ -590,7 +590,6 @@ def test_enough_cases():
     assert len(CASES) >= 100 and len({c.name for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def check_case(c: Case, tmp_path, request) -> None:
     """Run one case with the fixtures it needs; it must fail in one clear line."""
     fixtures = {}
@@ -604,6 +603,7 @@ def check_case(c: Case, tmp_path, request) -> None:
     assert kind == "clear", f"{kind}: {detail}"
 
 
+@pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def test_bad_input(c: Case, tmp_path, request):
     check_case(c, tmp_path, request)
 
