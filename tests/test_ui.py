@@ -482,8 +482,10 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
             page.wait_for_function(f"() => document.querySelectorAll(\"{bot}\").length === 2 && "
                                    f"document.querySelectorAll(\"{bot}\")[1].innerText.includes('w3')", timeout=30_000)
             page.locator("#chat-new").click()
-            page.wait_for_timeout(1500)
-            assert page.locator("#chat-history [data-testid='user'], " + bot).count() == 0
+            shown = "#chat-history [data-testid='user'], " + bot
+            page.wait_for_function(f"() => document.querySelectorAll(\"{shown}\").length === 0", timeout=30_000)
+            page.wait_for_timeout(1500)  # and nothing of the cancelled reply streams back in
+            assert page.locator(shown).count() == 0
             assert len(models.closed) == 2
 
             # a paste over the cap: refused with a message, the text left in the box to shorten
