@@ -196,6 +196,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from lima_lite.cli import run
+    from lima_lite.entry import run
 
     sys.exit(run("lima_lite.chat:main", sys.argv[1:]))

@@ -508,6 +508,6 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
 
 
 if __name__ == "__main__":
-    from lima_lite.cli import run
+    from lima_lite.entry import run
 
     sys.exit(run("lima_lite.ui_train:main", sys.argv[1:]))

@@ -358,4 +358,6 @@ def limited_prompts(prompts: str, limit: int, out: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lima_lite.entry import run
+
+    sys.exit(run("lima_lite.evaluate.cli:main", sys.argv[1:]))
