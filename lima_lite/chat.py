@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
 from lima_lite.io import write_jsonl
 
 HELP = """commands:

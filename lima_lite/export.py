@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.io import atomic_dir, write_text
 
 QUANTS = ("f16", "q8_0", "q4_k_m")

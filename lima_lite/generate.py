@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.precision import precision_report
 from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, encode_prompt, special_ids, token_id
 

@@ -14,7 +14,7 @@ from lima_lite.template import IGNORE
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import resolve_recipe
+    from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.template import mark_trained_spans
     from lima_lite.train import prepare, recipe_parser
 

@@ -37,8 +37,9 @@ def hardware_overrides(overrides: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import load_recipe, resolve_recipe
+    from lima_lite.config import load_recipe
     from lima_lite.data import load_conversations
+    from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.train import train
 
     parser = argparse.ArgumentParser(

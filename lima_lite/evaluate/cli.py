@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.config import add_sampling_args, bounded, sampling_args
+from lima_lite.flags import add_sampling_args, bounded, sampling_args
 
 COUNT = bounded(int, 1)  # --samples, --limit, token budgets: 0 or less would do nothing, silently
 
