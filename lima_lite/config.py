@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.recipe_yaml import parse_overrides, read_yaml
+from lima_lite.template import CHAT_FORMATS
 
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
@@ -224,7 +225,8 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         ("final_lr_ratio", 0 <= lima_args.final_lr_ratio <= 1, "must be in [0, 1]"),
         ("eot_token", bool(EOT_SHAPE.match(lima_args.eot_token or "")),
          f"{lima_args.eot_token!r} is not a special-token string (e.g. '<|eot|>', '<|eot_id|>', '<|im_end|>')"),
-        ("chat_format", lima_args.chat_format in ("lima", "native"), f"{lima_args.chat_format!r} is not lima or native"),
+        ("chat_format", lima_args.chat_format in CHAT_FORMATS,
+         f"{lima_args.chat_format!r} is not one of {', '.join(CHAT_FORMATS)}"),
         ("model_name_or_path", bool(model_args.model_name_or_path), "is not set"),
     ]
     for key, ok, problem in rules:
