@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
 from lima_lite.io import write_jsonl
 
 HELP = """commands:
@@ -196,6 +196,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from lima_lite.cli import run
+    from lima_lite.entry import run
 
     sys.exit(run("lima_lite.chat:main", sys.argv[1:]))

@@ -7,10 +7,10 @@ Every command's `main(argv)` is also importable, so `python -m lima_lite.chat` i
 Heavy libraries (torch, transformers, trl, gradio) are imported inside the commands, so `--help` is instant.
 """
 
-import importlib
 import sys
 
-from lima_lite import LimaError, __version__
+from lima_lite import __version__
+from lima_lite.entry import run
 
 # command -> ("module:function", one-line summary)
 COMMANDS = {
@@ -38,22 +38,6 @@ def usage() -> str:
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
     lines += ["", "Run `lima-lite COMMAND --help` for a command's arguments."]
     return "\n".join(lines)
-
-
-def run(target: str, argv: list[str]) -> int:
-    """Call `module:function` with argv; a LimaError becomes one line on stderr and exit status 2."""
-    from lima_lite.quiet import quiet_third_party
-
-    module, function = target.split(":")
-    quiet_third_party()
-    try:
-        return getattr(importlib.import_module(module), function)(argv) or 0
-    except LimaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

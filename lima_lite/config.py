@@ -6,6 +6,10 @@ Every key is a field of TRL's `ScriptArguments` (dataset_name, ...), `SFTConfig`
 num_train_epochs, ...), `ModelConfig` (model_name_or_path, lora_r, load_in_4bit, ...) or of
 `LimaArguments` below. Precedence: TRL's defaults < `LIMA_DEFAULTS` < the YAML < `key=value`
 overrides. An unknown key is an error that names it and the closest valid key.
+
+This module holds what a recipe may contain (LimaArguments, LIMA_DEFAULTS) and builds it (load_recipe);
+the text is read by lima_lite.recipe_yaml, the values this machine decides (precision, use_cpu) come from
+lima_lite.precision, and the sampling flags of chat, eval and ui live in lima_lite.flags.
 """
 
 import dataclasses
@@ -14,61 +18,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from lima_lite import LimaError
+from lima_lite.recipe_yaml import parse_overrides, read_yaml
+from lima_lite.template import CHAT_FORMATS
 
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
-# LIMA's generation settings (§4): nucleus p = 0.9, temperature 0.7, repetition penalty 1.2, <= 2,048 new tokens.
-LIMA_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 2048}
-
-
-def bounded(kind, low: float | None = None, high: float | None = None, low_open: bool = False):
-    """An argparse type: `kind` (float or int) within [low, high] (`low_open`: strictly above low), or an error
-    saying what is wrong ("must be >= 0, not -1")."""
-    import argparse
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, not {text!r}") from None
-        if value != value or (low is not None and (value <= low if low_open else value < low)) or \
-                (high is not None and value > high):
-            rule = " and ".join(part for part in (
-                None if low is None else f"{'>' if low_open else '>='} {low:g}",
-                None if high is None else f"<= {high:g}") if part)
-            raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-# One parser per flag, shared by every command, so chat, eval and ui refuse the same values the same way.
-SAMPLING_TYPES = {"temperature": bounded(float, 0), "top_p": bounded(float, 0, 1, low_open=True),
-                  "repetition_penalty": bounded(float, 0, low_open=True), "max_new_tokens": bounded(int, 1)}
-
-
-def add_sampling_args(parser) -> None:
-    """--temperature, --top-p, --repetition-penalty, --max-new-tokens (chat, eval, ui); a flag left out is
-    None, so LIMA_SAMPLING applies. Values out of range are refused here, before any model is loaded."""
-    group = parser.add_argument_group("sampling (LIMA's by default)")
-    group.add_argument("--temperature", type=SAMPLING_TYPES["temperature"],
-                       help=f"0 = greedy; default {LIMA_SAMPLING['temperature']}")
-    group.add_argument("--top-p", type=SAMPLING_TYPES["top_p"],
-                       help=f"nucleus sampling, in (0, 1]; default {LIMA_SAMPLING['top_p']}")
-    group.add_argument("--repetition-penalty", type=SAMPLING_TYPES["repetition_penalty"], help=f"on the tokens generated "
-                       f"so far, > 0 (1 = none); default {LIMA_SAMPLING['repetition_penalty']} (local models: the "
-                       "OpenAI API has no such field)")
-    group.add_argument("--max-new-tokens", type=SAMPLING_TYPES["max_new_tokens"],
-                       help=f"longest reply; default {LIMA_SAMPLING['max_new_tokens']}")
-
-
-def sampling_args(args) -> dict:
-    """The sampling flags given on the command line (see add_sampling_args), as keyword arguments."""
-    values = {name: getattr(args, name) for name in LIMA_SAMPLING}
-    return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass
@@ -171,71 +126,6 @@ def _trl_classes():
     return ScriptArguments, SFTConfig, ModelConfig, LimaArguments
 
 
-NULL_TAG = "tag:yaml.org,2002:null"
-
-
-def _raw(node):
-    """A YAML value as the text the user wrote (a scalar), a list of texts, or a JSON object: argparse then
-    reads it with the field's own type, so `save_strategy: no` stays TRL's "no" and `3e-4` is a float."""
-    import json
-
-    if isinstance(node, yaml.ScalarNode):
-        return None if node.tag == NULL_TAG else node.value
-    if isinstance(node, yaml.SequenceNode):
-        return [_raw(item) for item in node.value]
-    return json.dumps(yaml.safe_load(yaml.serialize(node)))
-
-
-def read_yaml(path: str | Path) -> dict[str, tuple[object, int]]:
-    """key -> (raw value, line) of a recipe file; invalid YAML, a non-mapping and duplicate keys name their line."""
-    path = Path(path)
-    if not path.is_file():
-        raise LimaError(f"{path}: recipe file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-        # A recipe has no use for aliases (*name), and a few nested ones expand to billions of values.
-        alias = next((event for event in yaml.parse(text) if isinstance(event, yaml.AliasEvent)), None)
-        root = yaml.compose(text) if alias is None else None
-    except UnicodeDecodeError:
-        raise LimaError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise LimaError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}") from None
-    if alias is not None:
-        raise LimaError(f"{path}:{alias.start_mark.line + 1}: YAML alias *{alias.anchor}: a recipe cannot use "
-                        "aliases; write the value out")
-    if root is None or (isinstance(root, yaml.MappingNode) and not root.value):
-        raise LimaError(f"{path}: the recipe is empty; give at least model_name_or_path and dataset_name "
-                        "(see recipes/quickstart.yaml)")
-    if not isinstance(root, yaml.MappingNode):
-        raise LimaError(f"{path}:{root.start_mark.line + 1}: a recipe is a mapping of key: value")
-    values = {}
-    for key_node, value_node in root.value:
-        key, line = key_node.value, key_node.start_mark.line + 1
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise LimaError(f"{path}:{line}: a recipe key must be a name")
-        if key in values:
-            raise LimaError(f"{path}:{line}: {key}: set twice (first on line {values[key][1]}); keep one")
-        values[key] = (_raw(value_node), line)
-    return values
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """`["learning_rate=3e-4", "lora_target_modules=[q_proj,v_proj]"]` -> {key: raw value}, read as in a YAML file."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise LimaError(f"override {pair!r} is not key=value")
-        try:
-            node = yaml.compose(value) if value.strip() else None
-        except yaml.YAMLError:
-            node = yaml.ScalarNode("tag:yaml.org,2002:str", value)  # not YAML: the text as it is
-        overrides[key.strip()] = None if node is None else _raw(node)
-    return overrides
-
-
 def _argv(values: dict, actions: dict) -> tuple[list[str], list[str]]:
     """Raw values -> an argument list for HfArgumentParser, and the keys set to null (left to set after)."""
     argv, nulls = [], []
@@ -285,15 +175,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
     extra = parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else dict(overrides)
     values.update(extra)
     sources.update({key: "command line" for key in extra})
-    import torch
+    from lima_lite.precision import machine_values
 
-    from lima_lite.precision import recipe_precision
-
-    chosen = recipe_precision({key for key, source in sources.items() if source != DEFAULTS_SOURCE})
+    chosen = machine_values({key for key, source in sources.items() if source != DEFAULTS_SOURCE})
     values.update(chosen)
     sources.update({key: "lima_lite.precision (this machine)" for key in chosen})
-    if "use_cpu" not in values and not torch.cuda.is_available():
-        values["use_cpu"] = "true"  # no GPU: bf16 autocast runs on the CPU instead of failing validation
 
     for key in values:
         if key not in parser.actions:
@@ -339,7 +225,8 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         ("final_lr_ratio", 0 <= lima_args.final_lr_ratio <= 1, "must be in [0, 1]"),
         ("eot_token", bool(EOT_SHAPE.match(lima_args.eot_token or "")),
          f"{lima_args.eot_token!r} is not a special-token string (e.g. '<|eot|>', '<|eot_id|>', '<|im_end|>')"),
-        ("chat_format", lima_args.chat_format in ("lima", "native"), f"{lima_args.chat_format!r} is not lima or native"),
+        ("chat_format", lima_args.chat_format in CHAT_FORMATS,
+         f"{lima_args.chat_format!r} is not one of {', '.join(CHAT_FORMATS)}"),
         ("model_name_or_path", bool(model_args.model_name_or_path), "is not set"),
     ]
     for key, ok, problem in rules:
@@ -357,16 +244,3 @@ def lima_help() -> str:
     for f in dataclasses.fields(LimaArguments):
         lines.append(f"  {f.name} (default {f.default!r})\n      {f.metadata['help']}")
     return "\n".join(lines)
-
-
-def resolve_recipe(name: str) -> Path:
-    """A recipe path as given, or a recipe name shipped with lima_lite (`quickstart`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    here = Path(__file__).resolve().parent
-    for folder in (here / "recipes", here.parent / "recipes"):
-        for candidate in (folder / name, folder / f"{name}.yaml"):
-            if candidate.is_file():
-                return candidate
-    raise LimaError(f"{name}: recipe file not found (give a path, or one of the names in recipes/)")

@@ -113,4 +113,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lima_lite.entry import run
+
+    sys.exit(run("lima_lite.env:main", sys.argv[1:]))

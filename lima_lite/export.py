@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.io import atomic_dir, write_text
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -177,13 +177,21 @@ def main(argv=None) -> int:
         description="Export a trained adapter for other runtimes. `gguf`: merged into its base, converted by\n"
                     "llama.cpp's converter into one GGUF that stops at the trained turn end, with an Ollama Modelfile.",
         epilog="Then: ollama create NAME -f OUT/Modelfile")
-    parser.add_argument("format", choices=["gguf"], help="what to export to")
-    parser.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run folder, its adapter/ or an epoch-NN/ folder")
-    parser.add_argument("--out", required=True, help="folder to write (must not exist)")
-    parser.add_argument("--quant", default="f16", choices=QUANTS,
-                        help="f16 (default) or q8_0 by the converter; q4_k_m with llama-cpp-python installed")
-    parser.add_argument("--base", help="base model folder or Hub id (default: the adapter's base)")
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT", help="what to export to")
+    gguf = formats.add_parser("gguf", help="one GGUF for llama.cpp, Ollama or LM Studio, and an Ollama Modelfile",
+                              description=parser.description, epilog=parser.epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    gguf.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run folder, its adapter/ or an epoch-NN/ folder")
+    gguf.add_argument("--out", required=True, help="folder to write (must not exist)")
+    gguf.add_argument("--quant", default="f16", choices=QUANTS,
+                      help="f16 (default) or q8_0 by the converter; q4_k_m with llama-cpp-python installed")
+    gguf.add_argument("--base", help="base model folder or Hub id (default: the adapter's base)")
+    gguf.set_defaults(func=gguf_main)
     args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def gguf_main(args) -> int:
     path = export_gguf(args.source, args.out, args.quant, args.base)
     print(f"GGUF written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"Ollama: ollama create {Path(args.out).name} -f {Path(args.out) / 'Modelfile'}")

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.precision import precision_report
-from lima_lite.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, encode_prompt, special_ids, token_id
+from lima_lite.template import TEMPLATE_FILE, ChatTemplate, base_format, encode_conversation, encode_prompt, special_ids, token_id
 
 # A line that is only a role word (ChatML's "assistant" after a generated <|im_start|>, "User:"): the model
 # is writing a turn header instead of its reply, a sign that it was prompted in a format it does not know.
@@ -264,12 +264,12 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
         if base is None:
             raise LimaError("give an adapter (--adapter) or a base model (--base)")
         path = resolve_model(base)
-        if (Path(path) / TEMPLATE_FILE).is_file():  # a merged lima_lite model: render as it was trained
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
+        if (Path(path) / TEMPLATE_FILE).is_file():  # a merged lima_lite model: render as it was trained
             tokenizer, template = AutoTokenizer.from_pretrained(path), ChatTemplate.load(path)
         else:
-            eot_token, chat_format = base_format(path)
+            eot_token, chat_format = base_format(AutoTokenizer.from_pretrained(path))
             tokenizer, template, _ = get_tokenizer(path, eot_token, trust_remote_code, chat_format)
         with readable_weights(path):
             model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
@@ -279,19 +279,6 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     print(precision_report(dtype, False, False, f"replies{' (4-bit base)' if load_in_4bit else ''}"), file=sys.stderr)
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 2048
     return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context)
-
-
-def base_format(path: str) -> tuple[str, str]:
-    """(turn end, chat format) to talk to a bare base: its own chat template if it has one, else LIMA's
-    format with its EOS as the turn end."""
-    from transformers import AutoTokenizer
-
-    from lima_lite.template import native_turn_end
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.chat_template:
-        return native_turn_end(tokenizer, tokenizer.chat_template), "native"
-    return tokenizer.eos_token or "<|eot|>", "lima"
 
 
 def leaks_template(reply: Reply) -> bool:

@@ -14,7 +14,7 @@ from lima_lite.template import IGNORE
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import resolve_recipe
+    from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.template import mark_trained_spans
     from lima_lite.train import prepare, recipe_parser
 
@@ -44,4 +44,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lima_lite.entry import run
+
+    sys.exit(run("lima_lite.inspect:main", sys.argv[1:]))

@@ -18,10 +18,8 @@ import torch.nn.functional as F
 from lima_lite import LimaError
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.io import atomic_dir
-from lima_lite.template import ChatTemplate
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PAD_TOKEN = "<|pad|>"
 
 
 class ModelError(LimaError):
@@ -113,18 +111,15 @@ def load_error(path: str, error: Exception) -> ModelError:
 
 
 def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, chat_format: str = "lima"):
-    """Tokenizer with the end-of-turn token of the chat format, and a pad token distinct from EOS and EOT.
+    """The tokenizer at `path`, set up for the chat format by lima_lite.template.template_for: its turn end,
+    a pad token distinct from EOS and EOT, and (lima) LIMA's chat template.
 
-    Returns (tokenizer, ChatTemplate, ids of tokens we added). lima: `eot_token` is reused when the
-    vocabulary has it (Llama 3's <|eot_id|>, ChatML's <|im_end|>, Gemma's <end_of_turn>), else added;
-    added tokens need new embedding rows, trained as PEFT trainable tokens. native: the turn end is the
-    one the base's own chat template writes, which is often not its eos (Qwen3-Base: <|endoftext|>,
-    Gemma-3: <eos>); `eot_token` must name it, so a recipe says what it trains. Pad must differ from
-    EOS/EOT: padding is masked, EOT must not be.
+    Returns (tokenizer, ChatTemplate, ids of tokens we added); added tokens need new embedding rows, trained as
+    PEFT trainable tokens.
     """
-    from transformers import AddedToken, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from lima_lite.template import native_template, protected_tokens, special_ids
+    from lima_lite.template import template_for
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -132,41 +127,7 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
         raise ModelError(f"{path}: its tokenizer could not be loaded ({type(error).__name__}: "
                          f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else 'no detail'}); "
                          "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json, ...) into it") from None
-    # A turn end that is also the unknown, padding or first token would be masked, or generated for anything.
-    roles = {"unk_token": tokenizer.unk_token, "bos_token": tokenizer.bos_token,
-             "pad_token": tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None}
-    role = next((name for name, token in roles.items() if token is not None and token == eot_token), None)
-    if role:
-        raise ModelError(f"eot_token: {eot_token!r} is {path}'s {role}; name a token of its own (e.g. '<|eot|>', "
-                         "which is then added)")
-    added = []
-    if chat_format == "native":
-        template = native_template(tokenizer)
-        if template.eot_token != eot_token:
-            raise ModelError(f"eot_token: {path}'s chat template ends an assistant turn with {template.eot_token!r}, "
-                             f"not {eot_token!r}; set eot_token: {template.eot_token!r}")
-    elif eot_token not in tokenizer.get_vocab():
-        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
-        added.append(eot_token)
-    elif tokenizer.convert_tokens_to_ids(eot_token) not in special_ids(tokenizer):
-        # A reused turn end the tokenizer does not mark special would be produced by typing its text:
-        # marking it special (same id) lets encode_text keep typed text as text.
-        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
-    if tokenizer.pad_token in (None, tokenizer.eos_token, eot_token):
-        if tokenizer.unk_token is not None and tokenizer.unk_token not in (tokenizer.eos_token, eot_token):
-            tokenizer.pad_token = tokenizer.unk_token
-        else:
-            tokenizer.add_tokens([AddedToken(PAD_TOKEN, special=True, normalized=False)], special_tokens=True)
-            tokenizer.pad_token = PAD_TOKEN
-            added.append(PAD_TOKEN)
-    if chat_format == "lima":
-        # No double BOS: keep the BOS only if the tokenizer itself would add one to plain text.
-        probe = tokenizer("a")["input_ids"]
-        bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
-        template = ChatTemplate(eot_token=eot_token, bos_token=bos)
-    template.protected = protected_tokens(tokenizer)
-    if chat_format == "lima":
-        tokenizer.chat_template = template.jinja()
+    template, added = template_for(tokenizer, eot_token, chat_format)
     return tokenizer, template, tokenizer.convert_tokens_to_ids(added)
 
 

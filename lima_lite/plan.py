@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import bounded
+from lima_lite.flags import bounded
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
@@ -712,7 +712,8 @@ def main(argv=None) -> int:
                         "offloaded checkpoints (default: what this machine has available now)")
     parser.add_argument("--json", action="store_true", help="print the plan (or the fit) as one JSON object")
     args = parser.parse_args(argv)
-    from lima_lite.config import load_recipe, parse_overrides, resolve_recipe
+    from lima_lite.config import load_recipe
+    from lima_lite.recipe_yaml import parse_overrides, resolve_recipe
 
     _, sft_config, model_args, lima_args = load_recipe(resolve_recipe(args.recipe), args.overrides)
     folder = model_folder(model_args.model_name_or_path)

@@ -138,6 +138,18 @@ def recipe_precision(explicit: set[str]) -> dict[str, str]:
     return values
 
 
+def machine_values(explicit: set[str]) -> dict[str, str]:
+    """Raw recipe values this machine decides when the recipe and command line leave them out: the precision
+    keys (recipe_precision) and, without a GPU, `use_cpu`, so bf16 autocast runs on the CPU instead of failing
+    TrainingArguments' validation."""
+    import torch
+
+    values = recipe_precision(explicit)
+    if "use_cpu" not in explicit and not torch.cuda.is_available():
+        values["use_cpu"] = "true"
+    return values
+
+
 def precision_warning(dtype: str | None, bf16: bool, fp16: bool, hardware: Hardware | None = None) -> str | None:
     """One line when a precision the user set is slow (or fails) on this hardware, else None."""
     hardware = hardware or detect_hardware()

@@ -37,8 +37,9 @@ def hardware_overrides(overrides: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import load_recipe, resolve_recipe
+    from lima_lite.config import load_recipe
     from lima_lite.data import load_conversations
+    from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.train import train
 
     parser = argparse.ArgumentParser(
@@ -87,4 +88,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lima_lite.entry import run
+
+    sys.exit(run("lima_lite.quickstart:main", sys.argv[1:]))

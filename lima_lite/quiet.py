@@ -1,4 +1,4 @@
-"""Third-party messages a lima_lite user cannot act on, silenced once per command (`lima_lite.cli.run`).
+"""Third-party messages a lima_lite user cannot act on, silenced once per command (`lima_lite.entry.run`).
 
     >>> quiet_third_party()
 

@@ -24,6 +24,7 @@ from lima_lite import LimaError
 TEMPLATE_FILE = "lima_template.json"
 IGNORE = -100  # label of tokens that are not trained
 CHAT_FORMATS = ("lima", "native")
+PAD_TOKEN = "<|pad|>"  # added when the tokenizer has no pad token distinct from EOS and EOT
 # Private-use characters: no chat template or training text contains them, so each one found in a
 # rendering is the place where one message's content goes.
 MARK_OPEN, MARK_CLOSE, PROBE = "\ue000", "\ue001", "\ue002"
@@ -161,6 +162,85 @@ def native_template(tokenizer) -> "ChatTemplate":
                         "format; use chat_format: lima")
     return ChatTemplate(eot_token=native_turn_end(tokenizer, tokenizer.chat_template), chat_format="native",
                         chat_template=tokenizer.chat_template)
+
+
+def base_format(tokenizer) -> tuple[str, str]:
+    """(turn end, chat format) to talk to a bare base: its own chat template if it has one, else LIMA's
+    format with its EOS as the turn end."""
+    if tokenizer.chat_template:
+        return native_turn_end(tokenizer, tokenizer.chat_template), "native"
+    return tokenizer.eos_token or "<|eot|>", "lima"
+
+
+def template_for(tokenizer, eot_token: str, chat_format: str = "lima") -> tuple[ChatTemplate, list[str]]:
+    """The ChatTemplate to train and chat in through `tokenizer`, and the tokens added to it for that.
+
+    The tokenizer is set up in place: its turn end (add_turn_end), a pad token distinct from EOS and the
+    turn end (padding is masked, the turn end must not be), and with chat_format lima LIMA's chat template,
+    so `apply_chat_template` users get the trained format. lima keeps the base's BOS only if the tokenizer
+    itself adds one to plain text (no double BOS).
+    """
+    added = add_turn_end(tokenizer, eot_token, chat_format)
+    added += add_pad(tokenizer, eot_token)
+    if chat_format == "native":
+        template = native_template(tokenizer)
+    else:
+        probe = tokenizer("a")["input_ids"]
+        bos = tokenizer.bos_token if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else None
+        template = ChatTemplate(eot_token=eot_token, bos_token=bos)
+    template.protected = protected_tokens(tokenizer)
+    if chat_format == "lima":
+        tokenizer.chat_template = template.jinja()
+    return template, added
+
+
+def add_turn_end(tokenizer, eot_token: str, chat_format: str) -> list[str]:
+    """Make `eot_token` the tokenizer's turn end; the tokens added for it (none, or the EOT itself).
+
+    lima: `eot_token` is reused when the vocabulary has it (Llama 3's <|eot_id|>, ChatML's <|im_end|>, Gemma's
+    <end_of_turn>), else added. native: the turn end is the one the base's own chat template writes, which
+    is often not its eos (Qwen3-Base: <|endoftext|>, Gemma-3: <eos>); `eot_token` must name it, so a recipe
+    says what it trains.
+    """
+    from transformers import AddedToken
+
+    path = tokenizer.name_or_path
+    # A turn end that is also the unknown, padding or first token would be masked, or generated for anything.
+    roles = {"unk_token": tokenizer.unk_token, "bos_token": tokenizer.bos_token,
+             "pad_token": tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None}
+    role = next((name for name, token in roles.items() if token is not None and token == eot_token), None)
+    if role:
+        raise LimaError(f"eot_token: {eot_token!r} is {path}'s {role}; name a token of its own (e.g. '<|eot|>', "
+                        "which is then added)")
+    if chat_format == "native":
+        written = native_template(tokenizer).eot_token
+        if written != eot_token:
+            raise LimaError(f"eot_token: {path}'s chat template ends an assistant turn with {written!r}, "
+                            f"not {eot_token!r}; set eot_token: {written!r}")
+        return []
+    if eot_token not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
+        return [eot_token]
+    if tokenizer.convert_tokens_to_ids(eot_token) not in special_ids(tokenizer):
+        # A reused turn end the tokenizer does not mark special would be produced by typing its text:
+        # marking it special (same id) lets encode_text keep typed text as text.
+        tokenizer.add_tokens([AddedToken(eot_token, special=True, normalized=False)], special_tokens=True)
+    return []
+
+
+def add_pad(tokenizer, eot_token: str) -> list[str]:
+    """A pad token that is neither EOS nor the turn end: the unknown token if it qualifies, else PAD_TOKEN
+    added; the tokens added for it."""
+    if tokenizer.pad_token not in (None, tokenizer.eos_token, eot_token):
+        return []
+    if tokenizer.unk_token is not None and tokenizer.unk_token not in (tokenizer.eos_token, eot_token):
+        tokenizer.pad_token = tokenizer.unk_token
+        return []
+    from transformers import AddedToken
+
+    tokenizer.add_tokens([AddedToken(PAD_TOKEN, special=True, normalized=False)], special_tokens=True)
+    tokenizer.pad_token = PAD_TOKEN
+    return [PAD_TOKEN]
 
 
 def encode_native(tokenizer, template: ChatTemplate, messages: list[dict]) -> tuple[list[int], list[int]]:

@@ -610,9 +610,9 @@ def check_same_run(output_dir: Path, setup: Setup) -> None:
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
-    from lima_lite.config import parse_overrides
     from lima_lite.plan import check_training_fit, fit_training
     from lima_lite.precision import precision_report
+    from lima_lite.recipe_yaml import parse_overrides
 
     if setup.sft_config.process_index == 0:
         print(precision_report(setup.model_args.dtype, setup.sft_config.bf16, setup.sft_config.fp16, "training"))
@@ -732,7 +732,7 @@ def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import resolve_recipe
+    from lima_lite.recipe_yaml import resolve_recipe
 
     args = recipe_parser("lima-lite train", "Fine-tune a base model with the LIMA recipe (QLoRA via TRL's SFTTrainer).\n"
                          "Rerun the same command after an interruption to resume.").parse_args(argv)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING, add_sampling_args, bounded, sampling_args
+from lima_lite.flags import LIMA_SAMPLING, add_sampling_args, bounded, sampling_args
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")

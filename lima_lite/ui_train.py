@@ -71,7 +71,7 @@ def stop_at_checkpoint():
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import resolve_recipe
+    from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.train import recipe_parser, train
 
     args = recipe_parser("python -m lima_lite.ui_train", "`lima-lite train`, stopped cleanly by SIGTERM (a checkpoint "
@@ -92,7 +92,8 @@ def recipe_names() -> list[str]:
 
 def recipe_values(recipe: str, runs_dir: Path) -> dict[str, str]:
     """The recipe's value of every FIELDS key, as text; its output folder moved under the app's --runs."""
-    from lima_lite.config import load_recipe, resolve_recipe
+    from lima_lite.config import load_recipe
+    from lima_lite.recipe_yaml import resolve_recipe
 
     loaded = load_recipe(resolve_recipe(recipe))
     values = {key: getattr(loaded[which], key) for key, (_, which) in FIELDS.items()}
@@ -145,7 +146,7 @@ def example_html(tokenizer, row: dict) -> str:
 
 def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
     """(summary, first example) after everything `lima-lite train` checks before loading the model."""
-    from lima_lite.config import resolve_recipe
+    from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.train import prepare
 
     setup = prepare(resolve_recipe(recipe), overrides)
@@ -158,8 +159,9 @@ def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
 
 def plan_text(recipe: str, overrides: list[str]) -> str:
     """`lima-lite plan`'s text for the recipe and values."""
-    from lima_lite.config import load_recipe, resolve_recipe
+    from lima_lite.config import load_recipe
     from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
+    from lima_lite.recipe_yaml import resolve_recipe
 
     _, sft_config, model_args, lima_args = load_recipe(resolve_recipe(recipe), overrides)
     if not model_args.load_in_4bit:
@@ -508,6 +510,6 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
 
 
 if __name__ == "__main__":
-    from lima_lite.cli import run
+    from lima_lite.entry import run
 
     sys.exit(run("lima_lite.ui_train:main", sys.argv[1:]))

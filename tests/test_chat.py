@@ -13,7 +13,7 @@ import pytest
 # qa and train_tiny stay importable from here: test_ui.py and test_bad_inputs.py import them from this module
 from helpers import EOT, qa, train_tiny  # noqa: F401
 from lima_lite.chat import Session, main
-from lima_lite.cli import run
+from lima_lite.entry import run
 
 
 @pytest.fixture(scope="module")

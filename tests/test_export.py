@@ -142,7 +142,7 @@ def test_q4_k_m_without_llama_cpp_says_what_to_install(memorized_run, tmp_path, 
 
 
 def test_export_refuses_an_existing_folder(tmp_path, capsys):
-    from lima_lite.cli import run
+    from lima_lite.entry import run
 
     (tmp_path / "taken").mkdir()
     assert run("lima_lite.export:main", ["gguf", str(tmp_path), "--out", str(tmp_path / "taken")]) == 2

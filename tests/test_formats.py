@@ -15,6 +15,7 @@ from lima_lite.model import get_tokenizer
 from lima_lite.template import (
     IGNORE,
     ChatTemplate,
+    base_format,
     encode_conversation,
     encode_prompt,
     mark_trained_spans,
@@ -173,6 +174,15 @@ def test_template_round_trips_and_old_files_still_load(tmp_path, folders):
 def test_native_needs_a_chat_template(tiny_llama):
     with pytest.raises(LimaError, match="no chat template"):
         get_tokenizer(str(tiny_llama), "</s>", chat_format="native")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_bare_base_is_talked_to_in_its_own_format_with_its_own_turn_end(folders, family, tiny_llama):
+    from transformers import AutoTokenizer
+
+    assert base_format(AutoTokenizer.from_pretrained(folders[family])) == (FAMILIES[family]["turn_end"], "native")
+    plain = AutoTokenizer.from_pretrained(tiny_llama)  # no chat template: LIMA's format, ended by its eos
+    assert plain.chat_template is None and base_format(plain) == (plain.eos_token, "lima")
 
 
 def test_inspect_shows_trained_spans_in_both_formats(tmp_path, capsys):

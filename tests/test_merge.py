@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import qa, train_tiny
-from lima_lite.cli import run
+from lima_lite.entry import run
 from lima_lite.merge import main
 from lima_lite.template import ChatTemplate
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import EOT, qa, train_tiny
-from lima_lite.cli import run
+from lima_lite.entry import run
 from lima_lite.push import PUSH_MARKER
 from lima_lite.push import main as push_main
 

@@ -17,7 +17,7 @@ from lima_lite.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-GROUPS = {"curate", "eval", "data"}  # commands whose first argument is a sub-step
+GROUPS = {"curate", "eval", "data", "export"}  # commands whose first argument is a sub-step
 
 
 def readme_commands() -> list[tuple[list[str], bool]]:

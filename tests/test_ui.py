@@ -230,8 +230,8 @@ def test_the_sliders_start_at_limas_settings_unless_told_otherwise(models, tmp_p
 
 def test_chat_eval_and_ui_share_one_definition_of_the_sampling_flags():
     from lima_lite.chat import parser as chat_parser
-    from lima_lite.config import sampling_args
     from lima_lite.evaluate.cli import build_parser
+    from lima_lite.flags import sampling_args
     from lima_lite.ui import parser as ui_parser
 
     def flags(p):

@@ -82,7 +82,7 @@ def test_check_shows_the_first_example_as_trained_and_the_command(form):
 
 def cli_error(capsys, overrides: list[str]) -> str:
     """What `lima-lite inspect quickstart OVERRIDES` prints on stderr."""
-    from lima_lite.cli import run
+    from lima_lite.entry import run
 
     capsys.readouterr()
     assert run("lima_lite.inspect:main", ["quickstart", *overrides]) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lima_lite.cli import run  # noqa: E402
+from lima_lite.entry import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run("lima_lite.ui:main", sys.argv[1:]))

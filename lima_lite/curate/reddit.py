@@ -19,9 +19,9 @@ import json
 import random
 from pathlib import Path
 
-from lima_lite.config import bounded
 from lima_lite.curate import filters
 from lima_lite.curate.report import Funnel, check_kept, dedupe, read_lines, with_report, write_report
+from lima_lite.flags import bounded
 from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 BOTS = {"AutoModerator", "WritingPromptsRobot"}

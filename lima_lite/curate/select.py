@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import bounded
+from lima_lite.flags import bounded
 from lima_lite.io import add_overwrite_flag
 
 STRATEGIES = ("longest", "random", "quality", "diversity")

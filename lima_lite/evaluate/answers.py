@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.config import LIMA_SAMPLING
+from lima_lite.flags import LIMA_SAMPLING
 
 
 def read_prompts(name: str) -> list[dict]:

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from lima_lite import LimaError
-from lima_lite.config import add_sampling_args, bounded, sampling_args
+from lima_lite.flags import add_sampling_args, bounded, sampling_args
 
 COUNT = bounded(int, 1)  # --samples, --limit, token budgets: 0 or less would do nothing, silently
 
@@ -85,16 +85,18 @@ def concurrency(spec: str, given: int | None) -> int:
     return 1
 
 
-def step_parser(steps, name: str, epilog: str = ""):
-    """The subcommand `name`, its help from STEPS, its epilog shown as written."""
-    return steps.add_parser(name, help=STEPS[name], description=STEPS[name], epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_parser(steps, name: str, func, epilog: str = ""):
+    """The subcommand `name`, run by `func(args)`; its help from STEPS, its epilog shown as written."""
+    parser = steps.add_parser(name, help=STEPS[name], description=STEPS[name], epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def generate_parser(steps) -> None:
-    p = step_parser(steps, "generate", "prompts: JSONL with a `prompt` per line, JSONL conversations (first user "
-                    "turn), or plain text, one per line.\nout: JSONL {id, prompt, answer, model, finish_reason, "
-                    "sample}; rerun to resume.")
+    p = step_parser(steps, "generate", generate_step, "prompts: JSONL with a `prompt` per line, JSONL conversations "
+                    "(first user turn), or plain text, one per line.\nout: JSONL {id, prompt, answer, model, "
+                    "finish_reason, sample}; rerun to resume.")
     p.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--prompts", required=True, metavar="FILE", help="prompts file, or embedded:dev.jsonl")
     p.add_argument("--out", required=True, metavar="FILE", help="answers JSONL")
@@ -107,8 +109,9 @@ def generate_parser(steps) -> None:
 
 
 def pairwise_parser(steps) -> None:
-    p = step_parser(steps, "pairwise", prompt_epilog("pairwise", "Each prompt is judged twice, answers swapped: win "
-                    "if both orders prefer ours,\nloss if both prefer the baseline, tie otherwise.\n\n"))
+    p = step_parser(steps, "pairwise", pairwise_step, prompt_epilog(
+        "pairwise", "Each prompt is judged twice, answers swapped: win if both orders prefer ours,\nloss if both "
+        "prefer the baseline, tie otherwise.\n\n"))
     add_judge(p)
     p.add_argument("--ours", required=True, metavar="FILE", help="answers of the model under test")
     p.add_argument("--baseline", required=True, metavar="FILE", help="answers of the baseline, same prompts")
@@ -121,7 +124,7 @@ def pairwise_parser(steps) -> None:
 
 def rating_parser(steps, name: str) -> None:
     """likert and absolute: one judge, one answers file."""
-    p = step_parser(steps, name, prompt_epilog(name))
+    p = step_parser(steps, name, rating_step, prompt_epilog(name))
     add_judge(p)
     p.add_argument("--answers", required=True, metavar="FILE", help="answers JSONL (several samples: averaged)")
     p.add_argument("--out", required=True, metavar="FILE", help="judgments JSONL (resumable)")
@@ -132,7 +135,7 @@ def knowledge_parser(steps) -> None:
     epilog = prompt_epilog("knowledge", "Questions file: JSONL {id, question, answers: [...]}. Answered greedily. "
                            "exact: the normalised\nanswer equals a gold answer; contains: a gold answer appears in "
                            "it.\n\nThe question prompt:\n").replace("The judging prompt", "Prompt file")
-    p = step_parser(steps, "knowledge", epilog)
+    p = step_parser(steps, "knowledge", knowledge_step, epilog)
     p.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--questions", default="embedded:knowledge.jsonl", metavar="FILE",
                    help="factual QA JSONL (default: the 40 embedded questions)")
@@ -145,7 +148,7 @@ def knowledge_parser(steps) -> None:
 def human_parser(steps) -> None:
     from lima_lite.evaluate.protocols import HUMAN_VOTE_FIELDS
 
-    p = step_parser(steps, "human", "One JSON object per line, as the UI's Judge tab saves it:\n  "
+    p = step_parser(steps, "human", human_step, "One JSON object per line, as the UI's Judge tab saves it:\n  "
                     + ", ".join(HUMAN_VOTE_FIELDS) + "\nvote is a, b or tie (for the answers as shown); "
                     "winner the winning model's name or tie.")
     p.add_argument("votes", metavar="VOTES", help="the Judge tab's JSONL")
@@ -156,7 +159,8 @@ def human_parser(steps) -> None:
 def dialogue_parser(steps) -> None:
     from lima_lite.evaluate import dialogue
 
-    p = step_parser(steps, "dialogue", dialogue.__doc__.split("\n\n", 2)[2] + "\n\n" + prompt_epilog("dialogue"))
+    p = step_parser(steps, "dialogue", dialogue_step,
+                    dialogue.__doc__.split("\n\n", 2)[2] + "\n\n" + prompt_epilog("dialogue"))
     p.add_argument("--model", required=True, action="append", metavar="SPEC",
                    help=f"a model to converse with; repeat for several (adapters, epochs, the base). {SPEC_HELP}")
     p.add_argument("--name", action="append", help="each --model's name in the report, in the same order")
@@ -173,7 +177,7 @@ def dialogue_parser(steps) -> None:
 
 
 def select_epoch_parser(steps) -> None:
-    p = step_parser(steps, "select-epoch", prompt_epilog("pairwise"))
+    p = step_parser(steps, "select-epoch", select_epoch_step, prompt_epilog("pairwise"))
     p.add_argument("run", metavar="RUN", help="a training run folder with epoch-NN/ adapters")
     p.add_argument("--prompts", default="embedded:dev.jsonl", metavar="FILE", help="dev prompts (default embedded)")
     add_judge(p, required=False)
@@ -186,7 +190,8 @@ def select_epoch_parser(steps) -> None:
 
 
 def report_parser(steps) -> None:
-    p = step_parser(steps, "report", "Charts: pairwise.png, likert.png, absolute.png, agreement.png, knowledge.png.")
+    p = step_parser(steps, "report", report_step,
+                    "Charts: pairwise.png, likert.png, absolute.png, agreement.png, knowledge.png.")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="judgment files, or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the charts go")
     p.add_argument("--title", default="lima_lite evaluation report")
@@ -226,74 +231,95 @@ def default_judge(run) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from lima_lite.evaluate import steps
-    from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
-    from lima_lite.judges import get_judge
-
     if args.step not in ("select-epoch", "report"):  # these write a folder; the others one JSONL file
         check_out_file(args.out)
-    if args.step == "generate":
-        from lima_lite.curate.overlap import run_overlap_warning
+    return args.func(args) or 0
 
-        prompts = read_prompts(args.prompts)[: args.limit]
-        warning = run_overlap_warning(args.model, args.prompts, prompts)
-        if warning:
-            print(warning)
-        workers = concurrency(args.model, args.concurrency)
-        model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
-        rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers,
-                                **sampling_args(args))
-        stopped = sum(r["finish_reason"] == "length" for r in rows)
-        print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
-    elif args.step == "report":
-        from lima_lite.evaluate.report import build_report
 
-        print(f"report: {build_report(args.inputs, args.out, args.title)}")
-    elif args.step == "human":
-        records = steps.human_file(args.votes, args.out, args.ours)
-        print(f"{len(records)} votes from {len({r['judge'] for r in records})} rater(s) -> {args.out}")
-    elif args.step == "knowledge":
-        from lima_lite.evaluate.protocols import knowledge_summary
+def generate_step(args) -> None:
+    from lima_lite.curate.overlap import run_overlap_warning
+    from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
 
-        records = steps.knowledge_file(args.model, args.questions, args.out, with_base=not args.no_base,
-                                       limit=args.limit, max_new_tokens=args.max_new_tokens)
-        for model in dict.fromkeys(r["model"] for r in records):
-            s = knowledge_summary([r for r in records if r["model"] == model])
-            print(f"{model}: exact {s['exact']}/{s['n']}, contains {s['contains']}/{s['n']}")
-    elif args.step == "dialogue":
-        dialogue_step(args)
-    elif args.step == "select-epoch":
-        judge = get_judge(args.judge or default_judge(args.run), max_new_tokens=args.judge_max_new_tokens)
-        prompts = args.prompts
-        if args.limit:
-            prompts = limited_prompts(args.prompts, args.limit, args.out or f"{args.run}/select-epoch")
-        from lima_lite.evaluate.select_epoch import select_epoch
+    prompts = read_prompts(args.prompts)[: args.limit]
+    warning = run_overlap_warning(args.model, args.prompts, prompts)
+    if warning:
+        print(warning)
+    workers = concurrency(args.model, args.concurrency)
+    model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
+    rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers,
+                            **sampling_args(args))
+    stopped = sum(r["finish_reason"] == "length" for r in rows)
+    print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
 
-        result = select_epoch(args.run, prompts, judge, args.epochs, args.against, args.out, **sampling_args(args))
-        print(f"best: {result['best']} (top two: {', '.join(result['top_two'])}); table in "
-              f"{args.out or args.run + '/select-epoch'}/select-epoch.md")
+
+def report_step(args) -> None:
+    from lima_lite.evaluate.report import build_report
+
+    print(f"report: {build_report(args.inputs, args.out, args.title)}")
+
+
+def human_step(args) -> None:
+    from lima_lite.evaluate import steps
+
+    records = steps.human_file(args.votes, args.out, args.ours)
+    print(f"{len(records)} votes from {len({r['judge'] for r in records})} rater(s) -> {args.out}")
+
+
+def knowledge_step(args) -> None:
+    from lima_lite.evaluate import steps
+    from lima_lite.evaluate.protocols import knowledge_summary
+
+    records = steps.knowledge_file(args.model, args.questions, args.out, with_base=not args.no_base,
+                                   limit=args.limit, max_new_tokens=args.max_new_tokens)
+    for model in dict.fromkeys(r["model"] for r in records):
+        s = knowledge_summary([r for r in records if r["model"] == model])
+        print(f"{model}: exact {s['exact']}/{s['n']}, contains {s['contains']}/{s['n']}")
+
+
+def select_epoch_step(args) -> None:
+    from lima_lite.evaluate.select_epoch import select_epoch
+    from lima_lite.judges import get_judge
+
+    judge = get_judge(args.judge or default_judge(args.run), max_new_tokens=args.judge_max_new_tokens)
+    prompts = args.prompts
+    if args.limit:
+        prompts = limited_prompts(args.prompts, args.limit, args.out or f"{args.run}/select-epoch")
+    result = select_epoch(args.run, prompts, judge, args.epochs, args.against, args.out, **sampling_args(args))
+    print(f"best: {result['best']} (top two: {', '.join(result['top_two'])}); table in "
+          f"{args.out or args.run + '/select-epoch'}/select-epoch.md")
+
+
+def pairwise_step(args) -> None:
+    from lima_lite.evaluate import steps
+    from lima_lite.evaluate.protocols import outcome_agreement, win_tie_loss
+    from lima_lite.judges import get_judge
+
+    workers = concurrency(args.judge, args.concurrency)  # before a local judge is loaded for nothing
+    judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+    variants = ("default", "length-penalised") if args.judge_prompt == "both" else (args.judge_prompt,)
+    for variant in variants:  # the file keeps both; each call returns all of it
+        records = steps.pairwise_file(judge, args.ours, args.baseline, args.out, variant, workers)
+    by = {v: [r for r in records if r.get("judge_prompt", "pairwise") == steps.JUDGE_PROMPTS[v]] for v in variants}
+    for variant in variants:
+        print(f"{variant} prompt: {win_tie_loss(by[variant])}\n  {length_bias_line(by[variant])}")
+    if len(variants) == 2:
+        same = outcome_agreement(*by.values())
+        print(f"the two prompts agree on {pct_of(same['same'])} of {same['n']} outcomes "
+              f"({pct_of(same['tie_discounted'])} tie-discounted; Long Is More: 94%)")
+
+
+def rating_step(args) -> None:
+    """likert or absolute: one judge rates one answers file."""
+    from lima_lite.evaluate import steps
+    from lima_lite.evaluate.protocols import absolute_mix, likert_summary
+    from lima_lite.judges import get_judge
+
+    workers = concurrency(args.judge, args.concurrency)  # before a local judge is loaded for nothing
+    judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+    if args.step == "likert":
+        print(likert_summary(steps.likert_file(judge, args.answers, args.out, workers)))
     else:
-        from lima_lite.evaluate.protocols import absolute_mix, likert_summary, outcome_agreement, win_tie_loss
-
-        workers = concurrency(args.judge, args.concurrency)  # before a local judge is loaded for nothing
-        judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
-        if args.step == "pairwise":
-            variants = ("default", "length-penalised") if args.judge_prompt == "both" else (args.judge_prompt,)
-            for variant in variants:  # the file keeps both; each call returns all of it
-                records = steps.pairwise_file(judge, args.ours, args.baseline, args.out, variant, workers)
-            by = {v: [r for r in records if r.get("judge_prompt", "pairwise") == steps.JUDGE_PROMPTS[v]]
-                  for v in variants}
-            for variant in variants:
-                print(f"{variant} prompt: {win_tie_loss(by[variant])}\n  {length_bias_line(by[variant])}")
-            if len(variants) == 2:
-                same = outcome_agreement(*by.values())
-                print(f"the two prompts agree on {pct_of(same['same'])} of {same['n']} outcomes "
-                      f"({pct_of(same['tie_discounted'])} tie-discounted; Long Is More: 94%)")
-        elif args.step == "likert":
-            print(likert_summary(steps.likert_file(judge, args.answers, args.out, workers)))
-        else:
-            print(absolute_mix(steps.absolute_file(judge, args.answers, args.out, workers)))
-    return 0
+        print(absolute_mix(steps.absolute_file(judge, args.answers, args.out, workers)))
 
 
 def dialogue_step(args) -> None:
@@ -358,4 +384,6 @@ def limited_prompts(prompts: str, limit: int, out: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lima_lite.entry import run
+
+    sys.exit(run("lima_lite.evaluate.cli:main", sys.argv[1:]))
