@@ -7,6 +7,8 @@ import json
 import textwrap
 from pathlib import Path
 
+from lima_lite.layout import ADAPTER_WEIGHTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "lima_lite" / "samples"
 EOT = "<|im_end|>"  # the turn end the tied tiny LLaMA already has (ChatML, like SmolLM2)
@@ -133,7 +135,7 @@ KILL_SCRIPT = textwrap.dedent("""
 def adapter_weights(run: Path, name: str = "adapter") -> dict:
     from safetensors.torch import load_file
 
-    return load_file(run / name / "adapter_model.safetensors")
+    return load_file(run / name / ADAPTER_WEIGHTS)
 
 
 def max_difference(a: dict, b: dict) -> float:

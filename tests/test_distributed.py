@@ -17,6 +17,7 @@ import torch
 
 from helpers import KILL_SCRIPT, adapter_weights, facts, max_difference, write_jsonl
 from lima_lite import LimaError
+from lima_lite.layout import ADAPTER_FILES
 from lima_lite.train import per_process_accumulation, resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +102,7 @@ def test_every_file_of_a_two_process_run_is_written_once_and_whole(two_process_n
     assert run["status"] == "finished" and run["processes"] == 2
     Image.open(out / "loss.png").verify()
     for name in ("adapter", "epoch-01", "epoch-02"):
-        assert {"adapter_model.safetensors", "adapter_config.json", "lima_template.json"} <= {
-            p.name for p in (out / name).iterdir()}
+        assert set(ADAPTER_FILES) <= {p.name for p in (out / name).iterdir()}
     # the last epoch is the final adapter
     assert max_difference(adapter_weights(out, "epoch-02"), adapter_weights(out)) == 0
     # a normal PEFT adapter: plain peft loads it over the base

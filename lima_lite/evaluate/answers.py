@@ -124,13 +124,13 @@ class EndpointModel:
 
 def resolve_spec(spec: str) -> str:
     """A run folder means its final adapter (`RUN/adapter`); anything else is returned as is."""
-    from lima_lite.layout import adapter_dir, is_adapter
+    from lima_lite.layout import ADAPTER_CONFIG, adapter_dir, is_adapter
 
     path = Path(spec)
     if path.is_dir() and not is_adapter(path) and is_adapter(adapter_dir(path)):
         return str(adapter_dir(path))
     if path.is_dir() and not is_adapter(path) and not (path / "config.json").is_file():
-        raise LimaError(f"{spec}: a folder, but not an adapter (no adapter_config.json), a run (no adapter/) "
+        raise LimaError(f"{spec}: a folder, but not an adapter (no {ADAPTER_CONFIG}), a run (no adapter/) "
                         "or a model (no config.json)")
     return spec
 
