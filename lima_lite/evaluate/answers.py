@@ -42,13 +42,19 @@ def read_prompts(name: str) -> list[dict]:
         found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
     prompts, seen = [], {}
     for number, pid, prompt in found:
-        if pid in seen:
-            raise LimaError(f"{path}:{number}: id: {pid!r} already used on line {seen[pid]}")
-        seen[pid] = number
+        claim_id(seen, pid, path, number)
         prompts.append({"id": pid, "prompt": prompt})
     if not prompts:
         raise LimaError(f"{path}: no prompts")
     return prompts
+
+
+def claim_id(seen: dict[str, int], row_id: str, path: Path, number: int) -> None:
+    """Record that line `number` of `path` uses `row_id`; an id a file already used is an error naming both lines
+    (answers and judgments are matched by id: two prompts with one id would share one answer)."""
+    if row_id in seen:
+        raise LimaError(f"{path}:{number}: id: {row_id!r} already used on line {seen[row_id]}")
+    seen[row_id] = number
 
 
 def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
