@@ -180,15 +180,11 @@ def save_trained_adapter(trainer, tokenizer, template, folder: Path, base_name: 
 
 
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    """Python's and the training libraries' versions, for run.json."""
+    from lima_lite.env import package_versions
 
-    found = {"python": sys.version.split()[0]}
-    for name in ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    return {"python": sys.version.split()[0], **package_versions(
+        ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"))}
 
 
 def plot_loss(run: Path) -> Path | None:

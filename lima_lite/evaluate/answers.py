@@ -25,11 +25,9 @@ from lima_lite.config import LIMA_SAMPLING
 
 def read_prompts(name: str) -> list[dict]:
     """[{"id", "prompt"}] from a prompts file (see the module docstring); errors name file:line and field."""
-    from lima_lite.data import resolve_data_path
+    from lima_lite.data import local_data_file
 
-    path = resolve_data_path(name) or Path(name)
-    if not path.is_file():
-        raise LimaError(f"{path}: prompts file not found")
+    path = local_data_file(name, "prompts")
     if path.suffix in (".jsonl", ".json"):
         from lima_lite.io import read_jsonl
 

@@ -27,12 +27,10 @@ SIMULATOR_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128}  
 
 def read_dialogues(name: str) -> list[dict]:
     """[{"id", "turns"}] from a dialogues file; errors name file:line and field."""
-    from lima_lite.data import resolve_data_path
+    from lima_lite.data import local_data_file
     from lima_lite.evaluate.answers import claim_id, read_records
 
-    path = resolve_data_path(name) or Path(name)
-    if not path.is_file():
-        raise LimaError(f"{path}: dialogues file not found")
+    path = local_data_file(name, "dialogues")
     dialogues, seen = [], {}
     for number, row in read_records(path):
         turns = row.get("turns")
