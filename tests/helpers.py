@@ -1,11 +1,16 @@
-"""Helpers the test files share: sample texts, conversations, tiny training runs, the crash script.
+"""Helpers the test files share: sample texts, conversations, tiny training runs, the crash script, damaged
+files, free ports and the browser.
 
 Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures live in conftest.py.
 """
 
 import json
+import os
+import socket
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from lima_lite.layout import ADAPTER_WEIGHTS
 
@@ -141,3 +146,32 @@ def adapter_weights(run: Path, name: str = "adapter") -> dict:
 def max_difference(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its length, as an interrupted copy or download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def browser_tools():
+    """playwright.sync_api, once Chromium and Playwright are there; without them a skip, or under CI a failure."""
+    missing = [] if Path(CHROMIUM).exists() else [f"{CHROMIUM} (apt-get install chromium)"]
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing.append("playwright (pip install playwright)")
+    if missing:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"not installed: {', '.join(missing)}")
+    return sync_api

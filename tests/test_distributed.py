@@ -7,7 +7,6 @@ ends where an uninterrupted run ends, and the FSDP configuration loads the 4-bit
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import KILL_SCRIPT, adapter_weights, facts, max_difference, write_jsonl
+from helpers import KILL_SCRIPT, adapter_weights, facts, free_port, max_difference, write_jsonl
 from lima_lite import LimaError
 from lima_lite.layout import ADAPTER_FILES
 from lima_lite.train import per_process_accumulation, resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def launch(script: Path, overrides: dict, processes: int, kill_at: int = 0):
     """The script under torchrun with `processes` CPU processes, or as a plain process for 1."""
