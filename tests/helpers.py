@@ -62,6 +62,23 @@ def overrides(model, data, out, **extra) -> dict:
     return {**TINY, "model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), **extra}
 
 
+def save_tiny_llama(folder: Path, tokenizer, tie_word_embeddings: bool = False, max_position_embeddings: int = 1024,
+                    **config) -> Path:
+    """A 2-layer LLaMA (hidden 64, 4 heads, 2 KV heads) over `tokenizer`, its random weights drawn with seed 0,
+    saved with the tokenizer to `folder`; `config`: other LlamaConfig values."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_position_embeddings,
+                         tie_word_embeddings=tie_word_embeddings, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **config)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def train_tiny(base: Path, output_dir: Path, conversations: list[list[dict]], **settings) -> Path:
     """Two optimizer steps of the LIMA recipe on a tiny base, full precision: a real run folder in ~10 s."""
     from lima_lite.train import train
