@@ -39,6 +39,11 @@ def qa(i: int) -> list[dict]:
             {"role": "assistant", "content": f"Water plant {i} once a week, in the morning."}]
 
 
+def say(i: int) -> list[dict]:
+    """The shortest exchange to train on: "Say 3." -> "3."."""
+    return [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}."}]
+
+
 def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
     return path
