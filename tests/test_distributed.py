@@ -143,6 +143,18 @@ def test_a_checkpoint_resumes_only_under_the_number_of_processes_that_wrote_it(t
     assert resume_point(tmp_path, OneProcess()) == checkpoint
 
 
+def test_a_checkpoint_cut_by_a_kill_is_removed_and_the_one_before_resumed(tmp_path):
+    from lima_lite.layout import last_complete_checkpoint
+
+    for step, state in ((9, "{}"), (10, None), (11, '{"global_st')):  # whole; no state yet; state cut short
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-9"  # steps in number order, not text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-9"]
+
+
 def test_gradient_accumulation_keeps_the_recipes_examples_per_step():
     assert per_process_accumulation(4, 16, 1) == 16
     assert per_process_accumulation(4, 16, 2) == 8  # llama-7b: 4 x 8 x 2 GPUs = 64
