@@ -38,6 +38,14 @@ def resolve_data_path(name: str) -> Path | None:
     return path if path.exists() or path.suffix in (".jsonl", ".json") or name.startswith((".", "/", "~")) else None
 
 
+def local_data_file(name: str, kind: str) -> Path:
+    """The local file `name` names (a path, or `embedded:NAME`); a missing one is an error naming it a `kind` file."""
+    path = resolve_data_path(name) or Path(name)
+    if not path.is_file():
+        raise LimaError(f"{path}: {kind} file not found")
+    return path
+
+
 def to_messages(row: dict, where: str) -> list[dict]:
     """Convert one row of any supported form into a list of {role, content}; raise DataError if unknown.
 

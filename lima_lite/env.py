@@ -18,9 +18,10 @@ PACKAGES = ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes",
             "gradio", "liger-kernel", "flash-attn")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names=PACKAGES) -> dict[str, str | None]:
+    """{package: installed version, or None when it is not installed}."""
     found = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             found[name] = version(name)
         except PackageNotFoundError:

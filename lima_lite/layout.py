@@ -3,10 +3,12 @@
     runs/llama-7b/
       adapter/          the final adapter (+ tokenizer, lima_template.json): `adapter_dir(run)`
       epoch-01/ ...     one adapter per finished epoch: `epoch_dir(run, 1)`, `epoch_adapters(run)`
-      checkpoint-N/     the Trainer's state, to resume
+      checkpoint-N/     the Trainer's state, to resume: `last_complete_checkpoint(run)`
       run.json          resolved recipe, versions, data hash, counts: `read_run(run)`
       train.lock        while `train` writes the folder: its host and pid (`run_lock(run)`)
-      metrics.jsonl     every logged step; loss.png its plot
+      metrics.jsonl     every logged step: `read_metrics(run)`; loss.png its plot
+
+An adapter folder holds ADAPTER_FILES (config, weights, lima_template.json) and its tokenizer's files.
 
     >>> adapter, run = find_run("runs/llama-7b")          # (runs/llama-7b/adapter, runs/llama-7b)
     >>> adapter, run = find_run("runs/llama-7b/epoch-07")  # (runs/llama-7b/epoch-07, runs/llama-7b)
@@ -28,8 +30,14 @@ METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, TEMPLATE_FILE)  # what every adapter lima_lite writes holds
+# A folder holds a tokenizer when it has one of these (a fast tokenizer's JSON, a SentencePiece model, the config)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 LOCK_FILE = "train.lock"
 EPOCH = re.compile(r"^epoch-(\d+)$")
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_STATE = "trainer_state.json"  # the last file the Trainer writes into a checkpoint
+CHECKPOINT_WEIGHTS = (ADAPTER_WEIGHTS, "model.safetensors")  # a checkpoint of an adapter, or of a whole model
 
 
 def epoch_name(epoch: int) -> str:
@@ -165,6 +173,54 @@ def epoch_adapters(run: str | Path) -> dict[int, Path]:
         if match and is_adapter(folder):
             found[int(match[1])] = folder
     return dict(sorted(found.items()))
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (none without one); a line cut short by a kill is skipped."""
+    file = Path(run) / METRICS_FILE
+    rows = []
+    if file.is_file():
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def checkpoints(run: str | Path) -> dict[int, Path]:
+    """{step: folder} of a run's checkpoint-N folders, finished or not, in order."""
+    found = {}
+    for folder in Path(run).glob("checkpoint-*"):
+        match = CHECKPOINT.match(folder.name)
+        if match and folder.is_dir():
+            found[int(match[1])] = folder
+    return dict(sorted(found.items()))
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """The Trainer finished writing `folder`: its trainer_state.json (written last) is whole, its weights there."""
+    try:
+        json.loads((folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return any((folder / name).is_file() for name in CHECKPOINT_WEIGHTS)
+
+
+def last_complete_checkpoint(run: str | Path) -> Path | None:
+    """The newest checkpoint-N the Trainer finished writing.
+
+    A run killed while writing a checkpoint leaves one without trainer_state.json, or with a cut one: it is
+    removed (it holds nothing that the previous checkpoint and a rerun do not give back) and the one before is used.
+    """
+    import shutil
+
+    for folder in reversed(checkpoints(run).values()):
+        if is_complete_checkpoint(folder):
+            return folder
+        print(f"Removing {folder.name}/: the interrupted run did not finish writing it")
+        shutil.rmtree(folder)
+    return None
 
 
 def find_adapters(runs_dir: str | Path) -> dict[str, Path]:

@@ -60,6 +60,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.flags import bounded
+from lima_lite.layout import TOKENIZER_FILES
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
@@ -451,8 +452,7 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
 
 # --- from a recipe -------------------------------------------------------------------------------------------
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-HUB_FILES = ["config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"]
+HUB_FILES = ["config.json", *TOKENIZER_FILES, "special_tokens_map.json"]  # what planning reads of a Hub model
 
 
 def model_folder(name: str) -> Path:

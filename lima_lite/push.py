@@ -16,7 +16,16 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.io import atomic_dir, write_text
-from lima_lite.layout import FINAL_ADAPTER, LOSS_PLOT, METRICS_FILE, adapter_base, check_lima_adapter, find_run, read_run
+from lima_lite.layout import (
+    ADAPTER_CONFIG,
+    FINAL_ADAPTER,
+    LOSS_PLOT,
+    adapter_base,
+    check_lima_adapter,
+    find_run,
+    read_metrics,
+    read_run,
+)
 
 PUSH_MARKER = ".lima_lite_push"  # in every folder push writes: the only kind of folder it may replace
 
@@ -66,13 +75,10 @@ def hub_base_id(recorded: str, given: str | None) -> str:
                     "so that people who download the adapter can find the base")
 
 
-def epoch_losses(metrics_file: Path) -> list[tuple[int, float | None, float | None]]:
-    """(epoch, last training loss logged in it, dev loss) from metrics.jsonl."""
-    if not metrics_file.is_file():
-        return []
+def epoch_losses(run: Path) -> list[tuple[int, float | None, float | None]]:
+    """(epoch, last training loss logged in it, dev loss) from the run's metrics.jsonl."""
     table: dict[int, list] = {}
-    for line in metrics_file.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
+    for row in read_metrics(run):
         if "epoch" not in row:
             continue
         epoch = max(1, int(-(-row["epoch"] // 1)))  # steps inside epoch 1 have 0 < epoch <= 1
@@ -162,11 +168,11 @@ def recipe_section(run: dict | None, eot_token: str) -> list[str]:
     return lines
 
 
-def loss_section(metrics_file: Path | None, has_loss_png: bool) -> list[str]:
+def loss_section(run: Path | None, has_loss_png: bool) -> list[str]:
     lines = ["## Training loss", ""]
     if has_loss_png:
         lines += [f"![training loss]({LOSS_PLOT})", ""]
-    losses = epoch_losses(metrics_file) if metrics_file else []
+    losses = epoch_losses(run) if run else []
     if losses:
         lines += ["| epoch | train loss (last step) | dev loss |", "|---|---|---|",
                   *[f"| {e} | {fmt(t) if t is not None else '–'} | {fmt(d) if d is not None else '–'} |"
@@ -237,7 +243,7 @@ def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_tok
              f"for Alignment* (Zhou et al., 2023): a strong base model plus about a thousand carefully chosen "
              f"conversations, plain supervised loss, no RLHF. This is {which} of the run.", "",
              *base_section(base_id, run), *data_section(run), *recipe_section(run, eot_token),
-             *loss_section(adapter.parent / METRICS_FILE if run else None, has_loss_png),
+             *loss_section(adapter.parent if run else None, has_loss_png),
              "## Evaluation", "", *evaluation_lines,
              "## License", "",
              f"The adapter is a derivative of `{base_id}` and of its training data: use it under the base model's "
@@ -282,13 +288,13 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     if out.exists() and not (out / PUSH_MARKER).is_file():
         raise LimaError(f"{out}: already exists and was not written by `lima-lite push`; choose another --out")
 
-    config = json.loads((adapter / "adapter_config.json").read_text())
+    config = json.loads((adapter / ADAPTER_CONFIG).read_text())
     with atomic_dir(out) as tmp:
         for item in sorted(adapter.iterdir()):
             if item.is_file() and item.name not in SKIPPED_ADAPTER_FILES and not item.name.startswith("."):
                 shutil.copy2(item, tmp / item.name)
         # Point the adapter at the base by its public name, so plain peft finds it.
-        write_text(tmp / "adapter_config.json", json.dumps({**config, "base_model_name_or_path": base_id}, indent=2) + "\n")
+        write_text(tmp / ADAPTER_CONFIG, json.dumps({**config, "base_model_name_or_path": base_id}, indent=2) + "\n")
         loss_png = run_dir / LOSS_PLOT if run_dir else None
         if loss_png and loss_png.is_file():
             shutil.copy2(loss_png, tmp / LOSS_PLOT)

@@ -29,7 +29,22 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.config import lima_help
 from lima_lite.io import atomic_dir, write_json
-from lima_lite.layout import LOSS_PLOT, METRICS_FILE, RUN_FILE, adapter_dir, epoch_dir, read_run, readable_weights, run_lock
+from lima_lite.layout import (
+    ADAPTER_CONFIG,
+    CHECKPOINT,
+    CHECKPOINT_STATE,
+    LOSS_PLOT,
+    METRICS_FILE,
+    RUN_FILE,
+    adapter_dir,
+    checkpoints,
+    epoch_dir,
+    last_complete_checkpoint,
+    read_metrics,
+    read_run,
+    readable_weights,
+    run_lock,
+)
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
@@ -126,7 +141,7 @@ def save_adapter(model, tokenizer, template, folder: Path, base_name: str, state
     check_finite(model, state_dict, folder)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)
-        config_file = tmp / "adapter_config.json"
+        config_file = tmp / ADAPTER_CONFIG
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
                                            "base_model_name_or_path": base_name}, indent=2) + "\n")
         # The saved tokenizer renders the trained format with typed special text kept as text (template.jinja),
@@ -165,23 +180,19 @@ def save_trained_adapter(trainer, tokenizer, template, folder: Path, base_name: 
 
 
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    """Python's and the training libraries' versions, for run.json."""
+    from lima_lite.env import package_versions
 
-    found = {"python": sys.version.split()[0]}
-    for name in ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    return {"python": sys.version.split()[0], **package_versions(
+        ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"))}
 
 
-def plot_loss(metrics_file: Path, out: Path) -> Path | None:
-    """Training loss per step and dev loss per epoch, as the PNG people look at first."""
+def plot_loss(run: Path) -> Path | None:
+    """Training loss per step and dev loss per epoch (metrics.jsonl), as the PNG people look at first (loss.png)."""
     from lima_lite.io import save_figure
     from lima_lite.plots import pyplot
 
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = read_metrics(run)
     train = [(r["epoch"], r["loss"]) for r in rows if "loss" in r]
     dev = [(r["epoch"] or 0.0, r["eval_loss"]) for r in rows if "eval_loss" in r]  # epoch 0: the base
     if not train:
@@ -195,7 +206,7 @@ def plot_loss(metrics_file: Path, out: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return save_figure(fig, out)
+    return save_figure(fig, run / LOSS_PLOT)
 
 
 def is_epoch_end(epoch: float | None) -> bool:
@@ -240,7 +251,7 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
                 return
             epoch = round(state.epoch)
             missing = not epoch_dir(output_dir, epoch).exists()
-            logged = [r for r in read_metrics(metrics_file) if "eval_loss" in r and r.get("step") == state.global_step]
+            logged = [r for r in read_metrics(output_dir) if "eval_loss" in r and r.get("step") == state.global_step]
             # every process decides from the same files before the main one writes any of them
             self.trainer.accelerator.wait_for_everyone()
             if missing:
@@ -268,49 +279,12 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
     return [StopOnNonFinite(), EpochAdapters(), MetricsFile(), FinishEpochEnd()]
 
 
-def read_metrics(metrics_file: Path) -> list[dict]:
-    """The rows of metrics.jsonl; a line cut short by a kill is skipped."""
-    rows = []
-    if metrics_file.is_file():
-        for line in metrics_file.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
-def keep_metrics_until(metrics_file: Path, step: int) -> None:
+def keep_metrics_until(output_dir: Path, step: int) -> None:
     """Forget what a killed run logged after its last checkpoint (or everything, with no checkpoint)."""
     from lima_lite.io import write_jsonl
 
-    if metrics_file.exists():
-        write_jsonl([r for r in read_metrics(metrics_file) if r.get("step", -1) <= step], metrics_file)
-
-
-def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The newest checkpoint-N the Trainer finished writing (trainer_state.json is its last file).
-
-    A run killed while writing a checkpoint leaves one without it, or with a cut one: it is removed
-    (it holds nothing that the previous checkpoint and a rerun do not give back) and the one before is used.
-    """
-    import shutil
-
-    def step(path):
-        return int(path.name.split("-")[1])
-
-    folders = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[1].isdigit()]
-    for folder in sorted(folders, key=step, reverse=True):
-        try:
-            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-            weights = any((folder / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            weights = False
-        if weights:
-            return folder
-        print(f"Removing {folder.name}/: the interrupted run did not finish writing it")
-        shutil.rmtree(folder)
-    return None
+    if (output_dir / METRICS_FILE).exists():
+        write_jsonl([r for r in read_metrics(output_dir) if r.get("step", -1) <= step], output_dir / METRICS_FILE)
 
 
 def resume_point(output_dir: Path, accelerator) -> Path | None:
@@ -595,7 +569,7 @@ def check_same_run(output_dir: Path, setup: Setup) -> None:
     """A run folder with a checkpoint resumes only under the recipe it was started with: a change that alters
     the run (learning rate, schedule, batch, data or its hash, LoRA shape, ...) is refused, naming it."""
     run = read_run(output_dir)
-    if run is None or not any(output_dir.glob("checkpoint-*/trainer_state.json")):
+    if run is None or not any((folder / CHECKPOINT_STATE).is_file() for folder in checkpoints(output_dir).values()):
         return  # nothing to resume: the run starts from the beginning
     before, now = recorded_definition(run), run_definition(setup)
     for section, keys in RUN_DEFINING.items():
@@ -650,7 +624,7 @@ def train_in(setup: Setup, recipe, output_dir: Path, callbacks, fitted: dict | N
     last = resume_point(output_dir, trainer.accelerator)
     if main_process:
         run.save(output_dir)
-        keep_metrics_until(output_dir / METRICS_FILE, int(last.name.split("-")[1]) if last else -1)
+        keep_metrics_until(output_dir, int(CHECKPOINT.match(last.name)[1]) if last else -1)
         counts = setup.report["train"]
         print(f"Training on {counts['kept']} conversations ({counts['cut']} cut at {setup.sft_config.max_length} "
               f"tokens, {counts['dropped']} dropped), effective batch {run.effective_batch} ({run.processes} "
@@ -672,7 +646,7 @@ def train_in(setup: Setup, recipe, output_dir: Path, callbacks, fitted: dict | N
     model_name = setup.model_args.model_name_or_path
     save_trained_adapter(trainer, setup.tokenizer, setup.template, adapter_dir(output_dir), model_name)
     if main_process:
-        plot_loss(output_dir / METRICS_FILE, output_dir / LOSS_PLOT)
+        plot_loss(output_dir)
         run.status, run.train_seconds, run.resumed_from = "finished", round(time.time() - started, 1), last
         run.final_train_loss = next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None)
         run.save(output_dir)

@@ -103,13 +103,12 @@ class Models:
 
 def dev_loss(adapter: str) -> float | None:
     """The dev loss its run logged for an epoch-NN/ adapter (that epoch's) or adapter/ (the last one)."""
-    from lima_lite.layout import EPOCH, METRICS_FILE, run_of
-    from lima_lite.train import read_metrics
+    from lima_lite.layout import EPOCH, read_metrics, run_of
 
     run = run_of(adapter)
     if run is None:
         return None
-    losses = {round(r["epoch"] or 0): r["eval_loss"] for r in read_metrics(run / METRICS_FILE) if "eval_loss" in r}
+    losses = {round(r["epoch"] or 0): r["eval_loss"] for r in read_metrics(run) if "eval_loss" in r}
     match = EPOCH.match(Path(adapter).name)
     if match:
         return losses.get(int(match[1]))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import lima_lite
 from lima_lite import LimaError
-from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_run
+from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_metrics, read_run
 
 TRAIN_LOG = "train.log"  # the child's output, appended to at every start
 TICK_SECONDS = 2.0
@@ -317,10 +317,7 @@ def total_steps(run: dict | None) -> int | None:
 
 def progress(run_dir: Path, pace: dict) -> dict:
     """Step, total, epoch, losses, ETA and tokens/s of a run folder; `pace` keeps what earlier reads saw."""
-    from lima_lite.train import read_metrics
-
-    metrics_file = run_dir / METRICS_FILE
-    rows = read_metrics(metrics_file)
+    rows = read_metrics(run_dir)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     dev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     logged = [r for r in rows if "loss" in r]
@@ -331,7 +328,7 @@ def progress(run_dir: Path, pace: dict) -> dict:
         return found
     # The time of a row is when the file was written with it; a pause longer than a minute (a stop) starts over.
     seen = pace.setdefault(str(run_dir), [])
-    point = (metrics_file.stat().st_mtime, logged[-1]["step"], logged[-1].get("num_tokens"))
+    point = ((run_dir / METRICS_FILE).stat().st_mtime, logged[-1]["step"], logged[-1].get("num_tokens"))
     if not seen or seen[-1][1] != point[1]:
         if seen and (point[0] - seen[-1][0] > 60 or point[1] < seen[-1][1]):
             seen.clear()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import qa, sample_texts, train_tiny
+from helpers import qa, sample_texts, save_tiny_llama, train_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str = "</s>", extra_special=()) -> Path:
     """A 2-layer LLaMA (hidden 64) with a 512-token byte-level BPE tokenizer, saved to `folder`."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", *extra_special]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -30,17 +29,7 @@ def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str =
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(sample_texts(), trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token=eos, unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=bpe.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=tie_word_embeddings, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, tokenizer, tie_word_embeddings)
 
 
 @pytest.fixture(scope="session")

@@ -109,15 +109,6 @@ def build_tokenizer(family: str, texts: list[str]):
 
 def build_family_model(folder: Path, family: str, texts: list[str]) -> Path:
     """A 2-layer LLaMA (hidden 64) with the family's tokenizer, saved to `folder`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from helpers import save_tiny_llama
 
-    tokenizer = build_tokenizer(family, texts)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, build_tokenizer(family, texts))

@@ -1,11 +1,18 @@
-"""Helpers the test files share: sample texts, conversations, tiny training runs, the crash script.
+"""Helpers the test files share: sample texts, conversations, tiny training runs, the crash script, damaged
+files, free ports and the browser.
 
 Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures live in conftest.py.
 """
 
 import json
+import os
+import socket
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from lima_lite.layout import ADAPTER_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "lima_lite" / "samples"
@@ -32,6 +39,11 @@ def qa(i: int) -> list[dict]:
             {"role": "assistant", "content": f"Water plant {i} once a week, in the morning."}]
 
 
+def say(i: int) -> list[dict]:
+    """The shortest exchange to train on: "Say 3." -> "3."."""
+    return [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}."}]
+
+
 def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
     return path
@@ -53,6 +65,23 @@ def dataset(tmp_path: Path, n: int = 6) -> Path:
 def overrides(model, data, out, **extra) -> dict:
     """TINY on `model` and `data`, written to `out`."""
     return {**TINY, "model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), **extra}
+
+
+def save_tiny_llama(folder: Path, tokenizer, tie_word_embeddings: bool = False, max_position_embeddings: int = 1024,
+                    **config) -> Path:
+    """A 2-layer LLaMA (hidden 64, 4 heads, 2 KV heads) over `tokenizer`, its random weights drawn with seed 0,
+    saved with the tokenizer to `folder`; `config`: other LlamaConfig values."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_position_embeddings,
+                         tie_word_embeddings=tie_word_embeddings, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **config)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def train_tiny(base: Path, output_dir: Path, conversations: list[list[dict]], **settings) -> Path:
@@ -133,9 +162,38 @@ KILL_SCRIPT = textwrap.dedent("""
 def adapter_weights(run: Path, name: str = "adapter") -> dict:
     from safetensors.torch import load_file
 
-    return load_file(run / name / "adapter_model.safetensors")
+    return load_file(run / name / ADAPTER_WEIGHTS)
 
 
 def max_difference(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its length, as an interrupted copy or download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def browser_tools():
+    """playwright.sync_api, once Chromium and Playwright are there; without them a skip, or under CI a failure."""
+    missing = [] if Path(CHROMIUM).exists() else [f"{CHROMIUM} (apt-get install chromium)"]
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing.append("playwright (pip install playwright)")
+    if missing:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"not installed: {', '.join(missing)}")
+    return sync_api

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import truncate
 from lima_lite import LimaError
 
 NESTED = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit: json raises RecursionError
@@ -368,11 +369,6 @@ def damage(name: str | None, content=None):
     return prepare
 
 
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
 def drop_base(path: Path) -> None:
     config = json.loads(path.read_text())
     del config["base_model_name_or_path"]
@@ -581,7 +577,7 @@ def outcome(c: Case, tmp: Path, fixtures: dict) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_llama_tied, tmp_path_factory) -> Path:
-    from test_chat import qa, train_tiny
+    from helpers import qa, train_tiny
 
     return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("bad-inputs") / "run", [qa(i) for i in range(4)]) / "adapter"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import truncate
 from lima_lite import LimaError
 from test_bad_inputs import ARTICLE, COMMENT, QA, SUBMISSION, WIKIHOW_HEADER, Case, check_case, jsonl, outcome, tiny_adapter  # noqa: F401
 
@@ -138,11 +139,6 @@ def base_copy(change):
     return prepare
 
 
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
 BASE = "model_name_or_path={tmp}/base"
 train_case("base-truncated", [BASE], ("{tmp}/base/model.safetensors",),
            base_copy(lambda f: truncate(f / "model.safetensors")))
@@ -247,7 +243,7 @@ def test_overwrite_replaces_an_output_and_its_report(tmp_path):
 
 def tiny_settings(base: Path, data: Path, output_dir: Path, **overrides) -> dict:
     """test_chat.train_tiny's settings: a 2-step-per-epoch run of 4 conversations on a tiny base, full precision."""
-    from test_chat import EOT
+    from helpers import EOT
 
     return {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
             "max_steps": 4, "num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
@@ -262,8 +258,8 @@ def snapshot(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def interrupted_run(tiny_llama_tied, tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, data) of a 2-epoch tiny run killed after its first epoch's checkpoint: what a rerun resumes."""
+    from helpers import qa
     from lima_lite.train import train
-    from test_chat import qa
 
     folder = tmp_path_factory.mktemp("interrupted")
     data = folder / "d.jsonl"
@@ -343,8 +339,8 @@ def test_a_second_train_on_a_locked_run_is_refused_and_a_dead_lock_taken_over(in
 def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_no_adapter(tiny_llama_tied, tmp_path):
     from safetensors.torch import load_file
 
+    from helpers import qa
     from lima_lite.cli import main
-    from test_chat import qa
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"messages": qa(i)}) + "\n" for i in range(4)))

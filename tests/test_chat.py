@@ -10,8 +10,7 @@ import json
 
 import pytest
 
-# qa and train_tiny stay importable from here: test_ui.py and test_bad_inputs.py import them from this module
-from helpers import EOT, qa, train_tiny  # noqa: F401
+from helpers import EOT
 from lima_lite.chat import Session, main
 from lima_lite.entry import run
 

@@ -132,3 +132,7 @@ def test_a_bad_dialogue_line_names_file_and_line(tmp_path):
     bad.write_text(json.dumps({"id": "a", "turns": ["Hi?"]}) + "\n" + json.dumps({"id": "b", "turns": "Hi?"}) + "\n")
     with pytest.raises(LimaError, match=r"bad.jsonl:2: turns: must be a non-empty list"):
         read_dialogues(str(bad))
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(json.dumps({"id": "a", "turns": ["Hi?"]}) + "\n" + json.dumps({"id": "a", "turns": ["Yo?"]}) + "\n")
+    with pytest.raises(LimaError, match=r"twice.jsonl:2: id: 'a' already used on line 1"):
+        read_dialogues(str(twice))

@@ -7,7 +7,6 @@ ends where an uninterrupted run ends, and the FSDP configuration loads the 4-bit
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import KILL_SCRIPT, adapter_weights, facts, max_difference, write_jsonl
+from helpers import KILL_SCRIPT, adapter_weights, facts, free_port, max_difference, write_jsonl
 from lima_lite import LimaError
+from lima_lite.layout import ADAPTER_FILES
 from lima_lite.train import per_process_accumulation, resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def launch(script: Path, overrides: dict, processes: int, kill_at: int = 0):
     """The script under torchrun with `processes` CPU processes, or as a plain process for 1."""
@@ -101,8 +95,7 @@ def test_every_file_of_a_two_process_run_is_written_once_and_whole(two_process_n
     assert run["status"] == "finished" and run["processes"] == 2
     Image.open(out / "loss.png").verify()
     for name in ("adapter", "epoch-01", "epoch-02"):
-        assert {"adapter_model.safetensors", "adapter_config.json", "lima_template.json"} <= {
-            p.name for p in (out / name).iterdir()}
+        assert set(ADAPTER_FILES) <= {p.name for p in (out / name).iterdir()}
     # the last epoch is the final adapter
     assert max_difference(adapter_weights(out, "epoch-02"), adapter_weights(out)) == 0
     # a normal PEFT adapter: plain peft loads it over the base
@@ -148,6 +141,18 @@ def test_a_checkpoint_resumes_only_under_the_number_of_processes_that_wrote_it(t
         resume_point(tmp_path, OneProcess())
     (tmp_path / "run.json").write_text(json.dumps({"processes": 1}))
     assert resume_point(tmp_path, OneProcess()) == checkpoint
+
+
+def test_a_checkpoint_cut_by_a_kill_is_removed_and_the_one_before_resumed(tmp_path):
+    from lima_lite.layout import last_complete_checkpoint
+
+    for step, state in ((9, "{}"), (10, None), (11, '{"global_st')):  # whole; no state yet; state cut short
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-9"  # steps in number order, not text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-9"]
 
 
 def test_gradient_accumulation_keeps_the_recipes_examples_per_step():

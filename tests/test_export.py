@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import train_tiny
+from helpers import save_tiny_llama, train_tiny
 from lima_lite import LimaError
 from lima_lite.export import export_gguf
 
@@ -31,21 +31,14 @@ def smol_tiny(tmp_path_factory) -> Path:
     within about +-1.5 whatever LoRA does to the layers, so 60 steps could not make ANSWER the greedy reply
     (only the trained EOT row could grow, and the model answered with an immediate turn end).
     """
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from lima_lite.config import EMBEDDED_BASE
     from lima_lite.model import resolve_model
 
-    folder = tmp_path_factory.mktemp("smol-tiny")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(EMBEDDED_BASE))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=0.2, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("smol-tiny"), tokenizer, max_position_embeddings=512,
+                           initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")

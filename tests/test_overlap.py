@@ -62,7 +62,7 @@ def test_clean_split_has_no_overlap():
 
 
 def test_data_overlap_command_prints_the_count(split, tmp_path, capsys):
-    from lima_lite.mix import main
+    from lima_lite.curate.mix import main
 
     train, evals, _ = split
     out = tmp_path / "found.jsonl"

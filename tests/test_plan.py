@@ -1,4 +1,4 @@
-"""The memory plan: components add up, counted bytes on the CPU match, the CLI and the refusal before loading."""
+"""The memory plan: components match a hand count, counted bytes on the CPU match, the CLI and the refusal before loading."""
 
 import json
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.plan import ModelShape, PlanSettings, check_fit, memory_plan, nf4_bytes, recipe_plan
+from lima_lite.plan import ModelShape, PlanSettings, check_fit, component_bytes, memory_plan, nf4_bytes, recipe_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -28,12 +28,50 @@ def run_cli(*args):
                           env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
 
 
-def test_components_sum_to_peak():
-    for changes in ({}, {"gradient_checkpointing": False}, {"padding_free": False, "micro_batch": 1},
-                    {"optim": "adamw_torch", "added_tokens": 0}):
-        plan = plan_7b(**changes)
-        assert round(sum(plan["components"].values()), 3) == plan["peak_gib"]
-        assert plan["components"]["cuda_context"] == 0.5
+# LLaMA-7B's weights by hand: per layer q, k, v, o are 4096 x 4096 and gate, up, down 4096 x 11008; 32 layers.
+PROJECTIONS_7B = [4096 * 4096] * 4 + [4096 * 11008] * 3
+# LoRA r=64 on all seven: A is 64 x in, B is out x 64, so (in + out) x 64 per projection
+LORA_7B = [n for out, inp in [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)] for n in (64 * inp, out * 64)] * 32
+
+
+def nf4_by_hand(numel: int) -> int:
+    """bitsandbytes NF4 with double quantization: 4 bits a weight, one uint8 absmax per 64-weight block, one
+    fp32 absmax per 256 blocks, the 16-value NF4 code (fp32), the nested code (256 fp32) and its fp32 offset."""
+    return numel // 2 + numel // 64 + 4 * (numel // 64 // 256) + 4 * 16 + 4 * 256 + 4
+
+
+@pytest.mark.parametrize("changes", [{}, {"optim": "adamw_torch", "added_tokens": 0, "fp32_layers": False}])
+def test_components_match_a_hand_count_for_llama_7b(changes):
+    """The components that do not depend on the batch, counted by hand to the byte for LLaMA-7B with LoRA r=64,
+    and the peak: them, the CUDA context and the step's transient bytes with their 20% fragmentation margin."""
+    settings = {"optim": "paged_adamw_8bit", "added_tokens": 1, "fp32_layers": True, **changes}
+    added, width = settings["added_tokens"], 4 if settings["fp32_layers"] else 2
+    plan = plan_7b(**changes)
+    got = component_bytes(LLAMA_7B, 4 * 2048, 4, 64, True, True, settings["optim"], added, None,
+                          attention="sdpa_varlen", unquantized_bytes=width, rb=width)
+    assert sum(LORA_7B) == 159_907_840  # QLoRA's "160M" trainable parameters for LLaMA-7B at r 64
+    rows = [4096] * 2 * added  # an added token's row in the embeddings and in the (untied) head: PEFT trainable tokens
+    trainable = LORA_7B + rows
+    if "8bit" in settings["optim"]:  # two uint8 moments a parameter and two fp32 absmax a 256 block (none here < 4096)
+        optimizer = sum(2 * n + 2 * 4 * (n // 256) for n in trainable)
+    else:  # two moments in the parameters' dtype (bf16) and an fp32 step count per tensor
+        optimizer = sum(2 * 2 * n + 4 for n in trainable)
+    embeddings_and_head = 2 * (32000 + added) * 4096 * width
+    norms = (2 * 32 + 1) * 4096 * width  # two per layer and the final one
+    rotary = 2 * 64 * 4  # inv_freq and its original, fp32, head_dim / 2 each
+    hand = {
+        "weights_4bit": 32 * sum(nf4_by_hand(n) for n in PROJECTIONS_7B),
+        # PEFT keeps the added rows' original values beside the model's weights, in their dtype
+        "weights_16_32bit": embeddings_and_head + norms + rotary + width * sum(rows),
+        "lora": 2 * sum(LORA_7B),  # bf16, as TRL casts them over a 4-bit base
+        "trainable_tokens": 2 * sum(rows),
+        "gradients": 2 * sum(trainable),
+        "optimizer": optimizer,
+    }
+    assert {name: got[name] for name in hand} == hand
+    transient = hand["gradients"] + got["activations"] + got["loss"] + got["layer_backward"]
+    persistent = sum(hand[name] for name in ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer"))
+    assert plan["peak_gib"] == pytest.approx(0.5 + (persistent + 1.2 * transient) / 2**30, abs=0.003)
 
 
 def test_nf4_bytes_per_parameter():

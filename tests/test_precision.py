@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from helpers import say, write_jsonl
 from lima_lite import precision
 from lima_lite.config import load_recipe
 from lima_lite.precision import Hardware, choose_precision
@@ -131,10 +132,7 @@ def test_training_runs_in_the_chosen_dtype(hardware, tiny_llama, tmp_path, kind,
                     module.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
                     break
 
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},
-                                                     {"role": "assistant", "content": f"{i}."}]}) + "\n"
-                            for i in range(4)))
+    data = write_jsonl(tmp_path / "d.jsonl", [say(i) for i in range(4)])
     train(None, [f"model_name_or_path={tiny_llama}", f"dataset_name={data}", f"output_dir={tmp_path / 'run'}",
                  "max_steps=1", "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "fp32_layers=false",
                  "lora_r=4", "lora_alpha=8"], callbacks=[Watch()])
@@ -150,10 +148,7 @@ def test_merge_follows_the_choice(hardware, tiny_llama, tmp_path, capsys):
     from lima_lite.merge import main as merge_main
     from lima_lite.train import train
 
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},
-                                                     {"role": "assistant", "content": f"{i}."}]}) + "\n"
-                            for i in range(2)))
+    data = write_jsonl(tmp_path / "d.jsonl", [say(i) for i in range(2)])
     hardware(CPU_AVX2)
     run = train(None, [f"model_name_or_path={tiny_llama}", f"dataset_name={data}", f"output_dir={tmp_path / 'run'}",
                        "max_steps=1", "per_device_train_batch_size=2", "lora_r=4", "lora_alpha=8", "load_in_4bit=false"])

@@ -196,3 +196,16 @@ def test_card_says_which_servers_load_the_adapter_as_is(tiny_run, tiny_llama_tie
     assert "trainable tokens" in rows and "refuses it" in rows
     for text in (plain, rows):
         assert "lima-lite merge ADAPTER --out MERGED" in text and "lima-lite export gguf ADAPTER --out DIR" in text
+
+
+def test_card_of_a_run_whose_last_metrics_line_was_cut_by_a_kill(tiny_run, tiny_llama_tied, tmp_path):
+    """A kill while metrics.jsonl was being appended leaves half a line: the card skips it, as training does."""
+    import shutil
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("hub"))
+    whole = (run_dir / "metrics.jsonl").read_text()
+    (run_dir / "metrics.jsonl").write_text(whole + '{"step": 3, "epoch": 1.5, "lo')
+    dry_run(run_dir, tiny_llama_tied, tmp_path / "upload")
+    card = (tmp_path / "upload" / "README.md").read_text()
+    last_loss = [json.loads(line) for line in whole.splitlines() if "loss" in json.loads(line)][-1]["loss"]
+    assert f"| 1 | {last_loss:.4g} | – |" in card

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from lima_lite.layout import ADAPTER_CONFIG, ADAPTER_FILES
 from lima_lite.precision import detect_hardware
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,7 @@ def test_quickstart_run_writes_every_artifact(quickstart_run):
     assert run["counts"]["train"] == {"read": 60, "kept": 60, "cut": 0, "dropped": 0}
     assert run["template"]["eot_token"] == "<|im_end|>" and run["counts"]["added_tokens"] == []
     assert len(run["data"]["sha256"]) == 64 and run["versions"]["trl"]
-    for name in ("adapter_model.safetensors", "adapter_config.json", "lima_template.json", "tokenizer.json"):
+    for name in (*ADAPTER_FILES, "tokenizer.json"):
         assert (quickstart_run / "adapter" / name).is_file()
         assert (quickstart_run / "epoch-02" / name).is_file()
     metrics = [json.loads(line) for line in (quickstart_run / "metrics.jsonl").read_text().splitlines()]
@@ -29,7 +30,7 @@ def test_quickstart_run_writes_every_artifact(quickstart_run):
     assert [m["step"] for m in metrics if "eval_loss" in m] == [0, 8, 16]  # the base, then every epoch
     assert sorted(p.name for p in quickstart_run.glob("epoch-*")) == ["epoch-01", "epoch-02"]
     assert (quickstart_run / "loss.png").stat().st_size > 10_000
-    config = json.loads((quickstart_run / "adapter" / "adapter_config.json").read_text())
+    config = json.loads((quickstart_run / "adapter" / ADAPTER_CONFIG).read_text())
     assert config["base_model_name_or_path"] == "embedded:SmolLM2-135M-Instruct"
 
 

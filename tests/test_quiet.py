@@ -5,6 +5,7 @@ import subprocess
 import sys
 import warnings
 
+from helpers import say, write_jsonl
 from lima_lite.quiet import DROPPED_LOGS, quiet_third_party
 
 
@@ -27,12 +28,7 @@ def test_known_messages_are_dropped_and_others_kept(caplog):
 def test_training_start_prints_no_third_party_warning(tiny_llama, tmp_path):
     """A whole `lima-lite train` run, stdout and stderr not a terminal: no FutureWarning, no TRL batch-size
     advice, no per-tensor loading bar, no CUDA-only lines on a CPU."""
-    import json
-
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},
-                                                     {"role": "assistant", "content": f"{i}."}]}) + "\n"
-                            for i in range(2)))
+    data = write_jsonl(tmp_path / "d.jsonl", [say(i) for i in range(2)])
     done = subprocess.run(
         [sys.executable, "-m", "lima_lite.cli", "train", "recipes/quickstart.yaml", f"model_name_or_path={tiny_llama}",
          f"dataset_name={data}", "dev_dataset=", f"output_dir={tmp_path / 'run'}", "max_steps=1", "lora_r=4",

@@ -6,16 +6,15 @@ Without /usr/bin/chromium the browser test is skipped, except under CI (CI=true)
 """
 
 import json
-import os
 import random
 import shutil
-import socket
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import helpers
+from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port, qa, train_tiny
 from lima_lite import LimaError
 from lima_lite.layout import find_adapters
 from lima_lite.ui import (
@@ -37,11 +36,6 @@ from lima_lite.ui import (
     vote_chart,
     vote_counts,
 )
-from test_chat import qa, train_tiny
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -246,12 +240,6 @@ def test_chat_eval_and_ui_share_one_definition_of_the_sampling_flags():
     assert sampling_args(args) == {"top_p": 0.5, "max_new_tokens": 64}  # flags left out: LIMA's, in the handlers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(runs, tmp_path):
     """The app on 127.0.0.1:FREE_PORT, its tiny model slowed to ~20 tokens/s so streaming is visible."""
@@ -269,25 +257,13 @@ def served(runs, tmp_path):
     hook.remove()
 
 
-def browser_tools():
-    """playwright.sync_api, once Chromium and Playwright are there; without them a skip, or under CI a failure."""
-    missing = [] if Path(CHROMIUM).exists() else [f"{CHROMIUM} (apt-get install chromium)"]
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing.append("playwright (pip install playwright)")
-    if missing:
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"not installed: {', '.join(missing)}")
-    return sync_api
-
-
 @pytest.fixture
 def playwright():
     return browser_tools()
 
 
 def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(helpers, "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="not installed: /nonexistent/chromium"):
         browser_tools()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny
 from lima_lite import LimaError
 from lima_lite.ui import Models, build_app
 from lima_lite.ui_train import (
@@ -28,8 +29,6 @@ from lima_lite.ui_train import (
     recipe_values,
     start_form,
 )
-from test_chat import EOT, qa, train_tiny
-from test_ui import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
 
 # What turns the quick-start recipe into a few seconds on the tiny base (full precision, LIMA's format: the
 # tiny tokenizer has no chat template of its own); one epoch of 12 examples is 12 steps.

@@ -25,11 +25,9 @@ from lima_lite.flags import LIMA_SAMPLING
 
 def read_prompts(name: str) -> list[dict]:
     """[{"id", "prompt"}] from a prompts file (see the module docstring); errors name file:line and field."""
-    from lima_lite.data import resolve_data_path
+    from lima_lite.data import local_data_file
 
-    path = resolve_data_path(name) or Path(name)
-    if not path.is_file():
-        raise LimaError(f"{path}: prompts file not found")
+    path = local_data_file(name, "prompts")
     if path.suffix in (".jsonl", ".json"):
         from lima_lite.io import read_jsonl
 
@@ -42,13 +40,19 @@ def read_prompts(name: str) -> list[dict]:
         found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
     prompts, seen = [], {}
     for number, pid, prompt in found:
-        if pid in seen:
-            raise LimaError(f"{path}:{number}: id: {pid!r} already used on line {seen[pid]}")
-        seen[pid] = number
+        claim_id(seen, pid, path, number)
         prompts.append({"id": pid, "prompt": prompt})
     if not prompts:
         raise LimaError(f"{path}: no prompts")
     return prompts
+
+
+def claim_id(seen: dict[str, int], row_id: str, path: Path, number: int) -> None:
+    """Record that line `number` of `path` uses `row_id`; an id a file already used is an error naming both lines
+    (answers and judgments are matched by id: two prompts with one id would share one answer)."""
+    if row_id in seen:
+        raise LimaError(f"{path}:{number}: id: {row_id!r} already used on line {seen[row_id]}")
+    seen[row_id] = number
 
 
 def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
@@ -124,13 +128,13 @@ class EndpointModel:
 
 def resolve_spec(spec: str) -> str:
     """A run folder means its final adapter (`RUN/adapter`); anything else is returned as is."""
-    from lima_lite.layout import adapter_dir, is_adapter
+    from lima_lite.layout import ADAPTER_CONFIG, adapter_dir, is_adapter
 
     path = Path(spec)
     if path.is_dir() and not is_adapter(path) and is_adapter(adapter_dir(path)):
         return str(adapter_dir(path))
     if path.is_dir() and not is_adapter(path) and not (path / "config.json").is_file():
-        raise LimaError(f"{spec}: a folder, but not an adapter (no adapter_config.json), a run (no adapter/) "
+        raise LimaError(f"{spec}: a folder, but not an adapter (no {ADAPTER_CONFIG}), a run (no adapter/) "
                         "or a model (no config.json)")
     return spec
 

@@ -27,21 +27,17 @@ SIMULATOR_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128}  
 
 def read_dialogues(name: str) -> list[dict]:
     """[{"id", "turns"}] from a dialogues file; errors name file:line and field."""
-    from lima_lite.data import resolve_data_path
-    from lima_lite.evaluate.answers import read_records
+    from lima_lite.data import local_data_file
+    from lima_lite.evaluate.answers import claim_id, read_records
 
-    path = resolve_data_path(name) or Path(name)
-    if not path.is_file():
-        raise LimaError(f"{path}: dialogues file not found")
+    path = local_data_file(name, "dialogues")
     dialogues, seen = [], {}
     for number, row in read_records(path):
         turns = row.get("turns")
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
             raise LimaError(f"{path}:{number}: turns: must be a non-empty list of non-empty strings (the user's turns)")
         did = str(row.get("id", f"{path.stem}-{number}"))
-        if did in seen:
-            raise LimaError(f"{path}:{number}: id: {did!r} already used on line {seen[did]}")
-        seen[did] = number
+        claim_id(seen, did, path, number)
         dialogues.append({"id": did, "turns": turns})
     if not dialogues:
         raise LimaError(f"{path}: no dialogues")

@@ -71,6 +71,17 @@ def pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "-"
 
 
+def per_model(records: list[dict], summary) -> list[tuple[str, str, dict]]:
+    """(model, judge, summary of their records) for each judge and model, in order, names shortened."""
+    return [(short(model), short(judge), summary(items))
+            for (judge, model), items in sorted(group(records, "judge", "model").items())]
+
+
+def share_cells(counts: dict, keys) -> str:
+    """Table cells `count (share of n)` for each of `keys`, e.g. win | tie | loss or Fail | Pass | Excellent."""
+    return " | ".join(f"{counts[key]} ({pct(counts[key], counts['n'])})" for key in keys)
+
+
 def pairwise_section(records: list[dict], out: Path) -> list[str]:
     rows = []
     for (judge, a, b), items in sorted(group(records, "judge", "model_a", "model_b").items()):
@@ -80,8 +91,7 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
              "second, tie otherwise (Long Is More). People's votes (Judge tab) are counted once per vote.", "",
              "| comparison | judge | win | tie | loss | unparsed | n |", "|---|---|---|---|---|---|---|"]
     for label, judge, c in rows:
-        lines.append(f"| {label} | {judge} | {c['win']} ({pct(c['win'], c['n'])}) | {c['tie']} ({pct(c['tie'], c['n'])}) "
-                     f"| {c['loss']} ({pct(c['loss'], c['n'])}) | {c['unparsed']} | {c['n']} |")
+        lines.append(f"| {label} | {judge} | {share_cells(c, ('win', 'tie', 'loss'))} | {c['unparsed']} | {c['n']} |")
     fig = stacked_percent_bars([(f"{label}\n({judge})", c) for label, judge, c in rows],
                                ("win", "tie", "loss", "unparsed"), "% of prompts",
                                "Pairwise preference: win / tie / loss of the first model", annotate=True)
@@ -110,8 +120,7 @@ def length_bias_section(records: list[dict]) -> list[str]:
 
 
 def likert_section(records: list[dict], out: Path) -> list[str]:
-    rows = [(short(model), short(judge), likert_summary(items))
-            for (judge, model), items in sorted(group(records, "judge", "model").items())]
+    rows = per_model(records, likert_summary)
     lines = ["## Helpfulness 1-6 (Likert)", "",
              "Each answer rated 1 (not helpful) to 6 (highly helpful), as in LIMA's ablations; a prompt's samples "
              "are averaged, then the mean over prompts is shown with a 95% Student t interval.", "",
@@ -139,15 +148,13 @@ def likert_section(records: list[dict], out: Path) -> list[str]:
 
 
 def absolute_section(records: list[dict], out: Path) -> list[str]:
-    rows = [(short(model), short(judge), absolute_mix(items))
-            for (judge, model), items in sorted(group(records, "judge", "model").items())]
+    rows = per_model(records, absolute_mix)
     lines = ["## Absolute rating (Fail / Pass / Excellent)", "",
              "LIMA §4.3: Fail = does not meet the requirements of the prompt; Pass = meets them; Excellent = "
              "an excellent answer.", "",
              "| model | judge | Fail | Pass | Excellent | unparsed | n |", "|---|---|---|---|---|---|---|"]
     for model, judge, c in rows:
-        cells = " | ".join(f"{c[g]} ({pct(c[g], c['n'])})" for g in ABSOLUTE_CHOICES)
-        lines.append(f"| {model} | {judge} | {cells} | {c['unparsed']} | {c['n']} |")
+        lines.append(f"| {model} | {judge} | {share_cells(c, ABSOLUTE_CHOICES)} | {c['unparsed']} | {c['n']} |")
     fig = stacked_percent_bars([(f"{model}\n({judge})", c) for model, judge, c in rows],
                                (*ABSOLUTE_CHOICES, "unparsed"), "% of answers", "Absolute rating mix")
     save_figure(fig, out / "absolute.png")
@@ -169,8 +176,8 @@ def dialogue_section(records: list[dict], out: Path) -> list[str]:
         summary = dialogue_summary(items)
         rows = [(str(turn), c) for turn, c in summary["per_turn"].items()] + [("all", summary["overall"])]
         for turn, c in rows:
-            cells = " | ".join(f"{c[g]} ({pct(c[g], c['n'])})" for g in ABSOLUTE_CHOICES)
-            lines.append(f"| {short(model)} | {short(judge)} | {turn} | {cells} | {c['unparsed']} | {c['n']} |")
+            lines.append(f"| {short(model)} | {short(judge)} | {turn} | {share_cells(c, ABSOLUTE_CHOICES)} "
+                         f"| {c['unparsed']} | {c['n']} |")
             bars.append((f"{label}, turn {turn}" if turn != "all" else f"{label}, all turns", c))
         failed = [t for t in summary["first_fail"].values() if t is not None]
         firsts.append(f"| {short(model)} | {short(judge)} | {len(failed)} of {summary['conversations']} | "
@@ -226,8 +233,7 @@ def knowledge_section(records: list[dict], out: Path) -> list[str]:
              "gold answer appears in it.", "",
              "| model | exact | contains | n | stopped at max_new_tokens |", "|---|---|---|---|---|"]
     for model, s in rows:
-        lines.append(f"| {model} | {s['exact']} ({pct(s['exact'], s['n'])}) | {s['contains']} "
-                     f"({pct(s['contains'], s['n'])}) | {s['n']} | {s['length_stops']} |")
+        lines.append(f"| {model} | {share_cells(s, ('exact', 'contains'))} | {s['n']} | {s['length_stops']} |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(rows) + 2), 3.4))
     width = 0.38

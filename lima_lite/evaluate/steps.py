@@ -69,11 +69,9 @@ def absolute_file(judge, answers: str | Path, out: str | Path, concurrency: int 
 
 def read_questions(name: str) -> list[dict]:
     """A factual QA file: JSONL `{"id", "question", "answers": [...]}`; errors name file:line and field."""
-    from lima_lite.data import resolve_data_path
+    from lima_lite.data import local_data_file
 
-    path = resolve_data_path(name) or Path(name)
-    if not path.is_file():
-        raise LimaError(f"{path}: questions file not found")
+    path = local_data_file(name, "questions")
     rows = read_records(path)
     for number, row in rows:
         if not isinstance(row.get("question"), str) or not row["question"].strip():
