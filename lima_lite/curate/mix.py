@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     m.add_argument("--single-k", type=int, default=1000, help="how many single-turn examples to take (LIMA: 1000)")
     m.add_argument("--seed", type=int, default=0, help="seed for the output order")
     add_overwrite_flag(m)
+    m.set_defaults(func=mix_main)
     o = sub.add_parser("overlap", help="eval prompts that duplicate training prompts, exactly or nearly",
                        description=overlap_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
@@ -89,10 +90,13 @@ def main(argv=None) -> int:
 
     o.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
+    o.set_defaults(func=overlap_main)
     args = parser.parse_args(argv)
-    if args.tool == "overlap":
-        return overlap_main(args)
+    return args.func(args)
 
+
+def mix_main(args) -> int:
+    """`data mix`: single-turn examples + dialogues -> one training file and its report."""
     from lima_lite.curate.report import Funnel, response_text, with_report, write_report
     from lima_lite.io import check_outputs, write_jsonl
 
