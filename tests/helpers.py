@@ -1,12 +1,15 @@
 """Helpers the test files share: sample texts, conversations, tiny training runs, the crash script, damaged
-files, free ports and the browser.
+files, free ports, the browser and the command line in-process.
 
 Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures live in conftest.py.
 """
 
+import contextlib
+import io
 import json
 import os
 import socket
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -197,3 +200,20 @@ def browser_tools():
     if missing:
         (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"not installed: {', '.join(missing)}")
     return sync_api
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`lima-lite ARGS` in this process, as the console script runs it: exit status, stdout and stderr.
+
+    A new interpreter would import torch, transformers and TRL again (seconds each time); tests of what a
+    command prints and returns don't need one. Tests of signals, stdin or import cost start a process.
+    """
+    from lima_lite.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as stop:  # argparse's --help and usage errors
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    return subprocess.CompletedProcess(["lima-lite", *args], code, out.getvalue(), err.getvalue())

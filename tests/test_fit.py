@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from lima_lite import LimaError
 from lima_lite.plan import (
     CUDA_CONTEXT_GIB,
@@ -91,11 +92,6 @@ def test_step_down_once_to_a_lower_peak():
     assert lower["peak_gib"] < result["chosen"]["peak_gib"] <= 24.0 * (1 - FIT_MARGIN)
     assert lower["per_device_train_batch_size"] * lower["gradient_accumulation_steps"] == 64
     assert step_down(fitted) is None  # at most once
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "lima_lite.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
 
 
 RECIPE_SHAPES = [("llama-7b", "7b", 24), ("llama-13b", "13b", 24), ("llama-33b", "33b", 24), ("llama-65b", "65b", 48),

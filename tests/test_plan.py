@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from lima_lite import LimaError
 from lima_lite.plan import ModelShape, PlanSettings, check_fit, component_bytes, memory_plan, nf4_bytes, recipe_plan
 
@@ -21,11 +22,6 @@ def plan_7b(gpu_gib=24.0, search=True, **changes):
     values = dict(micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True, padding_free=True,
                   optim="paged_adamw_8bit", added_tokens=1)
     return memory_plan(LLAMA_7B, PlanSettings(**{**values, **changes}), gpu_gib, search)
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "lima_lite.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
 
 
 # LLaMA-7B's weights by hand: per layer q, k, v, o are 4096 x 4096 and gate, up, down 4096 x 11008; 32 layers.
