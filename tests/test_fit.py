@@ -279,6 +279,7 @@ def test_out_of_memory_first_step_steps_down_once(tiny_llama, tmp_path, capsys):
     assert json.loads((tmp_path / "twice" / "run.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow  # a benchmark script end to end: three trainings in their own processes
 def test_gpu_check_dry_run(tmp_path):
     """bench/gpu_check.py on a tiny shape on the CPU: plain TRL, lima_lite with auto_fit and with the recipe's
     setting; the fitted and the recipe's first-step losses agree, and the block names the paths taken."""
