@@ -158,12 +158,14 @@ def test_merge_follows_the_choice(hardware, tiny_llama, tmp_path, capsys):
     assert {t.dtype for t in weights.values()} == {torch.float32}
 
 
-def test_quickstart_loads_full_precision_only_without_native_bf16(hardware):
+def test_quickstart_loads_full_precision_for_one_epoch_only_without_native_bf16(hardware):
     from lima_lite.quickstart import hardware_overrides
 
     hardware(CPU_AVX2)
-    assert hardware_overrides(["seed=1"]) == ["seed=1", "load_in_4bit=false"]
-    assert hardware_overrides(["load_in_4bit=true"]) == ["load_in_4bit=true"]  # the user's choice wins
+    assert hardware_overrides(["seed=1"]) == ["seed=1", "load_in_4bit=false", "num_train_epochs=1"]
+    # the user's choices win, each on its own
+    assert hardware_overrides(["load_in_4bit=true"]) == ["load_in_4bit=true", "num_train_epochs=1"]
+    assert hardware_overrides(["num_train_epochs=2", "load_in_4bit=true"]) == ["num_train_epochs=2", "load_in_4bit=true"]
     hardware(CPU_BF16)
     assert hardware_overrides(["seed=1"]) == ["seed=1"]
     hardware(AMPERE)
