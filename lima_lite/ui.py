@@ -461,7 +461,8 @@ def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int):
     stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, chat_note)
     undo.click(event(chat_undo), chatbot, chatbot, cancels=replies)
     for trigger in (clear.click, chat_model.change):  # a new model starts a new conversation
-        trigger(lambda: ([], ""), None, [chatbot, chat_note], cancels=replies)
+        # cancel first, as Stop does, then clear: a clear that also cancels could land before the cancel took
+        trigger(None, None, None, cancels=replies).then(lambda: ([], ""), None, [chatbot, chat_note])
     return chat_model
 
 
@@ -486,7 +487,7 @@ def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_
                for trigger in (compare_box.submit, send.click)]
     stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, compare_note)
     for trigger in (clear.click, model_a.change, model_b.change):
-        trigger(lambda: ([], [], ""), None, [left, right, compare_note], cancels=replies)
+        trigger(None, None, None, cancels=replies).then(lambda: ([], [], ""), None, [left, right, compare_note])
     return [model_a, model_b]
 
 
