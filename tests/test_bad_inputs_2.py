@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from test_bad_inputs import ARTICLE, COMMENT, QA, SUBMISSION, WIKIHOW_HEADER, Case, check_case, jsonl, outcome, tiny_adapter  # noqa: F401
+from test_bad_inputs import ANSWER, ARTICLE, COMMENT, JUDGE, PROMPTS, QA, SUBMISSION, WIKIHOW_HEADER, Case, check_case, jsonl, outcome, tiny_adapter  # noqa: F401
 
 CASES: list[Case] = []
 
@@ -77,6 +77,37 @@ case("reddit-keeps-nothing", ["curate", "reddit", "--submissions", "{tmp}/rs.jso
      files=REDDIT)
 case("stackexchange-out-exists", ["curate", "stackexchange", "--dump", "{tmp}/dump", "--out", "{tmp}/o.jsonl"],
      ("{tmp}/o.jsonl", "exists"), files={"dump/keep.txt": "x", "o.jsonl": "mine\n"})
+
+# eval: the resumable steps (generate, pairwise, likert, absolute, knowledge, dialogue) take up an existing --out
+# and never write into an input; human and report replace an existing output only with --overwrite. The model
+# named does not exist: the outputs are checked before anything is loaded.
+ANSWERS = {"a.jsonl": jsonl(ANSWER), "b.jsonl": jsonl(ANSWER)}
+VOTE = {"prompt": "p", "model_a": "x", "model_b": "y", "answer_a": "1", "answer_b": "2", "vote": "a", "winner": "x",
+        "rater": "r", "time": "t"}
+case("eval-generate-out-is-prompts", ["eval", "generate", "--model", "{tmp}/no-model", "--prompts", "{tmp}/p.jsonl",
+                                      "--out", "{tmp}/p.jsonl"], ("{tmp}/p.jsonl", "input"), files=PROMPTS)
+case("eval-pairwise-out-is-baseline", ["eval", "pairwise", "--judge", JUDGE, "--ours", "{tmp}/a.jsonl", "--baseline",
+                                       "{tmp}/b.jsonl", "--out", "{tmp}/./b.jsonl"], ("{tmp}/b.jsonl", "input"),
+     files=ANSWERS)
+case("eval-likert-out-is-answers-hard-link", ["eval", "likert", "--judge", JUDGE, "--answers", "{tmp}/a.jsonl", "--out",
+                                              "{tmp}/link.jsonl"], ("{tmp}/link.jsonl", "input"), files=ANSWERS,
+     prepare=hard_link("a.jsonl", "link.jsonl"))
+case("eval-absolute-out-is-answers", ["eval", "absolute", "--judge", JUDGE, "--answers", "{tmp}/a.jsonl", "--out",
+                                      "{tmp}/a.jsonl"], ("{tmp}/a.jsonl", "input"), files=ANSWERS)
+case("eval-knowledge-out-is-questions", ["eval", "knowledge", "--model", "{tmp}/no-model", "--questions", "{tmp}/q.jsonl",
+                                         "--out", "{tmp}/q.jsonl"], ("{tmp}/q.jsonl", "input"),
+     files={"q.jsonl": jsonl({"id": "q", "question": "Capital of France?", "answers": ["Paris"]})})
+case("eval-dialogue-out-is-dialogues", ["eval", "dialogue", "--model", "{tmp}/no-model", "--judge", JUDGE,
+                                        "--dialogues", "{tmp}/d.jsonl", "--out", "{tmp}/d.jsonl"],
+     ("{tmp}/d.jsonl", "input"), files={"d.jsonl": jsonl({"id": "d", "turns": ["Hi", "And?"]})})
+case("eval-human-out-exists", ["eval", "human", "{tmp}/v.jsonl", "--out", "{tmp}/h.jsonl"],
+     ("{tmp}/h.jsonl", "exists", "--overwrite"), files={"v.jsonl": jsonl(VOTE), "h.jsonl": "mine\n"})
+case("eval-human-out-is-votes", ["eval", "human", "{tmp}/v.jsonl", "--out", "{tmp}/v.jsonl", "--overwrite"],
+     ("{tmp}/v.jsonl", "input"), files={"v.jsonl": jsonl(VOTE)})
+case("eval-report-exists", ["eval", "report", "{tmp}/h.jsonl", "--out", "{tmp}/rep"], ("{tmp}/rep/report.md", "exists"),
+     files={"h.jsonl": jsonl({"protocol": "human"}), "rep/report.md": "my notes\n"})
+case("eval-report-out-is-file", ["eval", "report", "{tmp}/h.jsonl", "--out", "{tmp}/h.jsonl", "--overwrite"],
+     ("{tmp}/h.jsonl", "is a file"), files={"h.jsonl": jsonl({"protocol": "human"})})
 
 
 # ---------------------------------------------------------------- recipes, data and tokens
