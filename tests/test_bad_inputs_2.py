@@ -14,7 +14,21 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from test_bad_inputs import ANSWER, ARTICLE, COMMENT, JUDGE, PROMPTS, QA, SUBMISSION, WIKIHOW_HEADER, Case, check_case, jsonl, outcome, tiny_adapter  # noqa: F401
+from test_bad_inputs import (  # noqa: F401
+    ANSWER,
+    ARTICLE,
+    COMMENT,
+    JUDGE,
+    PROMPTS,
+    QA,
+    SUBMISSION,
+    WIKIHOW_HEADER,
+    Case,
+    check_case,
+    jsonl,
+    outcome,
+    tiny_adapter,
+)
 
 CASES: list[Case] = []
 
@@ -369,6 +383,53 @@ def test_a_second_train_on_a_locked_run_is_refused_and_a_dead_lock_taken_over(in
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "epoch-02").is_dir()
     assert not lock.exists()
     assert json.loads((run / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
+
+
+def test_two_processes_that_find_one_dead_lock_do_not_both_take_it_over(tmp_path, monkeypatch):
+    """Both read the dead lock before either replaces it (a barrier holds each read until the other's is done, or
+    3 s), and one of them acts 0.3 s after the other, once the other's new lock is in place: exactly one takes it
+    over; the other is refused, naming the one that won."""
+    import multiprocessing
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from lima_lite import layout
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "train.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(ended.stdout)}))
+    context = multiprocessing.get_context("fork")  # the children keep the patched reader
+    both_read, results, read = context.Barrier(2), context.Queue(), layout._lock_holder
+
+    def read_then_wait(lock):
+        holder = read(lock)
+        try:
+            if both_read.wait(timeout=3) == 0:
+                time.sleep(0.3)
+        except threading.BrokenBarrierError:  # the other process cannot read now: it waits for its turn
+            pass
+        return holder
+
+    def contend():
+        try:
+            with layout.run_lock(tmp_path):
+                results.put(("won", os.getpid()))
+                time.sleep(1)  # still training while the other one decides
+        except LimaError as error:
+            results.put(("refused", str(error)))
+
+    monkeypatch.setattr(layout, "_lock_holder", read_then_wait)
+    processes = [context.Process(target=contend) for _ in range(2)]
+    for process in processes:
+        process.start()
+    outcomes = sorted(results.get(timeout=60) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert [kind for kind, _ in outcomes] == ["refused", "won"], outcomes
+    assert f"pid {outcomes[1][1]} on" in outcomes[0][1]
+    assert not (tmp_path / "train.lock").exists()  # the winner's lock went with it
 
 
 def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_no_adapter(tiny_llama_tied, tmp_path):
