@@ -6,6 +6,7 @@
       checkpoint-N/     the Trainer's state, to resume: `last_complete_checkpoint(run)`
       run.json          resolved recipe, versions, data hash, counts: `read_run(run)`
       train.lock        while `train` writes the folder: its host and pid (`run_lock(run)`)
+      .train.lock.takeover  taken in turn by processes replacing the lock of a run that was killed
       metrics.jsonl     every logged step: `read_metrics(run)`; loss.png its plot
 
 An adapter folder holds ADAPTER_FILES (config, weights, lima_template.json) and its tokenizer's files.
@@ -259,10 +260,33 @@ def _lock_holder(lock: Path) -> dict | None:
 
 
 @contextmanager
+def _takeover_turn(lock: Path):
+    """Exclusive right to replace a dead `lock`, one process at a time. Held with flock on a file beside it,
+    which the kernel releases when its process ends however it ends, so this guard can never go stale itself.
+    (The file stays: removing it while another process waits on it would let a third lock a new one.)"""
+    import fcntl
+
+    with open(lock.with_name(f".{LOCK_FILE}.takeover"), "a") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)  # a takeover is a read, an unlink and a link: milliseconds
+        yield
+
+
+def _refused(run, lock: Path, holder: dict | None) -> LimaError:
+    who = f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
+    return LimaError(f"{run}: another `lima-lite train` ({who}) is writing this run; wait for it to end, or choose "
+                     f"another output_dir (delete {lock} only if no such run is going on)")
+
+
+@contextmanager
 def run_lock(run: str | Path, take: bool = True):
     """Hold `run`/train.lock while training writes the folder: a second `train` on the same folder is refused
     in one line; a lock left by a killed run (its pid is gone) is taken over. `take=False` (the non-main
-    processes of a multi-GPU run) does nothing."""
+    processes of a multi-GPU run) does nothing.
+
+    Two processes that find the same dead lock take it over in turn (_takeover_turn), each reading the lock
+    again once it is its turn: the first replaces it, the second finds the first's live lock and is refused.
+    Without turns the second would delete the first's new lock and both would train.
+    """
     if not take:
         yield
         return
@@ -271,19 +295,22 @@ def run_lock(run: str | Path, take: bool = True):
     mine = lock.with_name(f".{LOCK_FILE}.{os.getpid()}")
     mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
     try:
-        for attempt in range(2):
-            try:
-                os.link(mine, lock)
-                break
-            except FileExistsError:
-                holder = _lock_holder(lock)
-                if holder is not None or attempt:
-                    who = f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
-                    raise LimaError(f"{run}: another `lima-lite train` ({who}) is writing this run; wait for it to "
-                                    f"end, or choose another output_dir (delete {lock} only if no such run is going "
-                                    "on)") from None
+        try:
+            os.link(mine, lock)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise _refused(run, lock, holder) from None
+            with _takeover_turn(lock):
+                holder = _lock_holder(lock)  # again: another process may have taken it over meanwhile
+                if holder is not None:
+                    raise _refused(run, lock, holder) from None
                 print(f"Taking over {lock}: the run that held it has ended")
                 lock.unlink(missing_ok=True)
+                try:
+                    os.link(mine, lock)
+                except FileExistsError:  # a process that found no lock at all created it in between
+                    raise _refused(run, lock, _lock_holder(lock)) from None
     finally:
         mine.unlink(missing_ok=True)
     try:

@@ -15,7 +15,21 @@ import pytest
 
 from helpers import truncate
 from lima_lite import LimaError
-from test_bad_inputs import ARTICLE, COMMENT, QA, SUBMISSION, WIKIHOW_HEADER, Case, check_case, jsonl, outcome, tiny_adapter  # noqa: F401
+from test_bad_inputs import (  # noqa: F401
+    ANSWER,
+    ARTICLE,
+    COMMENT,
+    JUDGE,
+    PROMPTS,
+    QA,
+    SUBMISSION,
+    WIKIHOW_HEADER,
+    Case,
+    check_case,
+    jsonl,
+    outcome,
+    tiny_adapter,
+)
 
 CASES: list[Case] = []
 
@@ -78,6 +92,37 @@ case("reddit-keeps-nothing", ["curate", "reddit", "--submissions", "{tmp}/rs.jso
      files=REDDIT)
 case("stackexchange-out-exists", ["curate", "stackexchange", "--dump", "{tmp}/dump", "--out", "{tmp}/o.jsonl"],
      ("{tmp}/o.jsonl", "exists"), files={"dump/keep.txt": "x", "o.jsonl": "mine\n"})
+
+# eval: the resumable steps (generate, pairwise, likert, absolute, knowledge, dialogue) take up an existing --out
+# and never write into an input; human and report replace an existing output only with --overwrite. The model
+# named does not exist: the outputs are checked before anything is loaded.
+ANSWERS = {"a.jsonl": jsonl(ANSWER), "b.jsonl": jsonl(ANSWER)}
+VOTE = {"prompt": "p", "model_a": "x", "model_b": "y", "answer_a": "1", "answer_b": "2", "vote": "a", "winner": "x",
+        "rater": "r", "time": "t"}
+case("eval-generate-out-is-prompts", ["eval", "generate", "--model", "{tmp}/no-model", "--prompts", "{tmp}/p.jsonl",
+                                      "--out", "{tmp}/p.jsonl"], ("{tmp}/p.jsonl", "input"), files=PROMPTS)
+case("eval-pairwise-out-is-baseline", ["eval", "pairwise", "--judge", JUDGE, "--ours", "{tmp}/a.jsonl", "--baseline",
+                                       "{tmp}/b.jsonl", "--out", "{tmp}/./b.jsonl"], ("{tmp}/b.jsonl", "input"),
+     files=ANSWERS)
+case("eval-likert-out-is-answers-hard-link", ["eval", "likert", "--judge", JUDGE, "--answers", "{tmp}/a.jsonl", "--out",
+                                              "{tmp}/link.jsonl"], ("{tmp}/link.jsonl", "input"), files=ANSWERS,
+     prepare=hard_link("a.jsonl", "link.jsonl"))
+case("eval-absolute-out-is-answers", ["eval", "absolute", "--judge", JUDGE, "--answers", "{tmp}/a.jsonl", "--out",
+                                      "{tmp}/a.jsonl"], ("{tmp}/a.jsonl", "input"), files=ANSWERS)
+case("eval-knowledge-out-is-questions", ["eval", "knowledge", "--model", "{tmp}/no-model", "--questions", "{tmp}/q.jsonl",
+                                         "--out", "{tmp}/q.jsonl"], ("{tmp}/q.jsonl", "input"),
+     files={"q.jsonl": jsonl({"id": "q", "question": "Capital of France?", "answers": ["Paris"]})})
+case("eval-dialogue-out-is-dialogues", ["eval", "dialogue", "--model", "{tmp}/no-model", "--judge", JUDGE,
+                                        "--dialogues", "{tmp}/d.jsonl", "--out", "{tmp}/d.jsonl"],
+     ("{tmp}/d.jsonl", "input"), files={"d.jsonl": jsonl({"id": "d", "turns": ["Hi", "And?"]})})
+case("eval-human-out-exists", ["eval", "human", "{tmp}/v.jsonl", "--out", "{tmp}/h.jsonl"],
+     ("{tmp}/h.jsonl", "exists", "--overwrite"), files={"v.jsonl": jsonl(VOTE), "h.jsonl": "mine\n"})
+case("eval-human-out-is-votes", ["eval", "human", "{tmp}/v.jsonl", "--out", "{tmp}/v.jsonl", "--overwrite"],
+     ("{tmp}/v.jsonl", "input"), files={"v.jsonl": jsonl(VOTE)})
+case("eval-report-exists", ["eval", "report", "{tmp}/h.jsonl", "--out", "{tmp}/rep"], ("{tmp}/rep/report.md", "exists"),
+     files={"h.jsonl": jsonl({"protocol": "human"}), "rep/report.md": "my notes\n"})
+case("eval-report-out-is-file", ["eval", "report", "{tmp}/h.jsonl", "--out", "{tmp}/h.jsonl", "--overwrite"],
+     ("{tmp}/h.jsonl", "is a file"), files={"h.jsonl": jsonl({"protocol": "human"})})
 
 
 # ---------------------------------------------------------------- recipes, data and tokens
@@ -334,6 +379,53 @@ def test_a_second_train_on_a_locked_run_is_refused_and_a_dead_lock_taken_over(in
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "epoch-02").is_dir()
     assert not lock.exists()
     assert json.loads((run / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
+
+
+def test_two_processes_that_find_one_dead_lock_do_not_both_take_it_over(tmp_path, monkeypatch):
+    """Both read the dead lock before either replaces it (a barrier holds each read until the other's is done, or
+    3 s), and one of them acts 0.3 s after the other, once the other's new lock is in place: exactly one takes it
+    over; the other is refused, naming the one that won."""
+    import multiprocessing
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from lima_lite import layout
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "train.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(ended.stdout)}))
+    context = multiprocessing.get_context("fork")  # the children keep the patched reader
+    both_read, results, read = context.Barrier(2), context.Queue(), layout._lock_holder
+
+    def read_then_wait(lock):
+        holder = read(lock)
+        try:
+            if both_read.wait(timeout=3) == 0:
+                time.sleep(0.3)
+        except threading.BrokenBarrierError:  # the other process cannot read now: it waits for its turn
+            pass
+        return holder
+
+    def contend():
+        try:
+            with layout.run_lock(tmp_path):
+                results.put(("won", os.getpid()))
+                time.sleep(1)  # still training while the other one decides
+        except LimaError as error:
+            results.put(("refused", str(error)))
+
+    monkeypatch.setattr(layout, "_lock_holder", read_then_wait)
+    processes = [context.Process(target=contend) for _ in range(2)]
+    for process in processes:
+        process.start()
+    outcomes = sorted(results.get(timeout=60) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert [kind for kind, _ in outcomes] == ["refused", "won"], outcomes
+    assert f"pid {outcomes[1][1]} on" in outcomes[0][1]
+    assert not (tmp_path / "train.lock").exists()  # the winner's lock went with it
 
 
 def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_no_adapter(tiny_llama_tied, tmp_path):

@@ -463,5 +463,17 @@ def test_every_step_runs_on_a_tiny_local_model_as_model_and_judge(tiny_llama, tm
     assert len(read_records(evals / "knowledge.jsonl")) == 2  # a base model: no "base of" rows
     assert main(["eval", "report", str(evals), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "pairwise.png").is_file() and (tmp_path / "report" / "knowledge.png").is_file()
+    # judgments resume: a rerun takes the existing --out up, with nothing left to ask
+    judged = (evals / "pairwise.jsonl").read_text()
+    assert main(["eval", "pairwise", *judge, "--ours", str(a), "--baseline", str(b),
+                 "--out", str(evals / "pairwise.jsonl")]) == 0
+    assert (evals / "pairwise.jsonl").read_text() == judged
+    # a report does not resume: it is replaced only with --overwrite
+    capsys.readouterr()
+    assert main(["eval", "report", str(evals), "--out", str(tmp_path / "report")]) == 2
+    assert "report.md: already exists" in capsys.readouterr().err
+    (tmp_path / "report" / "report.md").write_text("old")
+    assert main(["eval", "report", str(evals), "--out", str(tmp_path / "report"), "--overwrite"]) == 0
+    assert (tmp_path / "report" / "report.md").read_text() != "old"
     assert main(["eval", "generate", "--model", str(tiny_llama), "--no-adapter", "--out", str(a), *common]) == 2
     assert "--no-adapter needs an adapter" in capsys.readouterr().err

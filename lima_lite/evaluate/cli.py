@@ -17,6 +17,7 @@ import sys
 
 from lima_lite import LimaError
 from lima_lite.flags import add_sampling_args, bounded, sampling_args
+from lima_lite.io import add_overwrite_flag
 
 COUNT = bounded(int, 1)  # --samples, --limit, token budgets: 0 or less would do nothing, silently
 
@@ -154,6 +155,7 @@ def human_parser(steps) -> None:
     p.add_argument("votes", metavar="VOTES", help="the Judge tab's JSONL")
     p.add_argument("--out", required=True, metavar="FILE", help="records for the report")
     p.add_argument("--ours", help="the model to report wins for (default: the alphabetically first of each pair)")
+    add_overwrite_flag(p)
 
 
 def dialogue_parser(steps) -> None:
@@ -195,6 +197,7 @@ def report_parser(steps) -> None:
     p.add_argument("inputs", nargs="+", metavar="PATH", help="judgment files, or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the charts go")
     p.add_argument("--title", default="lima_lite evaluation report")
+    add_overwrite_flag(p)
 
 
 STEP_PARSERS = {"generate": generate_parser, "pairwise": pairwise_parser,
@@ -231,8 +234,7 @@ def default_judge(run) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.step not in ("select-epoch", "report"):  # these write a folder; the others one JSONL file
-        check_out_file(args.out)
+    check_eval_outputs(args)
     return args.func(args) or 0
 
 
@@ -365,12 +367,30 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def check_out_file(out: str) -> None:
-    """An output JSONL that is a folder would fail only after the first answer was generated."""
+# What each step reads from files the user names (models are folders, never written). These steps resume: a
+# rerun reads --out back and asks only what it lacks, so an existing --out is taken up, not refused.
+# select-epoch resumes too, in its own folder.
+RESUMABLE_INPUTS = {"generate": ("prompts",), "pairwise": ("ours", "baseline"), "likert": ("answers",),
+                    "absolute": ("answers",), "knowledge": ("questions",), "dialogue": ("dialogues",)}
+# What `report` writes into its folder: with report.md and summary.json replaced, the charts are too.
+REPORT_FILES = ("report.md", "summary.json")
+
+
+def check_eval_outputs(args) -> None:
+    """io.check_outputs for every step, before a model, judge or file is read: --out is never an input or a
+    folder; the steps that do not resume (human, report) replace an existing output only with --overwrite."""
     from pathlib import Path
 
-    if Path(out).is_dir():
-        raise LimaError(f"{out}: --out is a folder; give the answers file's path (e.g. {out}/answers.jsonl)")
+    from lima_lite.io import check_outputs
+
+    if args.step in RESUMABLE_INPUTS:
+        check_outputs([args.out], [getattr(args, name) for name in RESUMABLE_INPUTS[args.step]], overwrite=True)
+    elif args.step == "human":
+        check_outputs([args.out], [args.votes], args.overwrite)
+    elif args.step == "report":
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise LimaError(f"{args.out}: --out is a file; give the folder for report.md and its charts")
+        check_outputs([Path(args.out) / name for name in REPORT_FILES], args.inputs, args.overwrite)
 
 
 def limited_prompts(prompts: str, limit: int, out: str) -> str:
