@@ -93,27 +93,39 @@ def test_same_loss_and_lora_gradients_4bit(tiny_llama):
     assert_same(loss_and_grads(model, batch), whole, atol=1e-4)
 
 
-def test_dropout_is_recomputed_with_the_same_masks():
-    """LoRA dropout and residual dropout on, the MLP tiled: gradient checkpointing (the layer's recompute runs the
-    chunks again, and each chunk is recomputed once more) gives the loss and gradients of the run without it,
-    from the same seed: every recomputation drew the masks of the forward."""
+def chunks_kept(model, chunk_tokens: int) -> None:
+    """The reference: each MLP over the same chunks in the same order, nothing recomputed (every chunk's
+    activations kept for the backward, so the backward sees the forward's own dropout masks)."""
+    from lima_lite.model import decoder_layers
+
+    for layer in decoder_layers(model):
+        def forward(x, whole=layer.mlp.forward):
+            return torch.cat([whole(part) for part in x.reshape(-1, x.shape[-1]).split(chunk_tokens)]).reshape(x.shape)
+        layer.mlp.forward = forward
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_dropout_is_recomputed_with_the_same_masks(checkpointing):
+    """LoRA dropout and residual dropout on: the tiled MLP (with or without gradient checkpointing around the
+    layer) gives the loss and gradients of the same chunks kept without recomputation, from the same seed:
+    every recomputation drew the forward's masks."""
     from lima_lite.model import add_residual_dropout
 
     runs = []
-    for checkpointing in (False, True):
+    for tile in (chunks_kept, tile_mlp):
         model = tiny_fp32_llama()
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         add_residual_dropout(model, 0.3)
         model = with_lora(model, dropout=0.3)
-        tile_mlp(model, 16)
+        tile(model, 16)
         model.train()
         runs.append(loss_and_grads(model, padding_free_batch(300, [50, 70]), seed=5))
     assert_same(runs[1], runs[0], atol=1e-5)
-    untiled = with_lora(tiny_fp32_llama(), dropout=0.3)
-    untiled.train()
-    assert loss_and_grads(untiled, padding_free_batch(300, [50, 70]), seed=5)[0] != runs[0][0]  # dropout was on
+    model = with_lora(tiny_fp32_llama(), dropout=0.3)
+    model.train()
+    assert loss_and_grads(model, padding_free_batch(300, [50, 70]), seed=5)[0] != runs[0][0]  # dropout was on
 
 
 def test_no_grad_forward_is_the_same():
