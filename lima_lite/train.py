@@ -424,7 +424,7 @@ def build_trainer(setup: Setup, callbacks=()):
     from trl import get_peft_config
 
     from lima_lite.kernels import apply_liger_kernels, fast_path_settings
-    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, trainable_token_indices
+    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, tile_mlp, trainable_token_indices
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
@@ -448,6 +448,8 @@ def build_trainer(setup: Setup, callbacks=()):
     # No KV cache in training: with one, transformers would not see packed sequences' boundaries.
     model.config.use_cache = False
     rates = add_residual_dropout(model, lima_args.residual_dropout)
+    if lima_args.mlp_chunk_tokens:
+        tile_mlp(model, lima_args.mlp_chunk_tokens)
     peft_config = get_peft_config(model_args)
     peft_config.trainable_token_indices = trainable_token_indices(model, setup.added)
 
@@ -702,7 +704,8 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
     print(f"auto_fit: the first step ran out of GPU memory at a planned {fitted['summary']['peak_gib']:.2f} GiB; "
           f"stepping down once to micro-batch {lower['per_device_train_batch_size']} x "
           f"{lower['gradient_accumulation_steps']}, checkpointing {lower['gradient_checkpointing']}, offloading "
-          f"{lower['activation_offloading']}, fp32_layers {lower['fp32_layers']} (planned {lower['peak_gib']:.2f} GiB)")
+          f"{lower['activation_offloading']}, fp32_layers {lower['fp32_layers']}, mlp_chunk_tokens "
+          f"{lower['mlp_chunk_tokens']} (planned {lower['peak_gib']:.2f} GiB)")
     run.fit["step_down"] = {**lower, "reason": "out of GPU memory at the first step"}
     trainer.accelerator.free_memory()
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
