@@ -3,6 +3,7 @@
     $ PYTHONPATH=. python bench/plan_calibration.py                     # the shapes in SHAPES, both modes
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
     $ PYTHONPATH=. python bench/plan_calibration.py --offloading    # checkpoints offloaded as TRL does
+    $ PYTHONPATH=. OMP_NUM_THREADS=1 python bench/plan_calibration.py --costs --max-length 1024   # cost ratios
 
 Each run builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4 with
 double quantization via bitsandbytes, non-quantized weights in fp32 and `prepare_model_for_kbit_training`
@@ -311,17 +312,20 @@ def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_
 
 
 def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
-    """Median step time of checkpointing, and of checkpointing with offloading (HostOffload's copies), relative
-    to neither: plan.py's RECOMPUTE_COST and OFFLOAD_COST."""
+    """Median step time of checkpointing, of checkpointing with offloading (HostOffload's copies), relative to
+    neither, and of checkpointing with the MLP tiled in 4 chunks relative to checkpointing alone: plan.py's
+    RECOMPUTE_COST, OFFLOAD_COST and TILED_MLP_COST."""
     times = {}
+    chunk = micro_batch * max_length // 4
     with tempfile.TemporaryDirectory() as root:
-        for name, checkpointing, offloading in (("plain", False, False), ("checkpointing", True, False),
-                                                ("offloading", True, True)):
+        for name, checkpointing, offloading, tiled in (("plain", False, False, 0), ("checkpointing", True, False, 0),
+                                                       ("offloading", True, True, 0), ("tiled_mlp", True, False, chunk)):
             got = measure(shape, micro_batch, max_length, checkpointing, True, root=root,
-                          activation_offloading=offloading, steps=steps)
+                          activation_offloading=offloading, steps=steps, mlp_chunk_tokens=tiled)
             times[name] = statistics.median(got["step_seconds"])
     return {"seconds": times, "recompute_cost": round(times["checkpointing"] / times["plain"], 3),
-            "offload_cost": round(times["offloading"] / times["checkpointing"], 3)}
+            "offload_cost": round(times["offloading"] / times["checkpointing"], 3),
+            "tiled_mlp_cost": round(times["tiled_mlp"] / times["checkpointing"], 3)}
 
 
 def main(argv=None) -> int:
@@ -334,7 +338,7 @@ def main(argv=None) -> int:
     parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
-    parser.add_argument("--costs", action="store_true", help="time checkpointing and offloading (plan.py's cost ratios)")
+    parser.add_argument("--costs", action="store_true", help="time checkpointing, offloading and the tiled MLP (plan.py's cost ratios)")
     args = parser.parse_args(argv)
     if args.costs:
         print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))
