@@ -682,16 +682,19 @@ def apply_fit(values: dict, sft_config, lima_args) -> None:
 
 
 def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int, explicit: set[str],
-                 gpu_gib: float | None = None) -> dict | None:
+                 gpu_gib: float | None = None, resumed: dict | None = None) -> dict | None:
     """auto_fit: choose the fastest setting that fits (keys in `explicit`, set by the user, are kept), set it on
     the configs and say why in one line. Called by `train` before any weight is loaded; returns the fit (its
-    candidates are where an out-of-memory first step steps down to), None when auto_fit is off."""
+    candidates are where an out-of-memory first step steps down to), None when auto_fit is off. `resumed`: the
+    fit record (run.json) of the run this one resumes, whose setting (after its step down, if any) is reused."""
     if not lima_args.auto_fit or not model_args.load_in_4bit:
         return None
     if sft_config.world_size > 1:
         # each process would measure its own free memory and could choose differently: the recipe's setting
         print(f"auto_fit: off with {sft_config.world_size} processes; training with the recipe's setting")
         return None
+    if resumed is not None:
+        return resume_fit(resumed, sft_config, lima_args, explicit)
     import torch
 
     cuda = torch.cuda.is_available()
@@ -713,6 +716,22 @@ def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int
           f"{budget:.1f} ({source}, {FIT_MARGIN:.0%} margin), the fastest of {len(result['candidates'])} settings "
           f"by the cost model{kept}")
     return {"result": result, "summary": summary, "budget_source": source, "step_downs": 0}
+
+
+def resume_fit(record: dict, sft_config, lima_args, explicit: set[str]) -> dict:
+    """A resume under auto_fit: the setting the run trained with (its step down if it had one), keys in `explicit`
+    kept; no new fit and no further step down."""
+    used = record["step_down"] or record["chosen"]
+    # a run recorded before a key existed trained with that key's default, which the recipe still holds
+    values = {**current_values(sft_config, lima_args),
+              **{key: used[key] for key in FIT_KEYS if key in used and key not in explicit}}
+    apply_fit(values, sft_config, lima_args)
+    print(f"auto_fit: resuming with the run's own setting (run.json): micro-batch {values['per_device_train_batch_size']}"
+          f" x {values['gradient_accumulation_steps']} accumulation, checkpointing {values['gradient_checkpointing']}, "
+          f"offloading {values['activation_offloading']}, fp32_layers {values['fp32_layers']}, mlp_chunk_tokens "
+          f"{values['mlp_chunk_tokens']}")
+    return {"record": record, "summary": {**record["chosen"], **values}, "budget_source": record["budget_source"],
+            "step_downs": 1}
 
 
 def current_values(sft_config, lima_args) -> dict:

@@ -593,6 +593,16 @@ def recorded_definition(run: dict) -> dict:
     return recorded
 
 
+def resumed_fit(output_dir: Path) -> dict | None:
+    """auto_fit's record in run.json (chosen setting, step down) of the run a rerun resumes; None when there is
+    nothing to resume or the run was not fitted. A resume trains with that setting: a fit made again could differ
+    (the GPU's free memory does), and a changed micro-batch is a changed run (check_same_run)."""
+    run = read_run(output_dir)
+    if run is None or not any(output_dir.glob("checkpoint-*/trainer_state.json")):
+        return None
+    return run.get("fit")
+
+
 def check_same_run(output_dir: Path, setup: Setup) -> None:
     """A run folder with a checkpoint resumes only under the recipe it was started with: a change that alters
     the run (learning rate, schedule, batch, data or its hash, LoRA shape, ...) is refused, naming it."""
@@ -620,9 +630,10 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
         print(precision_report(setup.model_args.dtype, setup.sft_config.bf16, setup.sft_config.fp16, "training"))
 
     explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
-    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit)
-    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = output_folder(setup.sft_config.output_dir)
+    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit,
+                          resumed=resumed_fit(output_dir))
+    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     if adapter_dir(output_dir).exists():
         raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
     check_same_run(output_dir, setup)
@@ -691,8 +702,9 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
 
     from lima_lite.plan import apply_fit, step_down
 
-    if fitted is not None:
-        run.fit = {"chosen": fitted["summary"], "budget_source": fitted["budget_source"], "step_down": None}
+    if fitted is not None:  # a resume keeps the first run's record
+        run.fit = fitted.get("record") or {"chosen": fitted["summary"], "budget_source": fitted["budget_source"],
+                                           "step_down": None}
     try:
         trainer.train(resume_from_checkpoint=last)
         return trainer

@@ -210,6 +210,40 @@ def test_train_applies_the_fit_before_loading_and_keeps_explicit_values(tiny_lla
     assert seen["batch"] == 2 and seen["accumulation"] == 8  # the recipe's accumulation: 2 x 8, as asked
 
 
+def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsys):
+    """A rerun that resumes an auto_fit run trains with the setting its run.json records (after its step down),
+    not a new fit (here 8 x 1, bf16: free memory differs from run to run), so the resume check sees the same
+    batch and precision instead of refusing a changed run."""
+    import lima_lite.train
+    from lima_lite.plan import apply_fit
+    from lima_lite.train import prepare, run_definition, train
+
+    run_dir = tmp_path / "run"
+    common = [f"model_name_or_path={tiny_llama}", f"output_dir={run_dir}", "dev_dataset=null", "chat_format=lima",
+              "auto_fit=true"]
+    used = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "gradient_checkpointing": True,
+            "activation_offloading": False, "fp32_layers": True, "mlp_chunk_tokens": 0}
+    setup = prepare(ROOT / "recipes" / "quickstart.yaml", common)
+    apply_fit(used, setup.sft_config, setup.lima_args)
+    (run_dir / "checkpoint-3").mkdir(parents=True)
+    (run_dir / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    record = {"chosen": {**used, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "peak_gib": 1.0},
+              "budget_source": "free on this GPU", "step_down": {**used, "peak_gib": 0.5, "reason": "out of memory"}}
+    (run_dir / "run.json").write_text(json.dumps({**run_definition(setup), "fit": record}))
+    seen = {}
+
+    def record_setup(setup, callbacks=()):
+        seen.update(batch=setup.sft_config.per_device_train_batch_size, accumulation=setup.sft_config.gradient_accumulation_steps,
+                    checkpointing=setup.sft_config.gradient_checkpointing, fp32=setup.lima_args.fp32_layers)
+        raise LimaError("stop here: weights would load now")
+
+    monkeypatch.setattr(lima_lite.train, "build_trainer", record_setup)
+    with pytest.raises(LimaError, match="stop here"):
+        train(ROOT / "recipes" / "quickstart.yaml", common)
+    assert seen == {"batch": 2, "accumulation": 4, "checkpointing": True, "fp32": True}  # the step down's setting
+    assert "auto_fit: resuming with the run's own setting (run.json): micro-batch 2 x 4" in capsys.readouterr().out
+
+
 def test_counted_peak_of_the_chosen_setting_is_under_budget(tmp_path):
     """A tiny LLaMA trained (3 steps, CPU) with the setting fit chose for a budget the recipe's own setting
     (no checkpointing, micro-batch 4) exceeds: its counted peak plus the CUDA context stays under the budget."""
