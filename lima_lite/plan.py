@@ -34,7 +34,8 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   fp32 (the embeddings are; bf16 with `fp32_layers: false`). With gradient checkpointing each layer keeps
   only its input; the backward of one layer recomputes its forward, which saves per token 36h + 4kv + 15m
   bytes (h hidden, kv the key/value width, m the MLP width; worked out in `layer_bytes_per_token`).
-  Without it every layer keeps those.
+  Without it every layer keeps those. With the tiled MLP (`mlp_chunk_tokens` N, lima_lite.model.tile_mlp) the
+  MLP's part of that, 3 rb m plus LoRA's inputs, exists for N tokens at a time, and no layer keeps it.
 - The loss: the model's own head (used when an EOT is added, so its lm_head row trains) builds the logits
   of the micro-batch: bf16 logits, their fp32 copy and log-softmax in the forward; in the backward the
   log-softmax, its incoming gradient and its outgoing gradient, 3 x 4 bytes per token and vocabulary entry.
@@ -355,10 +356,13 @@ BATCH_HALF_SPEED = 41.0
 RECOMPUTE_COST = 1.27
 OFFLOAD_COST = 1.03
 # The tiled MLP (lima_lite.model.tile_mlp) computes each MLP forward once more: its step time relative to the
-# same setting untiled, measured as RECOMPUTE_COST is (bench/plan_calibration.py --costs). fit turns it on only
-# when nothing fits without it (a length that needs it): where a larger micro-batch would be its only gain, the
-# batch term above is an extrapolation beyond micro-batch 8 and would trade a measured cost for a guessed gain.
-TILED_MLP_COST = 1.2
+# same setting untiled, with checkpointing, measured as RECOMPUTE_COST is (bench/plan_calibration.py --costs:
+# 2.057 s against 1.906 s of CPU time, 4 chunks). On the CPU shape the head and attention weigh more than at 8B,
+# where one more MLP forward is about 2/3 x 1/4 of a checkpointed step's matmul FLOPs (x1.17). fit turns it on
+# only when nothing fits without it (a length that needs it), so the ratio ranks tiled settings among themselves:
+# where a larger micro-batch would be its only gain, the batch term above is an extrapolation beyond
+# micro-batch 8 and would trade a measured cost for a guessed gain.
+TILED_MLP_COST = 1.08
 MLP_CHUNK_TOKENS = 4096  # the chunk fit tiles with: the hidden size of a 7B/8B model, as Arctic's TiledMLP does
 FIT_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
             "activation_offloading", "fp32_layers", "mlp_chunk_tokens")
