@@ -3,6 +3,7 @@
     $ PYTHONPATH=. python bench/plan_calibration.py                     # the shapes in SHAPES, both modes
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
     $ PYTHONPATH=. python bench/plan_calibration.py --offloading    # checkpoints offloaded as TRL does
+    $ PYTHONPATH=. OMP_NUM_THREADS=1 python bench/plan_calibration.py --costs --max-length 1024   # cost ratios
 
 Each run builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4 with
 double quantization via bitsandbytes, non-quantized weights in fp32 and `prepare_model_for_kbit_training`
@@ -171,7 +172,7 @@ def tiny_tokenizer(vocab_size: int):
 def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None,
             attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
-            steps: int = 3) -> dict:
+            steps: int = 3, mlp_chunk_tokens: int = 0) -> dict:
     """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak.
     With `steps` > 3, the later steps are timed without counting (`step_seconds`)."""
     from datasets import Dataset
@@ -180,7 +181,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     from trl import SFTConfig
 
     from lima_lite.kernels import attention_implementation
-    from lima_lite.model import add_residual_dropout, get_model
+    from lima_lite.model import add_residual_dropout, get_model, tile_mlp
     from lima_lite.train import keep_4bit_layout, sft_trainer_class
 
     root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
@@ -199,6 +200,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     keep_4bit_layout(model)
     model.config.use_cache = False
     add_residual_dropout(model, residual_dropout)
+    if mlp_chunk_tokens:
+        tile_mlp(model, mlp_chunk_tokens)
     peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=lora_dropout, target_modules="all-linear",
                              task_type="CAUSAL_LM",
                              trainable_token_indices={"embed_tokens": [eot], "lm_head": [eot]})
@@ -266,7 +269,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
 def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2,
-            attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False) -> dict:
+            attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
+            mlp_chunk_tokens: int = 0) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
     from lima_lite.loss import CHUNK_TOKENS
     from lima_lite.plan import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
@@ -280,10 +284,10 @@ def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                             optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
                             lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, attention=attention,
                             unquantized_bytes=width, rb=width, cpu_masks=True,
-                            activation_offloading=activation_offloading)
+                            activation_offloading=activation_offloading, mlp_chunk_tokens=mlp_chunk_tokens)
     settings = PlanSettings(micro_batch, max_length, lora_r, gradient_checkpointing, padding_free, "adamw_torch", 1,
                             CHUNK_TOKENS, lora_dropout > 0, residual_dropout > 0, attention, fp32_layers,
-                            activation_offloading)
+                            activation_offloading, mlp_chunk_tokens)
     return {**parts, "host_offload": host_offload_gib(model, settings) * GIB}
 
 
@@ -292,8 +296,9 @@ STATIC = ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optim
 
 def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool,
             padding_free: bool, root: str | None = None, attention: str = "sdpa_varlen", fp32_layers: bool = True,
-            activation_offloading: bool = False) -> dict:
-    settings = {"attention": attention, "fp32_layers": fp32_layers, "activation_offloading": activation_offloading}
+            activation_offloading: bool = False, mlp_chunk_tokens: int = 0) -> dict:
+    settings = {"attention": attention, "fp32_layers": fp32_layers, "activation_offloading": activation_offloading,
+                "mlp_chunk_tokens": mlp_chunk_tokens}
     got = measure(shape, micro_batch, max_length, gradient_checkpointing, padding_free, root=root, **settings)
     plan = planned(shape, micro_batch, max_length, gradient_checkpointing, padding_free, **settings)
     plan_transient = plan["gradients"] + plan["activations"] + plan["loss"] + plan["layer_backward"]
@@ -307,17 +312,20 @@ def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_
 
 
 def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
-    """Median step time of checkpointing, and of checkpointing with offloading (HostOffload's copies), relative
-    to neither: plan.py's RECOMPUTE_COST and OFFLOAD_COST."""
+    """Median step time of checkpointing, of checkpointing with offloading (HostOffload's copies), relative to
+    neither, and of checkpointing with the MLP tiled in 4 chunks relative to checkpointing alone: plan.py's
+    RECOMPUTE_COST, OFFLOAD_COST and TILED_MLP_COST."""
     times = {}
+    chunk = micro_batch * max_length // 4
     with tempfile.TemporaryDirectory() as root:
-        for name, checkpointing, offloading in (("plain", False, False), ("checkpointing", True, False),
-                                                ("offloading", True, True)):
+        for name, checkpointing, offloading, tiled in (("plain", False, False, 0), ("checkpointing", True, False, 0),
+                                                       ("offloading", True, True, 0), ("tiled_mlp", True, False, chunk)):
             got = measure(shape, micro_batch, max_length, checkpointing, True, root=root,
-                          activation_offloading=offloading, steps=steps)
+                          activation_offloading=offloading, steps=steps, mlp_chunk_tokens=tiled)
             times[name] = statistics.median(got["step_seconds"])
     return {"seconds": times, "recompute_cost": round(times["checkpointing"] / times["plain"], 3),
-            "offload_cost": round(times["offloading"] / times["checkpointing"], 3)}
+            "offload_cost": round(times["offloading"] / times["checkpointing"], 3),
+            "tiled_mlp_cost": round(times["tiled_mlp"] / times["checkpointing"], 3)}
 
 
 def main(argv=None) -> int:
@@ -330,7 +338,7 @@ def main(argv=None) -> int:
     parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
-    parser.add_argument("--costs", action="store_true", help="time checkpointing and offloading (plan.py's cost ratios)")
+    parser.add_argument("--costs", action="store_true", help="time checkpointing, offloading and the tiled MLP (plan.py's cost ratios)")
     args = parser.parse_args(argv)
     if args.costs:
         print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))

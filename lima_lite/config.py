@@ -70,6 +70,13 @@ class LimaArguments:
                   "prepare_model_for_kbit_training does (QLoRA); false keeps them in `dtype` (bf16), so the "
                   "residual stream and activations are bf16 too: less memory, bf16 matmuls (LLaMA-Factory's default)"},
     )
+    mlp_chunk_tokens: int = field(
+        default=0,
+        metadata={"help": "0: off; N: every decoder layer's MLP runs over N tokens at a time, each chunk recomputed "
+                  "in the backward (a tiled MLP: one chunk's gate/up activations at a time instead of the whole "
+                  "micro-batch's, for long examples; the same numbers, one more MLP forward); auto_fit sets it "
+                  "when nothing fits without it"},
+    )
     drop_too_long: bool = field(
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},
@@ -80,7 +87,7 @@ class LimaArguments:
     auto_fit: bool = field(
         default=False,
         metadata={"help": "before loading the model, set micro-batch x accumulation (same examples per step), "
-                  "gradient checkpointing, activation offloading and fp32_layers to the fastest setting the memory "
+                  "gradient checkpointing, activation offloading, fp32_layers and mlp_chunk_tokens to the fastest setting the memory "
                   "plan fits in this GPU's free memory (a CPU run: available system memory); a key given as "
                   "key=value on the command line is kept (`lima-lite plan RECIPE --fit` shows the candidates); one "
                   "process only (with several, each would measure its own free memory)"},
@@ -223,6 +230,7 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         ("lora_dropout", 0 <= model_args.lora_dropout < 1, "must be in [0, 1)"),
         ("residual_dropout", 0 <= lima_args.residual_dropout < 1, "must be in [0, 1)"),
         ("final_lr_ratio", 0 <= lima_args.final_lr_ratio <= 1, "must be in [0, 1]"),
+        ("mlp_chunk_tokens", lima_args.mlp_chunk_tokens >= 0, "must be >= 0 (0: the MLP is not tiled)"),
         ("eot_token", bool(EOT_SHAPE.match(lima_args.eot_token or "")),
          f"{lima_args.eot_token!r} is not a special-token string (e.g. '<|eot|>', '<|eot_id|>', '<|im_end|>')"),
         ("chat_format", lima_args.chat_format in CHAT_FORMATS,

@@ -6,6 +6,7 @@ and LIMA's residual dropout.
     >>> tokenizer, template, new_tokens = get_tokenizer(path, "<|im_end|>", chat_format="native")  # the base's
     >>> model = get_model(path, load_in_4bit=True, vocab_size=len(tokenizer))
     >>> add_residual_dropout(model, 0.2)   # 0.0 at layer 0 ... 0.2 at the last layer, training only
+    >>> tile_mlp(model, 4096)              # each MLP over 4,096 tokens at a time, recomputed in backward
 """
 
 import importlib.util
@@ -245,6 +246,40 @@ def add_residual_dropout(model, top: float) -> list[float]:
             layer.self_attn.register_forward_hook(_dropout_hook(p))
             layer.mlp.register_forward_hook(_dropout_hook(p))
     return rates
+
+
+def tiled_forward(forward, chunk_tokens: int):
+    """`forward` (an MLP's: tokens in, tokens out, each token on its own) run over `chunk_tokens` tokens at a time.
+
+    In training each chunk is checkpointed (non-reentrant, RNG state kept, so LoRA dropout draws the same mask
+    when it is recomputed): the backward recomputes one chunk's gate, up and SiLU outputs at a time, so the
+    MLP's intermediate activations (tokens x intermediate_size, several tensors) exist for one chunk only, at
+    the cost of one more MLP forward. Tokens never see each other in an MLP, so any split of the flattened
+    (batch x sequence) tokens gives the same output: padded or padding-free batches alike. Inside gradient
+    checkpointing the layer's recomputed forward runs the chunks again, each saving only its input (a view).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def forward_in_chunks(x):
+        tokens = x.reshape(-1, x.shape[-1])
+        if tokens.shape[0] <= chunk_tokens:
+            return forward(x)
+        if torch.is_grad_enabled():
+            parts = [checkpoint(forward, part, use_reentrant=False) for part in tokens.split(chunk_tokens)]
+        else:
+            parts = [forward(part) for part in tokens.split(chunk_tokens)]
+        return torch.cat(parts).reshape(*x.shape[:-1], parts[0].shape[-1])
+
+    return forward_in_chunks
+
+
+def tile_mlp(model, chunk_tokens: int) -> None:
+    """Run every decoder layer's MLP over `chunk_tokens` tokens at a time (see `tiled_forward`).
+
+    The module's own forward is replaced on the instance, so its name, its parameters (and the names of the
+    LoRA layers peft puts in it later) and its hooks (residual dropout on its output) stay as they are."""
+    for layer in decoder_layers(model):
+        layer.mlp.forward = tiled_forward(layer.mlp.forward, chunk_tokens)
 
 
 def trainable_token_indices(model, token_ids: list[int]) -> dict[str, list[int]] | None:

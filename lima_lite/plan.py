@@ -34,7 +34,8 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   fp32 (the embeddings are; bf16 with `fp32_layers: false`). With gradient checkpointing each layer keeps
   only its input; the backward of one layer recomputes its forward, which saves per token 36h + 4kv + 15m
   bytes (h hidden, kv the key/value width, m the MLP width; worked out in `layer_bytes_per_token`).
-  Without it every layer keeps those.
+  Without it every layer keeps those. With the tiled MLP (`mlp_chunk_tokens` N, lima_lite.model.tile_mlp) the
+  MLP's part of that, 3 rb m plus LoRA's inputs, exists for N tokens at a time, and no layer keeps it.
 - The loss: the model's own head (used when an EOT is added, so its lm_head row trains) builds the logits
   of the micro-batch: bf16 logits, their fp32 copy and log-softmax in the forward; in the backward the
   log-softmax, its incoming gradient and its outgoing gradient, 3 x 4 bytes per token and vocabulary entry.
@@ -143,18 +144,27 @@ def layer_bytes_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, res
     base weights are frozen). On the CPU a dropout mask has its input's dtype (bf16 for LoRA inputs,
     bf16 after attention, fp32 after the MLP): `cpu_masks` counts that, for the calibration.
     """
+    return sum(layer_parts_per_token(shape, lora, lora_dropout, residual_dropout, rb, cb, mask, cpu_masks))
+
+
+def layer_parts_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, residual_dropout: bool,
+                          rb: int = RESIDUAL_BYTES, cb: int = COMPUTE_BYTES, mask: int = MASK_BYTES,
+                          cpu_masks: bool = False) -> tuple[int, int]:
+    """`layer_bytes_per_token` in two parts: outside the MLP module (attention, both norms, the residual
+    dropout masks) and inside it (gate, up, SiLU and the LoRA inputs: 3 rb m + (2h + m) with LoRA's
+    dropout), the part a tiled MLP holds for one chunk of tokens only."""
     h, m, kv, q = shape.hidden, shape.intermediate, shape.kv_heads * shape.dim, shape.heads * shape.dim
     lora_in = (2 * mask if cpu_masks else mask) + cb if lora_dropout else cb  # LoRA A's input (+ mask)
     norm = rb * h + (4 * h if rb != 4 else 0)  # output; RMSNorm upcasts a 16-bit input to fp32 and keeps it
-    attention = norm + 2 * (q + 2 * kv) + 2 * q + 4 * shape.heads + rb * h
-    mlp = norm + 3 * rb * m
+    outside = norm + 2 * (q + 2 * kv) + 2 * q + 4 * shape.heads + rb * h + norm
+    inside = 3 * rb * m
     if lora:
-        attention += lora_in * (3 * h + q)
-        mlp += lora_in * (2 * h + m)
+        outside += lora_in * (3 * h + q)
+        inside += lora_in * (2 * h + m)
     if residual_dropout:
-        attention += 2 * mask if cpu_masks else mask  # after o_proj: bf16
-        mlp += rb * mask if cpu_masks else mask  # after down_proj: the residual's dtype
-    return attention + mlp
+        outside += 2 * mask if cpu_masks else mask  # after o_proj: bf16
+        outside += rb * mask if cpu_masks else mask  # after down_proj: the residual's dtype
+    return outside, inside
 
 
 def offloaded_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) -> int:
@@ -172,13 +182,15 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
                     padding_free: bool, optim: str, added_tokens: int, loss_chunk_tokens: int | None,
                     lora_dropout: bool = True, residual_dropout: bool = True, attention: str = "sdpa",
                     unquantized_bytes: int = 4, rb: int = RESIDUAL_BYTES, cpu_masks: bool = False,
-                    activation_offloading: bool = False) -> dict:
+                    activation_offloading: bool = False, mlp_chunk_tokens: int = 0) -> dict:
     """Bytes of each component (no CUDA context, no fragmentation margin): what live tensors hold at the peak.
 
     `tokens` in the micro-batch, in `sequences` examples. `loss_chunk_tokens` None: the model's own head
     builds the logits of the whole micro-batch; 0: TRL's fused head (used when no token is added); N: a
     chunked loss over N tokens at a time. `unquantized_bytes` and `rb` (the residual stream's bytes) are 2
     for a bf16 base that skips `prepare_model_for_kbit_training` (plain TRL, as in the H100 anchor).
+    `mlp_chunk_tokens` N > 0: the tiled MLP (lima_lite.model.tile_mlp), whose intermediate activations exist
+    for N tokens at a time.
     """
     h, vocab = shape.hidden, shape.vocab + added_tokens
     head_modules = 1 if shape.tied else 2
@@ -196,8 +208,10 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     mask, bias = (tokens * tokens, 2 * tokens * tokens) if masked else (0, 0)
     # sdpa_varlen keeps each example's attention output for its backward and their concatenation (bf16)
     split = padding_free and sequences > 1 and attention == "sdpa_varlen"
-    layer = (layer_bytes_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks)
-             + (COMPUTE_BYTES * h if split else 0)) * tokens + bias
+    outside, inside = layer_parts_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks)
+    tiled = 0 < mlp_chunk_tokens < tokens
+    mlp_tokens = mlp_chunk_tokens if tiled else tokens  # tokens whose MLP intermediates exist at once
+    layer = (outside + (COMPUTE_BYTES * h if split else 0) + (0 if tiled else inside)) * tokens + bias
     kept = (shape.layers + 2) * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask
     if loss_chunk_tokens is None:
         kept += COMPUTE_BYTES * vocab * h  # autocast's bf16 copy of the head weight, inside the model's forward
@@ -229,8 +243,12 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         chunk = min(tokens, loss_chunk_tokens)
         loss = 12 * chunk * vocab + 8 * chunk * h
     # One layer's backward: its recomputed forward (with checkpointing), the gradient flowing through it
-    # (one of the residual and one of the MLP width, fp32) and the largest dequantized bf16 weight.
-    backward = tokens * (h + shape.intermediate) * rb + 2 * max(o * i for o, i in linear_shapes(shape))
+    # (one of the residual and one of the MLP width, fp32) and the largest dequantized bf16 weight. A tiled MLP
+    # recomputes one chunk at a time (its intermediates and its MLP-wide gradient for that chunk only) and
+    # gathers the chunks' input gradients before joining them: one more of the residual's width.
+    backward = tokens * h * rb + mlp_tokens * shape.intermediate * rb + 2 * max(o * i for o, i in linear_shapes(shape))
+    if tiled:
+        backward += mlp_tokens * inside + tokens * h * rb
     if gradient_checkpointing:
         backward += layer
     return {
@@ -263,6 +281,7 @@ class PlanSettings:
     attention: str = "sdpa_varlen"
     fp32_layers: bool = True
     activation_offloading: bool = False
+    mlp_chunk_tokens: int = 0  # > 0: the tiled MLP (lima_lite.model.tile_mlp)
 
 
 def settings_peak(shape: ModelShape, settings: PlanSettings) -> tuple[dict, float]:
@@ -272,7 +291,8 @@ def settings_peak(shape: ModelShape, settings: PlanSettings) -> tuple[dict, floa
     raw = component_bytes(shape, tokens, settings.micro_batch, settings.lora_r, settings.gradient_checkpointing,
                           settings.padding_free, settings.optim, settings.added_tokens, settings.loss_chunk_tokens,
                           settings.lora_dropout, settings.residual_dropout, settings.attention,
-                          unquantized_bytes=width, rb=width, activation_offloading=settings.activation_offloading)
+                          unquantized_bytes=width, rb=width, activation_offloading=settings.activation_offloading,
+                          mlp_chunk_tokens=settings.mlp_chunk_tokens)
     gib = {"cuda_context": CUDA_CONTEXT_GIB, **{k: v / GIB for k, v in raw.items()}}
     gib["fragmentation"] = FRAGMENTATION * sum(gib[k] for k in TRANSIENT)
     components = {k: round(gib[k], 3) for k in COMPONENTS}
@@ -291,7 +311,8 @@ def host_offload_gib(shape: ModelShape, settings: PlanSettings) -> float:
     kept = replace(settings, activation_offloading=False)
     raw = component_bytes(shape, kept.micro_batch * kept.max_length, kept.micro_batch, kept.lora_r, True,
                           kept.padding_free, kept.optim, kept.added_tokens, kept.loss_chunk_tokens, kept.lora_dropout,
-                          kept.residual_dropout, kept.attention, unquantized_bytes=width, rb=width)
+                          kept.residual_dropout, kept.attention, unquantized_bytes=width, rb=width,
+                          mlp_chunk_tokens=kept.mlp_chunk_tokens)
     return round((raw["activations"] + raw["loss"]) / GIB, 3)
 
 
@@ -335,8 +356,17 @@ BATCH_HALF_SPEED = 41.0
 # On a GPU TRL copies on a side stream, overlapped with compute, so 1.03 stands for the part that is not hidden.
 RECOMPUTE_COST = 1.27
 OFFLOAD_COST = 1.03
+# The tiled MLP (lima_lite.model.tile_mlp) computes each MLP forward once more: its step time relative to the
+# same setting untiled, with checkpointing, measured as RECOMPUTE_COST is (bench/plan_calibration.py --costs:
+# 2.057 s against 1.906 s of CPU time, 4 chunks). On the CPU shape the head and attention weigh more than at 8B,
+# where one more MLP forward is about 2/3 x 1/4 of a checkpointed step's matmul FLOPs (x1.17). fit turns it on
+# only when nothing fits without it (a length that needs it), so the ratio ranks tiled settings among themselves:
+# where a larger micro-batch would be its only gain, the batch term above is an extrapolation beyond
+# micro-batch 8 and would trade a measured cost for a guessed gain.
+TILED_MLP_COST = 1.08
+MLP_CHUNK_TOKENS = 4096  # the chunk fit tiles with: the hidden size of a 7B/8B model, as Arctic's TiledMLP does
 FIT_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
-            "activation_offloading", "fp32_layers")
+            "activation_offloading", "fp32_layers", "mlp_chunk_tokens")
 
 
 def relative_speed(settings: PlanSettings) -> float:
@@ -346,14 +376,23 @@ def relative_speed(settings: PlanSettings) -> float:
         speed /= RECOMPUTE_COST
         if settings.activation_offloading:
             speed /= OFFLOAD_COST
+    if is_tiled(settings):
+        speed /= TILED_MLP_COST
     return speed
 
 
-def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, offloading: bool = True) -> list[PlanSettings]:
+def is_tiled(settings: PlanSettings) -> bool:
+    """Whether the MLP really runs in chunks: a chunk shorter than the micro-batch's tokens."""
+    return 0 < settings.mlp_chunk_tokens < settings.micro_batch * settings.max_length
+
+
+def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, offloading: bool = True,
+                   mlp_chunk_tokens: int = 0) -> list[PlanSettings]:
     """Every setting with the same examples per optimizer step (micro-batch divides it), in the order ties are
     broken: the recipe's own precision first, then without offloading, then checkpointing off. `fixed` holds
     the values the user set (FIT_KEYS -> value); they are never changed. `offloading` False (a CPU run: the
-    activations are in CPU memory already) leaves offloading out."""
+    activations are in CPU memory already) leaves offloading out. The MLP is tiled in chunks of
+    `mlp_chunk_tokens` (0: untiled), or as the user fixed it."""
     from dataclasses import replace
 
     batches = [b for b in range(1, examples_per_step + 1) if examples_per_step % b == 0]
@@ -370,22 +409,32 @@ def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, 
     if "activation_offloading" in fixed:
         memory = [m for m in memory if m[1] == fixed["activation_offloading"]] or \
             [(fixed.get("gradient_checkpointing", False), fixed["activation_offloading"])]
-    return [replace(settings, micro_batch=b, gradient_checkpointing=c, activation_offloading=o, fp32_layers=p)
-            for p in precisions for c, o in memory for b in batches]
+    chunk = fixed.get("mlp_chunk_tokens", mlp_chunk_tokens)
+    return [replace(settings, micro_batch=b, gradient_checkpointing=c, activation_offloading=o, fp32_layers=p,
+                    mlp_chunk_tokens=chunk) for p in precisions for c, o in memory for b in batches]
 
 
 def fit(shape: ModelShape, settings: PlanSettings, examples_per_step: int, budget_gib: float,
         fixed: dict | None = None, offloading: bool = True, host_gib: float | None = None) -> dict:
     """The fastest candidate whose planned peak fits budget_gib x (1 - FIT_MARGIN) (and, with `host_gib`, whose
     offloaded bytes fit that much CPU memory); every candidate with its peak and speed (relative to the chosen
-    one), in order of speed. `chosen` is None when nothing fits."""
+    one), in order of speed. `chosen` is None when nothing fits. The tiled MLP (MLP_CHUNK_TOKENS) is tried only
+    when nothing fits without it, unless the user set mlp_chunk_tokens."""
     limit = budget_gib * (1 - FIT_MARGIN)
-    rows = []
-    for candidate in fit_candidates(settings, examples_per_step, fixed or {}, offloading):
-        peak, host = settings_peak(shape, candidate)[1], host_offload_gib(shape, candidate)
-        fits = peak <= limit and (host_gib is None or host <= host_gib * (1 - FIT_MARGIN))
-        rows.append({"settings": candidate, "peak_gib": peak, "host_gib": host, "fits": fits,
-                     "speed": relative_speed(candidate)})
+    fixed = fixed or {}
+
+    def rows_for(chunk: int) -> list[dict]:
+        rows = []
+        for candidate in fit_candidates(settings, examples_per_step, fixed, offloading, chunk):
+            peak, host = settings_peak(shape, candidate)[1], host_offload_gib(shape, candidate)
+            fits = peak <= limit and (host_gib is None or host <= host_gib * (1 - FIT_MARGIN))
+            rows.append({"settings": candidate, "peak_gib": peak, "host_gib": host, "fits": fits,
+                         "speed": relative_speed(candidate)})
+        return rows
+
+    rows = rows_for(0)
+    if "mlp_chunk_tokens" not in fixed and not any(row["fits"] for row in rows):
+        rows += [row for row in rows_for(MLP_CHUNK_TOKENS) if is_tiled(row["settings"])]
     rows.sort(key=lambda row: -row["speed"])  # stable: ties keep fit_candidates' order
     fitting = [row for row in rows if row["fits"]]
     best = fitting[0]["speed"] if fitting else rows[0]["speed"]
@@ -404,21 +453,25 @@ def fit_summary(shape: ModelShape, result: dict) -> dict:
     if chosen is None:
         return {"fits": False, "budget_gib": result["budget_gib"], "limit_gib": result["limit_gib"]}
     s = chosen["settings"]
-    one = replace(s, micro_batch=1)
+    # the longest example: with the chosen setting at micro-batch 1 and the MLP tiled, as fit tiles it for a
+    # max_length that needs it (unless the user set mlp_chunk_tokens: then as set)
+    chunk = s.mlp_chunk_tokens if "mlp_chunk_tokens" in result["fixed"] else s.mlp_chunk_tokens or MLP_CHUNK_TOKENS
+    one = replace(s, micro_batch=1, mlp_chunk_tokens=chunk)
     longest = largest(lambda t: settings_peak(shape, replace(one, max_length=t))[1] <= result["limit_gib"], 2**22)
     return {"fits": True, "per_device_train_batch_size": s.micro_batch,
             "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
             "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
-            "fp32_layers": s.fp32_layers, "peak_gib": chosen["peak_gib"], "budget_gib": result["budget_gib"],
-            "limit_gib": result["limit_gib"], "max_length": s.max_length, "max_length_at_micro_batch_1": longest,
-            "host_offload_gib": host_offload_gib(shape, s),
-            "kept_from_user": result["fixed"]}
+            "fp32_layers": s.fp32_layers, "mlp_chunk_tokens": s.mlp_chunk_tokens, "peak_gib": chosen["peak_gib"],
+            "budget_gib": result["budget_gib"], "limit_gib": result["limit_gib"], "max_length": s.max_length,
+            "max_length_at_micro_batch_1": longest, "long_context_mlp_chunk_tokens": chunk,
+            "host_offload_gib": host_offload_gib(shape, s), "kept_from_user": result["fixed"]}
 
 
 def describe(settings: PlanSettings) -> str:
+    tiled = f", MLP by {settings.mlp_chunk_tokens} tokens" if is_tiled(settings) else ""
     return (f"checkpointing {'on' if settings.gradient_checkpointing else 'off'}, "
             f"offloading {'on' if settings.activation_offloading else 'off'}, "
-            f"{'fp32' if settings.fp32_layers else 'bf16'} layers")
+            f"{'fp32' if settings.fp32_layers else 'bf16'} layers{tiled}")
 
 
 def format_fit(result: dict, summary: dict, source: str) -> str:
@@ -426,11 +479,11 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
     host = f"; offloading within {result['host_gib']:.1f} GiB of CPU memory" if result["host_gib"] is not None else ""
     lines = [f"Fit for {result['budget_gib']:.2f} GiB ({source}), planned peak at most {result['limit_gib']:.2f} GiB "
              f"({FIT_MARGIN:.0%} margin){host}, {result['examples_per_step']} examples per optimizer step:",
-             f"  {'':3}{'micro-batch x accum':<20}{'setting':<48}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
+             f"  {'':3}{'micro-batch x accum':<20}{'setting':<66}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
     shown = {}
     for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
         s = row["settings"]
-        kind = (s.gradient_checkpointing, s.activation_offloading, s.fp32_layers)
+        kind = (s.gradient_checkpointing, s.activation_offloading, s.fp32_layers, is_tiled(s))
         if (kind not in shown or (row["fits"] and not shown[kind]["fits"])
                 or (not shown[kind]["fits"] and not row["fits"] and s.micro_batch < shown[kind]["settings"].micro_batch)):
             shown[kind] = row
@@ -439,9 +492,11 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
         mark = "->" if row is result["chosen"] else ""
         batch = f"{s.micro_batch} x {result['examples_per_step'] // s.micro_batch}"
         lines.append(f"  {mark:<3}{batch:<20}"
-                     f"{describe(s):<48}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
+                     f"{describe(s):<66}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
     if summary["fits"]:
-        lines.append("  longest example at micro-batch 1 with the chosen setting: "
+        chunk = summary["long_context_mlp_chunk_tokens"]
+        tiled = f" and the MLP tiled by {chunk:,} tokens (mlp_chunk_tokens)" if chunk else ""
+        lines.append(f"  longest example at micro-batch 1 with the chosen setting{tiled}: "
                      f"{summary['max_length_at_micro_batch_1']:,} tokens")
         if summary["host_offload_gib"]:
             lines.append(f"  offloading takes up to {summary['host_offload_gib']:.2f} GiB of CPU (pinned) memory")
@@ -517,7 +572,8 @@ def recipe_settings(sft_config, model_args, lima_args, added_tokens: int) -> Pla
         padding_free=sft_config.padding_free, optim=sft_config.optim.value, added_tokens=added_tokens,
         loss_chunk_tokens=CHUNK_TOKENS, lora_dropout=model_args.lora_dropout > 0,
         residual_dropout=lima_args.residual_dropout > 0, attention=model_args.attn_implementation or "sdpa_varlen",
-        fp32_layers=lima_args.fp32_layers, activation_offloading=sft_config.activation_offloading)
+        fp32_layers=lima_args.fp32_layers, activation_offloading=sft_config.activation_offloading,
+        mlp_chunk_tokens=lima_args.mlp_chunk_tokens)
 
 
 def plan_for(config_file: Path, settings: PlanSettings, gpu_gib: float) -> dict:
@@ -529,7 +585,7 @@ def plan_for(config_file: Path, settings: PlanSettings, gpu_gib: float) -> dict:
     chunk = settings.loss_chunk_tokens
     plan["settings"] = {"gradient_checkpointing": settings.gradient_checkpointing, "padding_free": settings.padding_free,
                         "fp32_layers": settings.fp32_layers, "activation_offloading": settings.activation_offloading,
-                        "optim": settings.optim, "lora_r": settings.lora_r,
+                        "optim": settings.optim, "lora_r": settings.lora_r, "mlp_chunk_tokens": settings.mlp_chunk_tokens,
                         "loss": "chunked" if chunk else ("full logits" if chunk is None else "TRL fused head")}
     return plan
 
@@ -626,19 +682,23 @@ def apply_fit(values: dict, sft_config, lima_args) -> None:
     sft_config.gradient_checkpointing = values["gradient_checkpointing"]
     sft_config.activation_offloading = values["activation_offloading"]
     lima_args.fp32_layers = values["fp32_layers"]
+    lima_args.mlp_chunk_tokens = values["mlp_chunk_tokens"]
 
 
 def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int, explicit: set[str],
-                 gpu_gib: float | None = None) -> dict | None:
+                 gpu_gib: float | None = None, resumed: dict | None = None) -> dict | None:
     """auto_fit: choose the fastest setting that fits (keys in `explicit`, set by the user, are kept), set it on
     the configs and say why in one line. Called by `train` before any weight is loaded; returns the fit (its
-    candidates are where an out-of-memory first step steps down to), None when auto_fit is off."""
+    candidates are where an out-of-memory first step steps down to), None when auto_fit is off. `resumed`: the
+    fit record (run.json) of the run this one resumes, whose setting (after its step down, if any) is reused."""
     if not lima_args.auto_fit or not model_args.load_in_4bit:
         return None
     if sft_config.world_size > 1:
         # each process would measure its own free memory and could choose differently: the recipe's setting
         print(f"auto_fit: off with {sft_config.world_size} processes; training with the recipe's setting")
         return None
+    if resumed is not None:
+        return resume_fit(resumed, sft_config, lima_args, explicit)
     import torch
 
     cuda = torch.cuda.is_available()
@@ -662,11 +722,28 @@ def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int
     return {"result": result, "summary": summary, "budget_source": source, "step_downs": 0}
 
 
+def resume_fit(record: dict, sft_config, lima_args, explicit: set[str]) -> dict:
+    """A resume under auto_fit: the setting the run trained with (its step down if it had one), keys in `explicit`
+    kept; no new fit and no further step down."""
+    used = record["step_down"] or record["chosen"]
+    # a run recorded before a key existed trained with that key's default, which the recipe still holds
+    values = {**current_values(sft_config, lima_args),
+              **{key: used[key] for key in FIT_KEYS if key in used and key not in explicit}}
+    apply_fit(values, sft_config, lima_args)
+    print(f"auto_fit: resuming with the run's own setting (run.json): micro-batch {values['per_device_train_batch_size']}"
+          f" x {values['gradient_accumulation_steps']} accumulation, checkpointing {values['gradient_checkpointing']}, "
+          f"offloading {values['activation_offloading']}, fp32_layers {values['fp32_layers']}, mlp_chunk_tokens "
+          f"{values['mlp_chunk_tokens']}")
+    return {"record": record, "summary": {**record["chosen"], **values}, "budget_source": record["budget_source"],
+            "step_downs": 1}
+
+
 def current_values(sft_config, lima_args) -> dict:
     return {"per_device_train_batch_size": sft_config.per_device_train_batch_size,
             "gradient_accumulation_steps": sft_config.gradient_accumulation_steps,
             "gradient_checkpointing": sft_config.gradient_checkpointing,
-            "activation_offloading": sft_config.activation_offloading, "fp32_layers": lima_args.fp32_layers}
+            "activation_offloading": sft_config.activation_offloading, "fp32_layers": lima_args.fp32_layers,
+            "mlp_chunk_tokens": lima_args.mlp_chunk_tokens}
 
 
 def step_down(fitted: dict) -> dict | None:
@@ -684,7 +761,7 @@ def step_down(fitted: dict) -> dict | None:
     return {"per_device_train_batch_size": s.micro_batch,
             "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
             "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
-            "fp32_layers": s.fp32_layers, "peak_gib": lower[0]["peak_gib"]}
+            "fp32_layers": s.fp32_layers, "mlp_chunk_tokens": s.mlp_chunk_tokens, "peak_gib": lower[0]["peak_gib"]}
 
 
 FIT_HELP = f"""--fit: the fastest setting whose planned peak fits the GPU's free memory (or --gpu-gib) less a
@@ -693,7 +770,8 @@ gradient checkpointing, activation offloading (TRL's, with checkpointing: the ch
 memory but for the newest {OFFLOAD_STASH}; only within --host-gib), fp32 or bf16 layers. Keys given as key=value
 are kept. Speed is ranked by a cost model: throughput grows as mb / (mb + {BATCH_HALF_SPEED:g}) (fitted to two H100 rows of a
 LLaMA-7B shape, mb 4 and 8); checkpointing costs x{RECOMPUTE_COST:g} and offloading a further x{OFFLOAD_COST:g}
-(measured on the CPU); fp32 and bf16 layers are ranked equal (the recipe's own wins a tie)."""
+(measured on the CPU); fp32 and bf16 layers are ranked equal (the recipe's own wins a tie). When nothing fits,
+the MLP is tiled (mlp_chunk_tokens={MLP_CHUNK_TOKENS}: one chunk's activations at a time, x{TILED_MLP_COST:g})."""
 
 
 def main(argv=None) -> int:

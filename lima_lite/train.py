@@ -413,7 +413,7 @@ def build_trainer(setup: Setup, callbacks=()):
     from trl import get_peft_config
 
     from lima_lite.kernels import apply_liger_kernels, fast_path_settings
-    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, trainable_token_indices
+    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, tile_mlp, trainable_token_indices
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
@@ -437,6 +437,8 @@ def build_trainer(setup: Setup, callbacks=()):
     # No KV cache in training: with one, transformers would not see packed sequences' boundaries.
     model.config.use_cache = False
     rates = add_residual_dropout(model, lima_args.residual_dropout)
+    if lima_args.mlp_chunk_tokens:
+        tile_mlp(model, lima_args.mlp_chunk_tokens)
     peft_config = get_peft_config(model_args)
     peft_config.trainable_token_indices = trainable_token_indices(model, setup.added)
 
@@ -580,6 +582,16 @@ def recorded_definition(run: dict) -> dict:
     return recorded
 
 
+def resumed_fit(output_dir: Path) -> dict | None:
+    """auto_fit's record in run.json (chosen setting, step down) of the run a rerun resumes; None when there is
+    nothing to resume or the run was not fitted. A resume trains with that setting: a fit made again could differ
+    (the GPU's free memory does), and a changed micro-batch is a changed run (check_same_run)."""
+    run = read_run(output_dir)
+    if run is None or not any(output_dir.glob("checkpoint-*/trainer_state.json")):
+        return None
+    return run.get("fit")
+
+
 def check_same_run(output_dir: Path, setup: Setup) -> None:
     """A run folder with a checkpoint resumes only under the recipe it was started with: a change that alters
     the run (learning rate, schedule, batch, data or its hash, LoRA shape, ...) is refused, naming it."""
@@ -607,9 +619,10 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
         print(precision_report(setup.model_args.dtype, setup.sft_config.bf16, setup.sft_config.fp16, "training"))
 
     explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
-    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit)
-    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     output_dir = output_folder(setup.sft_config.output_dir)
+    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit,
+                          resumed=resumed_fit(output_dir))
+    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
     if adapter_dir(output_dir).exists():
         raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
     check_same_run(output_dir, setup)
@@ -676,8 +689,9 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
 
     from lima_lite.plan import apply_fit, step_down
 
-    if fitted is not None:
-        run.fit = {"chosen": fitted["summary"], "budget_source": fitted["budget_source"], "step_down": None}
+    if fitted is not None:  # a resume keeps the first run's record
+        run.fit = fitted.get("record") or {"chosen": fitted["summary"], "budget_source": fitted["budget_source"],
+                                           "step_down": None}
     try:
         trainer.train(resume_from_checkpoint=last)
         return trainer
@@ -689,7 +703,8 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
     print(f"auto_fit: the first step ran out of GPU memory at a planned {fitted['summary']['peak_gib']:.2f} GiB; "
           f"stepping down once to micro-batch {lower['per_device_train_batch_size']} x "
           f"{lower['gradient_accumulation_steps']}, checkpointing {lower['gradient_checkpointing']}, offloading "
-          f"{lower['activation_offloading']}, fp32_layers {lower['fp32_layers']} (planned {lower['peak_gib']:.2f} GiB)")
+          f"{lower['activation_offloading']}, fp32_layers {lower['fp32_layers']}, mlp_chunk_tokens "
+          f"{lower['mlp_chunk_tokens']} (planned {lower['peak_gib']:.2f} GiB)")
     run.fit["step_down"] = {**lower, "reason": "out of GPU memory at the first step"}
     trainer.accelerator.free_memory()
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None

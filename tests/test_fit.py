@@ -16,11 +16,14 @@ from lima_lite.plan import (
     CUDA_CONTEXT_GIB,
     FIT_MARGIN,
     GIB,
+    MLP_CHUNK_TOKENS,
+    TILED_MLP_COST,
     ModelShape,
     PlanSettings,
     fit,
     fit_summary,
     relative_speed,
+    read_shape,
     settings_peak,
     step_down,
 )
@@ -83,6 +86,48 @@ def test_user_values_are_kept():
     assert not no_checkpointing.gradient_checkpointing and not no_checkpointing.activation_offloading
     accumulation = fit(LLAMA_7B, RECIPE_7B, 64, 80.0, fixed={"gradient_accumulation_steps": 32})["chosen"]["settings"]
     assert accumulation.micro_batch == 2
+
+
+def test_tiled_mlp_only_when_the_length_needs_it():
+    """At LIMA's 2,048 tokens nothing is tiled; at 50,000 tokens only the tiled MLP fits, and fit chooses it (at
+    its cost, x TILED_MLP_COST); the longest example it reports is beyond what fits untiled; mlp_chunk_tokens=0
+    given by the user keeps the MLP whole."""
+    shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
+    recipe = replace(RECIPE_7B, lora_dropout=True)
+    short = fit(shape, recipe, 64, 24.0, host_gib=64.0)
+    assert not any(row["settings"].mlp_chunk_tokens for row in short["candidates"])
+    long = fit(shape, replace(recipe, max_length=50_000), 64, 24.0, host_gib=64.0)
+    chosen = long["chosen"]["settings"]
+    assert chosen.mlp_chunk_tokens == MLP_CHUNK_TOKENS and chosen.micro_batch == 1
+    assert not any(row["fits"] for row in long["candidates"] if not row["settings"].mlp_chunk_tokens)
+    untiled = replace(chosen, mlp_chunk_tokens=0)
+    assert relative_speed(untiled) / relative_speed(chosen) == pytest.approx(TILED_MLP_COST)
+    assert settings_peak(shape, untiled)[1] > long["limit_gib"] >= settings_peak(shape, chosen)[1]
+    summary = fit_summary(shape, short)
+    assert summary["mlp_chunk_tokens"] == 0 and summary["long_context_mlp_chunk_tokens"] == MLP_CHUNK_TOKENS
+    whole = fit_summary(shape, fit(shape, recipe, 64, 24.0, fixed={"mlp_chunk_tokens": 0}, host_gib=64.0))
+    assert 50_000 < summary["max_length_at_micro_batch_1"]
+    assert whole["max_length_at_micro_batch_1"] < 50_000 and whole["long_context_mlp_chunk_tokens"] == 0
+    assert fit(shape, replace(recipe, max_length=50_000), 64, 24.0, fixed={"mlp_chunk_tokens": 0},
+               host_gib=64.0)["chosen"] is None
+
+
+def test_tiled_mlp_in_the_plan_is_per_chunk():
+    """The recomputed layer's MLP term: the whole sequence's without tiling, one chunk's with it; what is saved
+    outside the MLP (attention, norms) is unchanged."""
+    from lima_lite.plan import component_bytes, layer_parts_per_token
+
+    shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
+    tokens, chunk = 40_000, 4096
+    args = dict(shape=shape, tokens=tokens, sequences=1, lora_r=64, gradient_checkpointing=True, padding_free=True,
+                optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512, unquantized_bytes=2, rb=2)
+    whole, tiled = component_bytes(**args), component_bytes(**args, mlp_chunk_tokens=chunk)
+    outside, inside = layer_parts_per_token(shape, True, True, True, rb=2)
+    width = shape.intermediate * 2  # the MLP-wide gradient
+    saved = (tokens - chunk) * (inside + width) - tokens * shape.hidden * 2  # the gathered input gradients
+    assert whole["layer_backward"] - tiled["layer_backward"] == saved
+    assert whole["activations"] == tiled["activations"]
+    assert component_bytes(**{**args, "tokens": chunk}, mlp_chunk_tokens=chunk) == component_bytes(**{**args, "tokens": chunk})
 
 
 def test_step_down_once_to_a_lower_peak():
@@ -159,6 +204,40 @@ def test_train_applies_the_fit_before_loading_and_keeps_explicit_values(tiny_lla
         train(ROOT / "recipes" / "quickstart.yaml", [*common, "per_device_train_batch_size=2"])
     assert "kept from the command line: per_device_train_batch_size" in capsys.readouterr().out
     assert seen["batch"] == 2 and seen["accumulation"] == 8  # the recipe's accumulation: 2 x 8, as asked
+
+
+def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsys):
+    """A rerun that resumes an auto_fit run trains with the setting its run.json records (after its step down),
+    not a new fit (here 8 x 1, bf16: free memory differs from run to run), so the resume check sees the same
+    batch and precision instead of refusing a changed run."""
+    import lima_lite.train
+    from lima_lite.plan import apply_fit
+    from lima_lite.train import prepare, run_definition, train
+
+    run_dir = tmp_path / "run"
+    common = [f"model_name_or_path={tiny_llama}", f"output_dir={run_dir}", "dev_dataset=null", "chat_format=lima",
+              "auto_fit=true"]
+    used = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "gradient_checkpointing": True,
+            "activation_offloading": False, "fp32_layers": True, "mlp_chunk_tokens": 0}
+    setup = prepare(ROOT / "recipes" / "quickstart.yaml", common)
+    apply_fit(used, setup.sft_config, setup.lima_args)
+    (run_dir / "checkpoint-3").mkdir(parents=True)
+    (run_dir / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    record = {"chosen": {**used, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "peak_gib": 1.0},
+              "budget_source": "free on this GPU", "step_down": {**used, "peak_gib": 0.5, "reason": "out of memory"}}
+    (run_dir / "run.json").write_text(json.dumps({**run_definition(setup), "fit": record}))
+    seen = {}
+
+    def record_setup(setup, callbacks=()):
+        seen.update(batch=setup.sft_config.per_device_train_batch_size, accumulation=setup.sft_config.gradient_accumulation_steps,
+                    checkpointing=setup.sft_config.gradient_checkpointing, fp32=setup.lima_args.fp32_layers)
+        raise LimaError("stop here: weights would load now")
+
+    monkeypatch.setattr(lima_lite.train, "build_trainer", record_setup)
+    with pytest.raises(LimaError, match="stop here"):
+        train(ROOT / "recipes" / "quickstart.yaml", common)
+    assert seen == {"batch": 2, "accumulation": 4, "checkpointing": True, "fp32": True}  # the step down's setting
+    assert "auto_fit: resuming with the run's own setting (run.json): micro-batch 2 x 4" in capsys.readouterr().out
 
 
 def test_counted_peak_of_the_chosen_setting_is_under_budget(tmp_path):
