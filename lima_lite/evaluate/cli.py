@@ -86,8 +86,9 @@ def concurrency(spec: str, given: int | None) -> int:
     return 1
 
 
-# A CPU decodes a dozen rows of a small model in about the time of one (docs/benchmarks.md, issue 21); 8 keeps
-# the padding of a batch (its rows wait for the longest) and a killed batch's loss small.
+# On a CPU a batch of 8 answered the quick start's 12 dev prompts 3.3x faster than one at a time (docs/benchmarks.md,
+# "Batched local generation"); 8, not more, keeps the padding (a batch's rows wait for its longest answer) and what
+# a killed batch loses small.
 LOCAL_BATCH_SIZE = 8
 
 
@@ -128,8 +129,9 @@ def generate_parser(steps) -> None:
                    help=f"a local model answers N prompts at a time, in one left-padded batch saved together (default "
                         f"{LOCAL_BATCH_SIZE}; 1: one at a time). Batches are the prompts in order, so a rerun skips "
                         "those saved; each batch is seeded from its first prompt id, so a sampled answer depends on "
-                        "its batch, while greedy (--temperature 0) answers equal those of --batch-size 1. MODEL@URL "
-                        "answerers use --concurrency instead")
+                        "its batch, while greedy (--temperature 0) answers equal those of --batch-size 1 in float32 "
+                        "(in bf16 the padding changes the rounding, and long answers can part). MODEL@URL answerers use "
+                        "--concurrency instead")
     add_sampling_args(p)
 
 
