@@ -86,9 +86,9 @@ def concurrency(spec: str, given: int | None) -> int:
     return 1
 
 
-# On a CPU a batch of 8 answered the quick start's 12 dev prompts 3.3x faster than one at a time (docs/benchmarks.md,
-# "Batched local generation"); 8, not more, keeps the padding (a batch's rows wait for its longest answer) and what
-# a killed batch loses small.
+# On a CPU a batch of 8 answered the quick start's 12 dev prompts 3.3-6.5x faster than one at a time (float32 /
+# bf16; docs/benchmarks.md, "Batched local generation"); 8, not more, keeps the padding (a batch's rows wait for its
+# longest answer) and what a killed batch loses small.
 LOCAL_BATCH_SIZE = 8
 
 
