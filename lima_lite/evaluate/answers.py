@@ -12,6 +12,7 @@ A prompts file is one of:
 Ids default to `<file stem>-<line>`. An answers file has one JSONL line per answer:
 `{"id", "prompt", "answer", "model", "finish_reason", "sample"}` (finish_reason "eot": the model ended
 its turn; "length": it hit max_new_tokens). Rerunning skips the (id, sample) pairs already answered.
+A local model can answer `batch_size` prompts at a time (`generate_answers(..., batch_size=8)`).
 """
 
 import itertools
@@ -99,6 +100,13 @@ class LocalModel:
         """The next assistant turn of a conversation (the whole history rendered with the saved template)."""
         reply = self.engine.reply(messages, use_adapter=self.use_adapter, seed=seed, **sampling)
         return reply.text.strip(), reply.finish_reason
+
+    def answers(self, prompts: list[str], seed: int = 0, **sampling) -> list[tuple[str, str]]:
+        """An answer to each prompt, generated together in one left-padded batch (Engine.replies): greedy
+        answers equal answer()'s; a sampled one depends on the batch it is in."""
+        replies = self.engine.replies([[{"role": "user", "content": p}] for p in prompts],
+                                      use_adapter=self.use_adapter, seed=seed, **sampling)
+        return [(reply.text.strip(), reply.finish_reason) for reply in replies]
 
 
 @dataclass
@@ -191,55 +199,75 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
 
 
 def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str, concurrency: int = 1) -> list[dict]:
-    """Run each `(key, make_record)` whose key no record in `out` has yet, up to `concurrency` at a time (for
+    """Run each `(key, make)` whose key no record in `out` has yet, up to `concurrency` at a time (for
     endpoints: each call waits on the network); rewrite `out` atomically after every record, in the order of
     `todo` whatever order they finish in, so an interrupted run loses at most the records in progress and
     a rerun does none twice."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from tqdm.auto import tqdm
-
     from lima_lite.io import write_jsonl
+
+    if concurrency == 1:
+        return resume_batches(out, key, [([k], lambda missing, make=make: [make()]) for k, make in todo], desc)
+    records, left, bar, in_order = resume_state(out, key, [k for k, _ in todo], desc)
+    queue, error = iter([(k, make) for k, make in todo if k in left]), None
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        # no more than `concurrency` submitted at a time: after a failure nothing new starts, the
+        # records in progress finish and are saved, then the first error is raised
+        running = {pool.submit(make) for _, make in itertools.islice(queue, concurrency)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            finished = len(records)
+            for future in done:
+                try:
+                    records.append(future.result())
+                except Exception as failure:  # noqa: BLE001 (raised below, once the others are saved)
+                    error = error or failure
+                    continue
+                bar.update()
+                following = None if error else next(queue, None)
+                if following is not None:
+                    running.add(pool.submit(following[1]))
+            if len(records) > finished:
+                write_jsonl(in_order(records), out)
+    bar.close()
+    if error is not None:
+        raise error
+    return in_order(records)
+
+
+def resume_batches(out: str | Path, key, batches: list[tuple[list[tuple], object]], desc: str) -> list[dict]:
+    """resume() a batch at a time: each `(keys, make)` with a key no record in `out` has yet runs
+    `make(missing)`, which returns the records of the `missing` keys (in `keys`' order); `out` is rewritten
+    atomically after every batch, so an interrupted run loses at most the batch in progress."""
+    from lima_lite.io import write_jsonl
+
+    records, pending, bar, in_order = resume_state(out, key, [k for keys, _ in batches for k in keys], desc)
+    try:
+        for keys, make in batches:
+            missing = [k for k in keys if k in pending]
+            if missing:
+                records.extend(make(missing))
+                write_jsonl(in_order(records), out)
+                bar.update(len(missing))
+    finally:
+        bar.close()
+    return in_order(records)
+
+
+def resume_state(out: str | Path, key, keys: list[tuple], desc: str):
+    """(records already in `out`, the set of `keys` still to do, a progress bar over them, a function that
+    sorts records into the order of `keys`, any others first); says how many were already done."""
+    from tqdm.auto import tqdm
 
     records = [row for _, row in read_records(out)]
     have = {key(r) for r in records}
-    pending = [(k, make) for k, make in todo if k not in have]
-    if len(pending) < len(todo):
-        print(f"{out}: {len(todo) - len(pending)} of {len(todo)} already done; {len(pending)} to go")
-    position = {k: i for i, (k, _) in enumerate(todo)}
+    pending = {k for k in keys if k not in have}
+    if len(pending) < len(keys):
+        print(f"{out}: {len(keys) - len(pending)} of {len(keys)} already done; {len(pending)} to go")
+    position = {k: i for i, k in enumerate(keys)}
     in_order = lambda rows: sorted(rows, key=lambda r: position.get(key(r), -1))  # noqa: E731 (stable: others first)
-    bar = tqdm(total=len(pending), desc=desc, unit="item")
-    if concurrency == 1:
-        for _, make in pending:
-            records.append(make())
-            write_jsonl(in_order(records), out)
-            bar.update()
-    else:
-        queue, error = iter(pending), None
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            # no more than `concurrency` submitted at a time: after a failure nothing new starts, the
-            # records in progress finish and are saved, then the first error is raised
-            running = {pool.submit(make) for _, make in itertools.islice(queue, concurrency)}
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                finished = len(records)
-                for future in done:
-                    try:
-                        records.append(future.result())
-                    except Exception as failure:  # noqa: BLE001 (raised below, once the others are saved)
-                        error = error or failure
-                        continue
-                    bar.update()
-                    following = None if error else next(queue, None)
-                    if following is not None:
-                        running.add(pool.submit(following[1]))
-                if len(records) > finished:
-                    write_jsonl(in_order(records), out)
-        if error is not None:
-            bar.close()
-            raise error
-    bar.close()
-    return in_order(records)
+    return records, pending, tqdm(total=len(pending), desc=desc, unit="item"), in_order
 
 
 def answer_key(row: dict) -> tuple:
@@ -247,17 +275,41 @@ def answer_key(row: dict) -> tuple:
 
 
 def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, concurrency: int = 1,
-                     **sampling) -> list[dict]:
-    """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...)."""
+                     batch_size: int = 1, **sampling) -> list[dict]:
+    """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...).
+
+    batch_size > 1 (a LocalModel): the (prompt, sample) pairs, in order, are answered `batch_size` at a time,
+    each batch in one left-padded generation seeded from its first pair, and saved together; so the batches
+    are the same on every run, and a rerun skips the batches already saved. Greedy answers equal those of
+    batch_size 1; a sampled answer depends on its batch."""
+    pairs = [(item, s) for item in prompts for s in range(samples)]
+
+    def record(item, sample, text, finish):
+        return {"id": item["id"], "prompt": item["prompt"], "answer": text, "model": model.name,
+                "finish_reason": finish, "sample": sample}
+
     def make(item, sample):
         def run():
-            text, finish = model.answer(item["prompt"], seed=answer_seed(item["id"], sample), **sampling)
-            return {"id": item["id"], "prompt": item["prompt"], "answer": text, "model": model.name,
-                    "finish_reason": finish, "sample": sample}
+            return record(item, sample, *model.answer(item["prompt"], seed=answer_seed(item["id"], sample),
+                                                      **sampling))
         return run
 
-    todo = [((item["id"], s), make(item, s)) for item in prompts for s in range(samples)]
-    records = resume(out, answer_key, todo, desc=f"answering ({model.name})", concurrency=concurrency)
+    def make_batch(batch):
+        def run(missing):
+            todo = [(item, s) for item, s in batch if (item["id"], s) in missing]
+            seed = answer_seed(batch[0][0]["id"], batch[0][1])
+            answers = model.answers([item["prompt"] for item, _ in todo], seed=seed, **sampling)
+            return [record(item, s, *answer) for (item, s), answer in zip(todo, answers, strict=True)]
+        return run
+
+    desc = f"answering ({model.name})"
+    if batch_size == 1:
+        todo = [((item["id"], s), make(item, s)) for item, s in pairs]
+        records = resume(out, answer_key, todo, desc=desc, concurrency=concurrency)
+    else:
+        batches = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+        records = resume_batches(out, answer_key, [([(item["id"], s) for item, s in batch], make_batch(batch))
+                                                   for batch in batches], desc=desc)
     names = {r["model"] for r in records}
     if len(names) > 1:
         raise LimaError(f"{out}: holds answers from several models ({sorted(names)}); use one file per model")

@@ -66,7 +66,7 @@ def add_concurrency(parser, who: str) -> None:
     parser.add_argument("--concurrency", type=COUNT, metavar="N",
                         help=f"requests in flight at once when the {who} is MODEL@URL (default "
                              f"{ENDPOINT_CONCURRENCY}; results are saved in prompt order either way); a local "
-                             "model answers one at a time")
+                             "model runs one generation at a time")
 
 
 # Small, so a rate-limited API sees a few requests at once, not a burst; a local vLLM server takes 32 or more.
@@ -81,9 +81,29 @@ def concurrency(spec: str, given: int | None) -> int:
     if parse_endpoint(spec):
         return given or ENDPOINT_CONCURRENCY
     if given and given > 1:
-        raise LimaError(f"--concurrency {given}: {spec} is a local model, which answers one prompt at a time; "
-                        "--concurrency is for MODEL@URL endpoints")
+        raise LimaError(f"--concurrency {given}: {spec} is a local model, which runs one generation at a time; "
+                        "--concurrency is for MODEL@URL endpoints (eval generate batches a local model's prompts: "
+                        "--batch-size)")
     return 1
+
+
+# On a CPU a batch of 8 answered the quick start's 12 dev prompts 3.3-6.5x faster than one at a time (float32 /
+# bf16; docs/benchmarks.md, "Batched local generation"); 8, not more, keeps the padding (a batch's rows wait for its
+# longest answer) and what a killed batch loses small.
+LOCAL_BATCH_SIZE = 8
+
+
+def batch_size(spec: str, given: int | None) -> int:
+    """--batch-size for an answerer SPEC: LOCAL_BATCH_SIZE for a local model; refused for an endpoint, where
+    --concurrency is what sends several prompts at once."""
+    from lima_lite.judges import parse_endpoint
+
+    if parse_endpoint(spec):
+        if given is not None:
+            raise LimaError(f"--batch-size {given}: {spec} is an endpoint; use --concurrency N to send N "
+                            "prompts at once")
+        return 1
+    return given or LOCAL_BATCH_SIZE
 
 
 def step_parser(steps, name: str, func, epilog: str = ""):
@@ -106,6 +126,13 @@ def generate_parser(steps) -> None:
     p.add_argument("--samples", type=COUNT, default=1, help="answers per prompt (LIMA §5 rates 5 with likert)")
     p.add_argument("--limit", type=COUNT, help="only the first N prompts")
     add_concurrency(p, "model")
+    p.add_argument("--batch-size", type=COUNT, metavar="N",
+                   help=f"a local model answers N prompts at a time, in one left-padded batch saved together (default "
+                        f"{LOCAL_BATCH_SIZE}; 1: one at a time). Batches are the prompts in order, so a rerun skips "
+                        "those saved; each batch is seeded from its first prompt id, so a sampled answer depends on "
+                        "its batch, while greedy (--temperature 0) answers equal those of --batch-size 1 in float32 "
+                        "(in bf16 the padding changes the rounding, and long answers can part). MODEL@URL answerers use "
+                        "--concurrency instead")
     add_sampling_args(p)
 
 
@@ -242,13 +269,13 @@ def generate_step(args) -> None:
     from lima_lite.curate.overlap import run_overlap_warning
     from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
 
+    workers, batch = concurrency(args.model, args.concurrency), batch_size(args.model, args.batch_size)
     prompts = read_prompts(args.prompts)[: args.limit]
     warning = run_overlap_warning(args.model, args.prompts, prompts)
     if warning:
         print(warning)
-    workers = concurrency(args.model, args.concurrency)
     model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
-    rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers,
+    rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers, batch_size=batch,
                             **sampling_args(args))
     stopped = sum(r["finish_reason"] == "length" for r in rows)
     print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
