@@ -47,7 +47,7 @@ def timed_answers(model, prompts, batch_size: int, max_new_tokens: int) -> dict:
 
 def first_difference(a: list[int], b: list[int]) -> int:
     """The position of the first generated token where two sequences part."""
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def main() -> int:

@@ -338,7 +338,8 @@ def main(argv=None) -> int:
     parser.add_argument("--anchor", action="store_true", help="only compare with the H100 anchor figures")
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
-    parser.add_argument("--costs", action="store_true", help="time checkpointing, offloading and the tiled MLP (plan.py's cost ratios)")
+    parser.add_argument("--costs", action="store_true",
+                        help="time checkpointing, offloading and the tiled MLP (plan.py's cost ratios)")
     args = parser.parse_args(argv)
     if args.costs:
         print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))

@@ -87,7 +87,8 @@ class LimaArguments:
     auto_fit: bool = field(
         default=False,
         metadata={"help": "before loading the model, set micro-batch x accumulation (same examples per step), "
-                  "gradient checkpointing, activation offloading, fp32_layers and mlp_chunk_tokens to the fastest setting the memory "
+                  "gradient checkpointing, activation offloading, fp32_layers and mlp_chunk_tokens to the fastest setting "
+                  "the memory "
                   "plan fits in this GPU's free memory (a CPU run: available system memory); a key given as "
                   "key=value on the command line is kept (`lima-lite plan RECIPE --fit` shows the candidates); one "
                   "process only (with several, each would measure its own free memory)"},

@@ -22,8 +22,8 @@ from lima_lite.plan import (
     PlanSettings,
     fit,
     fit_summary,
-    relative_speed,
     read_shape,
+    relative_speed,
     settings_peak,
     step_down,
 )

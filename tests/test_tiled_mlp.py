@@ -1,7 +1,6 @@
 """The tiled MLP (lima_lite.model.tile_mlp): the same loss and LoRA gradients as the whole MLP (fp32 and the 4-bit
 path, padding-free batches, inside gradient checkpointing), and a lower counted peak, by about what the plan says."""
 
-import contextlib
 import sys
 from pathlib import Path
 
