@@ -235,6 +235,7 @@ def chat_one_turn(page, model: str, message: str) -> str:
     return page.locator("#chat-history [data-testid='bot']").last.inner_text().strip()
 
 
+@pytest.mark.slow  # a whole training in a child process, stopped and resumed from the page
 def test_train_tab_in_a_real_browser(served, form, tmp_path):
     playwright = browser_tools()
     url, runs, training = served
