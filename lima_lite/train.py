@@ -286,9 +286,9 @@ def lima_callbacks(output_dir: Path, tokenizer, template, base_name: str):
         the main process would save its own adapter (measured: 6.6e-3 from the one-process adapter)."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            logged = any("eval_loss" in r and r.get("step") == 0 for r in read_metrics(metrics_file))
-            self.trainer.accelerator.wait_for_everyone()  # every process decides before the main one logs
-            if state.global_step == 0 and self.trainer.eval_dataset is not None and not logged:
+            # step 0 only on a fresh start: a resume starts at its checkpoint's step, and a fresh start has
+            # already cut metrics.jsonl back to nothing (keep_metrics_until), so the base is never logged twice
+            if state.global_step == 0 and self.trainer.eval_dataset is not None:
                 self.trainer.evaluate()
 
     return [StopOnNonFinite(), EpochAdapters(), MetricsFile(), FinishEpochEnd(), BaseDevLoss()]
