@@ -36,12 +36,29 @@ def causal_lm_hidden(model, inputs: dict) -> torch.Tensor:
 
     Going through the top-level forward keeps PEFT, DDP (gradient sync) and accelerate hooks in the path;
     `logits_to_keep` with no index makes the head score no position. `use_cache=False`: with a cache,
-    transformers would not see padding-free sequence boundaries in the position ids.
+    transformers would not see padding-free sequence boundaries in the position ids. The state is taken from
+    the decoder's output by a forward hook, not with `output_hidden_states=True`: that keeps every layer's
+    output alive until the forward returns (the checkpoints offloading would move to CPU memory among them),
+    and accelerate's bf16 autocast copies each of them to fp32 on the way out, (layers + 1) x tokens x hidden
+    x 4 bytes at once.
     """
     kwargs = {key: value for key, value in inputs.items() if key != "labels"}
     nothing = torch.empty(0, dtype=torch.long, device=inputs["input_ids"].device)
-    outputs = model(**kwargs, use_cache=False, output_hidden_states=True, logits_to_keep=nothing)
-    return outputs.hidden_states[-1]
+    captured = []
+    hook = decoder_of(model).register_forward_hook(lambda module, args, output: captured.append(output[0]))
+    try:
+        model(**kwargs, use_cache=False, logits_to_keep=nothing)
+    finally:
+        hook.remove()
+    return captured[-1]
+
+
+def decoder_of(model) -> torch.nn.Module:
+    """The decoder stack (embeddings, layers, final norm) of a causal LM, through DDP and PEFT wrappers."""
+    from peft import PeftModel
+
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return (model.get_base_model() if isinstance(model, PeftModel) else model).get_decoder()
 
 
 def output_head(model) -> torch.nn.Module:

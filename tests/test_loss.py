@@ -185,3 +185,38 @@ def test_chunked_loss_memory_does_not_grow_with_the_tokens():
     assert peaks[4096]["plain"] > 1.9 * peaks[2048]["plain"]
     assert peaks[4096]["chunked"] < 1.2 * peaks[2048]["chunked"]
     assert peaks[4096]["plain"] > 6 * peaks[4096]["chunked"]
+
+
+def test_hidden_state_keeps_no_layers_output():
+    """The loss reads the decoder's last state by a hook, not output_hidden_states=True: that kept every layer's
+    output until the forward returned (the checkpoints offloading moves to CPU memory among them), and
+    accelerate's bf16 autocast wrapper copied each to fp32 on the way out. A 12-layer model's forward peak stays
+    at about 10 hidden states: one layer's work (it was 39: 13 states in bf16 and their 13 fp32 copies)."""
+    import sys
+    from pathlib import Path
+
+    from accelerate.utils import convert_outputs_to_fp32
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lima_lite.loss import causal_lm_hidden
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from plan_calibration import LiveBytes
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=1024, intermediate_size=64, num_hidden_layers=12,
+                                         num_attention_heads=8, vocab_size=64, use_cache=False)).to(torch.bfloat16)
+    model.forward = convert_outputs_to_fp32(model.forward)  # as accelerate wraps a bf16 autocast model
+    tokens, hidden = 256, 1024
+    inputs = {"input_ids": torch.randint(0, 64, (1, tokens)), "labels": torch.randint(0, 64, (1, tokens))}
+    with torch.no_grad():
+        counter = LiveBytes()
+        for param in model.parameters():
+            counter.track(param)  # the weights (their views, the transposes, are not new bytes)
+        weights = counter.now
+        with counter:
+            state = causal_lm_hidden(model, inputs)
+    assert state.shape == (1, tokens, hidden)
+    assert torch.equal(state, model.model(input_ids=inputs["input_ids"]).last_hidden_state)
+    one_state = tokens * hidden * 2  # bf16
+    assert counter.peak - weights < 16 * one_state, (counter.peak - weights) / one_state
