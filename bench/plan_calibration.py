@@ -54,40 +54,62 @@ FORWARD_STASH = 5  # TRL's max_fwd_stash_size
 
 
 class HostOffload(saved_tensors_hooks):
-    """TRL's offloading policy on the CPU: saved tensors of >= 1 KiB (not parameters) copied to untracked "host"
-    memory, the 5 newest kept as they are; `host_bytes` and its peak count the copies."""
+    """TRL's activation offloading (OffloadActivations with its streams, trl 1.16) on the CPU, by its own rules:
+    - tensors under 1 KiB, parameters, and tensors saved inside the output head's forward (TRL's NoOpManager
+      hooks on lm_head; `head`) stay as they are;
+    - a storage already offloaded whose original is still in the forward stash stays as it is (TRL's storage
+      deduplication);
+    - anything else is copied to untracked "host" memory (`host_bytes`, its peak), and the original stays in the
+      forward stash until FORWARD_STASH newer tensors have been packed (TRL counts every packed tensor);
+    - in the backward a stashed tensor is used as it is, any other offloaded one is brought back (a copy made
+      under LiveBytes: counted), and the stash is emptied once the first backward node that unpacked an
+      offloaded tensor has run (TRL's node hook).
+    `stash_at_backward`: the bytes of the stash's originals when the backward started."""
 
-    def __init__(self):
-        self.stash, self.host, self.offloaded = {}, {}, set()
+    def __init__(self, head: torch.nn.Module | None = None):
+        self.stash, self.stash_storages, self.host = {}, {}, {}
         self.next_id, self.host_bytes, self.host_peak = 0, 0, 0
+        self.in_head, self.hooked, self.stash_at_backward = False, False, 0
+        if head is not None:
+            head.register_forward_pre_hook(lambda *args: setattr(self, "in_head", True))
+            head.register_forward_hook(lambda *args: setattr(self, "in_head", False), always_call=True)
         super().__init__(self.pack, self.unpack)
 
     def pack(self, tensor):
-        tensor_id, self.next_id = self.next_id, self.next_id + 1
-        key = tensor.untyped_storage()._cdata
-        small = tensor.untyped_storage().nbytes() < MIN_OFFLOAD_BYTES
-        if small or isinstance(tensor, torch.nn.Parameter) or key in self.offloaded:
+        self.next_id += 1
+        tensor_id, key = self.next_id, tensor.untyped_storage()._cdata
+        small = tensor.element_size() * tensor.nelement() < MIN_OFFLOAD_BYTES
+        if key in self.stash_storages or small or isinstance(tensor, torch.nn.Parameter) or self.in_head:
             return ("kept", tensor)
         for old in [i for i in self.stash if i <= tensor_id - FORWARD_STASH]:
-            del self.stash[old]
+            self.stash_storages.pop(self.stash.pop(old).untyped_storage()._cdata, None)
         with _disable_current_modes():  # the copy lives in host memory: not a device byte
             self.host[tensor_id] = tensor.detach().clone()
-        self.offloaded.add(key)
         self.host_bytes += self.host[tensor_id].untyped_storage().nbytes()
         self.host_peak = max(self.host_peak, self.host_bytes)
-        self.stash[tensor_id] = tensor
+        self.stash[tensor_id], self.stash_storages[key] = tensor, tensor_id
         return ("offloaded", tensor_id)
 
     def unpack(self, packed):
         kind, value = packed
         if kind == "kept":
             return value
+        if not self.hooked:
+            self.hooked = True
+            self.stash_at_backward = nbytes(self.stash.values())
+            node = torch._C._current_autograd_node()
+            if node is not None:
+                node.register_hook(lambda *args: self.empty_stash())
         if value in self.stash:
             return self.stash[value]
         return self.host[value].clone()  # brought back to the device: counted
 
+    def empty_stash(self):
+        self.stash, self.stash_storages = {}, {}
+
     def __exit__(self, *args):
-        self.stash, self.host, self.offloaded, self.host_bytes = {}, {}, set(), 0
+        self.empty_stash()
+        self.host, self.host_bytes, self.hooked = {}, 0, False
         return super().__exit__(*args)
 
 
@@ -172,7 +194,7 @@ def tiny_tokenizer(vocab_size: int):
 def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2, root: str | None = None,
             attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
-            steps: int = 3, mlp_chunk_tokens: int = 0) -> dict:
+            steps: int = 3, mlp_chunk_tokens: int = 0, lean_activations: bool = False) -> dict:
     """Train 3 steps the way `lima-lite train` does; counted bytes of the static parts and the third step's peak.
     With `steps` > 3, the later steps are timed without counting (`step_seconds`)."""
     from datasets import Dataset
@@ -181,7 +203,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     from trl import SFTConfig
 
     from lima_lite.kernels import attention_implementation
-    from lima_lite.model import add_residual_dropout, get_model, tile_mlp
+    from lima_lite.model import LEAN_CHUNK_TOKENS, add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
     from lima_lite.train import keep_4bit_layout, sft_trainer_class
 
     root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
@@ -202,6 +224,8 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     add_residual_dropout(model, residual_dropout)
     if mlp_chunk_tokens:
         tile_mlp(model, mlp_chunk_tokens)
+    if lean_activations:
+        lean_norms(model, mlp_chunk_tokens or LEAN_CHUNK_TOKENS)
     peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=lora_dropout, target_modules="all-linear",
                              task_type="CAUSAL_LM",
                              trainable_token_indices={"embed_tokens": [eot], "lm_head": [eot]})
@@ -255,11 +279,16 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
     trainer = sft_trainer_class()(model=model, args=config, train_dataset=Dataset.from_list(rows),
                                       processing_class=tiny_tokenizer(vocab), peft_config=peft_config, callbacks=[Count()])
-    offload = HostOffload()
+    if lean_activations:
+        lean_lora(trainer.model)
+    from lima_lite.loss import output_head
+
+    offload = HostOffload(head=output_head(trainer.model))
     if activation_offloading:
         trainer.maybe_activation_offload_context = offload  # where SFTTrainer puts TRL's OffloadActivations
     trainer.train()
     counted["host_offload"] = offload.host_peak
+    counted["stash_at_backward"] = offload.stash_at_backward
     static = sum(counted[k] for k in ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optimizer"))
     counted["transient_at_peak"] = counted["peak"] - static
     counted["trainable_parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -270,7 +299,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool, padding_free: bool,
             lora_r: int = 8, lora_dropout: float = 0.1, residual_dropout: float = 0.2,
             attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
-            mlp_chunk_tokens: int = 0) -> dict:
+            mlp_chunk_tokens: int = 0, lean_activations: bool = False) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
     from lima_lite.loss import CHUNK_TOKENS
     from lima_lite.plan import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
@@ -284,10 +313,11 @@ def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                             optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
                             lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, attention=attention,
                             unquantized_bytes=width, rb=width, cpu_masks=True,
-                            activation_offloading=activation_offloading, mlp_chunk_tokens=mlp_chunk_tokens)
+                            activation_offloading=activation_offloading, mlp_chunk_tokens=mlp_chunk_tokens,
+                            lean_activations=lean_activations)
     settings = PlanSettings(micro_batch, max_length, lora_r, gradient_checkpointing, padding_free, "adamw_torch", 1,
                             CHUNK_TOKENS, lora_dropout > 0, residual_dropout > 0, attention, fp32_layers,
-                            activation_offloading, mlp_chunk_tokens)
+                            activation_offloading, mlp_chunk_tokens, lean_activations)
     return {**parts, "host_offload": host_offload_gib(model, settings) * GIB}
 
 
@@ -296,9 +326,9 @@ STATIC = ("weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "optim
 
 def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_checkpointing: bool,
             padding_free: bool, root: str | None = None, attention: str = "sdpa_varlen", fp32_layers: bool = True,
-            activation_offloading: bool = False, mlp_chunk_tokens: int = 0) -> dict:
+            activation_offloading: bool = False, mlp_chunk_tokens: int = 0, lean_activations: bool = False) -> dict:
     settings = {"attention": attention, "fp32_layers": fp32_layers, "activation_offloading": activation_offloading,
-                "mlp_chunk_tokens": mlp_chunk_tokens}
+                "mlp_chunk_tokens": mlp_chunk_tokens, "lean_activations": lean_activations}
     got = measure(shape, micro_batch, max_length, gradient_checkpointing, padding_free, root=root, **settings)
     plan = planned(shape, micro_batch, max_length, gradient_checkpointing, padding_free, **settings)
     plan_transient = plan["gradients"] + plan["activations"] + plan["loss"] + plan["layer_backward"]
@@ -313,19 +343,22 @@ def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_
 
 def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
     """Median step time of checkpointing, of checkpointing with offloading (HostOffload's copies), relative to
-    neither, and of checkpointing with the MLP tiled in 4 chunks relative to checkpointing alone: plan.py's
-    RECOMPUTE_COST, OFFLOAD_COST and TILED_MLP_COST."""
+    neither, of checkpointing with the MLP tiled in 4 chunks relative to checkpointing alone, and of lean
+    activations added to that: plan.py's RECOMPUTE_COST, OFFLOAD_COST, TILED_MLP_COST and LEAN_COST."""
     times = {}
     chunk = micro_batch * max_length // 4
+    runs = (("plain", False, False, 0, False), ("checkpointing", True, False, 0, False),
+            ("offloading", True, True, 0, False), ("tiled_mlp", True, False, chunk, False),
+            ("lean", True, False, chunk, True))
     with tempfile.TemporaryDirectory() as root:
-        for name, checkpointing, offloading, tiled in (("plain", False, False, 0), ("checkpointing", True, False, 0),
-                                                       ("offloading", True, True, 0), ("tiled_mlp", True, False, chunk)):
+        for name, checkpointing, offloading, tiled, lean in runs:
             got = measure(shape, micro_batch, max_length, checkpointing, True, root=root,
-                          activation_offloading=offloading, steps=steps, mlp_chunk_tokens=tiled)
+                          activation_offloading=offloading, steps=steps, mlp_chunk_tokens=tiled, lean_activations=lean)
             times[name] = statistics.median(got["step_seconds"])
     return {"seconds": times, "recompute_cost": round(times["checkpointing"] / times["plain"], 3),
             "offload_cost": round(times["offloading"] / times["checkpointing"], 3),
-            "tiled_mlp_cost": round(times["tiled_mlp"] / times["checkpointing"], 3)}
+            "tiled_mlp_cost": round(times["tiled_mlp"] / times["checkpointing"], 3),
+            "lean_cost": round(times["lean"] / times["tiled_mlp"], 3)}
 
 
 def main(argv=None) -> int:
@@ -339,7 +372,7 @@ def main(argv=None) -> int:
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
     parser.add_argument("--costs", action="store_true",
-                        help="time checkpointing, offloading and the tiled MLP (plan.py's cost ratios)")
+                        help="time checkpointing, offloading, the tiled MLP and lean activations (plan.py's cost ratios)")
     args = parser.parse_args(argv)
     if args.costs:
         print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))

@@ -77,6 +77,13 @@ class LimaArguments:
                   "micro-batch's, for long examples; the same numbers, one more MLP forward); auto_fit sets it "
                   "when nothing fits without it"},
     )
+    lean_activations: bool = field(
+        default=False,
+        metadata={"help": "every RMSNorm (in chunks of mlp_chunk_tokens, else 4,096 tokens) and every LoRA layer's "
+                  "dropout and A matmul recomputed in the backward, each keeping only its input: at LLaMA-3.1-8B "
+                  "with bf16 layers about half the bytes per token of a recomputed layer; the same numbers, a little "
+                  "more compute; auto_fit sets it with mlp_chunk_tokens when nothing fits without them"},
+    )
     drop_too_long: bool = field(
         default=False,
         metadata={"help": "drop examples longer than max_length instead of cutting them at the right"},
@@ -87,7 +94,8 @@ class LimaArguments:
     auto_fit: bool = field(
         default=False,
         metadata={"help": "before loading the model, set micro-batch x accumulation (same examples per step), "
-                  "gradient checkpointing, activation offloading, fp32_layers and mlp_chunk_tokens to the fastest setting "
+                  "gradient checkpointing, activation offloading, fp32_layers, mlp_chunk_tokens and lean_activations to the "
+                  "fastest setting "
                   "the memory "
                   "plan fits in this GPU's free memory (a CPU run: available system memory); a key given as "
                   "key=value on the command line is kept (`lima-lite plan RECIPE --fit` shows the candidates); one "

@@ -41,10 +41,14 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   log-softmax, its incoming gradient and its outgoing gradient, 3 x 4 bytes per token and vocabulary entry.
   A chunked loss holds that only for its chunk of tokens.
 - The loss and a layer's backward never run at once: `layer_backward` is what one layer's backward needs
-  beyond the loss's working set (0 when the loss is larger).
-- Activation offloading (TRL's, with gradient checkpointing): every layer's checkpoint goes to pinned CPU memory
-  but the newest 5, which TRL keeps on the GPU while their copies run; what else it moves (the final norm's
-  tensors, the loss's) is left counted on the GPU, so the plan stays above the counted peak (+8.6 %).
+  beyond the loss's working set and what only the loss and the final norm keep (the final norm's input and
+  output, the head's input: freed once the backward has gone through them); 0 when those are larger.
+- The attention's backward (the output's, q's, k's and v's gradients, and on a GPU the flash kernel's fp32
+  accumulator for q's) and the MLP's (its gradient of the MLP's width) do not run at once either.
+- Activation offloading (TRL's, with gradient checkpointing): every layer's checkpoint goes to pinned CPU memory;
+  the GPU holds the one being recomputed and the one TRL frees next (TRL's forward stash holds the loss's last
+  tensors when the backward starts); what else it moves (the final norm's tensors, the loss's) is left counted
+  on the GPU, so the plan stays above the counted peak (bench/plan_calibration.py --offloading).
 - CUDA context 0.5 GiB (cuBLAS and kernels; not visible to torch's allocator), and a fragmentation margin of
   20% of what is allocated and freed during a step (gradients, activations, loss): the weights are allocated
   once and do not fragment. On the H100 anchor, torch's caching allocator reserved 0.43 GiB over the peak
@@ -73,10 +77,13 @@ NESTED_BLOCK = 256  # double quantization: the absmax of 256 blocks share one fp
 ADAM8_BLOCK = 256  # bitsandbytes' blockwise 8-bit optimizer state
 ADAM8_MIN_SIZE = 4096  # smaller tensors keep 32-bit state
 OFFLOAD_STASH = 5  # TRL's OffloadActivations keeps its 5 newest offloaded tensors on the GPU (max_fwd_stash_size)
+OFFLOAD_ON_GPU = 2  # layer checkpoints on the GPU with offloading: the one recomputed, the one TRL frees next
 TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # TRL's fused head (trl/kernels/chunked_logprob.py)
 RESIDUAL_BYTES = 4  # fp32 embeddings -> fp32 residual stream
 COMPUTE_BYTES = 2  # bf16 autocast
 MASK_BYTES = 1  # a dropout mask on CUDA is bool
+LEAN_CHUNK_TOKENS = 4096  # lima_lite.model.LEAN_CHUNK_TOKENS: the norms' chunk when the MLP is not tiled
+NORM_BACKWARD_VALUES = 5  # fp32 values per input value alive at once in an RMSNorm's backward (counted on the CPU)
 COMPONENTS = ("cuda_context", "weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "gradients",
               "optimizer", "activations", "loss", "layer_backward", "fragmentation")
 
@@ -131,7 +138,7 @@ def adam_bytes(numels: list[int], optim: str, param_bytes: int = 2) -> int:
 
 def layer_bytes_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, residual_dropout: bool,
                           rb: int = RESIDUAL_BYTES, cb: int = COMPUTE_BYTES, mask: int = MASK_BYTES,
-                          cpu_masks: bool = False) -> int:
+                          cpu_masks: bool = False, lean: bool = False) -> int:
     """Bytes one decoder layer saves for its backward, per token (its input not included).
 
     With an fp32 residual stream (rb 4), bf16 compute (cb 2), bool dropout masks (1), LoRA with dropout on
@@ -144,21 +151,29 @@ def layer_bytes_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, res
     base weights are frozen). On the CPU a dropout mask has its input's dtype (bf16 for LoRA inputs,
     bf16 after attention, fp32 after the MLP): `cpu_masks` counts that, for the calibration.
     """
-    return sum(layer_parts_per_token(shape, lora, lora_dropout, residual_dropout, rb, cb, mask, cpu_masks))
+    return sum(layer_parts_per_token(shape, lora, lora_dropout, residual_dropout, rb, cb, mask, cpu_masks, lean))
 
 
 def layer_parts_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, residual_dropout: bool,
                           rb: int = RESIDUAL_BYTES, cb: int = COMPUTE_BYTES, mask: int = MASK_BYTES,
-                          cpu_masks: bool = False) -> tuple[int, int]:
+                          cpu_masks: bool = False, lean: bool = False) -> tuple[int, int]:
     """`layer_bytes_per_token` in two parts: outside the MLP module (attention, both norms, the residual
     dropout masks) and inside it (gate, up, SiLU and the LoRA inputs: 3 rb m + (2h + m) with LoRA's
-    dropout), the part a tiled MLP holds for one chunk of tokens only."""
+    dropout), the part a tiled MLP holds for one chunk of tokens only.
+
+    `lean` (lean_activations: lima_lite.model.lean_norms and lean_lora): a norm keeps only its input, which is
+    kept anyway (the layer's input, the residual after attention), and a LoRA layer only its input, which is the
+    norm's output or the attention's (kept by sdpa) or, in the MLP, SiLU(gate) x up: outside, the two norms'
+    outputs rb h each, sdpa's q, k, v, output and log-sum-exp, the residual after attention rb h; inside, gate,
+    up and SiLU(gate) and their product (down's input)."""
     h, m, kv, q = shape.hidden, shape.intermediate, shape.kv_heads * shape.dim, shape.heads * shape.dim
     lora_in = (2 * mask if cpu_masks else mask) + cb if lora_dropout else cb  # LoRA A's input (+ mask)
-    norm = rb * h + (4 * h if rb != 4 else 0)  # output; RMSNorm upcasts a 16-bit input to fp32 and keeps it
+    norm = rb * h + (4 * h if rb != 4 and not lean else 0)  # output; RMSNorm upcasts a 16-bit input to fp32, keeps it
     outside = norm + 2 * (q + 2 * kv) + 2 * q + 4 * shape.heads + rb * h + norm
     inside = 3 * rb * m
-    if lora:
+    if lora and lean:
+        inside += cb * m
+    elif lora:
         outside += lora_in * (3 * h + q)
         inside += lora_in * (2 * h + m)
     if residual_dropout:
@@ -169,8 +184,13 @@ def layer_parts_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, res
 
 def offloaded_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) -> int:
     """GPU bytes that activation offloading (with gradient checkpointing) moves to CPU memory: every layer's
-    checkpoint (its input, tokens x hidden in the residual's dtype) but the newest OFFLOAD_STASH."""
-    return max(0, shape.layers - OFFLOAD_STASH) * tokens * shape.hidden * rb
+    checkpoint (its input, tokens x hidden in the residual's dtype) but OFFLOAD_ON_GPU.
+
+    TRL's forward stash (its OFFLOAD_STASH newest packed tensors, kept on the GPU until the first backward node
+    has run) holds the loss's last tensors, packed after every layer's (counted as the loss's); in the backward,
+    the layer being recomputed has its checkpoint brought back, and TRL frees a brought-back tensor when the next
+    node runs (bench/plan_calibration.HostOffload follows those rules)."""
+    return max(0, shape.layers - OFFLOAD_ON_GPU) * tokens * shape.hidden * rb
 
 
 def lora_numels(shape: ModelShape, r: int) -> list[int]:
@@ -182,7 +202,8 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
                     padding_free: bool, optim: str, added_tokens: int, loss_chunk_tokens: int | None,
                     lora_dropout: bool = True, residual_dropout: bool = True, attention: str = "sdpa",
                     unquantized_bytes: int = 4, rb: int = RESIDUAL_BYTES, cpu_masks: bool = False,
-                    activation_offloading: bool = False, mlp_chunk_tokens: int = 0) -> dict:
+                    activation_offloading: bool = False, mlp_chunk_tokens: int = 0,
+                    lean_activations: bool = False) -> dict:
     """Bytes of each component (no CUDA context, no fragmentation margin): what live tensors hold at the peak.
 
     `tokens` in the micro-batch, in `sequences` examples. `loss_chunk_tokens` None: the model's own head
@@ -190,7 +211,9 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     chunked loss over N tokens at a time. `unquantized_bytes` and `rb` (the residual stream's bytes) are 2
     for a bf16 base that skips `prepare_model_for_kbit_training` (plain TRL, as in the H100 anchor).
     `mlp_chunk_tokens` N > 0: the tiled MLP (lima_lite.model.tile_mlp), whose intermediate activations exist
-    for N tokens at a time.
+    for N tokens at a time. `lean_activations`: norms and LoRA inputs recomputed in the backward
+    (`layer_parts_per_token`); a norm's backward then works on one chunk of LEAN_CHUNK_TOKENS (or the MLP's
+    chunk) at a time.
     """
     h, vocab = shape.hidden, shape.vocab + added_tokens
     head_modules = 1 if shape.tied else 2
@@ -201,34 +224,36 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     trainable = lora + ([added_tokens * h] * head_modules if added_tokens else [])
 
     weights_16_32bit = unquantized_bytes * (head_modules * vocab * h + norms) + 4 * rotary + 4 * token_rows
-    # Activations kept between forward and backward: each layer's input (the checkpoints), the final norm's
-    # input and output, rotary cos and sin (fp32), the padding-free mask (the head weight's bf16 copy below).
+    # Activations kept between forward and backward: each layer's input (the checkpoints), rotary cos and sin
+    # (fp32), the padding-free mask; and, until the backward has gone through the loss and the final norm
+    # (`top`), the final norm's input and output and what the head keeps (the head weight's bf16 copy below).
     # One sequence needs no mask (causal); padded batches of max_length examples have no padding to mask.
     masked = padding_free and sequences > 1 and attention in ("sdpa", "eager")  # not flash or sdpa_varlen
     mask, bias = (tokens * tokens, 2 * tokens * tokens) if masked else (0, 0)
     # sdpa_varlen keeps each example's attention output for its backward and their concatenation (bf16)
     split = padding_free and sequences > 1 and attention == "sdpa_varlen"
-    outside, inside = layer_parts_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks)
+    outside, inside = layer_parts_per_token(shape, True, lora_dropout, residual_dropout, rb=rb, cpu_masks=cpu_masks,
+                                            lean=lean_activations)
     tiled = 0 < mlp_chunk_tokens < tokens
     mlp_tokens = mlp_chunk_tokens if tiled else tokens  # tokens whose MLP intermediates exist at once
     layer = (outside + (COMPUTE_BYTES * h if split else 0) + (0 if tiled else inside)) * tokens + bias
-    kept = (shape.layers + 2) * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask
+    kept = shape.layers * tokens * h * rb + 2 * tokens * shape.dim * 4 + mask
+    top = 2 * tokens * h * rb
     if loss_chunk_tokens is None:
-        kept += COMPUTE_BYTES * vocab * h  # autocast's bf16 copy of the head weight, inside the model's forward
-    if rb != 4:
-        kept += 4 * tokens * h  # the final norm's fp32 copy of its input
+        top += COMPUTE_BYTES * vocab * h  # autocast's bf16 copy of the head weight, inside the model's forward
+    if rb != 4 and not lean_activations:
+        top += 4 * tokens * h  # the final norm's fp32 copy of its input
     if added_tokens and not shape.tied:
-        kept += COMPUTE_BYTES * tokens * h  # the head's input, for the gradient of its trainable rows
+        top += COMPUTE_BYTES * tokens * h  # the head's input, for the gradient of its trainable rows
+    if loss_chunk_tokens == 0:
+        # TRL's fused head casts the weight tile by tile and keeps the labelled positions' hidden states
+        top += COMPUTE_BYTES * tokens * h
     if not gradient_checkpointing:
         kept += shape.layers * layer
     elif activation_offloading:
-        # the layers' checkpoints go to CPU memory but for the newest OFFLOAD_STASH, which stay on the GPU
-        # while their copies run and are used from there in the backward (TRL's max_fwd_stash_size). Without
+        # the layers' checkpoints go to CPU memory but for OFFLOAD_ON_GPU (see offloaded_bytes). Without
         # checkpointing nothing is counted as moved: the plan then over-states the peak, never under-states it.
         kept -= offloaded_bytes(shape, tokens, rb)
-    if loss_chunk_tokens == 0:
-        # TRL's fused head casts the weight tile by tile and keeps the labelled positions' hidden states
-        kept += COMPUTE_BYTES * tokens * h
     if loss_chunk_tokens is None:
         loss = 12 * tokens * vocab
     elif loss_chunk_tokens == 0:
@@ -242,15 +267,34 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         # (bench/plan_calibration.py)
         chunk = min(tokens, loss_chunk_tokens)
         loss = 12 * chunk * vocab + 8 * chunk * h
-    # One layer's backward: its recomputed forward (with checkpointing), the gradient flowing through it
-    # (one of the residual and one of the MLP width, fp32) and the largest dequantized bf16 weight. A tiled MLP
-    # recomputes one chunk at a time (its intermediates and its MLP-wide gradient for that chunk only) and
-    # gathers the chunks' input gradients before joining them: one more of the residual's width.
-    backward = tokens * h * rb + mlp_tokens * shape.intermediate * rb + 2 * max(o * i for o, i in linear_shapes(shape))
+    # One layer's backward: its recomputed forward (with checkpointing), the gradient flowing through it (one of
+    # the residual's width, and then either the MLP's, fp32, or the attention's: the output's, q's, k's and v's
+    # gradients in bf16 and, on a GPU, the flash kernel's fp32 accumulator for q's) and the largest dequantized bf16
+    # weight. A tiled MLP recomputes one chunk at a time (its intermediates and its MLP-wide gradient for that
+    # chunk only) and gathers the chunks' input gradients before joining them: one more of the residual's width.
+    q, kv = shape.heads * shape.dim, shape.kv_heads * shape.dim
+    mlp_backward = mlp_tokens * shape.intermediate * rb + (mlp_tokens * inside if tiled else 0)
+    attention_backward = tokens * (COMPUTE_BYTES * (2 * q + 2 * kv) + (0 if cpu_masks else 4 * q))
+    # An RMSNorm's backward (autograd's, through pow, mean, rsqrt and mul) holds NORM_BACKWARD_VALUES fp32 values
+    # per input value at once: for every token, or with lean activations for one chunk at a time.
+    norm_tokens = min(tokens, mlp_chunk_tokens or LEAN_CHUNK_TOKENS) if lean_activations else tokens
+    norm_backward = 4 * NORM_BACKWARD_VALUES * norm_tokens * h
+    backward = (tokens * h * rb + max(mlp_backward, attention_backward, norm_backward)
+                + 2 * max(o * i for o, i in linear_shapes(shape)))
     if tiled:
-        backward += mlp_tokens * inside + tokens * h * rb
+        backward += tokens * h * rb
     if gradient_checkpointing:
         backward += layer
+    # One layer's forward under checkpointing keeps nothing, but works on about what its backward recomputes;
+    # with offloading, TRL's forward stash then holds the newest OFFLOAD_STASH checkpoints on the GPU, not
+    # OFFLOAD_ON_GPU.
+    # With fp32 layers, RoPE multiplies bf16 q and k by fp32 cos and sin: fp32 q and k, and rotate_half's copies.
+    # The decoder's forward holds the embeddings' output (the first layer's input) until it returns.
+    forward = 0
+    if gradient_checkpointing:
+        forward = layer + (mlp_tokens * inside if tiled else 0) + (4 * (q + kv) * tokens if rb == 4 else 0)
+        if activation_offloading:
+            forward += (max(0, min(shape.layers, OFFLOAD_STASH) - OFFLOAD_ON_GPU) + 1) * tokens * h * rb
     return {
         "weights_4bit": shape.layers * sum(nf4_bytes(out * inp) for out, inp in linear_shapes(shape)),
         "weights_16_32bit": weights_16_32bit,
@@ -258,9 +302,10 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         "trainable_tokens": 2 * token_rows,
         "gradients": 2 * sum(trainable),
         "optimizer": adam_bytes(trainable, optim),
-        "activations": kept,
+        "activations": kept + top,
         "loss": loss,
-        "layer_backward": max(0, backward - loss),
+        # the loss (with `top`), a layer's backward and a layer's forward never run at once
+        "layer_backward": max(0, max(backward, forward) - loss - top),
     }
 
 
@@ -282,6 +327,7 @@ class PlanSettings:
     fp32_layers: bool = True
     activation_offloading: bool = False
     mlp_chunk_tokens: int = 0  # > 0: the tiled MLP (lima_lite.model.tile_mlp)
+    lean_activations: bool = False  # norms and LoRA inputs recomputed (lima_lite.model.lean_norms, lean_lora)
 
 
 def settings_peak(shape: ModelShape, settings: PlanSettings) -> tuple[dict, float]:
@@ -292,7 +338,7 @@ def settings_peak(shape: ModelShape, settings: PlanSettings) -> tuple[dict, floa
                           settings.padding_free, settings.optim, settings.added_tokens, settings.loss_chunk_tokens,
                           settings.lora_dropout, settings.residual_dropout, settings.attention,
                           unquantized_bytes=width, rb=width, activation_offloading=settings.activation_offloading,
-                          mlp_chunk_tokens=settings.mlp_chunk_tokens)
+                          mlp_chunk_tokens=settings.mlp_chunk_tokens, lean_activations=settings.lean_activations)
     gib = {"cuda_context": CUDA_CONTEXT_GIB, **{k: v / GIB for k, v in raw.items()}}
     gib["fragmentation"] = FRAGMENTATION * sum(gib[k] for k in TRANSIENT)
     components = {k: round(gib[k], 3) for k in COMPONENTS}
@@ -312,7 +358,7 @@ def host_offload_gib(shape: ModelShape, settings: PlanSettings) -> float:
     raw = component_bytes(shape, kept.micro_batch * kept.max_length, kept.micro_batch, kept.lora_r, True,
                           kept.padding_free, kept.optim, kept.added_tokens, kept.loss_chunk_tokens, kept.lora_dropout,
                           kept.residual_dropout, kept.attention, unquantized_bytes=width, rb=width,
-                          mlp_chunk_tokens=kept.mlp_chunk_tokens)
+                          mlp_chunk_tokens=kept.mlp_chunk_tokens, lean_activations=kept.lean_activations)
     return round((raw["activations"] + raw["loss"]) / GIB, 3)
 
 
@@ -364,9 +410,12 @@ OFFLOAD_COST = 1.03
 # where a larger micro-batch would be its only gain, the batch term above is an extrapolation beyond
 # micro-batch 8 and would trade a measured cost for a guessed gain.
 TILED_MLP_COST = 1.08
+# Lean activations (norms and LoRA inputs recomputed): step time relative to the same setting without, measured as
+# the ratios above (bench/plan_calibration.py --costs, with the MLP tiled).
+LEAN_COST = 1.05
 MLP_CHUNK_TOKENS = 4096  # the chunk fit tiles with: the hidden size of a 7B/8B model, as Arctic's TiledMLP does
 FIT_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
-            "activation_offloading", "fp32_layers", "mlp_chunk_tokens")
+            "activation_offloading", "fp32_layers", "mlp_chunk_tokens", "lean_activations")
 
 
 def relative_speed(settings: PlanSettings) -> float:
@@ -378,6 +427,8 @@ def relative_speed(settings: PlanSettings) -> float:
             speed /= OFFLOAD_COST
     if is_tiled(settings):
         speed /= TILED_MLP_COST
+    if settings.lean_activations:
+        speed /= LEAN_COST
     return speed
 
 
@@ -387,12 +438,12 @@ def is_tiled(settings: PlanSettings) -> bool:
 
 
 def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, offloading: bool = True,
-                   mlp_chunk_tokens: int = 0) -> list[PlanSettings]:
+                   mlp_chunk_tokens: int = 0, lean: bool = False) -> list[PlanSettings]:
     """Every setting with the same examples per optimizer step (micro-batch divides it), in the order ties are
     broken: the recipe's own precision first, then without offloading, then checkpointing off. `fixed` holds
     the values the user set (FIT_KEYS -> value); they are never changed. `offloading` False (a CPU run: the
     activations are in CPU memory already) leaves offloading out. The MLP is tiled in chunks of
-    `mlp_chunk_tokens` (0: untiled), or as the user fixed it."""
+    `mlp_chunk_tokens` (0: untiled) and activations are lean (`lean`), or as the user fixed them."""
     from dataclasses import replace
 
     batches = [b for b in range(1, examples_per_step + 1) if examples_per_step % b == 0]
@@ -410,31 +461,33 @@ def fit_candidates(settings: PlanSettings, examples_per_step: int, fixed: dict, 
         memory = [m for m in memory if m[1] == fixed["activation_offloading"]] or \
             [(fixed.get("gradient_checkpointing", False), fixed["activation_offloading"])]
     chunk = fixed.get("mlp_chunk_tokens", mlp_chunk_tokens)
+    lean = fixed.get("lean_activations", lean)
     return [replace(settings, micro_batch=b, gradient_checkpointing=c, activation_offloading=o, fp32_layers=p,
-                    mlp_chunk_tokens=chunk) for p in precisions for c, o in memory for b in batches]
+                    mlp_chunk_tokens=chunk, lean_activations=lean) for p in precisions for c, o in memory for b in batches]
 
 
 def fit(shape: ModelShape, settings: PlanSettings, examples_per_step: int, budget_gib: float,
         fixed: dict | None = None, offloading: bool = True, host_gib: float | None = None) -> dict:
     """The fastest candidate whose planned peak fits budget_gib x (1 - FIT_MARGIN) (and, with `host_gib`, whose
     offloaded bytes fit that much CPU memory); every candidate with its peak and speed (relative to the chosen
-    one), in order of speed. `chosen` is None when nothing fits. The tiled MLP (MLP_CHUNK_TOKENS) is tried only
-    when nothing fits without it, unless the user set mlp_chunk_tokens."""
+    one), in order of speed. `chosen` is None when nothing fits. The tiled MLP (MLP_CHUNK_TOKENS) with lean
+    activations is tried only when nothing fits without them, unless the user set mlp_chunk_tokens or
+    lean_activations (then as set)."""
     limit = budget_gib * (1 - FIT_MARGIN)
     fixed = fixed or {}
 
-    def rows_for(chunk: int) -> list[dict]:
+    def rows_for(chunk: int, lean: bool) -> list[dict]:
         rows = []
-        for candidate in fit_candidates(settings, examples_per_step, fixed, offloading, chunk):
+        for candidate in fit_candidates(settings, examples_per_step, fixed, offloading, chunk, lean):
             peak, host = settings_peak(shape, candidate)[1], host_offload_gib(shape, candidate)
             fits = peak <= limit and (host_gib is None or host <= host_gib * (1 - FIT_MARGIN))
             rows.append({"settings": candidate, "peak_gib": peak, "host_gib": host, "fits": fits,
                          "speed": relative_speed(candidate)})
         return rows
 
-    rows = rows_for(0)
-    if "mlp_chunk_tokens" not in fixed and not any(row["fits"] for row in rows):
-        rows += [row for row in rows_for(MLP_CHUNK_TOKENS) if is_tiled(row["settings"])]
+    rows = rows_for(0, False)
+    if not ({"mlp_chunk_tokens", "lean_activations"} & set(fixed)) and not any(row["fits"] for row in rows):
+        rows += [row for row in rows_for(MLP_CHUNK_TOKENS, True) if is_tiled(row["settings"])]
     rows.sort(key=lambda row: -row["speed"])  # stable: ties keep fit_candidates' order
     fitting = [row for row in rows if row["fits"]]
     best = fitting[0]["speed"] if fitting else rows[0]["speed"]
@@ -453,22 +506,28 @@ def fit_summary(shape: ModelShape, result: dict) -> dict:
     if chosen is None:
         return {"fits": False, "budget_gib": result["budget_gib"], "limit_gib": result["limit_gib"]}
     s = chosen["settings"]
-    # the longest example: with the chosen setting at micro-batch 1 and the MLP tiled, as fit tiles it for a
-    # max_length that needs it (unless the user set mlp_chunk_tokens: then as set)
-    chunk = s.mlp_chunk_tokens if "mlp_chunk_tokens" in result["fixed"] else s.mlp_chunk_tokens or MLP_CHUNK_TOKENS
-    one = replace(s, micro_batch=1, mlp_chunk_tokens=chunk)
+    # the longest example: with the chosen setting at micro-batch 1, the MLP tiled and lean activations, as fit
+    # sets them for a max_length that needs them (unless the user set mlp_chunk_tokens or lean_activations:
+    # then as set)
+    user_set = {"mlp_chunk_tokens", "lean_activations"} & set(result["fixed"])
+    chunk = s.mlp_chunk_tokens if user_set else s.mlp_chunk_tokens or MLP_CHUNK_TOKENS
+    lean = s.lean_activations if user_set else True
+    one = replace(s, micro_batch=1, mlp_chunk_tokens=chunk, lean_activations=lean)
     longest = largest(lambda t: settings_peak(shape, replace(one, max_length=t))[1] <= result["limit_gib"], 2**22)
     return {"fits": True, "per_device_train_batch_size": s.micro_batch,
             "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
             "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
-            "fp32_layers": s.fp32_layers, "mlp_chunk_tokens": s.mlp_chunk_tokens, "peak_gib": chosen["peak_gib"],
+            "fp32_layers": s.fp32_layers, "mlp_chunk_tokens": s.mlp_chunk_tokens,
+            "lean_activations": s.lean_activations, "peak_gib": chosen["peak_gib"],
             "budget_gib": result["budget_gib"], "limit_gib": result["limit_gib"], "max_length": s.max_length,
             "max_length_at_micro_batch_1": longest, "long_context_mlp_chunk_tokens": chunk,
+            "long_context_lean_activations": lean,
             "host_offload_gib": host_offload_gib(shape, s), "kept_from_user": result["fixed"]}
 
 
 def describe(settings: PlanSettings) -> str:
     tiled = f", MLP by {settings.mlp_chunk_tokens} tokens" if is_tiled(settings) else ""
+    tiled += ", lean activations" if settings.lean_activations else ""
     return (f"checkpointing {'on' if settings.gradient_checkpointing else 'off'}, "
             f"offloading {'on' if settings.activation_offloading else 'off'}, "
             f"{'fp32' if settings.fp32_layers else 'bf16'} layers{tiled}")
@@ -483,7 +542,7 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
     shown = {}
     for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
         s = row["settings"]
-        kind = (s.gradient_checkpointing, s.activation_offloading, s.fp32_layers, is_tiled(s))
+        kind = (s.gradient_checkpointing, s.activation_offloading, s.fp32_layers, is_tiled(s), s.lean_activations)
         if (kind not in shown or (row["fits"] and not shown[kind]["fits"])
                 or (not shown[kind]["fits"] and not row["fits"] and s.micro_batch < shown[kind]["settings"].micro_batch)):
             shown[kind] = row
@@ -496,6 +555,7 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
     if summary["fits"]:
         chunk = summary["long_context_mlp_chunk_tokens"]
         tiled = f" and the MLP tiled by {chunk:,} tokens (mlp_chunk_tokens)" if chunk else ""
+        tiled += " and lean activations" if summary["long_context_lean_activations"] else ""
         lines.append(f"  longest example at micro-batch 1 with the chosen setting{tiled}: "
                      f"{summary['max_length_at_micro_batch_1']:,} tokens")
         if summary["host_offload_gib"]:
@@ -573,7 +633,7 @@ def recipe_settings(sft_config, model_args, lima_args, added_tokens: int) -> Pla
         loss_chunk_tokens=CHUNK_TOKENS, lora_dropout=model_args.lora_dropout > 0,
         residual_dropout=lima_args.residual_dropout > 0, attention=model_args.attn_implementation or "sdpa_varlen",
         fp32_layers=lima_args.fp32_layers, activation_offloading=sft_config.activation_offloading,
-        mlp_chunk_tokens=lima_args.mlp_chunk_tokens)
+        mlp_chunk_tokens=lima_args.mlp_chunk_tokens, lean_activations=lima_args.lean_activations)
 
 
 def plan_for(config_file: Path, settings: PlanSettings, gpu_gib: float) -> dict:
@@ -586,6 +646,7 @@ def plan_for(config_file: Path, settings: PlanSettings, gpu_gib: float) -> dict:
     plan["settings"] = {"gradient_checkpointing": settings.gradient_checkpointing, "padding_free": settings.padding_free,
                         "fp32_layers": settings.fp32_layers, "activation_offloading": settings.activation_offloading,
                         "optim": settings.optim, "lora_r": settings.lora_r, "mlp_chunk_tokens": settings.mlp_chunk_tokens,
+                        "lean_activations": settings.lean_activations,
                         "loss": "chunked" if chunk else ("full logits" if chunk is None else "TRL fused head")}
     return plan
 
@@ -683,6 +744,7 @@ def apply_fit(values: dict, sft_config, lima_args) -> None:
     sft_config.activation_offloading = values["activation_offloading"]
     lima_args.fp32_layers = values["fp32_layers"]
     lima_args.mlp_chunk_tokens = values["mlp_chunk_tokens"]
+    lima_args.lean_activations = values["lean_activations"]
 
 
 def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int, explicit: set[str],
@@ -733,7 +795,7 @@ def resume_fit(record: dict, sft_config, lima_args, explicit: set[str]) -> dict:
     print(f"auto_fit: resuming with the run's own setting (run.json): micro-batch {values['per_device_train_batch_size']}"
           f" x {values['gradient_accumulation_steps']} accumulation, checkpointing {values['gradient_checkpointing']}, "
           f"offloading {values['activation_offloading']}, fp32_layers {values['fp32_layers']}, mlp_chunk_tokens "
-          f"{values['mlp_chunk_tokens']}")
+          f"{values['mlp_chunk_tokens']}, lean_activations {values['lean_activations']}")
     return {"record": record, "summary": {**record["chosen"], **values}, "budget_source": record["budget_source"],
             "step_downs": 1}
 
@@ -743,7 +805,7 @@ def current_values(sft_config, lima_args) -> dict:
             "gradient_accumulation_steps": sft_config.gradient_accumulation_steps,
             "gradient_checkpointing": sft_config.gradient_checkpointing,
             "activation_offloading": sft_config.activation_offloading, "fp32_layers": lima_args.fp32_layers,
-            "mlp_chunk_tokens": lima_args.mlp_chunk_tokens}
+            "mlp_chunk_tokens": lima_args.mlp_chunk_tokens, "lean_activations": lima_args.lean_activations}
 
 
 def step_down(fitted: dict) -> dict | None:
@@ -761,7 +823,8 @@ def step_down(fitted: dict) -> dict | None:
     return {"per_device_train_batch_size": s.micro_batch,
             "gradient_accumulation_steps": result["examples_per_step"] // s.micro_batch,
             "gradient_checkpointing": s.gradient_checkpointing, "activation_offloading": s.activation_offloading,
-            "fp32_layers": s.fp32_layers, "mlp_chunk_tokens": s.mlp_chunk_tokens, "peak_gib": lower[0]["peak_gib"]}
+            "fp32_layers": s.fp32_layers, "mlp_chunk_tokens": s.mlp_chunk_tokens,
+            "lean_activations": s.lean_activations, "peak_gib": lower[0]["peak_gib"]}
 
 
 FIT_HELP = f"""--fit: the fastest setting whose planned peak fits the GPU's free memory (or --gpu-gib) less a
@@ -771,7 +834,8 @@ memory but for the newest {OFFLOAD_STASH}; only within --host-gib), fp32 or bf16
 are kept. Speed is ranked by a cost model: throughput grows as mb / (mb + {BATCH_HALF_SPEED:g}) (fitted to two H100 rows of a
 LLaMA-7B shape, mb 4 and 8); checkpointing costs x{RECOMPUTE_COST:g} and offloading a further x{OFFLOAD_COST:g}
 (measured on the CPU); fp32 and bf16 layers are ranked equal (the recipe's own wins a tie). When nothing fits,
-the MLP is tiled (mlp_chunk_tokens={MLP_CHUNK_TOKENS}: one chunk's activations at a time, x{TILED_MLP_COST:g})."""
+the MLP is tiled (mlp_chunk_tokens={MLP_CHUNK_TOKENS}: one chunk's activations at a time, x{TILED_MLP_COST:g}) and
+activations are lean (lean_activations: norms and LoRA inputs recomputed in the backward, x{LEAN_COST:g})."""
 
 
 def main(argv=None) -> int:

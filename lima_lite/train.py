@@ -413,7 +413,8 @@ def build_trainer(setup: Setup, callbacks=()):
     from trl import get_peft_config
 
     from lima_lite.kernels import apply_liger_kernels, fast_path_settings
-    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, tile_mlp, trainable_token_indices
+    from lima_lite.model import (LEAN_CHUNK_TOKENS, add_residual_dropout, fsdp_enabled, get_model, lean_lora,
+                                  lean_norms, tile_mlp, trainable_token_indices)
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
@@ -439,6 +440,8 @@ def build_trainer(setup: Setup, callbacks=()):
     rates = add_residual_dropout(model, lima_args.residual_dropout)
     if lima_args.mlp_chunk_tokens:
         tile_mlp(model, lima_args.mlp_chunk_tokens)
+    if lima_args.lean_activations:
+        lean_norms(model, lima_args.mlp_chunk_tokens or LEAN_CHUNK_TOKENS)
     peft_config = get_peft_config(model_args)
     peft_config.trainable_token_indices = trainable_token_indices(model, setup.added)
 
@@ -454,6 +457,8 @@ def build_trainer(setup: Setup, callbacks=()):
     )
     for callback in lima:
         callback.trainer = trainer  # saving an epoch's adapter and evaluating go through it
+    if lima_args.lean_activations:
+        lean_lora(trainer.model)  # peft's LoRA layers exist once the trainer has wrapped the model
     if model_args.load_in_4bit and model_args.dtype != "bfloat16":
         keep_trainable_dtype(trainer.model, getattr(torch, model_args.dtype))
     return trainer, rates
@@ -704,7 +709,7 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
           f"stepping down once to micro-batch {lower['per_device_train_batch_size']} x "
           f"{lower['gradient_accumulation_steps']}, checkpointing {lower['gradient_checkpointing']}, offloading "
           f"{lower['activation_offloading']}, fp32_layers {lower['fp32_layers']}, mlp_chunk_tokens "
-          f"{lower['mlp_chunk_tokens']} (planned {lower['peak_gib']:.2f} GiB)")
+          f"{lower['mlp_chunk_tokens']}, lean_activations {lower['lean_activations']} (planned {lower['peak_gib']:.2f} GiB)")
     run.fit["step_down"] = {**lower, "reason": "out of GPU memory at the first step"}
     trainer.accelerator.free_memory()
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None

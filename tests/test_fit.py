@@ -65,7 +65,8 @@ def test_more_memory_never_chooses_a_slower_setting():
 def test_offloading_lowers_the_peak_and_costs_host_memory():
     on = replace(RECIPE_7B, micro_batch=16, activation_offloading=True)
     off = replace(on, activation_offloading=False)
-    saved = (LLAMA_7B.layers - 5) * 16 * 2048 * 4096 * 4 / GIB  # all but 5 checkpoints leave the GPU
+    # every checkpoint leaves the GPU but the one recomputed and the one TRL frees next (OFFLOAD_ON_GPU)
+    saved = (LLAMA_7B.layers - 2) * 16 * 2048 * 4096 * 4 / GIB
     assert settings_peak(LLAMA_7B, off)[1] - settings_peak(LLAMA_7B, on)[1] == pytest.approx(saved * 1.2, abs=0.01)
     summary = fit_summary(LLAMA_7B, fit(LLAMA_7B, RECIPE_7B, 64, 24.0))
     assert summary["activation_offloading"] and summary["host_offload_gib"] >= LLAMA_7B.layers * 16 * 2048 * 4096 * 2 / GIB
@@ -89,22 +90,25 @@ def test_user_values_are_kept():
 
 
 def test_tiled_mlp_only_when_the_length_needs_it():
-    """At LIMA's 2,048 tokens nothing is tiled; at 50,000 tokens only the tiled MLP fits, and fit chooses it (at
-    its cost, x TILED_MLP_COST); the longest example it reports is beyond what fits untiled; mlp_chunk_tokens=0
-    given by the user keeps the MLP whole."""
+    """At LIMA's 2,048 tokens nothing is tiled; at 50,000 tokens only the tiled MLP with lean activations fits, and
+    fit chooses it (at its cost, x TILED_MLP_COST x LEAN_COST); the longest example it reports is beyond what fits
+    untiled; mlp_chunk_tokens=0 given by the user keeps the MLP whole (and tries no lean activations either)."""
+    from lima_lite.plan import LEAN_COST
+
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     recipe = replace(RECIPE_7B, lora_dropout=True)
     short = fit(shape, recipe, 64, 24.0, host_gib=64.0)
     assert not any(row["settings"].mlp_chunk_tokens for row in short["candidates"])
     long = fit(shape, replace(recipe, max_length=50_000), 64, 24.0, host_gib=64.0)
     chosen = long["chosen"]["settings"]
-    assert chosen.mlp_chunk_tokens == MLP_CHUNK_TOKENS and chosen.micro_batch == 1
+    assert chosen.mlp_chunk_tokens == MLP_CHUNK_TOKENS and chosen.lean_activations
     assert not any(row["fits"] for row in long["candidates"] if not row["settings"].mlp_chunk_tokens)
-    untiled = replace(chosen, mlp_chunk_tokens=0)
-    assert relative_speed(untiled) / relative_speed(chosen) == pytest.approx(TILED_MLP_COST)
+    untiled = replace(chosen, mlp_chunk_tokens=0, lean_activations=False)
+    assert relative_speed(untiled) / relative_speed(chosen) == pytest.approx(TILED_MLP_COST * LEAN_COST)
     assert settings_peak(shape, untiled)[1] > long["limit_gib"] >= settings_peak(shape, chosen)[1]
     summary = fit_summary(shape, short)
     assert summary["mlp_chunk_tokens"] == 0 and summary["long_context_mlp_chunk_tokens"] == MLP_CHUNK_TOKENS
+    assert not summary["lean_activations"] and summary["long_context_lean_activations"]
     whole = fit_summary(shape, fit(shape, recipe, 64, 24.0, fixed={"mlp_chunk_tokens": 0}, host_gib=64.0))
     assert 50_000 < summary["max_length_at_micro_batch_1"]
     assert whole["max_length_at_micro_batch_1"] < 50_000 and whole["long_context_mlp_chunk_tokens"] == 0
@@ -123,8 +127,11 @@ def test_tiled_mlp_in_the_plan_is_per_chunk():
                 optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512, unquantized_bytes=2, rb=2)
     whole, tiled = component_bytes(**args), component_bytes(**args, mlp_chunk_tokens=chunk)
     outside, inside = layer_parts_per_token(shape, True, True, True, rb=2)
-    width = shape.intermediate * 2  # the MLP-wide gradient
-    saved = (tokens - chunk) * (inside + width) - tokens * shape.hidden * 2  # the gathered input gradients
+    h, q, kv = shape.hidden, shape.heads * shape.dim, shape.kv_heads * shape.dim
+    attention, norm = tokens * (2 * (2 * q + 2 * kv) + 4 * q), tokens * 4 * 5 * h  # the other backward phases
+    whole_phase = max(tokens * shape.intermediate * 2, attention, norm)  # with the MLP-wide gradient
+    tiled_phase = max(chunk * (shape.intermediate * 2 + inside), attention, norm)  # one chunk's
+    saved = tokens * inside + whole_phase - tiled_phase - tokens * h * 2  # less the gathered input gradients
     assert whole["layer_backward"] - tiled["layer_backward"] == saved
     assert whole["activations"] == tiled["activations"]
     assert component_bytes(**{**args, "tokens": chunk}, mlp_chunk_tokens=chunk) == component_bytes(**{**args, "tokens": chunk})
@@ -218,7 +225,7 @@ def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsy
     common = [f"model_name_or_path={tiny_llama}", f"output_dir={run_dir}", "dev_dataset=null", "chat_format=lima",
               "auto_fit=true"]
     used = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "gradient_checkpointing": True,
-            "activation_offloading": False, "fp32_layers": True, "mlp_chunk_tokens": 0}
+            "activation_offloading": False, "fp32_layers": True, "mlp_chunk_tokens": 0, "lean_activations": False}
     setup = prepare(ROOT / "recipes" / "quickstart.yaml", common)
     apply_fit(used, setup.sft_config, setup.lima_args)
     (run_dir / "checkpoint-3").mkdir(parents=True)

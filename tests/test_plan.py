@@ -105,7 +105,10 @@ def test_bf16_layers_and_per_example_attention_lower_the_peak():
     assert default["components"]["activations"] == flash["activations"]  # no mask kept; checkpoints only
     mask_bytes = 4 * 2048 * 4 * 2048  # tokens^2, one byte each
     assert (masked["activations"] - flash["activations"]) * 2**30 == pytest.approx(mask_bytes, rel=0.01)
-    assert masked["layer_backward"] > default["components"]["layer_backward"] >= flash["layer_backward"]
+    # the mask's bf16 bias is kept for a layer's backward (with the chunked loss, whose working set is smaller)
+    chunked = {attention: plan_7b(attention=attention, loss_chunk_tokens=512)["components"]["layer_backward"]
+               for attention in ("sdpa", "sdpa_varlen", "flash_attention_2")}
+    assert chunked["sdpa"] > chunked["sdpa_varlen"] >= chunked["flash_attention_2"] > 0
 
 
 def test_refusal_with_a_fake_gpu():

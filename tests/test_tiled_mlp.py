@@ -152,3 +152,19 @@ def test_counted_peak_is_lower_by_about_what_the_plan_says(tmp_path):
     assert counted > 0.4 * whole["counted"]  # the MLP's intermediates were most of this step's peak
     assert 0.75 < counted / planned < 1.4, (counted, planned)
     assert 0 <= tiled["error"] < 0.15, tiled
+
+
+def test_lean_norms_survive_train_and_eval_switches(tiny_llama):
+    """transformers kernelizes a model by default when the `kernels` package is installed, and resets every
+    kernelized layer's forward (RMSNorm's among them) at each train()/eval() switch: get_model turns that off,
+    so lean_norms stays in place through the Trainer's model.train()."""
+    from lima_lite.model import lean_norms
+
+    model = get_model(str(tiny_llama), load_in_4bit=True, dtype="float32")
+    assert not model.use_kernels
+    count = lean_norms(model, 16)
+    model.eval()
+    model.train()
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
+    assert count == len(norms) == 2 * model.config.num_hidden_layers + 1
+    assert all("forward" in norm.__dict__ for norm in norms)
