@@ -413,8 +413,16 @@ def build_trainer(setup: Setup, callbacks=()):
     from trl import get_peft_config
 
     from lima_lite.kernels import apply_liger_kernels, fast_path_settings
-    from lima_lite.model import (LEAN_CHUNK_TOKENS, add_residual_dropout, fsdp_enabled, get_model, lean_lora,
-                                  lean_norms, tile_mlp, trainable_token_indices)
+    from lima_lite.model import (
+        LEAN_CHUNK_TOKENS,
+        add_residual_dropout,
+        fsdp_enabled,
+        get_model,
+        lean_lora,
+        lean_norms,
+        tile_mlp,
+        trainable_token_indices,
+    )
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
