@@ -150,3 +150,25 @@ def test_keeps_less_per_token(tmp_path):
     assert all(0 <= error < 0.15 for error in errors[True]), errors
     # without lean activations the plan sums each part of a recomputed layer as if all were alive at once: above
     assert all(0 <= error < 0.2 for error in errors[False]), errors
+
+
+def test_train_applies_lean_activations(tiny_llama, tmp_path):
+    """lean_activations=true through `train`'s trainer (4-bit base, LoRA by TRL, fp32 layers): every norm and every
+    LoRA layer is recomputed, with and without the tiled MLP, and a step trains (finite loss, LoRA updated)."""
+    from helpers import dataset, overrides
+    from lima_lite.model import decoder_layers
+    from lima_lite.train import build_trainer, prepare
+
+    for chunk in (0, 8):
+        setup = prepare(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / f"run-{chunk}",
+                                        lean_activations=True, mlp_chunk_tokens=chunk, max_steps=1))
+        trainer, _ = build_trainer(setup)
+        norms = [m for m in trainer.model.modules() if type(m).__name__.endswith("RMSNorm")]
+        assert len(norms) == 5 and all("forward" in norm.__dict__ for norm in norms)
+        attention = decoder_layers(trainer.model)[0].self_attn.q_proj
+        assert "forward" in attention.lora_A["default"].__dict__  # recomputed with its dropout
+        assert ("forward" in decoder_layers(trainer.model)[0].mlp.__dict__) == bool(chunk)  # tiled or not
+        before = attention.lora_B["default"].weight.detach().clone()
+        result = trainer.train()
+        assert torch.isfinite(torch.tensor(result.training_loss))
+        assert not torch.equal(attention.lora_B["default"].weight, before)
