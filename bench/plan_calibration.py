@@ -4,6 +4,7 @@
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
     $ PYTHONPATH=. python bench/plan_calibration.py --offloading    # checkpoints offloaded as TRL does
     $ PYTHONPATH=. OMP_NUM_THREADS=1 python bench/plan_calibration.py --costs --max-length 1024   # cost ratios
+    $ PYTHONPATH=. python bench/plan_calibration.py --per-token     # bytes per token of long examples
 
 Each run builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4 with
 double quantization via bitsandbytes, non-quantized weights in fp32 and `prepare_model_for_kbit_training`
@@ -49,6 +50,9 @@ OFFLOAD_SHAPES = {
     "llama-h128-L10": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=10, num_attention_heads=4,
                            num_key_value_heads=4, vocab_size=4000),
 }
+# Long examples (--per-token): an 8B-like ratio of MLP and KV width to the hidden size, more layers than TRL's stash.
+LONG_SHAPE = dict(hidden_size=128, intermediate_size=448, num_hidden_layers=8, num_attention_heads=4,
+                  num_key_value_heads=1, vocab_size=1000)
 MIN_OFFLOAD_BYTES = 1024  # TRL's min_offload_size
 FORWARD_STASH = 5  # TRL's max_fwd_stash_size
 
@@ -361,6 +365,29 @@ def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) 
             "lean_cost": round(times["lean"] / times["tiled_mlp"], 3)}
 
 
+def per_token(lengths=(8192, 16384), chunk: int = 256) -> list[dict]:
+    """Counted and planned transient bytes per token (in units of the hidden size) of one example of each length,
+    LONG_SHAPE, checkpoints offloaded, MLP tiled by `chunk`, with and without lean activations, fp32 or bf16
+    layers: what bounds the longest example."""
+    rows = []
+    for lean in (False, True):
+        for fp32_layers in (False, True):
+            got, plan = [], []
+            with tempfile.TemporaryDirectory() as root:
+                for length in lengths:
+                    settings = dict(fp32_layers=fp32_layers, activation_offloading=True, mlp_chunk_tokens=chunk,
+                                    lean_activations=lean)
+                    got.append(measure(LONG_SHAPE, 1, length, True, True, root=root, **settings)["transient_at_peak"])
+                    parts = planned(LONG_SHAPE, 1, length, True, True, **settings)
+                    plan.append(sum(parts[k] for k in ("gradients", "activations", "loss", "layer_backward")))
+            tokens, h = lengths[1] - lengths[0], LONG_SHAPE["hidden_size"]
+            rows.append({"lean_activations": lean, "fp32_layers": fp32_layers,
+                         "counted_per_token_h": round((got[1] - got[0]) / tokens / h, 2),
+                         "planned_per_token_h": round((plan[1] - plan[0]) / tokens / h, 2),
+                         "planned_over_counted": [round(p / c, 3) for p, c in zip(plan, got, strict=True)]})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the comparison to this file")
@@ -373,7 +400,13 @@ def main(argv=None) -> int:
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
     parser.add_argument("--costs", action="store_true",
                         help="time checkpointing, offloading, the tiled MLP and lean activations (plan.py's cost ratios)")
+    parser.add_argument("--per-token", action="store_true",
+                        help="counted and planned bytes per token of long examples (LONG_SHAPE, 8,192 and 16,384 "
+                             "tokens, offloading, tiled MLP, with and without lean activations)")
     args = parser.parse_args(argv)
+    if args.per_token:
+        print(json.dumps(per_token(), indent=2))
+        return 0
     if args.costs:
         print(json.dumps(cost_ratios(SHAPES["llama-h256-L4"], args.micro_batch, args.max_length), indent=2))
         return 0

@@ -540,7 +540,7 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
     host = f"; offloading within {result['host_gib']:.1f} GiB of CPU memory" if result["host_gib"] is not None else ""
     lines = [f"Fit for {result['budget_gib']:.2f} GiB ({source}), planned peak at most {result['limit_gib']:.2f} GiB "
              f"({FIT_MARGIN:.0%} margin){host}, {result['examples_per_step']} examples per optimizer step:",
-             f"  {'':3}{'micro-batch x accum':<20}{'setting':<66}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"]
+             ""]
     shown = {}
     for row in result["candidates"]:  # fastest first: the first fitting row of each kind is its best
         s = row["settings"]
@@ -548,12 +548,14 @@ def format_fit(result: dict, summary: dict, source: str) -> str:
         if (kind not in shown or (row["fits"] and not shown[kind]["fits"])
                 or (not shown[kind]["fits"] and not row["fits"] and s.micro_batch < shown[kind]["settings"].micro_batch)):
             shown[kind] = row
+    width = max(66, *(len(describe(row["settings"])) + 2 for row in shown.values()))
+    lines[-1] = f"  {'':3}{'micro-batch x accum':<20}{'setting':<{width}}{'peak GiB':>9}  {'fits':<5}{'speed':>6}"
     for row in sorted(shown.values(), key=lambda r: (not r["fits"], -r["speed"])):
         s = row["settings"]
         mark = "->" if row is result["chosen"] else ""
         batch = f"{s.micro_batch} x {result['examples_per_step'] // s.micro_batch}"
         lines.append(f"  {mark:<3}{batch:<20}"
-                     f"{describe(s):<66}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
+                     f"{describe(s):<{width}}{row['peak_gib']:>9.2f}  {'yes' if row['fits'] else 'no':<5}{row['speed']:>6.2f}")
     if summary["fits"]:
         chunk = summary["long_context_mlp_chunk_tokens"]
         tiled = f" and the MLP tiled by {chunk:,} tokens (mlp_chunk_tokens)" if chunk else ""
@@ -832,7 +834,8 @@ def step_down(fitted: dict) -> dict | None:
 FIT_HELP = f"""--fit: the fastest setting whose planned peak fits the GPU's free memory (or --gpu-gib) less a
 {FIT_MARGIN:.0%} margin, with the recipe's examples per optimizer step kept: micro-batch x accumulation,
 gradient checkpointing, activation offloading (TRL's, with checkpointing: the checkpoints go to pinned CPU
-memory but for the newest {OFFLOAD_STASH}; only within --host-gib), fp32 or bf16 layers. Keys given as key=value
+memory, the GPU keeping TRL's {OFFLOAD_STASH} newest in the forward and {OFFLOAD_ON_GPU} in the backward; only
+within --host-gib), fp32 or bf16 layers. Keys given as key=value
 are kept. Speed is ranked by a cost model: throughput grows as mb / (mb + {BATCH_HALF_SPEED:g}) (fitted to two H100 rows of a
 LLaMA-7B shape, mb 4 and 8); checkpointing costs x{RECOMPUTE_COST:g} and offloading a further x{OFFLOAD_COST:g}
 (measured on the CPU); fp32 and bf16 layers are ranked equal (the recipe's own wins a tie). When nothing fits,
