@@ -2,6 +2,8 @@
 
     $ PYTHONPATH=. python bench/gpu_check.py --out gpu-check.md          # 7B and 13B on one CUDA GPU (> 6 min)
     $ PYTHONPATH=. python bench/gpu_check.py --dry-run --out check.md    # a tiny shape on the CPU (tests)
+    $ PYTHONPATH=. python bench/gpu_check.py --long --out long.md        # Llama-3.1-8B's longest example in 24 GiB
+    $ PYTHONPATH=. python bench/gpu_check.py --long --dry-run            # the same on a tiny shape (tests)
 
 For each shape: a random-init LLaMA (bf16, saved with a word-level tokenizer whose words are token ids) and
 LIMA-like examples (lengths log-normal around 600 tokens, sigma 0.6, cut at 2,048; the first eighth is the
@@ -15,6 +17,13 @@ prompt), then, each in its own process so that peaks and memory start clean:
 Reported: real (non-padding) tokens/s over the steps after the first two, peak allocated GiB against the
 plan, first-step losses, and which fast paths lima_lite took (the lines it prints about attention, the loss
 and Liger). Writes a Markdown block for docs/benchmarks.md.
+
+--long checks the plan's longest example instead: a random-init Llama-3.1-8B (its published config.json, vocab
+128,256), `lima-lite train recipes/llama3.1-8b.yaml` on examples of 80,000 tokens and of the plan's
+`max_length_at_micro_batch_1` for --gpu-gib (24), with the setting `plan --fit` gives for them (micro-batch 1,
+checkpointing, offloading, bf16 layers, the MLP tiled by 4,096, lean activations), two optimizer steps, in a
+process whose CUDA allocator is capped at --gpu-gib (`torch.cuda.set_per_process_memory_fraction`), as on a card
+of that size: whether it fits, its peak allocated and reserved GiB against the plan, and real tokens/s.
 """
 
 import argparse
@@ -37,6 +46,11 @@ SHAPES = {  # LLaMA-1/2 shapes; "tiny" for --dry-run
     "tiny": (dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4), "llama-7b"),
 }
 VOCAB = 32000
+LONG_SHAPES = {"llama3.1-8b": ROOT / "tests" / "assets" / "llama-shapes" / "llama3.1-8b" / "config.json",
+               "tiny": dict(hidden_size=64, intermediate_size=224, num_hidden_layers=6, num_attention_heads=4,
+                            num_key_value_heads=1, vocab_size=2000)}
+LONG_SETTING = ["per_device_train_batch_size=1", "gradient_accumulation_steps=1", "gradient_checkpointing=true",
+                "activation_offloading=true", "fp32_layers=false", "mlp_chunk_tokens=4096", "lean_activations=true"]
 PATH_WORDS = ("attention:", "loss:", "Liger kernels:", "activation offloading:", "auto_fit:")
 
 
@@ -55,6 +69,32 @@ def make_base(shape: str, root: Path) -> Path:
     model.to(torch.bfloat16).save_pretrained(folder)
     del model
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, VOCAB)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                            pad_token="<unk>").save_pretrained(folder)
+    return folder
+
+
+def make_long_base(shape: str, root: Path) -> Path:
+    """A random-init LLaMA of a LONG_SHAPES shape in bf16, with a tokenizer whose word "t<i>" is token i."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = root / f"long-{shape}"
+    if (folder / "tokenizer_config.json").is_file():
+        return folder
+    spec = LONG_SHAPES[shape]
+    config = json.loads(spec.read_text()) if isinstance(spec, Path) else spec
+    config = {key: value for key, value in config.items() if key not in ("architectures", "transformers_version")}
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(LlamaConfig(**{**config, "max_position_embeddings": 2**18}))
+    model.to(torch.bfloat16).save_pretrained(folder)
+    vocab_size = model.config.vocab_size
+    del model
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, vocab_size)}}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
@@ -182,6 +222,85 @@ def run_lima(base: Path, recipe: str, data: Path, steps: int, fitted: bool, cut:
             "paths": paths}
 
 
+def plan_json(args: list[str]) -> dict:
+    """`lima-lite plan ARGS --json`, run here: its JSON."""
+    from lima_lite.plan import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main([*args, "--json"])
+    return json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
+def long_overrides(base: Path, length: int) -> list[str]:
+    return [f"model_name_or_path={base}", f"max_length={length}", "auto_fit=false", *LONG_SETTING]
+
+
+def longest(base: Path, budget_gib: float) -> int:
+    """The plan's longest example at micro-batch 1 in `budget_gib`, with LONG_SETTING."""
+    fit = plan_json([str(ROOT / "recipes" / "llama3.1-8b.yaml"), *long_overrides(base, 2048), "--fit",
+                     "--gpu-gib", str(budget_gib), "--host-gib", "1024"])
+    return fit["max_length_at_micro_batch_1"]
+
+
+def run_long(base: Path, length: int, budget_gib: float) -> dict:
+    """`lima-lite train` on two examples of `length` tokens with LONG_SETTING, the CUDA allocator capped at
+    `budget_gib`; whether it fit, its peaks against the plan, real tokens/s."""
+    import torch
+
+    from lima_lite.train import train
+
+    cuda = torch.cuda.is_available()
+    planned = plan_json([str(ROOT / "recipes" / "llama3.1-8b.yaml"), *long_overrides(base, length),
+                         "--gpu-gib", str(budget_gib)])
+    data = Path(tempfile.mkdtemp()) / "long.jsonl"
+    rng = random.Random(2)
+    with data.open("w") as out:
+        for i in range(2):
+            words = [f"t{rng.randrange(3, 1000)}" for _ in range(length - 16)]  # the template adds a few tokens
+            prompt = len(words) // 8
+            out.write(json.dumps({"messages": [{"role": "user", "content": " ".join(words[:prompt])},
+                                               {"role": "assistant", "content": " ".join(words[prompt:])}],
+                                  "id": str(i)}) + "\n")
+    if cuda:
+        torch.cuda.set_per_process_memory_fraction(min(1.0, budget_gib * 2**30 / torch.cuda.mem_get_info()[1]))
+        torch.cuda.reset_peak_memory_stats()
+    clock = Clock()
+    overrides = [*long_overrides(base, length), f"dataset_name={data}", "dev_dataset=null", "max_steps=2",
+                 "num_train_epochs=1", "save_strategy=no", "ignore_memory_plan=true",
+                 f"output_dir={tempfile.mkdtemp()}/run", "include_num_input_tokens_seen=true", "seed=0"]
+    error = None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(ROOT / "recipes" / "llama3.1-8b.yaml", overrides, [clock.callback])
+    except torch.OutOfMemoryError as oom:
+        error = str(oom).splitlines()[0][:200]
+    reserved = round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None
+    return {"tokens": length, "fits": error is None, "error": error, "peak_gib": peak_gib(), "reserved_gib": reserved,
+            "planned_gib": planned["peak_gib"], "tokens_per_s": clock.tokens_per_second(),
+            "losses": clock.losses}
+
+
+def long_check(shape: str, budget_gib: float, root: Path, dry_run: bool) -> list[dict]:
+    base = make_long_base(shape, root)
+    sizes = (512, 1024) if dry_run else (80_000, longest(base, budget_gib))
+    return [in_process("long", [str(base), str(size), str(budget_gib), "-", "-", "-"]) for size in sizes]
+
+
+def long_markdown(rows: list[dict], shape: str, budget_gib: float, device: str, command: str) -> str:
+    lines = [f"Command: `{command}`; device: {device}; CUDA allocator capped at {budget_gib:g} GiB; {shape}, "
+             "micro-batch 1, checkpointing, offloading, bf16 layers, MLP tiled by 4,096, lean activations.", "",
+             "| tokens | fits | peak allocated GiB | peak reserved GiB | planned GiB | real tok/s | losses |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [f"{row['tokens']:,}", "yes" if row["fits"] else f"no ({row['error']})",
+                 *("—" if v is None else f"{v:.2f}" for v in (row["peak_gib"], row["reserved_gib"], row["planned_gib"])),
+                 "—" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:,.0f}",
+                 ", ".join(f"{loss:.4f}" for loss in row["losses"]) or "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def python_path() -> str:
     """This checkout first, then whatever PYTHONPATH already holds (packages installed outside site-packages)."""
     return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -241,12 +360,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the Markdown block here (printed either way)")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps of plain TRL and of the fitted run")
     parser.add_argument("--root", help="folder for the random-init bases and data (default: a temporary one)")
+    parser.add_argument("--long", action="store_true",
+                        help="the plan's longest example for Llama-3.1-8B in --gpu-gib (see above) instead")
+    parser.add_argument("--gpu-gib", type=float, default=24.0, help="with --long: the card size to cap memory at")
     parser.add_argument("--one", nargs=7, metavar=("KIND", "BASE", "RECIPE", "DATA", "STEPS", "MEDIAN", "CUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         kind, base, recipe, data, steps, median, cut = args.one
-        if kind == "plain":
+        if kind == "long":  # BASE, TOKENS, GPU GiB
+            result = run_long(Path(base), int(recipe), float(data))
+        elif kind == "plain":
             result = run_plain(Path(base), int(steps), int(median), int(cut))
         else:
             result = run_lima(Path(base), recipe, Path(data), int(steps), kind == "fit", int(cut))
@@ -254,8 +378,18 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    shapes, median, cut = (["tiny"], 40, 256) if args.dry_run else (["7b", "13b"], 600, 2048)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    if args.long:
+        shape = "tiny" if args.dry_run else "llama3.1-8b"
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = long_check(shape, args.gpu_gib, Path(args.root or scratch), args.dry_run)
+        block = long_markdown(rows, shape, args.gpu_gib, device, "python bench/gpu_check.py --long"
+                              + (" --dry-run" if args.dry_run else ""))
+        print(block)
+        if args.out:
+            Path(args.out).write_text(block)
+        return 0 if all(row["fits"] for row in rows) else 1
+    shapes, median, cut = (["tiny"], 40, 256) if args.dry_run else (["7b", "13b"], 600, 2048)
     with tempfile.TemporaryDirectory() as scratch:
         results = check(shapes, args.steps, median, cut, Path(args.root or scratch))
     block = markdown(results, device, "python bench/gpu_check.py" + (" --dry-run" if args.dry_run else ""))

@@ -382,3 +382,23 @@ def test_gpu_check_dry_run(tmp_path):
     assert "equals the recipe's (1 % tolerance): yes" in block
     # on a CPU the kit prints no line about its CUDA paths (loss, attention, Liger): the fit is what is left
     assert "  - auto_fit: micro-batch" in block and "  - loss:" not in block
+
+
+@pytest.mark.slow  # a benchmark script end to end: two trainings in their own processes
+def test_gpu_check_long_dry_run(tmp_path):
+    """bench/gpu_check.py --long on a tiny shape on the CPU: `train` with the long-context setting (micro-batch 1,
+    bf16 layers, the MLP tiled, lean activations) runs two steps at two lengths, against the plan; for
+    Llama-3.1-8B the lengths it would check on a GPU are 80,000 tokens and the plan's longest in 24 GiB."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_check import longest
+
+    out = tmp_path / "long.md"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--long", "--dry-run",
+                             "--root", str(tmp_path / "root"), "--out", str(out)], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| 512 ") or
+            line.startswith("| 1,024 ")]
+    assert [row[1] for row in rows] == ["yes", "yes"]  # fits
+    assert all(float(row[4]) > 0 and len(row[6].split(", ")) == 2 for row in rows)  # planned GiB, two losses
+    assert longest(ROOT / "tests" / "assets" / "llama-shapes" / "llama3.1-8b", 24.0) >= 80_000
