@@ -176,9 +176,8 @@ def layer_parts_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, res
     elif lora:
         outside += lora_in * (3 * h + q)
         inside += lora_in * (2 * h + m)
-    if residual_dropout:
-        outside += 2 * mask if cpu_masks else mask  # after o_proj: bf16
-        outside += rb * mask if cpu_masks else mask  # after down_proj: the residual's dtype
+    if residual_dropout:  # one mask of the hidden size after each of o_proj (bf16) and down_proj (residual's dtype)
+        outside += (2 * mask + rb * mask if cpu_masks else 2 * mask) * h
     return outside, inside
 
 
@@ -267,24 +266,35 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
         # (bench/plan_calibration.py)
         chunk = min(tokens, loss_chunk_tokens)
         loss = 12 * chunk * vocab + 8 * chunk * h
-    # One layer's backward: its recomputed forward (with checkpointing), the gradient flowing through it (one of
-    # the residual's width, and then either the MLP's, fp32, or the attention's: the output's, q's, k's and v's
-    # gradients in bf16 and, on a GPU, the flash kernel's fp32 accumulator for q's) and the largest dequantized bf16
-    # weight. A tiled MLP recomputes one chunk at a time (its intermediates and its MLP-wide gradient for that
-    # chunk only) and gathers the chunks' input gradients before joining them: one more of the residual's width.
+    # One layer's backward: the gradient flowing through it (one of the residual's width), the largest dequantized
+    # bf16 weight, and, with checkpointing, what its recomputed forward keeps, in two phases that never overlap:
+    # - the MLP's: the whole layer's kept tensors and either the end of the MLP's recomputed forward or its backward
+    #   (its gradient of the MLP's width, in the residual's dtype);
+    # - then the attention's and the norms': the MLP's kept tensors are freed by then, and either the attention's
+    #   backward (the output's, q's, k's and v's gradients in bf16 and, on a GPU, the flash kernel's fp32
+    #   accumulator for q's) or an RMSNorm's runs.
+    # A tiled MLP recomputes one chunk at a time (its intermediates and its MLP-wide gradient for that chunk only)
+    # and gathers the chunks' input gradients before joining them: one more of the residual's width.
     q, kv = shape.heads * shape.dim, shape.kv_heads * shape.dim
     mlp_backward = mlp_tokens * shape.intermediate * rb + (mlp_tokens * inside if tiled else 0)
+    # The end of the MLP's recomputed forward: down_proj's input (SiLU(gate) x up, in the residual's dtype; nothing
+    # keeps it, but it is referenced until down_proj returns), its bf16 copy for LoRA when the layers are fp32,
+    # down_proj's 4-bit output, LoRA's and their sum (counted on the CPU).
+    mlp_forward_end = mlp_tokens * (shape.intermediate * (rb + (COMPUTE_BYTES if rb != COMPUTE_BYTES else 0))
+                                    + 3 * h * rb)
     attention_backward = tokens * (COMPUTE_BYTES * (2 * q + 2 * kv) + (0 if cpu_masks else 4 * q))
     # An RMSNorm's backward (autograd's, through pow, mean, rsqrt and mul) holds NORM_BACKWARD_VALUES fp32 values
     # per input value at once: for every token, or with lean activations for one chunk at a time.
     norm_tokens = min(tokens, mlp_chunk_tokens or LEAN_CHUNK_TOKENS) if lean_activations else tokens
     norm_backward = 4 * NORM_BACKWARD_VALUES * norm_tokens * h
-    backward = (tokens * h * rb + max(mlp_backward, attention_backward, norm_backward)
-                + 2 * max(o * i for o, i in linear_shapes(shape)))
-    if tiled:
-        backward += tokens * h * rb
+    mlp_phase = max(mlp_backward, mlp_forward_end) + (tokens * h * rb if tiled else 0)
+    other_phase = max(attention_backward, norm_backward)
+    # the MLP's residual-dropout mask is made last and its backward runs first: never alive with the others
+    recomputed = layer - (tokens * h * (rb if cpu_masks else MASK_BYTES) if residual_dropout else 0)
     if gradient_checkpointing:
-        backward += layer
+        outside_kept = recomputed - (0 if tiled else inside * tokens)
+        mlp_phase, other_phase = recomputed + mlp_phase, outside_kept + other_phase
+    backward = tokens * h * rb + max(mlp_phase, other_phase) + 2 * max(o * i for o, i in linear_shapes(shape))
     # One layer's forward under checkpointing keeps nothing, but works on about what its backward recomputes;
     # with offloading, TRL's forward stash then holds the newest OFFLOAD_STASH checkpoints on the GPU, not
     # OFFLOAD_ON_GPU.
@@ -292,7 +302,7 @@ def component_bytes(shape: ModelShape, tokens: int, sequences: int, lora_r: int,
     # The decoder's forward holds the embeddings' output (the first layer's input) until it returns.
     forward = 0
     if gradient_checkpointing:
-        forward = layer + (mlp_tokens * inside if tiled else 0) + (4 * (q + kv) * tokens if rb == 4 else 0)
+        forward = recomputed + (mlp_tokens * inside if tiled else 0) + (4 * (q + kv) * tokens if rb == 4 else 0)
         if activation_offloading:
             forward += (max(0, min(shape.layers, OFFLOAD_STASH) - OFFLOAD_ON_GPU) + 1) * tokens * h * rb
     return {

@@ -127,12 +127,14 @@ def test_tiled_mlp_in_the_plan_is_per_chunk():
                 optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512, unquantized_bytes=2, rb=2)
     whole, tiled = component_bytes(**args), component_bytes(**args, mlp_chunk_tokens=chunk)
     outside, inside = layer_parts_per_token(shape, True, True, True, rb=2)
-    h, q, kv = shape.hidden, shape.heads * shape.dim, shape.kv_heads * shape.dim
-    attention, norm = tokens * (2 * (2 * q + 2 * kv) + 4 * q), tokens * 4 * 5 * h  # the other backward phases
-    whole_phase = max(tokens * shape.intermediate * 2, attention, norm)  # with the MLP-wide gradient
-    tiled_phase = max(chunk * (shape.intermediate * 2 + inside), attention, norm)  # one chunk's
-    saved = tokens * inside + whole_phase - tiled_phase - tokens * h * 2  # less the gathered input gradients
-    assert whole["layer_backward"] - tiled["layer_backward"] == saved
+    h, m, q, kv = shape.hidden, shape.intermediate, shape.heads * shape.dim, shape.kv_heads * shape.dim
+    outside -= h  # the MLP's residual-dropout mask (bool) is never alive with the rest
+    other = tokens * outside + max(tokens * (2 * (2 * q + 2 * kv) + 4 * q), tokens * 4 * 5 * h)  # attention, norms
+    forward_end = 2 * m + 3 * 2 * h  # down_proj's input and outputs, per token, at the end of the MLP's forward
+    whole_mlp = tokens * (outside + inside) + max(tokens * m * 2, tokens * forward_end)
+    tiled_mlp = tokens * outside + max(chunk * (m * 2 + inside), chunk * forward_end) + tokens * h * 2
+    assert whole_mlp > other and tiled_mlp < other  # the MLP bounds the whole layer, the attention the tiled one
+    assert whole["layer_backward"] - tiled["layer_backward"] == whole_mlp - other
     assert whole["activations"] == tiled["activations"]
     assert component_bytes(**{**args, "tokens": chunk}, mlp_chunk_tokens=chunk) == component_bytes(**{**args, "tokens": chunk})
 
