@@ -5,7 +5,8 @@
     $ python bench/anchor_batches.py baseline 8   # qlora_anchor.py --mbs 8 (--steps 8: 80 examples)
     $ python bench/anchor_batches.py baseline 4 6 # qlora_anchor.py --mbs 4 --steps 6 (its default: 32 examples)
 
-The same data (`lima_like_dataset(MBS x (STEPS + 2), 2048)`, seed 0, as qlora_anchor.py makes it; 8 steps unless told), the same SFTConfig batch settings and seed, and a
+The same data (`lima_like_dataset(MBS x (STEPS + 2), 2048)`, seed 0, as qlora_anchor.py makes it; 8 steps unless
+told), the same SFTConfig batch settings and seed, and a
 1-layer model instead of the 7B one: the sampler's order depends on the seed, not on the model. The largest
 micro-batch it prints is what the memory plan is compared with (bench/plan_calibration.py ANCHOR).
 """
@@ -47,7 +48,8 @@ def main() -> int:
                        use_cpu=True)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     Recorder(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), args=config,
-             train_dataset=qlora_anchor.lima_like_dataset(mbs * (steps + 2), 2048), processing_class=AutoTokenizer.from_pretrained(path),
+             train_dataset=qlora_anchor.lima_like_dataset(mbs * (steps + 2), 2048),
+             processing_class=AutoTokenizer.from_pretrained(path),
              peft_config=lora).train()
     print("SHAPES", mode, mbs, steps, json.dumps(shapes))
     return 0
