@@ -13,10 +13,11 @@ In the chat, type /help for the commands (/reset, /undo, /retry, /save FILE, /se
 
 import argparse
 import sys
+from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
-from lima_lite.io import write_jsonl
+from lima_lite.io import check_parent, write_jsonl
 
 HELP = """commands:
   /reset            start a new conversation
@@ -110,13 +111,36 @@ class Session:
             if not arg:
                 self.say("usage: /save FILE")
             else:
-                write_jsonl([{"messages": self.messages, "source": self.engine.name}], arg.strip())
-                self.say(f"(saved {len(self.messages)} turns to {arg.strip()})")
+                self.save(Path(arg.strip()))
         elif name == "set":
             self.set(arg)
         else:
             self.say(f"unknown command /{name}; /help lists them")
         return True
+
+    def save(self, path: Path) -> None:
+        """/save FILE: the conversation as JSONL. An existing file is replaced only when the user says yes;
+        a folder, or a disk that refuses the write, is said in one line and the chat goes on."""
+        if path.is_dir():
+            self.say(f"(not saved: {path} is a folder; give a file name)")
+            return
+        if path.exists() and self.ask(f"{path} exists: replace it? [y/N] ").strip().lower() not in ("y", "yes"):
+            self.say("(not saved)")
+            return
+        try:
+            check_parent(path)
+            write_jsonl([{"messages": self.messages, "source": self.engine.name}], path)
+        except (LimaError, OSError) as error:
+            self.say(f"(not saved: {f'{path}: {error.strerror or error}' if isinstance(error, OSError) else error})")
+            return
+        self.say(f"(saved {len(self.messages)} turns to {path})")
+
+    def ask(self, question: str) -> str:
+        """A yes/no question at the prompt; no answer (end of input) is no."""
+        try:
+            return input(question)
+        except (EOFError, KeyboardInterrupt):
+            return ""
 
     def set(self, arg: str) -> None:
         """/set key=value ...: read by the command-line flags' own parsers, so both refuse the same values."""

@@ -32,9 +32,25 @@ def bounded(kind, low: float | None = None, high: float | None = None, low_open:
     return parse
 
 
+def workable(parse, least: float, most: float, zero: bool = False):
+    """`parse`, then a value that sampling can divide by: between `least` and `most` (or 0 when `zero`).
+    Logits divided by 1e-45 (a temperature) or multiplied by 1e300 (a repetition penalty's inverse)
+    overflow to inf and sampling draws from NaN; 1e-3 and 1e3 keep every logit of a 16-bit model finite."""
+    def check(text: str):
+        value = parse(text)
+        if (value != 0 or not zero) and not least <= abs(value) <= most:
+            raise argparse.ArgumentTypeError(f"must be {'0 or ' if zero else ''}between {least:g} and {most:g} "
+                                             f"(further out, sampling overflows), not {text}")
+        return value
+    check.__name__ = parse.__name__
+    return check
+
+
 # One parser per flag, shared by every command, so chat, eval and ui refuse the same values the same way.
-SAMPLING_TYPES = {"temperature": bounded(float, 0), "top_p": bounded(float, 0, 1, low_open=True),
-                  "repetition_penalty": bounded(float, 0, low_open=True), "max_new_tokens": bounded(int, 1)}
+SAMPLING_TYPES = {"temperature": workable(bounded(float, 0), 1e-3, 1e3, zero=True),
+                  "top_p": bounded(float, 0, 1, low_open=True),
+                  "repetition_penalty": workable(bounded(float, 0, low_open=True), 1e-3, 1e3),
+                  "max_new_tokens": bounded(int, 1, 10_000_000)}
 
 
 def add_sampling_args(parser) -> None:

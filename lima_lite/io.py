@@ -145,11 +145,59 @@ def check_outputs(outputs, inputs=(), overwrite: bool = False) -> None:
                 raise LimaError(f"{output}: is also an input ({source}); write the output to another file")
         if output.is_dir():
             raise LimaError(f"{output}: is a folder; give the output a file name")
+        check_parent(output)
         if any(_same_file(output, other) for other in seen):
             raise LimaError(f"{output}: named for two outputs; give each its own file")
         if output.exists() and not overwrite:
             raise LimaError(f"{output}: already exists; choose another name, or pass --overwrite to replace it")
         seen.append(output)
+
+
+def check_parent(output: Path) -> None:
+    """Refuse an output whose folder would have to be made where a file is (`notes.txt/out.jsonl`)."""
+    for parent in Path(output).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LimaError(f"{output}: {parent} is a file, not a folder; choose another path")
+            return
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_output_dir(folder, inputs=(), protected=(), own=(), overwrite: bool = False, how: str = "--out") -> Path:
+    """The one rule for a folder a command writes (train, merge, export, push), checked before any work: never
+    an input, inside one or holding one (by resolved path, through symlinks); never a `protected` folder (the
+    base model's) or inside it; never under a file; an existing non-empty folder only when it is the command's
+    own (it holds one of the names in `own`) or with `overwrite`. `how` says how the user names the folder."""
+    folder = Path(folder)
+    for source in map(Path, (p for p in inputs if p)):
+        if source.exists() and (_inside(folder, source) or _inside(source, folder)):
+            raise LimaError(f"{folder}: is or holds an input ({source}); choose another {how}")
+    for guarded in map(Path, (p for p in protected if p)):
+        if guarded.exists() and _inside(folder, guarded):
+            raise LimaError(f"{folder}: is inside the base model's folder ({guarded}); choose another {how}")
+    if folder.exists() and not folder.is_dir():
+        raise LimaError(f"{folder}: is a file, not a folder; choose another {how}")
+    check_parent(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite and not any((folder / name).exists() for name in own):
+        raise LimaError(f"{folder}: already exists and holds files this command did not write; choose another {how}"
+                        + ("" if how != "--out" else ", or pass --overwrite to replace it"))
+    return folder
+
+
+def own_regular_file(path: Path, root: Path) -> Path:
+    """`path` when it is a regular file of `root` (a symlink only when it stays inside `root`): what an upload
+    may hold. A symlink out of the folder (a private key, another run's files) is refused by name."""
+    path = Path(path)
+    if path.is_symlink() and not _inside(path, root):
+        raise LimaError(f"{path}: is a link to {os.path.realpath(path)}, outside {root}; an upload holds only the "
+                        "folder's own files: replace the link by the file or remove it")
+    if not path.is_file():
+        raise LimaError(f"{path}: is not a regular file; an upload holds only the folder's own files")
+    return path
 
 
 class JsonlError(LimaError):

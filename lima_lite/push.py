@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
-from lima_lite.io import atomic_dir, write_text
+from lima_lite.io import atomic_dir, own_regular_file, write_text
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     FINAL_ADAPTER,
@@ -26,6 +26,8 @@ from lima_lite.layout import (
     read_metrics,
     read_run,
 )
+from lima_lite.text import markdown_code as code
+from lima_lite.text import markdown_text as md
 
 PUSH_MARKER = ".lima_lite_push"  # in every folder push writes: the only kind of folder it may replace
 
@@ -110,7 +112,7 @@ def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
         ("residual dropout", f"0.0 at the bottom layer rising linearly to {lima['residual_dropout']} at the top"),
         ("base precision", "4-bit NF4" + (" with double quantization" if m.get("use_bnb_nested_quant") else "")
                            + f", {m['dtype']} compute" if m["load_in_4bit"] else m["dtype"]),
-        ("end-of-turn token", f"`{lima['eot_token']}`"),
+        ("end-of-turn token", code(lima["eot_token"])),
         ("seed", fmt(t["seed"])),
         ("trainable parameters", f"{run['trainable_parameters']:,}"),
     ]
@@ -133,12 +135,12 @@ def card_metadata(base_id: str, data_name: str | None, license_id: str | None) -
 def base_section(base_id: str, run: dict | None) -> list[str]:
     lines = ["## Base model", ""]
     if not run:
-        return lines + [f"- base: `{base_id}` (no run.json next to the adapter: revision unknown)", ""]
+        return lines + [f"- base: {code(base_id)} (no run.json next to the adapter: revision unknown)", ""]
     recorded = run["base"]["name"]
-    lines.append(f"- base: `{base_id}`" + (f" (trained from `{recorded}`)" if recorded != base_id else ""))
+    lines.append(f"- base: {code(base_id)}" + (f" (trained from {code(recorded)})" if recorded != base_id else ""))
     revision = base_revision(recorded, run["base"].get("revision"))
     if revision:
-        lines.append(f"- revision: {revision}")
+        lines.append(f"- revision: {md(revision)}")
     if recorded == EMBEDDED_BASE:
         lines.append("- the adapter was trained on the GGUF's dequantized weights, which differ from the "
                      "original safetensors by the Q4_1 rounding; replies on the original are close, not identical")
@@ -150,11 +152,12 @@ def data_section(run: dict | None) -> list[str]:
     if not run:
         return lines + ["- unknown (no run.json next to the adapter)", ""]
     counts, data = run["counts"]["train"], run["data"]
-    lines += [f"- source: `{data['dataset_name']}`" + (f" (sha256 `{data['sha256'][:16]}…`)" if data.get("sha256") else ""),
+    digest = f" (sha256 {code(data['sha256'][:16])}…)" if data.get("sha256") else ""
+    lines += [f"- source: {code(data['dataset_name'])}{digest}",
               f"- size: {counts['kept']} conversations trained ({counts['read']} read, {counts['cut']} cut at the "
               f"length limit, {counts['dropped']} dropped)"]
     if data.get("dev_dataset"):
-        lines.append(f"- dev set: `{data['dev_dataset']}`, {(run['counts'].get('dev') or {}).get('kept', 0)} conversations")
+        lines.append(f"- dev set: {code(data['dev_dataset'])}, {(run['counts'].get('dev') or {}).get('kept', 0)} conversations")
     return lines + [""]
 
 
@@ -162,9 +165,11 @@ def recipe_section(run: dict | None, eot_token: str) -> list[str]:
     lines = ["## Training recipe", "",
              "LIMA's recipe (AdamW, linear decay with no warm-up, residual dropout rising with depth, an end-of-turn "
              "token after every utterance) with LoRA on all linear layers of the base. Every utterance, the user's and "
-             f"the assistant's, ends with `{eot_token}`; only the assistant's tokens and their `{eot_token}` are trained.", ""]
+             f"the assistant's, ends with {code(eot_token)}; only the assistant's tokens and their {code(eot_token)} "
+             "are trained.", ""]
     if run:
-        lines += ["| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in hyperparameter_rows(run)], ""]
+        rows = [f"| {k} | {v if k == 'end-of-turn token' else md(v)} |" for k, v in hyperparameter_rows(run)]
+        lines += ["| setting | value |", "|---|---|", *rows, ""]
     return lines
 
 
@@ -192,7 +197,7 @@ def usage_section(repo: str, base_id: str, eot_token: str, added_tokens: bool) -
             f'engine = load_engine(adapter="{repo}")',
             'print(engine.reply([{"role": "user", "content": "How do I keep basil alive indoors?"}]).text)', "```", "",
             "With plain transformers + peft (the tokenizer carries the chat template; it keeps a special token's "
-            "text that a user types, such as `" + eot_token + "`, as text, so it cannot end a turn):", "",
+            "text that a user types, such as " + code(eot_token) + ", as text, so it cannot end a turn):", "",
             "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
             f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
             f'model = AutoModelForCausalLM.from_pretrained("{base_id}", dtype="auto")',
@@ -231,7 +236,7 @@ def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_tok
     from lima_lite import __version__
 
     data_name = run["data"]["dataset_name"] if run else None
-    base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else f"`{base_id}`"
+    base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else code(base_id)
     which = ("the final adapter" if adapter.name == FINAL_ADAPTER
              else f"the adapter saved after {adapter.name.replace('-', ' ')}")
     evaluation_lines = [evaluation.strip(), ""] if evaluation else [
@@ -246,8 +251,8 @@ def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_tok
              *loss_section(adapter.parent if run else None, has_loss_png),
              "## Evaluation", "", *evaluation_lines,
              "## License", "",
-             f"The adapter is a derivative of `{base_id}` and of its training data: use it under the base model's "
-             f"license" + (f" ({license_id})" if license_id else "") + f". {notes}", "",
+             f"The adapter is a derivative of {code(base_id)} and of its training data: use it under the base model's "
+             f"license" + (f" ({md(license_id)})" if license_id else "") + f". {notes}", "",
              *usage_section(repo, base_id, eot_token, added_tokens), *servers_section(added_tokens)]
     return "\n".join(lines)
 
@@ -257,12 +262,12 @@ def evaluation_section(report_dir: Path, folder: Path) -> str:
     report = report_dir / "report.md"
     if not report.is_file():
         raise LimaError(f"{report_dir}: no report.md (make one with `lima-lite eval report JUDGMENTS --out {report_dir}`)")
-    text = report.read_text(encoding="utf-8")
+    text = own_regular_file(report, report_dir).read_text(encoding="utf-8")
     charts = sorted(report_dir.glob("*.png"))
     if charts:
         (folder / "evaluation").mkdir()
         for chart in charts:
-            shutil.copy2(chart, folder / "evaluation" / chart.name)
+            shutil.copy2(own_regular_file(chart, report_dir), folder / "evaluation" / chart.name)
             text = text.replace(f"]({chart.name})", f"](evaluation/{chart.name})")
     # The report's own title becomes a sub-heading under the card's "Evaluation".
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
@@ -291,13 +296,13 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     config = json.loads((adapter / ADAPTER_CONFIG).read_text())
     with atomic_dir(out) as tmp:
         for item in sorted(adapter.iterdir()):
-            if item.is_file() and item.name not in SKIPPED_ADAPTER_FILES and not item.name.startswith("."):
-                shutil.copy2(item, tmp / item.name)
+            if item.name not in SKIPPED_ADAPTER_FILES and not item.name.startswith(".") and not item.is_dir():
+                shutil.copy2(own_regular_file(item, adapter), tmp / item.name)
         # Point the adapter at the base by its public name, so plain peft finds it.
         write_text(tmp / ADAPTER_CONFIG, json.dumps({**config, "base_model_name_or_path": base_id}, indent=2) + "\n")
         loss_png = run_dir / LOSS_PLOT if run_dir else None
-        if loss_png and loss_png.is_file():
-            shutil.copy2(loss_png, tmp / LOSS_PLOT)
+        if loss_png and (loss_png.is_file() or loss_png.is_symlink()):
+            shutil.copy2(own_regular_file(loss_png, run_dir), tmp / LOSS_PLOT)
         evaluation = evaluation_section(Path(eval_report), tmp) if eval_report else None
         # added tokens train as PEFT trainable-token rows, recorded in the adapter's own config
         added = bool(config.get("trainable_token_indices")) or bool(run and run["counts"].get("added_tokens"))

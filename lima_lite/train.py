@@ -28,11 +28,12 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.config import lima_help
-from lima_lite.io import atomic_dir, write_json
+from lima_lite.io import atomic_dir, check_output_dir, write_json
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     CHECKPOINT,
     CHECKPOINT_STATE,
+    LOCK_FILE,
     LOSS_PLOT,
     METRICS_FILE,
     RUN_FILE,
@@ -356,6 +357,9 @@ def sft_trainer_class():
             with torch.random.fork_rng(devices=devices):
                 return super().evaluate(*args, **kwargs)
 
+        def create_model_card(self, *args, **kwargs):
+            """No README.md from TRL: output_dir may hold the user's own, and `lima-lite push` writes the card."""
+
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             """Trainable weights come back in the precision they trained in.
 
@@ -633,6 +637,7 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
 
     explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
     output_dir = output_folder(setup.sft_config.output_dir)
+    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir")
     fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit,
                           resumed=resumed_fit(output_dir))
     check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))

@@ -24,12 +24,13 @@ import argparse
 import html
 import random
 import string
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.flags import LIMA_SAMPLING, add_sampling_args, bounded, sampling_args
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, sampling_args
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")
@@ -244,8 +245,18 @@ def checked(text: str, max_input_chars: int) -> str:
 
 
 def slider_sampling(temperature: float, top_p: float, repetition_penalty: float, max_new_tokens) -> dict:
-    return {"temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
-            "max_new_tokens": int(max_new_tokens)}
+    """The sliders' values, refused out of range by the flags' own parsers (an API client is not held by a
+    slider's bounds)."""
+    given = {"temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
+             "max_new_tokens": max_new_tokens}
+    values = {}
+    for key, value in given.items():
+        text = str(int(value)) if key == "max_new_tokens" and isinstance(value, float) and value.is_integer() else str(value)
+        try:
+            values[key] = SAMPLING_TYPES[key](text)
+        except argparse.ArgumentTypeError as error:
+            raise LimaError(f"{key}: {error}") from None
+    return values
 
 
 def stream_reply(models: Models, label: str, history: list[dict], sampling: dict):
@@ -623,25 +634,44 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def trusted(host: str, share: bool, auth) -> bool:
+    """Whether whoever reaches the app may name files: a page of this machine only, or one behind a login."""
+    return (host in LOOPBACK and not share) or auth is not None
+
+
+def app_from_args(args):
+    """The gr.Blocks app `lima-lite ui ARGS` serves. Beyond this machine without a login the Train tab (the
+    events that read and write paths: data check, start, export, run progress) is not built at all, so its
+    events do not exist in the app's API either; what stays (Chat, Compare, Judge) touches only the models
+    listed and the votes file, both fixed when the app starts."""
     from lima_lite.evaluate.answers import read_prompts
 
-    args = parser().parse_args(argv)
     auth = parse_auth(args.auth)
+    train = args.train and trusted(args.host, args.share, auth)
+    if args.train and not train:
+        print("note: no Train tab: this app is reachable beyond this machine without a login (--auth USER:PASSWORD "
+              "adds it)", file=sys.stderr)
     models = Models.discover(args.runs, args.adapter, args.load_in_4bit)
-    if not models.specs and not args.train:
+    if not models.specs and not train:
         raise LimaError(f"{args.runs}: no adapters found (adapter/ or epoch-NN/ folders); train one with "
                         "`lima-lite quickstart` or pass --adapter DIR_OR_HUB_ID")
     prompts = read_prompts(args.prompts)
     votes = args.votes or str(Path(args.runs) / "human_votes.jsonl")
     training = None
-    if args.train:
+    if train:
         from lima_lite.ui_train import Training
 
-        # Starting processes from a page anyone can reach is not a default: beyond this machine, only behind a login.
-        local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
-        training = Training(args.runs, allowed=local or auth is not None)
+        training = Training(args.runs)
     app = build_app(models, prompts, votes, args.max_input_chars, sampling_args(args), args.seed, training)
     print(f"{len(models.labels)} models: {', '.join(models.labels) or 'none yet (Train tab)'}; votes -> {votes}")
-    launch(app, args.host, args.port, args.share, auth, args.queue_size)
+    return app
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    app = app_from_args(args)
+    launch(app, args.host, args.port, args.share, parse_auth(args.auth), args.queue_size)
     return 0

@@ -119,6 +119,35 @@ def form_overrides(recipe: str, runs_dir: Path, values: dict[str, str], more: st
     return overrides + words
 
 
+# The settings that name a folder training writes to: from the page, each must lie under --runs.
+WRITTEN_PATHS = ("output_dir", "logging_dir")
+
+
+def under_runs(path: str | Path, runs_dir: Path, what: str) -> Path:
+    """`path` when it lies under --runs once resolved (`..` and symlinks followed): every folder the page
+    writes or watches does; anything else is refused, so a field or a typed key=value never trains, exports
+    or reads run files elsewhere on the machine."""
+    path = Path(path)
+    resolved, root = path.resolve(), Path(runs_dir).resolve()
+    if resolved == root or root not in resolved.parents:
+        raise LimaError(f"{what}: {path} is not a folder under {runs_dir} (--runs); the page writes only there")
+    return path
+
+
+def output_dir_of(overrides: list[str], runs_dir: Path) -> Path:
+    """The folder a start trains into: the last output_dir= among the overrides (fields, then more settings),
+    each written path checked to lie under --runs."""
+    found = None
+    for word in overrides:
+        key, _, value = word.partition("=")
+        if key.strip() in WRITTEN_PATHS:
+            path = under_runs(value.strip(), runs_dir, key.strip())
+            found = path if key.strip() == "output_dir" else found
+    if found is None:
+        raise LimaError("output_dir: is empty; name a folder under --runs")
+    return found
+
+
 def same(typed: str, recipe: str) -> bool:
     """The field still holds the recipe's value (5e-4 is 0.0005)."""
     try:
@@ -293,6 +322,10 @@ def export_adapter(models, kind: str, label: str, out: str, repo: str, base: str
     if label not in models.specs or not models.specs[label][1]:
         raise LimaError(f"{label or 'nothing'}: choose an adapter (a run's adapter or epoch-NN), not a base model")
     words = export_command(kind, models.specs[label][0], out or "", repo or "", base or "")
+    if "--out" in words:
+        under_runs(words[words.index("--out") + 1], models.runs_dir, f"{kind}: output folder")
+    elif not Path(models.specs[label][0]).resolve().is_relative_to(Path(models.runs_dir).resolve()):
+        raise LimaError(f"{kind}: give an output folder under {models.runs_dir} (--runs)")
     yield f"running: {shlex.join(['lima-lite', *words])}"
     done = subprocess.run([sys.executable, "-m", "lima_lite.cli", *words], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, env=child_env())
@@ -404,12 +437,13 @@ OUTPUTS = 4  # status, first example, memory plan, command line
 def form_inputs(training: Training, recipe: str, *values_and_more):
     *values, more = values_and_more
     values = dict(zip(FIELDS, values, strict=True))
-    return recipe, form_overrides(recipe, training.runs_dir, values, more), Path(values["output_dir"])
+    overrides = form_overrides(recipe, training.runs_dir, values, more)
+    return recipe, overrides, output_dir_of(overrides, training.runs_dir)
 
 
 def check_form(training: Training, recipe: str, *values_and_more):
     """Check: (status, first example, memory plan, command line)."""
-    recipe, overrides, _ = form_inputs(training, recipe, *values_and_more)
+    recipe, overrides, _ = form_inputs(training, recipe, *values_and_more)  # checks the written paths too
     summary, example = checked_data(recipe, overrides)
     return summary, example, plan_text(recipe, overrides), command_line(recipe, overrides)
 
@@ -439,8 +473,13 @@ def tick(training: Training, models, output_dir: str, shown: list | None, picker
     import gradio as gr
 
     run_dir = training.output_dir if training.process is not None else Path(output_dir or ".")
-    found = progress(run_dir, training.pace)
-    state = training.state() if training.process is not None else (read_run(run_dir) or {}).get("status", "no run")
+    try:
+        under_runs(run_dir, training.runs_dir, "output folder")
+        found = progress(run_dir, training.pace)
+        state = training.state() if training.process is not None else (read_run(run_dir) or {}).get("status", "no run")
+    except LimaError as error:  # a folder outside --runs, or a damaged run file: said, not read
+        found = {"step": 0, "total": None, "epoch": 0.0, "train": [], "dev": [], "eta_s": None, "tokens_per_s": None}
+        state = f"error: {error}"
     models.refresh()
     choices = [list(c) for c in models.choices()]
     update = gr.update(choices=[tuple(c) for c in choices]) if choices != shown else gr.skip()
@@ -456,9 +495,6 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
 
     names = recipe_names()
     start = recipe_values(names[0], training.runs_dir)
-    if not training.allowed:
-        gr.Markdown("Training from this page is off: the app is reachable beyond this machine without a login "
-                    "(restart it with --auth USER:PASSWORD).")
     with gr.Row():
         recipe = gr.Dropdown(names, value=names[0], allow_custom_value=True, label="recipe (a name, or a YAML path)",
                              elem_id="train-recipe")

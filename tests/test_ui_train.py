@@ -332,16 +332,16 @@ def test_export_merges_and_writes_the_hub_folder_of_the_chosen_epoch(tiny_llama_
     runs.mkdir()
     train_tiny(tiny_llama_tied, runs / "r", [qa(i) for i in range(4)])
     models = Models.discover(runs)
-    *_, merged = export_adapter(models, "merge", "r/epoch-01", str(tmp_path / "merged"), "", "")
-    assert merged.startswith(f"done: lima-lite merge {runs / 'r' / 'epoch-01'} --out {tmp_path / 'merged'}")
-    assert (tmp_path / "merged" / "config.json").is_file() and (tmp_path / "merged" / "lima_template.json").is_file()
-    *_, refused = export_adapter(models, "push", "r/epoch-01", str(tmp_path / "hub"), "me/tiny", "")
+    *_, merged = export_adapter(models, "merge", "r/epoch-01", str(runs / "merged"), "", "")
+    assert merged.startswith(f"done: lima-lite merge {runs / 'r' / 'epoch-01'} --out {runs / 'merged'}")
+    assert (runs / "merged" / "config.json").is_file() and (runs / "merged" / "lima_template.json").is_file()
+    *_, refused = export_adapter(models, "push", "r/epoch-01", str(runs / "hub"), "me/tiny", "")
     assert refused.startswith("error: the base model was a local folder")  # the CLI's own message
-    first, *_, pushed = export_adapter(models, "push", "r/epoch-01", str(tmp_path / "hub"), "me/tiny", "you/base")
+    first, *_, pushed = export_adapter(models, "push", "r/epoch-01", str(runs / "hub"), "me/tiny", "you/base")
     assert first == (f"running: lima-lite push {runs / 'r' / 'epoch-01'} --repo me/tiny --dry-run --out "
-                     f"{tmp_path / 'hub'} --base-model you/base")
-    assert pushed.startswith("done:") and "you/base" in (tmp_path / "hub" / "README.md").read_text()
+                     f"{runs / 'hub'} --base-model you/base")
+    assert pushed.startswith("done:") and "you/base" in (runs / "hub" / "README.md").read_text()
     with pytest.raises(LimaError, match="r/base: choose an adapter"):
-        next(export_adapter(models, "merge", "r/base", str(tmp_path / "m2"), "", ""))
+        next(export_adapter(models, "merge", "r/base", str(runs / "m2"), "", ""))
     with pytest.raises(LimaError, match="gguf: give an output folder"):
         next(export_adapter(models, "gguf", "r/adapter", " ", "", ""))

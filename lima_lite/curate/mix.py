@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.flags import bounded
 from lima_lite.io import add_overwrite_flag
 
 
@@ -61,8 +62,10 @@ def overlap_doc() -> str:
 
 def overlap_main(args) -> int:
     from lima_lite.curate.overlap import find_overlap
+    from lima_lite.io import check_outputs
 
     out = args.out or Path(f"{Path(args.eval).name.split(':')[-1].rsplit('.', 1)[0]}.overlap.jsonl")
+    check_outputs([out], [args.train, args.eval], args.overwrite)
     pairs, summary = find_overlap(args.train, args.eval, out, args.threshold)
     print(f"{summary}; {len(pairs)} pair(s) in {out}")
     return 0
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     m.add_argument("--single", nargs="+", required=True, help="JSONL file(s) of single-turn examples")
     m.add_argument("--dialogues", required=True, help="JSONL file of multi-turn dialogues (LIMA: 30)")
     m.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
-    m.add_argument("--single-k", type=int, default=1000, help="how many single-turn examples to take (LIMA: 1000)")
+    m.add_argument("--single-k", type=bounded(int, 0), default=1000, help="how many single-turn examples to take (LIMA: 1000)")
     m.add_argument("--seed", type=int, default=0, help="seed for the output order")
     add_overwrite_flag(m)
     m.set_defaults(func=mix_main)
@@ -88,11 +91,27 @@ def main(argv=None) -> int:
     o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
     from lima_lite.curate.overlap import THRESHOLD  # a light module: no heavy imports at --help
 
-    o.add_argument("--threshold", type=float, default=THRESHOLD,
+    o.add_argument("--threshold", type=bounded(float, 0, 1, low_open=True), default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
+    add_overwrite_flag(o)
     o.set_defaults(func=overlap_main)
     args = parser.parse_args(argv)
     return args.func(args)
+
+
+def check_distinct(paths: list[str]) -> None:
+    """Each input file once: the same file twice (by resolved path or a hard link) would put its rows in twice."""
+    import os
+
+    for index, path in enumerate(paths):
+        for earlier in paths[:index]:
+            same = Path(path).resolve() == Path(earlier).resolve()
+            try:
+                same = same or os.path.samefile(path, earlier)
+            except OSError:
+                pass
+            if same:
+                raise LimaError(f"{path}: given twice ({earlier}); each file's rows would be mixed in twice, give it once")
 
 
 def mix_main(args) -> int:
@@ -101,6 +120,7 @@ def mix_main(args) -> int:
     from lima_lite.io import check_outputs, write_jsonl
 
     check_outputs(with_report(args.out), [*args.single, args.dialogues], args.overwrite)
+    check_distinct([*args.single, args.dialogues])
 
     funnel = Funnel(args.seed)
     single = [load(path, "single") for path in args.single]

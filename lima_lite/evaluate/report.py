@@ -30,6 +30,7 @@ from lima_lite.evaluate.protocols import (
 )
 from lima_lite.io import read_jsonl, save_figure, write_json, write_text
 from lima_lite.plots import pyplot, stacked_percent_bars
+from lima_lite.text import markdown_text as md
 
 PROTOCOLS = ("pairwise", "human", "likert", "absolute", "knowledge", "dialogue")
 
@@ -91,7 +92,7 @@ def pairwise_section(records: list[dict], out: Path) -> list[str]:
              "second, tie otherwise (Long Is More). People's votes (Judge tab) are counted once per vote.", "",
              "| comparison | judge | win | tie | loss | unparsed | n |", "|---|---|---|---|---|---|---|"]
     for label, judge, c in rows:
-        lines.append(f"| {label} | {judge} | {share_cells(c, ('win', 'tie', 'loss'))} | {c['unparsed']} | {c['n']} |")
+        lines.append(f"| {md(label)} | {md(judge)} | {share_cells(c, ('win', 'tie', 'loss'))} | {c['unparsed']} | {c['n']} |")
     fig = stacked_percent_bars([(f"{label}\n({judge})", c) for label, judge, c in rows],
                                ("win", "tie", "loss", "unparsed"), "% of prompts",
                                "Pairwise preference: win / tie / loss of the first model", annotate=True)
@@ -114,7 +115,7 @@ def length_bias_section(records: list[dict]) -> list[str]:
         lc = "-" if rates["lc"] is None else (f"{100 * rates['lc']:.1f}% ({100 * rates['low']:.1f} to "
                                                f"{100 * rates['high']:.1f})")
         raw = "-" if rates["raw"] is None else f"{100 * rates['raw']:.1f}%"
-        lines.append(f"| {short(a)} vs {short(b)} | {short(judge)} | {lengths['mean_a']:.0f} / "
+        lines.append(f"| {md(short(a))} vs {md(short(b))} | {md(short(judge))} | {lengths['mean_a']:.0f} / "
                      f"{lengths['median_a']:.0f} | {lengths['mean_b']:.0f} / {lengths['median_b']:.0f} | {raw} | {lc} |")
     return lines + [""]
 
@@ -128,7 +129,7 @@ def likert_section(records: list[dict], out: Path) -> list[str]:
     for model, judge, s in rows:
         mean = "-" if s["mean"] is None else f"{s['mean']:.2f}"
         ci = "-" if s["mean"] is None else f"{s['low']:.2f} to {s['high']:.2f}"
-        lines.append(f"| {model} | {judge} | {mean} | {ci} | {s['prompts']} | {s['ratings']} | {s['unparsed']} |")
+        lines.append(f"| {md(model)} | {md(judge)} | {mean} | {ci} | {s['prompts']} | {s['ratings']} | {s['unparsed']} |")
     shown = [(m, j, s) for m, j, s in rows if s["mean"] is not None]
     if shown:
         plt = pyplot()
@@ -154,7 +155,7 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
              "an excellent answer.", "",
              "| model | judge | Fail | Pass | Excellent | unparsed | n |", "|---|---|---|---|---|---|---|"]
     for model, judge, c in rows:
-        lines.append(f"| {model} | {judge} | {share_cells(c, ABSOLUTE_CHOICES)} | {c['unparsed']} | {c['n']} |")
+        lines.append(f"| {md(model)} | {md(judge)} | {share_cells(c, ABSOLUTE_CHOICES)} | {c['unparsed']} | {c['n']} |")
     fig = stacked_percent_bars([(f"{model}\n({judge})", c) for model, judge, c in rows],
                                (*ABSOLUTE_CHOICES, "unparsed"), "% of answers", "Absolute rating mix")
     save_figure(fig, out / "absolute.png")
@@ -176,13 +177,13 @@ def dialogue_section(records: list[dict], out: Path) -> list[str]:
         summary = dialogue_summary(items)
         rows = [(str(turn), c) for turn, c in summary["per_turn"].items()] + [("all", summary["overall"])]
         for turn, c in rows:
-            lines.append(f"| {short(model)} | {short(judge)} | {turn} | {share_cells(c, ABSOLUTE_CHOICES)} "
+            lines.append(f"| {md(short(model))} | {md(short(judge))} | {turn} | {share_cells(c, ABSOLUTE_CHOICES)} "
                          f"| {c['unparsed']} | {c['n']} |")
             bars.append((f"{label}, turn {turn}" if turn != "all" else f"{label}, all turns", c))
         failed = [t for t in summary["first_fail"].values() if t is not None]
-        firsts.append(f"| {short(model)} | {short(judge)} | {len(failed)} of {summary['conversations']} | "
+        firsts.append(f"| {md(short(model))} | {md(short(judge))} | {len(failed)} of {summary['conversations']} | "
                       f"{summary['failed_within_3']} | {sum(failed) / len(failed):.1f} |" if failed else
-                      f"| {short(model)} | {short(judge)} | 0 of {summary['conversations']} | 0 | - |")
+                      f"| {md(short(model))} | {md(short(judge))} | 0 of {summary['conversations']} | 0 | - |")
     lines += ["", "| model | judge | conversations with a Fail | first Fail within 3 turns | mean turn of first Fail |",
               "|---|---|---|---|---|", *firsts]
     fig = stacked_percent_bars(bars, (*ABSOLUTE_CHOICES, "unparsed"), "% of assistant turns",
@@ -196,19 +197,19 @@ def agreement_section(records: list[dict], out: Path) -> list[str]:
     if len(raters) < 2:
         return ["## Agreement between raters", "",
                 "Needs two raters (people or judges) with readable verdicts, in both orders, on the same comparisons; "
-                f"here: {', '.join(short(r) for r in raters) or 'none'}.", ""]
+                f"here: {', '.join(md(short(r)) for r in raters) or 'none'}.", ""]
     names = [short(r) for r in raters]
     lines = ["## Agreement between raters", "",
              "LIMA's tie-discounted accuracy over the items both raters judged: 1 when they agree, 0.5 when exactly "
              "one says tie, 0 otherwise (LIMA: crowd-crowd 82%, GPT-4 vs humans 78-79%). Cells show agreement "
              "(shared items).", "",
-             "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+             "| | " + " | ".join(map(md, names)) + " |", "|---" * (len(names) + 1) + "|"]
     for a, name in zip(raters, names, strict=True):
         cells = []
         for b in raters:
             score, n = matrix[(a, b)]
             cells.append("-" if score is None else f"{100 * score:.0f}% ({n})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(name)} | " + " | ".join(cells) + " |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(raters) + 2.5, 1.0 * len(raters) + 1.5))
     values = [[float("nan") if matrix[(a, b)][0] is None else 100 * matrix[(a, b)][0] for b in raters] for a in raters]
@@ -233,7 +234,7 @@ def knowledge_section(records: list[dict], out: Path) -> list[str]:
              "gold answer appears in it.", "",
              "| model | exact | contains | n | stopped at max_new_tokens |", "|---|---|---|---|---|"]
     for model, s in rows:
-        lines.append(f"| {model} | {share_cells(s, ('exact', 'contains'))} | {s['n']} | {s['length_stops']} |")
+        lines.append(f"| {md(model)} | {share_cells(s, ('exact', 'contains'))} | {s['n']} | {s['length_stops']} |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(rows) + 2), 3.4))
     width = 0.38
@@ -256,8 +257,8 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "lima_li
     out.mkdir(parents=True, exist_ok=True)
     by_protocol = {p: [r for r in records if r["protocol"] == p] for p in PROTOCOLS}
     judges = sorted({short(r["judge"]) for r in records if "judge" in r})
-    lines = [f"# {title}", "",
-             f"{len(records)} judgment records; judges: {', '.join(judges) or 'none'}. "
+    lines = [f"# {md(title)}", "",
+             f"{len(records)} judgment records; judges: {', '.join(map(md, judges)) or 'none'}. "
              "Unparsed verdicts (asked twice, still unreadable) are counted, never guessed.", ""]
     if by_protocol["pairwise"] or by_protocol["human"]:
         lines += pairwise_section(by_protocol["pairwise"] + by_protocol["human"], out)
