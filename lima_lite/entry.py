@@ -9,8 +9,27 @@ the dispatcher (lima_lite/cli.py) back.
 
 import importlib
 import sys
+from contextlib import contextmanager
 
 from lima_lite import LimaError
+
+
+@contextmanager
+def json_only(on: bool):
+    """With --json, stdout carries one JSON document and nothing else: while the command runs, everything
+    printed (notes, warnings, a library's messages) goes to stderr, and io.print_json writes to the real
+    stdout. Every command that offers --json gets this here, so a script's `| jq` never meets a note."""
+    from lima_lite import io
+
+    if not on:
+        yield
+        return
+    io.JSON_STDOUT.append(sys.stdout)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = io.JSON_STDOUT.pop()
 
 
 def run(target: str, argv: list[str]) -> int:
@@ -20,7 +39,8 @@ def run(target: str, argv: list[str]) -> int:
     module, function = target.split(":")
     quiet_third_party()
     try:
-        return getattr(importlib.import_module(module), function)(argv) or 0
+        with json_only("--json" in argv):
+            return getattr(importlib.import_module(module), function)(argv) or 0
     except LimaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

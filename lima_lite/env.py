@@ -9,10 +9,11 @@ answers in (lima_lite.precision), and which of its fast paths run here, or why n
 
 import argparse
 import importlib.util
-import json
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
+
+from lima_lite.io import print_json
 
 PACKAGES = ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
             "gradio", "liger-kernel", "flash-attn")
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the text")
     args = parser.parse_args(argv)
     env = environment()
-    print(json.dumps(env, indent=2) if args.json else render(env))
+    print_json(env, indent=2) if args.json else print(render(env))
     return 0
 
 

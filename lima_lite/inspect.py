@@ -7,9 +7,9 @@ Trained (labelled) spans are printed between [[ and ]]; the counts of kept, cut 
 the end-of-turn token follow. It runs everything `lima-lite train` runs before loading the model.
 """
 
-import json
 import sys
 
+from lima_lite.io import print_json
 from lima_lite.template import IGNORE
 
 
@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     setup = prepare(resolve_recipe(args.recipe), args.overrides)
     tokenizer, shown = setup.tokenizer, setup.rows[: args.n]
     if args.json:
-        print(json.dumps([{"id": r["id"], "ids": r["input_ids"], "tokens": tokenizer.convert_ids_to_tokens(r["input_ids"]),
-                           "labels": r["labels"]} for r in shown], ensure_ascii=False))
+        print_json([{"id": r["id"], "ids": r["input_ids"], "tokens": tokenizer.convert_ids_to_tokens(r["input_ids"]),
+                     "labels": r["labels"]} for r in shown])
         return 0
     for row in shown:
         trained = sum(label != IGNORE for label in row["labels"])

@@ -183,8 +183,8 @@ def check_output_dir(folder, inputs=(), protected=(), own=(), overwrite: bool = 
         raise LimaError(f"{folder}: is a file, not a folder; choose another {how}")
     check_parent(folder)
     if folder.is_dir() and any(folder.iterdir()) and not overwrite and not any((folder / name).exists() for name in own):
-        raise LimaError(f"{folder}: already exists and holds files this command did not write; choose another {how}"
-                        + ("" if how != "--out" else ", or pass --overwrite to replace it"))
+        raise LimaError(f"{folder}: already exists and holds files this command did not write; choose another {how} "
+                        "or empty that folder")
     return folder
 
 
@@ -198,6 +198,16 @@ def own_regular_file(path: Path, root: Path) -> Path:
     if not path.is_file():
         raise LimaError(f"{path}: is not a regular file; an upload holds only the folder's own files")
     return path
+
+
+JSON_STDOUT: list = []  # the real stdout while a --json command runs (lima_lite.entry.json_only)
+
+
+def print_json(data, indent: int | None = None) -> None:
+    """A --json command's one JSON document, on stdout even while its notes go to stderr (entry.json_only)."""
+    out = JSON_STDOUT[-1] if JSON_STDOUT else sys.stdout
+    out.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    out.flush()
 
 
 class JsonlError(LimaError):

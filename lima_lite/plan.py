@@ -65,6 +65,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.flags import bounded
+from lima_lite.io import print_json
 from lima_lite.layout import TOKENIZER_FILES
 
 GIB = 2**30
@@ -885,7 +886,7 @@ def main(argv=None) -> int:
     source = "--gpu-gib" if args.gpu_gib else ("this GPU" if detected else f"no GPU found: assumed {DEFAULT_GPU_GIB:g} GiB")
     plan = recipe_plan(sft_config, model_args, lima_args, folder, added, gpu_gib)
     if args.json:
-        print(json.dumps(plan))
+        print_json(plan)
     else:
         print(format_plan(plan, source, sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps))
     return 0
@@ -903,5 +904,5 @@ def print_fit(sft_config, model_args, lima_args, folder: Path, added: int, expli
     result = fit(shape, settings, examples, budget, fixed, offloading=source != "no GPU: available system memory",
                  host_gib=host_gib)
     summary = fit_summary(shape, result)
-    print(json.dumps(summary) if as_json else format_fit(result, summary, source))
+    print_json(summary) if as_json else print(format_fit(result, summary, source))
     return 0 if summary["fits"] else 1

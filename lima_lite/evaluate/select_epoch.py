@@ -20,6 +20,7 @@ from lima_lite import LimaError
 from lima_lite.evaluate.answers import LocalModel, generate_answers, get_answerer, read_prompts
 from lima_lite.evaluate.protocols import win_tie_loss
 from lima_lite.evaluate.steps import pairwise_file
+from lima_lite.io import check_output_dir
 from lima_lite.layout import epoch_adapters, epoch_name
 
 AGAINST = ("base", "each-other")
@@ -36,6 +37,8 @@ def select_epoch(run: str | Path, prompts: str, judge, epochs=range(5, 11), agai
     run = Path(run)
     adapters = chosen_epochs(run, epochs, against)
     out = Path(out) if out else run / "select-epoch"
+    own = ("select-epoch.json", "prompts.jsonl", "answers-base.jsonl", *(f"answers-{name}.jsonl" for name in adapters))
+    check_output_dir(out, inputs=adapters.values(), own=own, overwrite=False)
     items = read_prompts(prompts)
     answers = answer_epochs(adapters, items, out, with_base=against == "base", **sampling)
     names = list(adapters)

@@ -1,0 +1,205 @@
+"""Every command, found by walking `lima-lite --help` and each command's sub-commands: the ones that write go
+through the output guard (an output is never an input, also through a symlink; never an existing file or a
+foreign folder without --overwrite; never the base model's folder), and the ones that offer --json print one
+JSON document on stdout and nothing else.
+
+    $ PYTHONPATH=$PWD python -m pytest tests/test_hostile_cli.py -q
+"""
+
+import contextlib
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import qa, write_jsonl
+from lima_lite.cli import COMMANDS, main
+
+QA = {"messages": [{"role": "user", "content": "How?"}, {"role": "assistant", "content": "Like this."}]}
+DIALOGUE = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."},
+                         {"role": "user", "content": "And?"}, {"role": "assistant", "content": "Then."}]}
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def sub_commands(command: str) -> list[str]:
+    """`command` itself, or `command SUB` for each sub-command its --help lists ({a,b,...} or curate's sources)."""
+    if command == "curate":
+        from lima_lite.curate import SOURCES
+
+        return [f"curate {name}" for name in SOURCES]
+    _, out, _ = run([command, "--help"])
+    section = out.split("positional arguments:")[-1].split("options:")[0] if "positional arguments:" in out else ""
+    names = re.findall(r"^    ([a-z][a-z-]*)(?:\s|$)", section, flags=re.M)  # argparse's sub-parser list
+    return [f"{command} {name}" for name in names] or [command]
+
+
+def every_command() -> list[str]:
+    return [name for command in COMMANDS for name in sub_commands(command)]
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p): (p.read_bytes() if p.is_file() else "dir") for p in sorted(folder.rglob("*")) if not p.is_symlink()}
+
+
+def files(tmp: Path) -> dict:
+    (tmp / "d.jsonl").write_text(json.dumps(QA) + "\n" + json.dumps(QA) + "\n")
+    (tmp / "dd.jsonl").write_text(json.dumps(DIALOGUE) + "\n")
+    (tmp / "p.jsonl").write_text(json.dumps({"id": "a", "prompt": "How?"}) + "\n")
+    (tmp / "a.jsonl").write_text(json.dumps({"id": "a", "prompt": "How?", "answer": "So.", "model": "m"}) + "\n")
+    (tmp / "dump.xml").write_text("<posts/>\n")
+    (tmp / "w.csv").write_text("headline,title,text\n")
+    (tmp / "s.ndjson").write_text("{}\n")
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "README.md").write_text("my notes\n")
+    return {}
+
+
+# command -> (argv with {tmp}, {base}, {adapter}; what it is refused for). Each writes an output that is an
+# input through a symlink ({tmp}/link -> the input), or an existing folder it did not write.
+WRITES = {
+    "train": (["train", "quickstart", "model_name_or_path={base}", "dataset_name={tmp}/d.jsonl", "output_dir={base}",
+               "chat_format=lima"], "base model"),
+    "train-foreign": (["train", "quickstart", "model_name_or_path={base}", "dataset_name={tmp}/d.jsonl",
+                       "output_dir={tmp}/mine", "chat_format=lima"], "did not write"),
+    "push": (["push", "{adapter}", "--repo", "me/x", "--base-model", "me/base", "--dry-run", "--out", "{tmp}/mine"],
+             "not written by"),
+    "merge": (["merge", "{adapter}", "--out", "{tmp}/d.jsonl/merged"], "is a file"),
+    "export gguf": (["export", "gguf", "{adapter}", "--out", "{tmp}/mine"], "exists"),
+    "curate stackexchange": (["curate", "stackexchange", "--dump", "{tmp}/dump.xml", "--out", "{tmp}/link"], "input"),
+    "curate wikihow": (["curate", "wikihow", "--csv", "{tmp}/w.csv", "--out", "{tmp}/link"], "input"),
+    "curate reddit": (["curate", "reddit", "--submissions", "{tmp}/s.ndjson", "--comments", "{tmp}/d.jsonl",
+                       "--out", "{tmp}/link"], "input"),
+    "select": (["select", "--strategy", "longest", "--k", "1", "{tmp}/d.jsonl", "{tmp}/link"], "input"),
+    "data mix": (["data", "mix", "--single", "{tmp}/d.jsonl", "--dialogues", "{tmp}/dd.jsonl", "--out", "{tmp}/link"],
+                 "input"),
+    "data overlap": (["data", "overlap", "{tmp}/d.jsonl", "{tmp}/p.jsonl", "--out", "{tmp}/link"], "input"),
+    "eval generate": (["eval", "generate", "--model", "{adapter}", "--prompts", "{tmp}/p.jsonl", "--out", "{tmp}/link"],
+                      "input"),
+    "eval pairwise": (["eval", "pairwise", "--judge", "j@http://127.0.0.1:9/v1", "--ours", "{tmp}/a.jsonl", "--baseline",
+                       "{tmp}/a.jsonl", "--out", "{tmp}/link"], "input"),
+    "eval likert": (["eval", "likert", "--judge", "j@http://127.0.0.1:9/v1", "--answers", "{tmp}/a.jsonl", "--out",
+                     "{tmp}/link"], "input"),
+    "eval absolute": (["eval", "absolute", "--judge", "j@http://127.0.0.1:9/v1", "--answers", "{tmp}/a.jsonl", "--out",
+                       "{tmp}/link"], "input"),
+    "eval knowledge": (["eval", "knowledge", "--model", "{adapter}", "--questions", "{tmp}/p.jsonl", "--out", "{tmp}/link"],
+                       "input"),
+    "eval dialogue": (["eval", "dialogue", "--model", "{adapter}", "--dialogues", "{tmp}/dd.jsonl", "--judge",
+                       "j@http://127.0.0.1:9/v1", "--out", "{tmp}/link"], "input"),
+    "eval human": (["eval", "human", "{tmp}/a.jsonl", "--out", "{tmp}/link"], "input"),
+    "eval report": (["eval", "report", "{tmp}/a.jsonl", "--out", "{tmp}/rep"], "input"),
+    "eval select-epoch": (["eval", "select-epoch", "{run}", "--judge", "j@http://127.0.0.1:9/v1", "--epochs", "1",
+                           "--out", "{tmp}/mine"], "did not write"),
+}
+# where each case's {tmp}/link points (an input), or the report's output that is an input
+LINKS = {"curate stackexchange": "dump.xml", "curate wikihow": "w.csv", "curate reddit": "s.ndjson",
+         "select": "d.jsonl", "data mix": "d.jsonl", "data overlap": "d.jsonl", "eval generate": "p.jsonl",
+         "eval pairwise": "a.jsonl", "eval likert": "a.jsonl", "eval absolute": "a.jsonl", "eval knowledge": "p.jsonl",
+         "eval dialogue": "dd.jsonl", "eval human": "a.jsonl"}
+# The commands that write nothing the user names, or write through another command's guard.
+NO_OUTPUT = {"plan": "prints a plan", "inspect": "prints examples", "env": "prints the machine",
+             "chat": "/save asks before replacing (test_hostile_cli.test_chat_save_asks)",
+             "ui": "the app: tests/test_hostile_app.py", "quickstart": "trains through train's guard (runs/quickstart)"}
+
+
+def test_every_command_is_classified():
+    found = set(every_command())
+    assert {"eval generate", "data overlap", "export gguf", "curate reddit"} <= found  # the walk finds sub-commands
+    classified = {name.removesuffix("-foreign") for name in WRITES} | set(NO_OUTPUT)
+    assert found <= classified, f"commands that write outside the guard's tests: {sorted(found - classified)}"
+
+
+@pytest.fixture(scope="module")
+def made(tiny_llama_tied, tmp_path_factory) -> dict:
+    from helpers import train_tiny
+
+    run = train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("guard") / "run", [qa(i) for i in range(4)],
+                     save_strategy="epoch")
+    return {"base": str(tiny_llama_tied), "adapter": str(run / "adapter"), "run": str(run)}
+
+
+@pytest.mark.parametrize("name", WRITES)
+def test_every_writing_command_goes_through_the_guard(name, made, tmp_path):
+    argv, expected = WRITES[name]
+    files(tmp_path)
+    if name in LINKS:
+        (tmp_path / "link").symlink_to(tmp_path / LINKS[name])
+    if name == "eval report":
+        (tmp_path / "rep").mkdir()
+        (tmp_path / "rep" / "report.md").symlink_to(tmp_path / "a.jsonl")
+    base_before = snapshot(Path(made["base"]))
+    before = snapshot(tmp_path)
+    code, out, err = run([a.format(tmp=tmp_path, **made) for a in argv])
+    assert code == 2 and "Traceback" not in err, (code, out[-300:], err[-500:])
+    assert expected in err, err
+    assert snapshot(tmp_path) == before and snapshot(Path(made["base"])) == base_before
+
+
+@pytest.mark.parametrize("answer, kept", [("", True), ("n", True), ("y", False)])
+def test_chat_save_asks_before_replacing_and_says_why_it_did_not_save(tmp_path, answer, kept):
+    from lima_lite.chat import Session
+
+    class Engine:
+        name = "m"
+
+    said = io.StringIO()
+    session = Session(Engine(), out=said)
+    session.ask = lambda question: answer
+    session.messages = list(QA["messages"])
+    (tmp_path / "mine.jsonl").write_text("mine\n")
+    session.handle(f"/save {tmp_path / 'mine.jsonl'}")
+    assert ((tmp_path / "mine.jsonl").read_text() == "mine\n") == kept
+    assert ("(not saved)" in said.getvalue()) == kept
+    session.handle(f"/save {tmp_path}")
+    session.handle(f"/save {tmp_path / 'mine.jsonl' / 'x.jsonl'}")
+    lines = said.getvalue().splitlines()
+    assert any("is a folder" in line for line in lines) and any("is a file, not a folder" in line for line in lines)
+
+
+def test_training_writes_no_readme_into_its_folder(made):
+    assert not (Path(made["run"]) / "README.md").exists()
+
+
+# ---------------------------------------------------------------- --json: one JSON document on stdout
+
+
+def no_tokenizer_base(tmp: Path, base: str) -> Path:
+    folder = tmp / "config-only"
+    folder.mkdir()
+    shutil.copy(Path(base) / "config.json", folder / "config.json")
+    return folder
+
+
+JSON = {
+    "plan": lambda tmp, made: ["plan", "quickstart", f"model_name_or_path={no_tokenizer_base(tmp, made['base'])}", "--json"],
+    "plan --fit": lambda tmp, made: ["plan", "quickstart", f"model_name_or_path={no_tokenizer_base(tmp, made['base'])}",
+                                     "--fit", "--json"],
+    "inspect": lambda tmp, made: ["inspect", "quickstart", f"model_name_or_path={made['base']}",
+                                  f"dataset_name={write_jsonl(tmp / 'd.jsonl', [qa(0)])}", "chat_format=lima", "--json"],
+    "env": lambda tmp, made: ["env", "--json"],
+}
+
+
+def test_every_command_offering_json_is_tested():
+    offering = {name for name in every_command() if "--json" in run([*name.split(), "--help"])[1]}
+    assert offering and offering <= {name.split()[0] for name in JSON}, offering
+
+
+@pytest.mark.parametrize("name", JSON)
+def test_json_is_one_document_on_stdout(name, made, tmp_path):
+    code, out, err = run(JSON[name](tmp_path, made))
+    assert code in (0, 1), err[-500:]
+    json.loads(out)  # the whole of stdout: nothing before or after the document
+    if name.startswith("plan"):
+        assert "no tokenizer files" in err  # the note went to stderr
