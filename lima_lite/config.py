@@ -249,10 +249,39 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
     for key, ok, problem in rules:
         if not ok:
             raise LimaError(f"{where(key)}: {problem}")
+    check_numbers((script_args, sft_config, model_args, lima_args), sources)
+
+
+# Upper ends past which a value is a typo, not a recipe: each is far beyond any run on one GPU.
+HIGHEST = {"learning_rate": 1.0, "lora_r": 4096, "lora_alpha": 1e6, "max_length": 10_000_000, "num_train_epochs": 10_000,
+           "max_steps": 10**9, "per_device_train_batch_size": 65_536, "gradient_accumulation_steps": 65_536,
+           "max_grad_norm": 1e6, "adam_epsilon": 1.0, "warmup_steps": 10**9, "weight_decay": 10.0}
+
+
+def check_numbers(built, sources: dict) -> None:
+    """Every number a recipe or the command line gives: finite (no inf or nan), a whole number within 2**53,
+    and no higher than HIGHEST names, so a typo (1e19, inf) is refused by key instead of overflowing later."""
+    import math
+
+    for args in built:
+        for f in dataclasses.fields(args):
+            if f.name not in sources or sources[f.name] == DEFAULTS_SOURCE:
+                continue
+            value = getattr(args, f.name, None)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            where = f"{sources[f.name]}: {f.name}"
+            if isinstance(value, float) and not math.isfinite(value):
+                raise LimaError(f"{where}: must be a finite number, not {value}")
+            if isinstance(value, int) and abs(value) > 2**53:
+                raise LimaError(f"{where}: {value} is too large for a count (at most 2**53)")
+            if f.name in HIGHEST and value > HIGHEST[f.name]:
+                raise LimaError(f"{where}: must be <= {HIGHEST[f.name]:g}, not {value:g}")
 
 
 # An end-of-turn token is a special-token string: no spaces, not a plain word or number.
-EOT_SHAPE = re.compile(r"^(?=.*[^\w])\S+$")
+# ("." or "!!" would end a turn at every period: a special token holds a word character too, e.g. <|eot|>, </s>)
+EOT_SHAPE = re.compile(r"^(?=.*[^\w])(?=.*[^\W_])\S{2,}$")
 
 
 def lima_help() -> str:

@@ -69,7 +69,7 @@ def to_messages(row: dict, where: str) -> list[dict]:
         for i, turn in enumerate(turns):  # ShareGPT
             if not isinstance(turn, dict):
                 raise DataError(f"{where}: conversations[{i}]: must be a {{from, value}} object like the others")
-            if turn.get("from") not in SHAREGPT_ROLES:
+            if not isinstance(turn.get("from"), str) or turn["from"] not in SHAREGPT_ROLES:
                 raise DataError(f"{where}: conversations[{i}].from: expected one of {sorted(SHAREGPT_ROLES)}")
             messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn.get("value")})
         return messages

@@ -50,7 +50,7 @@ def workable(parse, least: float, most: float, zero: bool = False):
 SAMPLING_TYPES = {"temperature": workable(bounded(float, 0), 1e-3, 1e3, zero=True),
                   "top_p": bounded(float, 0, 1, low_open=True),
                   "repetition_penalty": workable(bounded(float, 0, low_open=True), 1e-3, 1e3),
-                  "max_new_tokens": bounded(int, 1, 10_000_000)}
+                  "max_new_tokens": bounded(int, 1)}
 
 
 def add_sampling_args(parser) -> None:

@@ -16,6 +16,29 @@ from lima_lite import LimaError
 NULL_TAG = "tag:yaml.org,2002:null"
 
 
+# Plain data: what a recipe value may be (strings, numbers, booleans, null, lists, mappings).
+PLAIN_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "seq", "map")}
+TAG_WORDS = {"tag:yaml.org,2002:timestamp": "a date or time (quote it to mean text)",
+             "tag:yaml.org,2002:binary": "binary data", "tag:yaml.org,2002:set": "a set",
+             "tag:yaml.org,2002:omap": "an ordered map", "tag:yaml.org,2002:pairs": "a list of pairs"}
+
+
+def check_plain(node, where: str) -> None:
+    """Refuse a value that is not plain data (a date, binary, a !!python/... or any other tag, at any depth),
+    naming where it is: it is never constructed."""
+    if node.tag not in PLAIN_TAGS:
+        what = TAG_WORDS.get(node.tag, f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')}")
+        raise LimaError(f"{where}: {what} is not a recipe value; use plain strings, numbers, booleans, lists "
+                        "or mappings")
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            check_plain(item, where)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            check_plain(key, where)
+            check_plain(value, where)
+
+
 def raw_value(node):
     """A YAML value as the text the user wrote (a scalar), a list of texts, or a JSON object: argparse then
     reads it with the field's own type, so `save_strategy: no` stays TRL's "no" and `3e-4` is a float."""
@@ -59,6 +82,7 @@ def read_yaml(path: str | Path) -> dict[str, tuple[object, int]]:
             raise LimaError(f"{path}:{line}: a recipe key must be a name")
         if key in values:
             raise LimaError(f"{path}:{line}: {key}: set twice (first on line {values[key][1]}); keep one")
+        check_plain(value_node, f"{path}:{value_node.start_mark.line + 1}: {key}")
         values[key] = (raw_value(value_node), line)
     return values
 
@@ -74,6 +98,8 @@ def parse_overrides(pairs: list[str]) -> dict:
             node = yaml.compose(value) if value.strip() else None
         except yaml.YAMLError:
             node = yaml.ScalarNode("tag:yaml.org,2002:str", value)  # not YAML: the text as it is
+        if node is not None:
+            check_plain(node, f"override {key.strip()}")
         overrides[key.strip()] = None if node is None else raw_value(node)
     return overrides
 

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
     from lima_lite.curate.overlap import THRESHOLD  # a light module: no heavy imports at --help
 
-    o.add_argument("--threshold", type=bounded(float, 0, 1, low_open=True), default=THRESHOLD,
+    o.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
     add_overwrite_flag(o)
     o.set_defaults(func=overlap_main)

@@ -6,7 +6,9 @@
 
 A prompt is a training conversation's user turns (every one of them: a multi-turn dialogue can hold an
 eval prompt in its third turn) or an eval prompts file's prompt (any file `lima-lite eval generate` reads).
-Exact: the same text once lower-cased, with punctuation and runs of space removed (a SHA-256 of that).
+Exact: the same text once normalised (lima_lite.text.fold: Unicode NFKC, so fullwidth letters are plain
+ones; zero-width characters and soft hyphens removed; Cyrillic and Greek look-alikes folded to Latin;
+casefolded), with punctuation, runs of space and courtesy words ("please") removed (a SHA-256 of that).
 Near: MinHash over word 2-grams (128 permutations) finds candidates with an estimated Jaccard similarity
 >= `threshold` (0.5 by default); the true Jaccard of the two 2-gram sets then decides, so the estimate's
 noise never reports a pair. One word changed in a 20-word prompt keeps 17 of its 19 2-grams (Jaccard
@@ -27,9 +29,17 @@ NUM_PERM = 128
 THRESHOLD = 0.5
 
 
+# Courtesy words that change nothing a prompt asks: "Please, how do I ...?" duplicates "How do I ...?".
+FILLER = {"please", "pls", "plz", "kindly"}
+
+
 def normalized(text: str) -> str:
-    """Lower case, words only, single spaces: "What is  LoRA?" and "what is lora" are one prompt."""
-    return " ".join(_WORDS.findall(text.lower()))
+    """lima_lite.text.fold (NFKC, invisible characters removed, look-alike letters folded, casefold), then words
+    only, courtesy words (FILLER) left out, single spaces: "What is  LoRA?", "what is lora", "Ｗhat is\u200b
+    LoRA?" and "Please, what is LoRA?" are one prompt."""
+    from lima_lite.text import fold
+
+    return " ".join(word for word in _WORDS.findall(fold(text)) if word not in FILLER)
 
 
 def ngrams(text: str, n: int = NGRAM) -> set[str]:

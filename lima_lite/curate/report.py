@@ -136,15 +136,18 @@ _WORDS = re.compile(r"\w+")
 def dedupe(examples: list[dict], funnel: Funnel, threshold: float = 0.8, seed: int = 0) -> list[dict]:
     """Drop exact duplicates (same normalised prompt + response), then near-duplicate responses (MinHash LSH).
 
+    Both match on lima_lite.text.fold (NFKC, invisible characters removed, look-alike letters folded, casefold).
     Near-duplicates: Jaccard similarity of word 5-shingles >= `threshold`, estimated with 64 permutations;
     the first example in the given order is kept.
     """
     from datasketch import MinHash, MinHashLSH
 
+    from lima_lite.text import fold
+
     seen, unique = set(), []
     for example in examples:
         key = hashlib.sha256(" ".join(_WORDS.findall(json.dumps(
-            [m["content"].lower() for m in example["messages"]], ensure_ascii=False))).encode()).digest()
+            [fold(m["content"]) for m in example["messages"]], ensure_ascii=False))).encode()).digest()
         if key in seen:
             funnel.drop("exact_duplicate", example["id"], response_text(example))
             continue
@@ -154,7 +157,7 @@ def dedupe(examples: list[dict], funnel: Funnel, threshold: float = 0.8, seed: i
 
     lsh, kept = MinHashLSH(threshold=threshold, num_perm=64), []
     for i, example in enumerate(unique):
-        words = _WORDS.findall(response_text(example).lower())
+        words = _WORDS.findall(fold(response_text(example)))
         shingles = {" ".join(words[j:j + 5]) for j in range(max(1, len(words) - 4))}
         signature = MinHash(num_perm=64, seed=seed)
         signature.update_batch([s.encode("utf-8") for s in shingles])

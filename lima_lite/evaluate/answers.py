@@ -274,6 +274,22 @@ def answer_key(row: dict) -> tuple:
     return row["id"], row.get("sample", 0)
 
 
+def check_resumable(out: str | Path, prompts: list[dict], model: str) -> None:
+    """An answer in `out` is taken up only when it belongs to this run: the same model, and the same prompt
+    text under its id. Anything else is refused by file:line before anything is generated, so a changed
+    prompt or another model never reuses or mixes answers silently. (Sampling settings are not part of the
+    key: a rerun of the same command without its sampling flags takes the answers up, as it always has.)"""
+    texts = {item["id"]: item["prompt"] for item in prompts}
+    for number, row in read_records(out):
+        where = f"{out}:{number}"
+        if row.get("model") != model:
+            raise LimaError(f"{where}: an answer by {row.get('model')!r}, not {model!r}: the file would hold answers "
+                            "from several models; use one file per model (another --out)")
+        if row.get("id") in texts and row.get("prompt") != texts[row["id"]]:
+            raise LimaError(f"{where}: the answer to {row['id']!r} was made for another prompt text; the prompts file "
+                            "changed since: choose another --out, or delete this file to answer anew")
+
+
 def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, concurrency: int = 1,
                      batch_size: int = 1, **sampling) -> list[dict]:
     """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...).
@@ -283,6 +299,7 @@ def generate_answers(model, prompts: list[dict], out: str | Path, samples: int =
     are the same on every run, and a rerun skips the batches already saved. Greedy answers equal those of
     batch_size 1; a sampled answer depends on its batch."""
     pairs = [(item, s) for item in prompts for s in range(samples)]
+    check_resumable(out, prompts, model.name)
 
     def record(item, sample, text, finish):
         return {"id": item["id"], "prompt": item["prompt"], "answer": text, "model": model.name,
