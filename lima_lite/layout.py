@@ -208,6 +208,53 @@ def is_complete_checkpoint(folder: Path) -> bool:
     return any((folder / name).is_file() for name in CHECKPOINT_WEIGHTS)
 
 
+# trainer_state.json fields the Trainer reads on resume, and the types it needs them in.
+TRAINER_STATE_TYPES = {"global_step": (int,), "epoch": (int, float), "max_steps": (int,), "log_history": (list,),
+                       "num_train_epochs": (int, float), "total_flos": (int, float), "train_batch_size": (int,),
+                       "best_metric": (int, float, type(None)), "stateful_callbacks": (dict,)}
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """What in a finished checkpoint-N would stop a resume with a traceback, in a few words (the file named);
+    None when every file the Trainer reads back loads: trainer_state.json with its fields' types, the
+    weights (safetensors headers and sizes), optimizer, scheduler and RNG states (read as the Trainer reads
+    them, weights only, memory-mapped so a large optimizer state is not read twice)."""
+    try:
+        state = json.loads((folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{CHECKPOINT_STATE} is not readable JSON"
+    if not isinstance(state, dict):
+        return f"{CHECKPOINT_STATE} is not a JSON object"
+    for key, kinds in TRAINER_STATE_TYPES.items():
+        if key in state and (isinstance(state[key], bool) or not isinstance(state[key], kinds)):
+            return f"{CHECKPOINT_STATE}: {key} is {json.dumps(state[key])[:40]}, not a {' or '.join(k.__name__ for k in kinds)}"
+    if not all(isinstance(row, dict) for row in state.get("log_history", [])):
+        return f"{CHECKPOINT_STATE}: log_history holds something other than objects"
+    from safetensors import safe_open
+
+    for name in CHECKPOINT_WEIGHTS:
+        if (folder / name).is_file():
+            try:
+                with safe_open(folder / name, "pt") as weights:
+                    weights.keys()
+            except Exception as error:  # noqa: BLE001 - safetensors' own error types, any of them means damaged
+                return f"{name} cannot be read ({str(error).splitlines()[0][:120]})"
+    import torch
+    from transformers.trainer import safe_globals
+
+    for path in sorted([folder / "optimizer.pt", folder / "scheduler.pt", *folder.glob("rng_state*.pth")]):
+        if not path.is_file():
+            continue
+        try:
+            with safe_globals():
+                loaded = torch.load(path, weights_only=True, mmap=True, map_location="cpu")
+        except Exception as error:  # noqa: BLE001 - torch's errors for a cut or foreign file vary by version
+            return f"{path.name} cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:100]})"
+        if path.name.startswith("rng_state") and not (isinstance(loaded, dict) and {"python", "numpy", "cpu"} <= set(loaded)):
+            return f"{path.name} is not a random-number state (python, numpy, cpu)"
+    return None
+
+
 def last_complete_checkpoint(run: str | Path) -> Path | None:
     """The newest checkpoint-N the Trainer finished writing.
 

@@ -282,8 +282,10 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     """
     from lima_lite.template import ChatTemplate
 
-    if not HUB_ID.match(repo):
-        raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME")
+    if not HUB_ID.match(repo) or any(part in (".", "..") or ".." in part or "--" in part or part[0] in ".-" or
+                                     part[-1] in ".-" or len(part) > 96 for part in repo.split("/")):
+        raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME (letters, digits, '-', '_', '.'; no '..' "
+                        "or '--', not starting or ending with '-' or '.', at most 96 characters a part)")
     adapter, run_dir = find_run(path)
     check_lima_adapter(adapter)
     run = read_run(run_dir) if run_dir else None

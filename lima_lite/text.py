@@ -56,6 +56,7 @@ def markdown_text(text) -> str:
 
 
 def markdown_code(text) -> str:
-    """`text` as an inline code span (shown verbatim); text holding a backquote is escaped instead."""
+    """`text` as an inline code span (shown verbatim); text holding a backquote or markup characters (<, >, &)
+    is escaped as markdown_text instead, so no renderer that mishandles code spans meets a tag."""
     flat = " ".join(str(text).split())
-    return markdown_text(flat) if "`" in flat or not flat else f"`{flat}`"
+    return markdown_text(flat) if not flat or any(c in flat for c in "`<>&") else f"`{flat}`"

@@ -38,6 +38,7 @@ from lima_lite.layout import (
     METRICS_FILE,
     RUN_FILE,
     adapter_dir,
+    checkpoint_damage,
     checkpoints,
     epoch_dir,
     last_complete_checkpoint,
@@ -311,11 +312,24 @@ def resume_point(output_dir: Path, accelerator) -> Path | None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         last = last_complete_checkpoint(output_dir)
+    check_resumable(last, output_dir)
     before = (read_run(output_dir) or {}).get("processes", 1)
     if last and before != accelerator.num_processes:
         raise LimaError(f"{last}: written by {before} process(es); resume it with {before} "
                         f"(this run has {accelerator.num_processes}), or choose another output_dir")
     return last
+
+
+def check_resumable(last: Path | None, output_dir: Path) -> None:
+    """Refuse, in one line, to resume from a checkpoint whose files are damaged (layout.checkpoint_damage),
+    naming the newest older one that loads: deleting the damaged one resumes from it."""
+    if last is None or (problem := checkpoint_damage(last)) is None:
+        return
+    older = [folder for step, folder in checkpoints(output_dir).items() if step < int(CHECKPOINT.match(last.name)[1])]
+    sound = next((folder for folder in reversed(older) if checkpoint_damage(folder) is None), None)
+    way = (f"delete it to resume from {sound.name}" if sound else
+           "no older checkpoint loads either: delete the checkpoints to train from the start, or choose another output_dir")
+    raise LimaError(f"{last}: {last.name} is damaged: {problem}; {way}")
 
 
 def trainer_config(sft_config):

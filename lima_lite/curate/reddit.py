@@ -130,8 +130,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=bounded(int, 1), default=150, help="stories to keep (LIMA: 150)")
     parser.add_argument("--n-test", type=bounded(int, 0), default=70, help="AskReddit test prompts to keep (LIMA: 70)")
     parser.add_argument("--min-score", type=int, default=10, help="least score of the top comment")
-    parser.add_argument("--min-chars", type=int, default=1000, help="shortest story kept")
-    parser.add_argument("--max-chars", type=int, default=4096, help="longest story kept")
+    parser.add_argument("--min-chars", type=bounded(int, 0), default=1000, help="shortest story kept")
+    parser.add_argument("--max-chars", type=bounded(int, 1), default=4096, help="longest story kept")
     parser.add_argument("--seed", type=int, default=0, help="seed for the draws")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a corrupted JSON line: stop with its file:line, or count it in the report and go on")

@@ -162,7 +162,7 @@ def parse_args(argv):
     parser.add_argument("input", help="conversations to choose from (.jsonl/.json in any form lima_lite reads)")
     parser.add_argument("output", type=Path, help="output JSONL; the report is written next to it")
     parser.add_argument("--strategy", choices=STRATEGIES, required=True, help="how to choose (see below)")
-    parser.add_argument("--k", type=int, default=1000, help="how many examples to keep (LIMA and Long Is More: 1000)")
+    parser.add_argument("--k", type=bounded(int, 1), default=1000, help="how many examples to keep (LIMA and Long Is More: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random, the diversity draws and k-means")
     parser.add_argument("--by", choices=("chars", "tokens"), default="chars",
                         help="longest: measure responses in characters or in tokens of --tokenizer")

@@ -42,6 +42,7 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.curate import filters
 from lima_lite.curate.report import SNIPPET, Funnel, check_kept, dedupe, read_lines, with_report, write_report
+from lima_lite.flags import bounded
 from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 # Sites counted as STEM (LIMA: 75 STEM communities out of 179). Anything else is "other".
@@ -249,17 +250,19 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dump", type=Path, required=True, help="folder of unpacked site folders, each with Posts.xml")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
-    parser.add_argument("--n", type=int, default=200, help="examples drawn from each group, STEM and other (LIMA: 200)")
-    parser.add_argument("--tau", type=float, default=3.0, help="sampling temperature over sites: p ∝ size^(1/tau)")
+    parser.add_argument("--n", type=bounded(int, 1), default=200,
+                        help="examples drawn from each group, STEM and other (LIMA: 200)")
+    parser.add_argument("--tau", type=bounded(float, 0, 1e6, low_open=True), default=3.0,
+                        help="sampling temperature over sites: p ∝ size^(1/tau)")
     parser.add_argument("--seed", type=int, default=0, help="seed for site draws and title-or-body prompt choice")
     parser.add_argument("--stem-sites", help="comma-separated site names counted as STEM (default: a built-in list "
                         "of science, maths and computing sites)")
     parser.add_argument("--min-score", type=int, default=filters.MIN_ANSWER_SCORE, help="least score of the top answer")
-    parser.add_argument("--min-chars", type=int, default=filters.MIN_ANSWER_CHARS, help="shortest answer kept")
+    parser.add_argument("--min-chars", type=bounded(int, 0), default=filters.MIN_ANSWER_CHARS, help="shortest answer kept")
     parser.add_argument("--max-chars", type=int, default=filters.MAX_ANSWER_CHARS, help="longest answer kept")
     parser.add_argument("--near-duplicate", type=float, default=0.8,
                         help="MinHash Jaccard threshold above which a later answer counts as a near-duplicate")
-    parser.add_argument("--pool", type=int, help="per site, how many of the best-scored passing questions are "
+    parser.add_argument("--pool", type=bounded(int, 1), help="per site, how many of the best-scored passing questions are "
                         "loaded for de-duplication and sampling (default 5 x --n: a site gives at most --n)")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a corrupted XML row: stop with its file:line, or count it in the report and go on")

@@ -35,7 +35,8 @@ def read_prompts(name: str) -> list[dict]:
         found = [(number, *json_prompt(row, path, number)) for number, row in read_jsonl(path)]
     else:
         try:
-            lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            # lines end at \n (and \r\n) only: str.splitlines would also cut a prompt at U+2028, U+0085 or a form feed
+            lines = enumerate(path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n"), 1)
         except UnicodeDecodeError as error:
             raise LimaError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
         found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
