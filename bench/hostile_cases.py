@@ -1,4 +1,4 @@
-"""The hostile-input tables of the tests (tests/test_bad_inputs.py, tests/test_bad_inputs_2.py), case by case,
+"""The hostile-input tables of the tests (tests/test_bad_inputs.py, _2.py, _3.py), case by case,
 against whichever lima_lite is first on the path, with each case's verdict: clear (one line naming what was
 wrong, exit 2, no file changed), traceback, silent (accepted, exit 0), vague, changed, or hang (no answer in
 --timeout seconds).
@@ -40,16 +40,20 @@ def fixtures(folder: Path) -> dict:
     return {"base": base, "adapter": train_tiny(base, folder / "run", [qa(i) for i in range(4)]) / "adapter"}
 
 
-def verdicts(timeout: int) -> dict:
-    """{case name: [table, verdict, detail]} for every case of both tables."""
+TABLES = {"first": "test_bad_inputs", "second": "test_bad_inputs_2", "third": "test_bad_inputs_3"}
+
+
+def verdicts(timeout: int, tables=tuple(TABLES)) -> dict:
+    """{case name: [table, verdict, detail]} for every case of the chosen tables."""
+    import importlib
+
     import test_bad_inputs
-    import test_bad_inputs_2
 
     results = {}
     signal.signal(signal.SIGALRM, on_alarm)
     with tempfile.TemporaryDirectory() as scratch:
         made = fixtures(Path(scratch))
-        for table, module in (("first", test_bad_inputs), ("second", test_bad_inputs_2)):
+        for table, module in ((name, importlib.import_module(TABLES[name])) for name in tables):
             for number, case in enumerate(module.CASES):
                 folder = Path(scratch) / f"{table}-{number}"
                 folder.mkdir()
@@ -84,6 +88,8 @@ def main() -> int:
     parser.add_argument("--out", help="write {case: [table, verdict, detail]} here as JSON")
     parser.add_argument("--timeout", type=int, default=60, help="seconds before a case counts as a hang")
     parser.add_argument("--table", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two --out files, run nothing")
+    parser.add_argument("--tables", nargs="+", choices=list(TABLES), default=list(TABLES),
+                        help="which tables to run (default all: tests/test_bad_inputs.py, _2 and _3)")
     args = parser.parse_args()
     if args.table:
         before, after = (json.loads(Path(p).read_text()) for p in args.table)
@@ -95,7 +101,7 @@ def main() -> int:
     import lima_lite
 
     print(f"lima_lite from {Path(lima_lite.__file__).parent}, cases from {args.tests}")
-    results = verdicts(args.timeout)
+    results = verdicts(args.timeout, args.tables)
     print(dict(Counter(kind for _, kind, _ in results.values())))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
