@@ -7,11 +7,28 @@ user cannot act on are silenced first. Every module with a `main` ends with this
 the dispatcher (lima_lite/cli.py) back.
 """
 
+import errno
 import importlib
 import sys
 from contextlib import contextmanager
 
 from lima_lite import LimaError
+
+# What the machine, not lima_lite, refused: a read-only or full disk, a quota, no permission, a folder
+# deleted or moved while the command ran, an input/output error. Said in one line, like a LimaError.
+DISK_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO,
+               errno.ENOTDIR, errno.EISDIR}
+DISK_HINTS = {errno.EROFS: "the disk is read-only: write elsewhere", errno.ENOSPC: "the disk is full: free space or "
+              "write elsewhere", errno.EDQUOT: "over the disk quota", errno.ENOENT: "was it deleted or moved while the "
+              "command ran?", errno.EACCES: "no permission: check the folder's owner and mode",
+              errno.EPERM: "not permitted: check the folder's owner and mode"}
+
+
+def disk_error(error: OSError) -> str:
+    """One line for an OSError: the file, the system's words, what to do."""
+    where = error.filename if error.filename is not None else "a file"
+    hint = DISK_HINTS.get(error.errno)
+    return f"{where}: {error.strerror or error}" + (f" ({hint})" if hint else "")
 
 
 @contextmanager
@@ -43,6 +60,11 @@ def run(target: str, argv: list[str]) -> int:
             return getattr(importlib.import_module(module), function)(argv) or 0
     except LimaError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {disk_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

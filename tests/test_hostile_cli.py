@@ -203,3 +203,28 @@ def test_json_is_one_document_on_stdout(name, made, tmp_path):
     json.loads(out)  # the whole of stdout: nothing before or after the document
     if name.startswith("plan"):
         assert "no tokenizer files" in err  # the note went to stderr
+
+
+# ---------------------------------------------------------------- a disk that refuses: one line
+
+
+@pytest.mark.parametrize("code, words", [("ENOSPC", "disk is full"), ("EROFS", "read-only"), ("EACCES", "permission"),
+                                         ("ENOENT", "deleted or moved")])
+def test_a_disk_that_refuses_the_write_is_one_line(tmp_path, monkeypatch, code, words):
+    import errno
+    import os
+
+    import lima_lite.io
+
+    files(tmp_path)
+
+    def refused(*args, dir=None, **kwargs):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(dir))
+
+    monkeypatch.setattr(lima_lite.io.tempfile, "mkstemp", refused)  # every atomic write starts here
+    before = snapshot(tmp_path)
+    exit_code, out, err = run(["select", "--strategy", "longest", "--k", "1", str(tmp_path / "d.jsonl"),
+                               str(tmp_path / "o.jsonl")])
+    assert exit_code == 2 and "Traceback" not in err and words in err, err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert snapshot(tmp_path) == before
