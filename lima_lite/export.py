@@ -36,8 +36,9 @@ INSTALL = "pip install -e \".[export]\" from a lima_lite checkout"
 # pushes down the turn end that closes every prompt turn, and the exported quick start stopped less often
 # than in transformers (docs/benchmarks.md, "Exported quick start in llama.cpp"). No window leaves the prompt
 # out, so the export samples without it.
-EXPORT_SAMPLING = {"temperature": LIMA_SAMPLING["temperature"], "top_p": LIMA_SAMPLING["top_p"],
-                   "repeat_penalty": 1.0, "num_predict": LIMA_SAMPLING["max_new_tokens"]}
+# top_k 0 and min_p 0 switch off llama.cpp's own defaults (40, 0.05): LIMA samples from the nucleus alone.
+EXPORT_SAMPLING = {"temperature": LIMA_SAMPLING["temperature"], "top_p": LIMA_SAMPLING["top_p"], "top_k": 0,
+                   "min_p": 0, "repeat_penalty": 1.0, "num_predict": LIMA_SAMPLING["max_new_tokens"]}
 
 # Ollama TEMPLATEs (Go templates) of the formats we train. LIMA's: every utterance then the EOT, no role
 # words. Native formats, by the turn end their chat template writes; Ollama adds the reply after the prompt.

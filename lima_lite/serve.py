@@ -74,6 +74,8 @@ def llamacpp_server(gguf: Path, host: str = "127.0.0.1", port: int = 0, context:
         params.api_keys = [api_key]
     params.sampling.temp = EXPORT_SAMPLING["temperature"]
     params.sampling.top_p = EXPORT_SAMPLING["top_p"]
+    params.sampling.top_k = EXPORT_SAMPLING["top_k"]
+    params.sampling.min_p = EXPORT_SAMPLING["min_p"]
     params.sampling.penalty_repeat = EXPORT_SAMPLING["repeat_penalty"]
     params.n_predict = EXPORT_SAMPLING["num_predict"]
     try:

@@ -121,10 +121,9 @@ def test_the_turn_end_agrees_across_labels_gguf_and_modelfile(exported):
     assert f'PARAMETER stop "{template.eot_token}"' in (gguf.parent / "Modelfile").read_text().splitlines()
 
 
+@pytest.mark.parametrize("exported", ["lima-added-eot"], indirect=True)  # one family is enough for the client
 def test_eval_generate_answers_through_lima_lite_serve_over_the_gguf(exported, tmp_path, capsys):
-    case, _, _, server = exported
-    if case != "lima-added-eot":
-        pytest.skip("one family is enough for the endpoint client")
+    _, _, _, server = exported
     from lima_lite.entry import run
 
     prompts = tmp_path / "prompts.jsonl"
