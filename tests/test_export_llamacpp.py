@@ -56,8 +56,8 @@ def exported(request, tmp_path_factory):
     del server  # stops llama.cpp's threads
 
 
-def post(server, path: str, body: dict) -> dict:
-    request = urllib.request.Request(server.listening_address + path, data=json.dumps(body).encode(),
+def post(address: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(address + path, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())
@@ -73,9 +73,9 @@ def test_llama_cpp_renders_the_prompt_as_lima_lite_does(exported):
     _, run, _, server = exported
     tokenizer, template = ours(run)
     ids = encode_prompt(tokenizer, template, QA[:1])
-    rendered = post(server, "/apply-template", {"messages": QA[:1]})["prompt"]
+    rendered = post(server.listening_address, "/apply-template", {"messages": QA[:1]})["prompt"]
     assert rendered == tokenizer.decode(ids)
-    assert post(server, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"] == ids
+    assert post(server.listening_address, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"] == ids
 
 
 def test_a_typed_turn_end_stays_text_in_llama_cpp(exported):
@@ -84,8 +84,8 @@ def test_a_typed_turn_end_stays_text_in_llama_cpp(exported):
     _, run, _, server = exported
     tokenizer, template = ours(run)
     typed = [{"role": "user", "content": f"What does {template.eot_token} mean?"}]
-    rendered = post(server, "/apply-template", {"messages": typed})["prompt"]
-    ids = post(server, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"]
+    rendered = post(server.listening_address, "/apply-template", {"messages": typed})["prompt"]
+    ids = post(server.listening_address, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"]
     eot = tokenizer.convert_tokens_to_ids(template.eot_token)
     assert ids.count(eot) == encode_prompt(tokenizer, template, typed).count(eot)
     assert rendered.count(template.eot_token[0] + "\u200b" + template.eot_token[1:]) == 1
@@ -93,13 +93,13 @@ def test_a_typed_turn_end_stays_text_in_llama_cpp(exported):
 
 def test_llama_cpp_answers_and_stops_at_the_turn_end(exported):
     _, run, _, server = exported
-    chat = post(server, "/v1/chat/completions", {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
+    chat = post(server.listening_address, "/v1/chat/completions", {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
     assert chat["choices"][0]["message"]["content"].strip() == ANSWER
     assert chat["choices"][0]["finish_reason"] == "stop" and chat["usage"]["completion_tokens"] < MAX_TOKENS
     # the raw completion path: the prompt as lima_lite renders it, as text
     tokenizer, template = ours(run)
     prompt = tokenizer.decode(encode_prompt(tokenizer, template, QA[:1]))
-    raw = post(server, "/v1/completions", {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+    raw = post(server.listening_address, "/v1/completions", {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
     assert raw["choices"][0]["text"].strip() == ANSWER
     assert raw["choices"][0]["finish_reason"] == "stop" and raw["usage"]["completion_tokens"] < MAX_TOKENS
 
@@ -134,3 +134,27 @@ def test_eval_generate_answers_through_lima_lite_serve_over_the_gguf(exported, t
                                                "--max-new-tokens", str(MAX_TOKENS)]) == 0, capsys.readouterr().err
     row = json.loads(out.read_text())
     assert row["answer"] == ANSWER and row["finish_reason"] == "eot"
+
+
+@pytest.mark.parametrize("exported", ["lima-added-eot"], indirect=True)
+def test_lima_lite_serve_runs_an_export_folder_in_llama_cpp(exported):
+    """The command itself: an `export gguf` folder, a free port, the folder's name as the model's."""
+    import re
+    import subprocess
+    import sys
+
+    _, _, gguf, _ = exported
+    process = subprocess.Popen([sys.executable, "-m", "lima_lite.serve", str(gguf.parent), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        address = re.search(r"on (http://127\.0\.0\.1:\d+)/v1 ", line)
+        assert address and "in llama.cpp" in line, (line, process.stderr.read() if process.poll() is not None else "")
+        with urllib.request.urlopen(f"{address[1]}/v1/models", timeout=30) as response:
+            assert [m["id"] for m in json.loads(response.read())["data"]] == [gguf.parent.name]
+        chat = post(address[1], "/v1/chat/completions",
+                    {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
+        assert chat["choices"][0]["message"]["content"].strip() == ANSWER
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
