@@ -40,7 +40,7 @@ PARAMS = [pytest.param(case, marks=() if case == "lima-added-eot" else pytest.ma
 
 @pytest.fixture(scope="module", params=PARAMS)
 def exported(request, tmp_path_factory):
-    """(case, run folder, GGUF path, llama.cpp server over it)."""
+    """(case, run folder, GGUF path, the address of a llama.cpp server over it)."""
     case = request.param
     family, chat_format, turn_end = CASES[case]
     root = tmp_path_factory.mktemp(case)
@@ -52,7 +52,7 @@ def exported(request, tmp_path_factory):
                      learning_rate=1e-2, max_steps=30, lora_r=16)
     gguf = export_gguf(run, root / "gguf" / f"fern-{case}")
     server = llamacpp_server(gguf, context=256, threads=2)
-    yield case, run, gguf, server
+    yield case, run, gguf, server.listening_address
     del server  # stops llama.cpp's threads
 
 
@@ -70,36 +70,36 @@ def ours(run):
 
 
 def test_llama_cpp_renders_the_prompt_as_lima_lite_does(exported):
-    _, run, _, server = exported
+    _, run, _, address = exported
     tokenizer, template = ours(run)
     ids = encode_prompt(tokenizer, template, QA[:1])
-    rendered = post(server.listening_address, "/apply-template", {"messages": QA[:1]})["prompt"]
+    rendered = post(address, "/apply-template", {"messages": QA[:1]})["prompt"]
     assert rendered == tokenizer.decode(ids)
-    assert post(server.listening_address, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"] == ids
+    assert post(address, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"] == ids
 
 
 def test_a_typed_turn_end_stays_text_in_llama_cpp(exported):
     """The template's guard (a zero-width space inside special tokens typed in a message) runs in llama.cpp's
     template engine too: the typed turn end is not a turn end there either."""
-    _, run, _, server = exported
+    _, run, _, address = exported
     tokenizer, template = ours(run)
     typed = [{"role": "user", "content": f"What does {template.eot_token} mean?"}]
-    rendered = post(server.listening_address, "/apply-template", {"messages": typed})["prompt"]
-    ids = post(server.listening_address, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"]
+    rendered = post(address, "/apply-template", {"messages": typed})["prompt"]
+    ids = post(address, "/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"]
     eot = tokenizer.convert_tokens_to_ids(template.eot_token)
     assert ids.count(eot) == encode_prompt(tokenizer, template, typed).count(eot)
     assert rendered.count(template.eot_token[0] + "\u200b" + template.eot_token[1:]) == 1
 
 
 def test_llama_cpp_answers_and_stops_at_the_turn_end(exported):
-    _, run, _, server = exported
-    chat = post(server.listening_address, "/v1/chat/completions", {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
+    _, run, _, address = exported
+    chat = post(address, "/v1/chat/completions", {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
     assert chat["choices"][0]["message"]["content"].strip() == ANSWER
     assert chat["choices"][0]["finish_reason"] == "stop" and chat["usage"]["completion_tokens"] < MAX_TOKENS
     # the raw completion path: the prompt as lima_lite renders it, as text
     tokenizer, template = ours(run)
     prompt = tokenizer.decode(encode_prompt(tokenizer, template, QA[:1]))
-    raw = post(server.listening_address, "/v1/completions", {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+    raw = post(address, "/v1/completions", {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
     assert raw["choices"][0]["text"].strip() == ANSWER
     assert raw["choices"][0]["finish_reason"] == "stop" and raw["usage"]["completion_tokens"] < MAX_TOKENS
 
@@ -123,13 +123,13 @@ def test_the_turn_end_agrees_across_labels_gguf_and_modelfile(exported):
 
 @pytest.mark.parametrize("exported", ["lima-added-eot"], indirect=True)  # one family is enough for the client
 def test_eval_generate_answers_through_lima_lite_serve_over_the_gguf(exported, tmp_path, capsys):
-    _, _, _, server = exported
+    _, _, _, address = exported
     from lima_lite.entry import run
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "fern", "prompt": QUESTION}) + "\n")
     out = tmp_path / "answers.jsonl"
-    assert run("lima_lite.evaluate.cli:main", ["generate", "--model", f"fern@{server.listening_address}/v1",
+    assert run("lima_lite.evaluate.cli:main", ["generate", "--model", f"fern@{address}/v1",
                                                "--prompts", str(prompts), "--out", str(out), "--temperature", "0",
                                                "--max-new-tokens", str(MAX_TOKENS)]) == 0, capsys.readouterr().err
     row = json.loads(out.read_text())
