@@ -110,7 +110,8 @@ LINKS = {"curate stackexchange": "dump.xml", "curate wikihow": "w.csv", "curate 
 # The commands that write nothing the user names, or write through another command's guard.
 NO_OUTPUT = {"plan": "prints a plan", "inspect": "prints examples", "env": "prints the machine",
              "chat": "/save asks before replacing (test_hostile_cli.test_chat_save_asks)",
-             "ui": "the app: tests/test_hostile_app.py", "quickstart": "trains through train's guard (runs/quickstart)"}
+             "ui": "the app: tests/test_hostile_app.py", "quickstart": "trains through train's guard (runs/quickstart)",
+             "serve": "serves a model over HTTP; writes no file"}
 
 
 def test_every_command_is_classified():
