@@ -250,6 +250,25 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         if not ok:
             raise LimaError(f"{where(key)}: {problem}")
     check_numbers((script_args, sft_config, model_args, lima_args), sources)
+    missing = missing_reporters(sft_config.report_to)
+    if missing:
+        raise LimaError(f"{where('report_to')}: {', '.join(missing)} is not installed (pip install {' '.join(missing)}), "
+                        "or report_to: none")
+
+
+# report_to's integrations and the module each needs (transformers.integrations); "none" and "all" need none.
+REPORTERS = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard", "comet_ml": "comet_ml",
+             "clearml": "clearml", "neptune": "neptune", "dagshub": "dagshub", "codecarbon": "codecarbon",
+             "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio", "azure_ml": "azureml"}
+
+
+def missing_reporters(report_to) -> list[str]:
+    """The report_to integrations whose package is not installed (transformers would raise at the first log)."""
+    import importlib.util
+
+    given = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    names = [part.strip("[]'\" ") for text in given for part in str(text).split(",")]
+    return [name for name in names if name in REPORTERS and importlib.util.find_spec(REPORTERS[name]) is None]
 
 
 # Upper ends past which a value is a typo, not a recipe: each is far beyond any run on one GPU.

@@ -181,12 +181,29 @@ def read_metrics(run: str | Path) -> list[dict]:
     file = Path(run) / METRICS_FILE
     rows = []
     if file.is_file():
-        for line in file.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue
+            problem = metrics_problem(row)
+            if problem:
+                raise LimaError(f"{file}:{number}: {problem}; the file is damaged: delete that line (or the file, "
+                                "which only the progress and loss curves read)")
+            rows.append(row)
     return rows
+
+
+def metrics_problem(row) -> str | None:
+    """What is wrong with one metrics.jsonl row that its readers would trip over; None when nothing is."""
+    if not isinstance(row, dict):
+        return f"a {type(row).__name__}, not a JSON object"
+    if "step" in row and (isinstance(row["step"], bool) or not isinstance(row["step"], int)):
+        return f"step is {json.dumps(row['step'])[:40]}, not a whole number"
+    for key in ("epoch", "loss", "eval_loss", "num_tokens"):
+        if key in row and (isinstance(row[key], bool) or not isinstance(row[key], int | float | None)):
+            return f"{key} is {json.dumps(row[key])[:40]}, not a number"
+    return None
 
 
 def checkpoints(run: str | Path) -> dict[int, Path]:

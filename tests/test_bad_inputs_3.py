@@ -159,6 +159,21 @@ for name, value in [("list", ["human"]), ("object", {"role": "human"}), ("number
          needs=("base",))
 
 
+def run_with_metrics(line: str):
+    def prepare(tmp: Path, fixtures: dict) -> None:
+        shutil.copytree(Path(fixtures["adapter"]).parent, tmp / "run")
+        with (tmp / "run" / "metrics.jsonl").open("a") as metrics:
+            metrics.write(line + "\n")
+    return prepare
+
+
+for name, line, expect in [("list", "[1, 2]", "not a JSON object"), ("step-text", '{"step": "two", "loss": 1.0}', "step"),
+                           ("loss-object", '{"step": 3, "loss": {"v": 1}}', "loss")]:
+    case("tracebacks", f"push-metrics-line-{name}", ["push", "{tmp}/run", "--repo", "me/x", "--base-model", "me/base",
+                                                     "--dry-run", "--out", "{tmp}/hub"],
+         ("{tmp}/run/metrics.jsonl:", expect), prepare=run_with_metrics(line), needs=("adapter",))
+
+
 # ---------------------------------------------------------------- the runner (tests/test_bad_inputs.py's)
 
 
@@ -300,3 +315,15 @@ def test_a_prompts_file_splits_at_line_ends_only(tmp_path):
     (tmp_path / "p.txt").write_text("first\u2028still the first\nsecond\x0cwith a form feed\r\nthird\n", encoding="utf-8")
     assert [p["prompt"] for p in read_prompts(str(tmp_path / "p.txt"))] == [
         "first\u2028still the first", "second\x0cwith a form feed", "third"]
+
+
+@pytest.mark.parametrize("value", ["wandb", "[wandb]", "tensorboard,wandb"])
+def test_report_to_a_package_that_is_not_installed_is_refused_by_key(monkeypatch, value):
+    import importlib.util
+
+    from lima_lite.config import load_recipe
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(LimaError, match=r"^command line: report_to: wandb is not installed \(pip install wandb\)"):
+        load_recipe(Path(__file__).parents[1] / "recipes" / "quickstart.yaml", [f"report_to={value}"])
