@@ -272,7 +272,7 @@ def missing_reporters(report_to) -> list[str]:
 
 
 # Upper ends past which a value is a typo, not a recipe: each is far beyond any run on one GPU.
-HIGHEST = {"learning_rate": 1.0, "lora_r": 4096, "lora_alpha": 1e6, "max_length": 10_000_000, "num_train_epochs": 10_000,
+HIGHEST = {"lora_r": 4096, "lora_alpha": 1e6, "max_length": 10_000_000, "num_train_epochs": 10_000,
            "max_steps": 10**9, "per_device_train_batch_size": 65_536, "gradient_accumulation_steps": 65_536,
            "max_grad_norm": 1e6, "adam_epsilon": 1.0, "warmup_steps": 10**9, "weight_decay": 10.0}
 

@@ -167,11 +167,14 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output_dir(folder, inputs=(), protected=(), own=(), overwrite: bool = False, how: str = "--out") -> Path:
+def check_output_dir(folder, inputs=(), protected=(), own=(), overwrite: bool = False, how: str = "--out",
+                     writes=None) -> Path:
     """The one rule for a folder a command writes (train, merge, export, push), checked before any work: never
     an input, inside one or holding one (by resolved path, through symlinks); never a `protected` folder (the
     base model's) or inside it; never under a file; an existing non-empty folder only when it is the command's
-    own (it holds one of the names in `own`) or with `overwrite`. `how` says how the user names the folder."""
+    own (it holds one of the names in `own`) or with `overwrite`. `how` says how the user names the folder.
+    `writes` (glob patterns): a command that only adds its own names to a folder (train) may use a foreign one
+    that holds none of them; nothing of the user's is then replaced."""
     folder = Path(folder)
     for source in map(Path, (p for p in inputs if p)):
         if source.exists() and (_inside(folder, source) or _inside(source, folder)):
@@ -182,9 +185,12 @@ def check_output_dir(folder, inputs=(), protected=(), own=(), overwrite: bool = 
     if folder.exists() and not folder.is_dir():
         raise LimaError(f"{folder}: is a file, not a folder; choose another {how}")
     check_parent(folder)
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite and not any((folder / name).exists() for name in own):
-        raise LimaError(f"{folder}: already exists and holds files this command did not write; choose another {how} "
-                        "or empty that folder")
+    if folder.is_dir() and not overwrite and not any((folder / name).exists() for name in own):
+        found = sorted(p.name for p in folder.iterdir()) if writes is None else \
+            sorted({p.name for pattern in writes for p in folder.glob(pattern)})
+        if found:
+            raise LimaError(f"{folder}: already exists and holds files this command did not write ({', '.join(found[:3])}"
+                            f"{', ...' if len(found) > 3 else ''}); choose another {how} or empty that folder")
     return folder
 
 

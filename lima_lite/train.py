@@ -651,7 +651,8 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
 
     explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
     output_dir = output_folder(setup.sft_config.output_dir)
-    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir")
+    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir",
+                     writes=("adapter", "epoch-*", "checkpoint-*", METRICS_FILE, LOSS_PLOT, "tensorboard", "README.md"))
     fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit,
                           resumed=resumed_fit(output_dir))
     check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
