@@ -2,8 +2,8 @@
 
     >>> fold("Ｈｏｗ do I\u200b re\u00adset my раssword?")    # fullwidth, zero-width, soft hyphen, Cyrillic а/р
     'how do i reset my password?'
-    >>> markdown_text("<img src=x onerror=alert(1)> *me*")
-    '&lt;img src=x onerror=alert(1)&gt; \\\\*me\\\\*'
+    >>> markdown_text("<img src=x onerror=alert(1)> [me](http://x) | y")
+    '&lt;img src=x onerror=alert(1)&gt; [me]\\\\(http://x) \\\\| y'
 
 `fold` is what `data overlap` and curation's duplicate checks match on: Unicode NFKC (fullwidth letters,
 ligatures, superscripts become their plain forms), the invisible characters removed (zero-width space and
@@ -13,12 +13,11 @@ the same on screen fold to the same text; the text a user wrote is never changed
 matched on.
 
 `markdown_text` is what every report, model card and app page puts around text a user or a file supplied
-(rater names, model and data names, prompts): HTML's &, <, > as entities, Markdown's emphasis, link,
-heading and table characters escaped, line breaks as spaces, so the text shows as written and never
-becomes markup, a link or a script.
+(rater names, model and data names, prompts): HTML's &, <, > as entities, Markdown's links, images, code
+spans and table cell ends escaped, line breaks as spaces, so the text shows as written and never becomes
+markup, a link or a script.
 """
 
-import re
 import unicodedata
 
 # Invisible characters that split or join words without showing: zero-width space, non-joiner, joiner, word
@@ -45,18 +44,16 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(INVISIBLE).translate(CONFUSABLES).casefold()
 
 
-_MARKDOWN = re.compile(r"([\\`*_\[\]#|~])")  # emphasis, code, links, headings, tables
-
-
 def markdown_text(text) -> str:
-    """`text` as literal text inside Markdown (and the HTML it becomes): no tags, links, emphasis or tables."""
+    """`text` as literal text inside Markdown (and the HTML it becomes): no tags, no links or images, no table
+    cell ends, no code spans, one line. Emphasis characters are left as they are: at worst they style."""
     flat = " ".join(str(text).split())
     escaped = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN.sub(r"\\\1", escaped)
+    return escaped.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("](", "]\\(")
 
 
 def markdown_code(text) -> str:
-    """`text` as an inline code span (shown verbatim); text holding a backquote or markup characters (<, >, &)
-    is escaped as markdown_text instead, so no renderer that mishandles code spans meets a tag."""
+    """`text` as an inline code span (shown verbatim, tags included, never rendered); text holding a backquote,
+    which would end the span, is escaped as markdown_text instead."""
     flat = " ".join(str(text).split())
-    return markdown_text(flat) if not flat or any(c in flat for c in "`<>&") else f"`{flat}`"
+    return markdown_text(flat) if not flat or "`" in flat else f"`{flat}`"

@@ -312,11 +312,11 @@ def resume_point(output_dir: Path, accelerator) -> Path | None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         last = last_complete_checkpoint(output_dir)
-    check_resumable(last, output_dir)
     before = (read_run(output_dir) or {}).get("processes", 1)
     if last and before != accelerator.num_processes:
         raise LimaError(f"{last}: written by {before} process(es); resume it with {before} "
                         f"(this run has {accelerator.num_processes}), or choose another output_dir")
+    check_resumable(last, output_dir)
     return last
 
 

@@ -208,20 +208,37 @@ def test_eval_report_escapes_rater_model_and_judge_names(tmp_path):
     human_file(tmp_path / "votes.jsonl", tmp_path / "human.jsonl")
     report = build_report([tmp_path / "human.jsonl"], tmp_path / "out", title=HOSTILE).read_text()
     assert "<img" not in report and "&lt;img" in report and "[link](" not in report
-    assert "\\*bold\\*" in report and "\\| cell" in report
+    assert "[link]\\(http://evil)" in report and "\\| cell" in report
 
 
-def test_model_card_escapes_what_the_run_recorded(tiny_adapter, tmp_path):  # noqa: F811 (the imported fixture)
+def outside_code(markdown: str) -> str:
+    """The Markdown without its code blocks and inline code spans, where text is shown as it is, never rendered."""
+    import re
+
+    literal = markdown.replace("\\`", "")  # an escaped backquote is text, not a span's end
+    return re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", literal, flags=re.S))
+
+
+def test_model_card_escapes_what_the_run_and_its_report_recorded(tiny_adapter, tmp_path):  # noqa: F811 (the fixture)
+    from lima_lite.evaluate.protocols import human_vote_record
+    from lima_lite.evaluate.report import build_report
+    from lima_lite.evaluate.steps import human_file
+    from lima_lite.io import write_jsonl
     from lima_lite.push import build_upload_folder
 
     run = tmp_path / "run"
     shutil.copytree(tiny_adapter.parent, run)
     record = json.loads((run / "run.json").read_text())
-    record["data"]["dataset_name"] = HOSTILE
-    record["base"]["name"] = "<script>alert(1)</script>"
+    record["data"]["dataset_name"] = HOSTILE + " `<script>alert(1)</script>`"  # a backquote ends a code span
     (run / "run.json").write_text(json.dumps(record))
-    card = (build_upload_folder(run, "me/x", tmp_path / "hub", base_model="me/base") / "README.md").read_text()
-    assert "<img" not in card and "<script>" not in card and "&lt;script&gt;" in card
+    votes = [human_vote_record("How?", "ours", "base", "a", "b", choice, HOSTILE) for choice in ("a", "b", "tie")]
+    write_jsonl([{**v, "id": f"p{i}"} for i, v in enumerate(votes)], tmp_path / "votes.jsonl")
+    human_file(tmp_path / "votes.jsonl", tmp_path / "human.jsonl")
+    build_report([tmp_path / "human.jsonl"], tmp_path / "report")
+    card = (build_upload_folder(run, "me/x", tmp_path / "hub", base_model="me/base", eval_report=tmp_path / "report")
+            / "README.md").read_text()
+    shown = outside_code(card)
+    assert "<img" not in shown and "<script" not in shown and "&lt;img" in shown and "&lt;script&gt;" in shown
 
 
 # ---------------------------------------------------------------- resume: damaged checkpoints, one line

@@ -144,7 +144,10 @@ def test_a_checkpoint_resumes_only_under_the_number_of_processes_that_wrote_it(t
     checkpoint = tmp_path / "checkpoint-2"
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text("{}")
-    (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, checkpoint / "adapter_model.safetensors")  # weights that load: resume checks them
     (tmp_path / "run.json").write_text(json.dumps({"processes": 2}))
     with pytest.raises(LimaError, match="written by 2 process.*this run has 1"):
         resume_point(tmp_path, OneProcess())

@@ -142,12 +142,12 @@ def test_cli_json_from_a_config_only_folder(tmp_path):
     (folder / "config.json").write_text((SHAPES / "7b" / "config.json").read_text())
     result = run_cli("plan", "llama-7b", f"model_name_or_path={folder}", "--gpu-gib", "24", "--json")
     assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout.strip().splitlines()[-1])
+    plan = json.loads(result.stdout)  # the whole of stdout: one JSON object
     assert {"peak_gib", "fits", "gpu_gib", "components", "max_micro_batch", "max_length_at_micro_batch_1"} <= set(plan)
     assert plan["gpu_gib"] == 24.0 and plan["fits"] is True
     assert round(sum(plan["components"].values()), 3) == plan["peak_gib"]
     assert plan["model"]["added_tokens"] == 1  # no tokenizer files: the EOT is planned as added
-    assert "no tokenizer files" in result.stdout
+    assert "no tokenizer files" in result.stderr  # the note goes to stderr with --json
 
 
 def test_cli_with_tokenizer_files_and_human_output(tiny_llama, tmp_path):
