@@ -15,7 +15,9 @@ round (earlier, it would tell which side was which). Train: lima_lite/ui_train.p
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
 gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
-generation at a time per model (each model's Engine.lock).
+generation at a time per model (each model's Engine.lock). The app's API is its page: reachable beyond this
+machine (--host, --share) without --auth, the Train tab is not built, so no event that reads or writes a path
+exists to be called; the other tabs touch only the models listed and the votes file, fixed at start.
 Each tab's handlers (chat_turn, chat_retry, chat_undo, compare_turn, judge_next, judge_vote) are plain
 functions of plain values; build_app only lays out the widgets and wires them to the handlers.
 """

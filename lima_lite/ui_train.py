@@ -12,6 +12,12 @@ the tab reads the run's metrics.jsonl (step, epoch, ETA, tokens/s, the train and
 the runs under --runs, those started from a terminal too; each epoch adapter joins the other tabs' model
 lists, with its dev loss, as soon as it is written. Export merges a chosen adapter, exports it to GGUF or
 writes its Hub folder (`lima-lite push --dry-run`), each the CLI command in a child process.
+
+Every folder the tab writes or watches lies under --runs, once resolved (`..` and symlinks followed): the
+output folder from its field or from "more settings" (output_dir=, logging_dir=), an export's output, the
+run whose progress it reads; anything else is refused in the status line. The tab exists only where the page
+is this machine's or behind a login (lima_lite.ui.app_from_args); there it reads the data and recipes the
+user names, as `lima-lite train` does.
 """
 
 import html
