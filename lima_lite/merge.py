@@ -26,17 +26,12 @@ from lima_lite.io import atomic_dir
 
 def trained_in_4bit(adapter_dir: Path) -> bool | None:
     """What run.json next to the adapter says about the base's precision in training; None if unknown."""
-    from lima_lite.layout import RUN_FILE, read_run
+    from lima_lite.layout import read_run
 
     for folder in (adapter_dir, adapter_dir.parent):
         run = read_run(folder)
         if run is not None:
-            model = run.get("model") if isinstance(run, dict) else None
-            recorded = model.get("load_in_4bit") if isinstance(model, dict) else None
-            if not isinstance(recorded, bool):
-                raise LimaError(f"{folder / RUN_FILE}: model.load_in_4bit: missing or not true/false; "
-                                "say how the adapter was trained with --from-4bit or --no-from-4bit")
-            return recorded
+            return run.model["load_in_4bit"]
     return None
 
 

@@ -711,12 +711,13 @@ def check_fit(plan: dict, gpu_present: bool, ignore: bool) -> None:
                         f"{plan['gpu_gib']:.1f} GiB (see the plan above; ignore_memory_plan=true to train anyway)")
 
 
-def check_training_fit(sft_config, model_args, lima_args, base: str, added_tokens: int) -> dict | None:
-    """On a GPU, print the plan before training and stop (LimaError) when it does not fit; nothing on a CPU.
-    Called by `train` before any weight is loaded."""
+def check_training_fit(resolved, base: str, added_tokens: int) -> dict | None:
+    """On a GPU, print the plan of the resolved settings before training and stop (LimaError) when it does not fit;
+    nothing on a CPU. Called by `train` before any weight is loaded."""
     detected = detected_gpu_gib()
     if detected is None:
         return None  # a CPU run: the GPU plan says nothing about it (`lima-lite plan` shows it for a GPU to come)
+    sft_config, model_args, lima_args = resolved.sft_config, resolved.model_args, resolved.lima_args
     if not model_args.load_in_4bit:
         print("Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)")
         return None
@@ -746,75 +747,8 @@ def available_host_gib() -> float:
     return psutil.virtual_memory().available / GIB
 
 
-def fit_values(summary: dict) -> dict:
-    """The chosen setting as recipe keys (FIT_KEYS)."""
-    return {key: summary[key] for key in FIT_KEYS}
-
-
-def apply_fit(values: dict, sft_config, lima_args) -> None:
-    sft_config.per_device_train_batch_size = values["per_device_train_batch_size"]
-    sft_config.gradient_accumulation_steps = values["gradient_accumulation_steps"]
-    sft_config.gradient_checkpointing = values["gradient_checkpointing"]
-    sft_config.activation_offloading = values["activation_offloading"]
-    lima_args.fp32_layers = values["fp32_layers"]
-    lima_args.mlp_chunk_tokens = values["mlp_chunk_tokens"]
-    lima_args.lean_activations = values["lean_activations"]
-
-
-def fit_training(sft_config, model_args, lima_args, base: str, added_tokens: int, explicit: set[str],
-                 gpu_gib: float | None = None, resumed: dict | None = None) -> dict | None:
-    """auto_fit: choose the fastest setting that fits (keys in `explicit`, set by the user, are kept), set it on
-    the configs and say why in one line. Called by `train` before any weight is loaded; returns the fit (its
-    candidates are where an out-of-memory first step steps down to), None when auto_fit is off. `resumed`: the
-    fit record (run.json) of the run this one resumes, whose setting (after its step down, if any) is reused."""
-    if not lima_args.auto_fit or not model_args.load_in_4bit:
-        return None
-    if sft_config.world_size > 1:
-        # each process would measure its own free memory and could choose differently: the recipe's setting
-        print(f"auto_fit: off with {sft_config.world_size} processes; training with the recipe's setting")
-        return None
-    if resumed is not None:
-        return resume_fit(resumed, sft_config, lima_args, explicit)
-    import torch
-
-    cuda = torch.cuda.is_available()
-    shape = read_shape(Path(base) / "config.json")
-    settings = recipe_settings(sft_config, model_args, lima_args, added_tokens)
-    examples = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
-    fixed = {key: value for key, value in current_values(sft_config, lima_args).items() if key in explicit}
-    budget, source = fit_budget(gpu_gib)
-    result = fit(shape, settings, examples, budget, fixed, offloading=cuda, host_gib=available_host_gib())
-    summary = fit_summary(shape, result)
-    if not summary["fits"]:
-        print(f"auto_fit: nothing fits {budget:.1f} GiB ({source}); training with the recipe's setting")
-        return None
-    values = fit_values(summary)
-    apply_fit(values, sft_config, lima_args)
-    kept = f"; kept from the command line: {', '.join(result['fixed'])}" if result["fixed"] else ""
-    print(f"auto_fit: micro-batch {values['per_device_train_batch_size']} x {values['gradient_accumulation_steps']} "
-          f"accumulation, {describe(result['chosen']['settings'])}: planned peak {summary['peak_gib']:.2f} GiB of "
-          f"{budget:.1f} ({source}, {FIT_MARGIN:.0%} margin), the fastest of {len(result['candidates'])} settings "
-          f"by the cost model{kept}")
-    return {"result": result, "summary": summary, "budget_source": source, "step_downs": 0}
-
-
-def resume_fit(record: dict, sft_config, lima_args, explicit: set[str]) -> dict:
-    """A resume under auto_fit: the setting the run trained with (its step down if it had one), keys in `explicit`
-    kept; no new fit and no further step down."""
-    used = record["step_down"] or record["chosen"]
-    # a run recorded before a key existed trained with that key's default, which the recipe still holds
-    values = {**current_values(sft_config, lima_args),
-              **{key: used[key] for key in FIT_KEYS if key in used and key not in explicit}}
-    apply_fit(values, sft_config, lima_args)
-    print(f"auto_fit: resuming with the run's own setting (run.json): micro-batch {values['per_device_train_batch_size']}"
-          f" x {values['gradient_accumulation_steps']} accumulation, checkpointing {values['gradient_checkpointing']}, "
-          f"offloading {values['activation_offloading']}, fp32_layers {values['fp32_layers']}, mlp_chunk_tokens "
-          f"{values['mlp_chunk_tokens']}, lean_activations {values['lean_activations']}")
-    return {"record": record, "summary": {**record["chosen"], **values}, "budget_source": record["budget_source"],
-            "step_downs": 1}
-
-
 def current_values(sft_config, lima_args) -> dict:
+    """The FIT_KEYS values of these settings."""
     return {"per_device_train_batch_size": sft_config.per_device_train_batch_size,
             "gradient_accumulation_steps": sft_config.gradient_accumulation_steps,
             "gradient_checkpointing": sft_config.gradient_checkpointing,
@@ -872,7 +806,10 @@ def main(argv=None) -> int:
     from lima_lite.config import load_recipe
     from lima_lite.recipe_yaml import parse_overrides, resolve_recipe
 
-    _, sft_config, model_args, lima_args = load_recipe(resolve_recipe(args.recipe), args.overrides)
+    # The recipe's own settings, not this machine's resolved ones: the plan is for a GPU (--gpu-gib) that may
+    # be another machine's.
+    recipe = load_recipe(resolve_recipe(args.recipe), args.overrides)
+    sft_config, model_args, lima_args = recipe.sft_config, recipe.model_args, recipe.lima_args
     folder = model_folder(model_args.model_name_or_path)
     if not (folder / "config.json").is_file():
         raise LimaError(f"{folder}: no config.json")

@@ -16,26 +16,28 @@ recipes/accelerate/fsdp-qlora.yaml); the recipe's examples per step are kept, th
     $ torchrun --nproc_per_node 2 -m lima_lite.cli train recipes/llama-7b.yaml
 """
 
+from __future__ import annotations
+
 import argparse
-import copy
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
-from lima_lite.config import lima_help
-from lima_lite.io import atomic_dir, write_json
+from lima_lite.config import LimaArguments, Recipe, lima_help, load_recipe, writable
+from lima_lite.io import atomic_dir
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     CHECKPOINT,
     CHECKPOINT_STATE,
     LOSS_PLOT,
     METRICS_FILE,
-    RUN_FILE,
+    RunRecord,
     adapter_dir,
     checkpoints,
     epoch_dir,
@@ -45,6 +47,23 @@ from lima_lite.layout import (
     readable_weights,
     run_lock,
 )
+from lima_lite.plan import check_training_fit, read_shape, step_down
+from lima_lite.precision import precision_report
+from lima_lite.resolve import (
+    Inputs,
+    Machine,
+    Resolved,
+    detect_machine,
+    per_process_accumulation,
+    resolve,
+    stepped_down,
+    with_free_memory,
+)
+from lima_lite.template import ChatTemplate
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+    from trl import ModelConfig, ScriptArguments, SFTConfig
 
 
 def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
@@ -74,32 +93,48 @@ def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too
     return rows, counts, dropped
 
 
-@dataclass
+@dataclass(frozen=True)
 class Setup:
     """Everything `train` checks before it loads a model, so `inspect` sees exactly the same thing."""
 
-    script_args: object  # trl.ScriptArguments
-    sft_config: object  # trl.SFTConfig
-    model_args: object  # trl.ModelConfig
-    lima_args: object  # lima_lite.config.LimaArguments
+    recipe: Recipe  # as read
+    resolved: Resolved  # what the run uses on this machine, with the reasons (lima_lite.resolve)
     base: str  # local folder of the base model
-    tokenizer: object
-    template: object  # lima_lite.template.ChatTemplate
+    tokenizer: PreTrainedTokenizerBase
+    template: ChatTemplate
     added: list[int]  # ids of tokens added to the vocabulary (trained as PEFT trainable tokens)
     rows: list[dict]
     dev_rows: list[dict]
     report: dict  # counts of what was kept, cut and dropped
 
+    @property
+    def script_args(self) -> ScriptArguments:
+        return self.resolved.script_args
 
-def prepare(recipe: str | None, overrides) -> Setup:
-    """Recipe -> configs, base folder, tokenizer, template and the encoded train and dev rows."""
-    from lima_lite.config import load_recipe
+    @property
+    def sft_config(self) -> SFTConfig:
+        return self.resolved.sft_config
+
+    @property
+    def model_args(self) -> ModelConfig:
+        return self.resolved.model_args
+
+    @property
+    def lima_args(self) -> LimaArguments:
+        return self.resolved.lima_args
+
+
+def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None) -> Setup:
+    """Recipe -> resolved settings, base folder, tokenizer, template and the encoded train and dev rows."""
     from lima_lite.data import load_conversations
     from lima_lite.model import get_tokenizer, resolve_model
 
-    script_args, sft_config, model_args, lima_args = load_recipe(recipe, overrides)
-    sft_config.gradient_accumulation_steps = per_process_accumulation(
-        sft_config.per_device_train_batch_size, sft_config.gradient_accumulation_steps, sft_config.world_size)
+    machine = machine or detect_machine()
+    read = load_recipe(recipe, overrides, machine)
+    script_args, sft_config, model_args, lima_args = read.script_args, read.sft_config, read.model_args, read.lima_args
+    if machine.processes > 1:  # refused before the data is read
+        per_process_accumulation(sft_config.per_device_train_batch_size, sft_config.gradient_accumulation_steps,
+                                 machine.processes)
     conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
     base = resolve_model(model_args.model_name_or_path)
@@ -110,25 +145,13 @@ def prepare(recipe: str | None, overrides) -> Setup:
     dev_rows, dev_counts, _ = encode_dataset(dev, tokenizer, template, sft_config.max_length)
     if not rows:
         raise LimaError(f"{script_args.dataset_name}: every example was dropped ({counts})")
-    if sft_config.lr_scheduler_type == "polynomial" and not sft_config.lr_scheduler_kwargs:
-        # power 1 = linear; LIMA goes from the peak to peak/10 with no warm-up (1e-5 -> 1e-6)
-        sft_config.lr_scheduler_kwargs = {"lr_end": sft_config.learning_rate * lima_args.final_lr_ratio, "power": 1.0}
+    fitting = lima_args.auto_fit and model_args.load_in_4bit
+    machine = with_free_memory(machine) if fitting else machine
+    inputs = Inputs(added_tokens=len(added), dev_examples=len(dev_rows),
+                    shape=read_shape(Path(base) / "config.json") if fitting else None)
+    resumed = resumed_fit(Path(sft_config.output_dir)) if fitting and sft_config.output_dir else None
     report = {"train": counts, "dev": dev_counts, "dropped": dropped, "added_tokens": added}
-    return Setup(script_args, sft_config, model_args, lima_args, base, tokenizer, template, added, rows, dev_rows, report)
-
-
-def per_process_accumulation(per_device: int, accumulation: int, processes: int) -> int:
-    """Gradient accumulation steps of each of `processes` data-parallel processes, so that an optimizer step
-    still sees the recipe's per_device x accumulation examples, whatever the number of GPUs.
-
-    A recipe is written for one process: 4 x 8 = 32 examples/step (LIMA's batch) runs as 4 x 4 on each of 2
-    GPUs (4 x 4 x 2 = 32) and as 4 x 1 on 8. The micro-batch stays the recipe's, since it is what fits a card.
-    """
-    if accumulation % processes:
-        raise LimaError(f"per_device_train_batch_size {per_device} x gradient_accumulation_steps {accumulation} = "
-                        f"{per_device * accumulation} examples per step cannot be split evenly over {processes} "
-                        f"processes: make gradient_accumulation_steps a multiple of {processes}")
-    return accumulation // processes
+    return Setup(read, resolve(read, machine, inputs, resumed), base, tokenizer, template, added, rows, dev_rows, report)
 
 
 def save_adapter(model, tokenizer, template, folder: Path, base_name: str, state_dict: dict | None = None) -> Path:
@@ -310,7 +333,8 @@ def resume_point(output_dir: Path, accelerator) -> Path | None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         last = last_complete_checkpoint(output_dir)
-    before = (read_run(output_dir) or {}).get("processes", 1)
+    run = read_run(output_dir)
+    before = run.processes if run else 1
     if last and before != accelerator.num_processes:
         raise LimaError(f"{last}: written by {before} process(es); resume it with {before} "
                         f"(this run has {accelerator.num_processes}), or choose another output_dir")
@@ -323,10 +347,9 @@ def trainer_config(sft_config):
     encode_dataset already cut every example at max_length (and counted the cuts); TRL refuses
     padding_free with a max_length it would not enforce, so its copy gets None. run.json keeps the original.
     """
-    if not sft_config.padding_free or sft_config.packing:
-        return sft_config
-    trainer_args = copy.copy(sft_config)  # a copy, not dataclasses.replace: __post_init__ must not run twice
-    trainer_args.max_length = None
+    trainer_args = writable(sft_config)  # its own copy, which TRL may change; not replace: no second __post_init__
+    if sft_config.padding_free and not sft_config.packing:
+        trainer_args.max_length = None
     return trainer_args
 
 
@@ -371,36 +394,6 @@ def sft_trainer_class():
     return with_lima_loss(ResumableSFTTrainer)
 
 
-@dataclass
-class RunRecord:
-    """run.json: what was trained, on what, how, with which library versions; rewritten as the run goes."""
-
-    recipe: str | None
-    command: list[str]
-    base: dict
-    data: dict
-    counts: dict
-    effective_batch: float
-    steps_per_epoch: int
-    processes: int  # data-parallel processes (GPUs); effective_batch = per_device x accumulation x processes
-    residual_dropout_per_layer: list[float]
-    trainable_parameters: int
-    lima: dict
-    model: dict
-    script: dict
-    training: dict
-    template: dict
-    versions: dict = field(default_factory=versions)
-    status: str = "running"
-    train_seconds: float | None = None
-    resumed_from: str | None = None
-    final_train_loss: float | None = None
-    fit: dict | None = None  # auto_fit's choice (lima_lite/plan.py) and its step down after an out-of-memory first step
-
-    def save(self, output_dir: Path) -> None:
-        write_json(output_dir / RUN_FILE, asdict(self))
-
-
 def build_trainer(setup: Setup, callbacks=()):
     """The base model (4-bit or not) with LIMA's residual dropout and LoRA, in TRL's SFTTrainer.
 
@@ -412,7 +405,7 @@ def build_trainer(setup: Setup, callbacks=()):
     from transformers import set_seed
     from trl import get_peft_config
 
-    from lima_lite.kernels import apply_liger_kernels, fast_path_settings
+    from lima_lite.kernels import SDPA_VARLEN, apply_liger_kernels, register_sdpa_varlen
     from lima_lite.model import (
         LEAN_CHUNK_TOKENS,
         add_residual_dropout,
@@ -427,8 +420,8 @@ def build_trainer(setup: Setup, callbacks=()):
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run
     sharded = fsdp_enabled()
-    model_args.attn_implementation, sft_config.activation_offloading = fast_path_settings(
-        model_args.attn_implementation, sft_config.activation_offloading)
+    if model_args.attn_implementation == SDPA_VARLEN:
+        register_sdpa_varlen()  # chosen by lima_lite.resolve; transformers must know it before loading
     with readable_weights(setup.base):
         model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                           model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
@@ -542,7 +535,7 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
         residual_dropout_per_layer=rates,
         trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         lima=asdict(setup.lima_args), model=asdict(model_args), script=asdict(script_args),
-        training=sft_config.to_dict(), template=asdict(setup.template),
+        training=sft_config.to_dict(), template=asdict(setup.template), versions=versions(),
     )
 
 
@@ -587,11 +580,10 @@ def run_definition(setup: Setup) -> dict:
                                   for section, keys in RUN_DEFINING.items()}, default=str))
 
 
-def recorded_definition(run: dict) -> dict:
+def recorded_definition(run: RunRecord) -> dict:
     """The RUN_DEFINING values that run.json recorded (gradient accumulation as the recipe's, for any GPU count)."""
-    recorded = {section: {key: (run.get(section) or {}).get(key) for key in keys} for section, keys in RUN_DEFINING.items()}
-    if isinstance(recorded["training"]["gradient_accumulation_steps"], int):
-        recorded["training"]["gradient_accumulation_steps"] *= run.get("processes", 1)
+    recorded = {section: {key: getattr(run, section).get(key) for key in keys} for section, keys in RUN_DEFINING.items()}
+    recorded["training"]["gradient_accumulation_steps"] *= run.processes
     return recorded
 
 
@@ -602,7 +594,7 @@ def resumed_fit(output_dir: Path) -> dict | None:
     run = read_run(output_dir)
     if run is None or not any(output_dir.glob("checkpoint-*/trainer_state.json")):
         return None
-    return run.get("fit")
+    return run.fit
 
 
 def check_same_run(output_dir: Path, setup: Setup) -> None:
@@ -624,33 +616,26 @@ def check_same_run(output_dir: Path, setup: Setup) -> None:
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
-    from lima_lite.plan import check_training_fit, fit_training
-    from lima_lite.precision import precision_report
-    from lima_lite.recipe_yaml import parse_overrides
-
-    if setup.sft_config.process_index == 0:
-        print(precision_report(setup.model_args.dtype, setup.sft_config.bf16, setup.sft_config.fp16, "training"))
-
-    explicit = set(parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else overrides)
-    output_dir = output_folder(setup.sft_config.output_dir)
-    fitted = fit_training(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added), explicit,
-                          resumed=resumed_fit(output_dir))
-    check_training_fit(setup.sft_config, setup.model_args, setup.lima_args, setup.base, len(setup.added))
+    resolved = setup.resolved
+    if resolved.sft_config.process_index == 0:
+        print(precision_report(resolved.model_args.dtype, resolved.sft_config.bf16, resolved.sft_config.fp16, "training"))
+        for line in resolved.notes:
+            print(line)
+    output_dir = output_folder(resolved.sft_config.output_dir)
+    check_training_fit(resolved, setup.base, len(setup.added))
     if adapter_dir(output_dir).exists():
         raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
     check_same_run(output_dir, setup)
     output_dir.mkdir(parents=True, exist_ok=True)
     # One writer per run folder: the main process holds the lock (the others only follow it)
-    with run_lock(output_dir, setup.sft_config.process_index == 0):
-        return train_in(setup, recipe, output_dir, callbacks, fitted)
+    with run_lock(output_dir, resolved.sft_config.process_index == 0):
+        return train_in(setup, recipe, output_dir, callbacks)
 
 
-def train_in(setup: Setup, recipe, output_dir: Path, callbacks, fitted: dict | None) -> Path:
+def train_in(setup: Setup, recipe, output_dir: Path, callbacks) -> Path:
     """train() once the run folder is checked and locked."""
     from lima_lite.host_memory import map_large_blocks
 
-    if setup.dev_rows:
-        setup.sft_config.eval_strategy = "epoch"
     map_large_blocks()  # on a CPU, freed tensors go back to the system instead of fragmenting the heap
     # transformers' TensorBoard callback (report_to: tensorboard) would open its writer at the first log line,
     # the base's dev loss logged before training starts, in ./runs/ of the working directory: name the run's.
@@ -676,7 +661,7 @@ def train_in(setup: Setup, recipe, output_dir: Path, callbacks, fitted: dict | N
     last = str(last) if last else None
     started = time.time()
     try:
-        trainer = train_fitted(trainer, setup, fitted, run, callbacks, last)
+        trainer = train_fitted(trainer, setup, run, callbacks, last)
     except BaseException:
         if main_process:
             run.status = "interrupted"  # a rerun of the same command resumes from the last checkpoint
@@ -694,14 +679,13 @@ def train_in(setup: Setup, recipe, output_dir: Path, callbacks, fitted: dict | N
     return output_dir
 
 
-def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, callbacks, last: str | None):
+def train_fitted(trainer, setup: Setup, run: RunRecord, callbacks, last: str | None):
     """trainer.train(). When auto_fit chose the setting and the first step still runs out of GPU memory, step
     down once to the next candidate (lower planned peak), say so, record the miss in run.json and train with a
     new trainer; returns the trainer that finished."""
     import torch
 
-    from lima_lite.plan import apply_fit, step_down
-
+    fitted = setup.resolved.fit
     if fitted is not None:  # a resume keeps the first run's record
         run.fit = fitted.get("record") or {"chosen": fitted["summary"], "budget_source": fitted["budget_source"],
                                            "step_down": None}
@@ -725,7 +709,7 @@ def train_fitted(trainer, setup: Setup, fitted: dict | None, run: RunRecord, cal
     handler.model = handler.optimizer = handler.lr_scheduler = None
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    apply_fit(lower, setup.sft_config, setup.lima_args)
+    setup = replace(setup, resolved=stepped_down(setup.resolved, lower))
     trainer, _ = build_trainer(setup, callbacks)
     run.training, run.lima = setup.sft_config.to_dict(), asdict(setup.lima_args)
     if trainer.accelerator.is_main_process:

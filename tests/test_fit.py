@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, write_run
 from lima_lite import LimaError
 from lima_lite.plan import (
     CUDA_CONTEXT_GIB,
@@ -220,7 +220,6 @@ def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsy
     not a new fit (here 8 x 1, bf16: free memory differs from run to run), so the resume check sees the same
     batch and precision instead of refusing a changed run."""
     import lima_lite.train
-    from lima_lite.plan import apply_fit
     from lima_lite.train import prepare, run_definition, train
 
     run_dir = tmp_path / "run"
@@ -228,13 +227,13 @@ def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsy
               "auto_fit=true"]
     used = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "gradient_checkpointing": True,
             "activation_offloading": False, "fp32_layers": True, "mlp_chunk_tokens": 0, "lean_activations": False}
-    setup = prepare(ROOT / "recipes" / "quickstart.yaml", common)
-    apply_fit(used, setup.sft_config, setup.lima_args)
+    # the run's definition as it trained: the step down's setting, given as key=value
+    setup = prepare(ROOT / "recipes" / "quickstart.yaml", [*common[:-1], *(f"{key}={value}" for key, value in used.items())])
     (run_dir / "checkpoint-3").mkdir(parents=True)
     (run_dir / "checkpoint-3" / "trainer_state.json").write_text("{}")
     record = {"chosen": {**used, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "peak_gib": 1.0},
               "budget_source": "free on this GPU", "step_down": {**used, "peak_gib": 0.5, "reason": "out of memory"}}
-    (run_dir / "run.json").write_text(json.dumps({**run_definition(setup), "fit": record}))
+    write_run(run_dir, **run_definition(setup), fit=record)
     seen = {}
 
     def record_setup(setup, callbacks=()):

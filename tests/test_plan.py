@@ -186,7 +186,8 @@ def test_recipe_comment_states_its_plan(size, gpu):
     recipe = ROOT / "recipes" / f"llama-{size}.yaml"
     stated = re.search(r"memory plan: ([\d.]+) GiB", recipe.read_text())
     assert stated, f"{recipe.name}: no 'memory plan: N GiB' comment"
-    _, sft, model_args, lima = load_recipe(recipe, [])
+    read = load_recipe(recipe, [])
+    sft, model_args, lima = read.sft_config, read.model_args, read.lima_args
     plan = recipe_plan(sft, model_args, lima, SHAPES / size, 1, float(gpu))  # what train and `lima-lite plan` use
     assert float(stated.group(1)) == round(plan["peak_gib"], 1)
     assert plan["fits"]

@@ -127,7 +127,7 @@ def run_overlap_warning(spec: str, prompts: str, rows: list[dict] | None = None)
         return None
     _, run = find_run(path)
     settings = read_run(run) if run else None
-    data = (settings or {}).get("data", {}).get("dataset_name")
+    data = settings.data["dataset_name"] if settings else None
     if not data:
         return None
     from lima_lite.data import resolve_data_path

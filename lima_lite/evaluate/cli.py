@@ -252,9 +252,9 @@ def default_judge(run) -> str:
     settings = read_run(run)
     if settings is None:
         raise LimaError(f"{info}: not found; name a judge with --judge")
-    name = settings.get("base", {}).get("name")
+    name = settings.base["name"]
     if not name:
-        raise LimaError(f"{info}: base.name: missing; name a judge with --judge")
+        raise LimaError(f"{info}: base.name: empty; name a judge with --judge")
     print(f"judge: {name} (the run's base model; a stronger judge gives a more trustworthy choice: --judge)")
     return name
 
