@@ -31,18 +31,9 @@ from typing import TYPE_CHECKING
 
 from lima_lite import LimaError, precision
 from lima_lite.config import COMMAND_LINE, MACHINE_SOURCE, LimaArguments, Recipe, frozen, writable
-from lima_lite.plan import (
-    FIT_KEYS,
-    FIT_MARGIN,
-    GIB,
-    ModelShape,
-    available_host_gib,
-    current_values,
-    describe,
-    fit,
-    fit_summary,
-    recipe_settings,
-)
+from lima_lite.fit_search import FIT_KEYS, FIT_MARGIN, current_values, describe, fit, fit_summary
+from lima_lite.memory import GIB, ModelShape
+from lima_lite.plan import available_host_gib, recipe_settings
 
 if TYPE_CHECKING:
     from trl import ModelConfig, ScriptArguments, SFTConfig

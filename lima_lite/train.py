@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
 from lima_lite.config import LimaArguments, Recipe, lima_help, load_recipe, writable
+from lima_lite.fit_search import step_down
 from lima_lite.io import atomic_dir
 from lima_lite.layout import (
     ADAPTER_CONFIG,
@@ -47,7 +48,8 @@ from lima_lite.layout import (
     readable_weights,
     run_lock,
 )
-from lima_lite.plan import check_training_fit, read_shape, step_down
+from lima_lite.memory import read_shape
+from lima_lite.plan import check_training_fit
 from lima_lite.precision import precision_report
 from lima_lite.resolve import (
     Inputs,

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import dataset
 from lima_lite.config import load_recipe
-from lima_lite.plan import ModelShape
+from lima_lite.memory import ModelShape
 from lima_lite.precision import Hardware
 from lima_lite.resolve import Inputs, Machine, resolve
 
