@@ -208,7 +208,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
     from lima_lite.kernels import attention_implementation
     from lima_lite.model import LEAN_CHUNK_TOKENS, add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
-    from lima_lite.train import keep_4bit_layout, sft_trainer_class
+    from lima_lite.trainer import keep_4bit_layout, sft_trainer_class
 
     root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
     folder = root / "base"

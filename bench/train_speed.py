@@ -103,7 +103,7 @@ def run_mode(mode: str, args) -> dict:
     from lima_lite.config import load_recipe
     from lima_lite.kernels import apply_liger_kernels, attention_implementation
     from lima_lite.model import get_model, get_tokenizer, resolve_model
-    from lima_lite.train import sft_trainer_class, trainer_config
+    from lima_lite.trainer import sft_trainer_class, trainer_config
 
     cuda = torch.cuda.is_available()
     base = str(random_llama(args.size, Path(args.root))) if cuda else resolve_model("embedded:SmolLM2-135M-Instruct")

@@ -251,3 +251,30 @@ def file_sha256(name: str) -> str | None:
     if path is None or not path.is_file():
         return None
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
+                   multi_turn: bool = True):
+    """Token ids and labels of every conversation, with counts of what was kept, cut and dropped."""
+    from lima_lite.data import CHARS_PER_TOKEN, cut_chars
+    from lima_lite.template import IGNORE, encode_conversation
+
+    rows, counts, dropped = [], {"read": len(conversations), "kept": 0, "cut": 0, "dropped": 0}, []
+    for conversation in conversations:
+        if not multi_turn and sum(m["role"] == "user" for m in conversation["messages"]) > 1:
+            counts["dropped"] += 1
+            dropped.append({"id": conversation["id"], "tokens": None, "reason": "multi-turn (multi_turn: false)"})
+            continue
+        messages, chars_cut = (cut_chars(conversation["messages"], max_length * CHARS_PER_TOKEN) if max_length
+                               else (conversation["messages"], False))
+        example = encode_conversation(tokenizer, template, messages, max_length)
+        cut = chars_cut or example["full_length"] > len(example["input_ids"])
+        if (cut and drop_too_long) or all(label == IGNORE for label in example["labels"]):
+            counts["dropped"] += 1
+            dropped.append({"id": conversation["id"], "tokens": example["full_length"],
+                            "reason": "longer than max_length" if drop_too_long else "no trained token left after the cut"})
+            continue
+        counts["cut"] += cut
+        counts["kept"] += 1
+        rows.append({"input_ids": example["input_ids"], "labels": example["labels"], "id": conversation["id"]})
+    return rows, counts, dropped

@@ -18,7 +18,7 @@ from helpers import KILL_SCRIPT, adapter_weights, facts, free_port, max_differen
 from lima_lite import LimaError
 from lima_lite.layout import ADAPTER_FILES
 from lima_lite.resolve import per_process_accumulation
-from lima_lite.train import resume_point
+from lima_lite.resume import resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,7 +218,8 @@ def test_under_fsdp_the_4bit_base_is_stored_in_the_compute_dtype(tiny_llama, tmp
     import bitsandbytes as bnb
 
     from lima_lite.model import fsdp_enabled
-    from lima_lite.train import build_trainer, prepare
+    from lima_lite.train import prepare
+    from lima_lite.trainer import build_trainer
 
     data = write_jsonl(tmp_path / "train.jsonl", [[{"role": "user", "content": "Hi"},
                                                    {"role": "assistant", "content": "Hello"}]])

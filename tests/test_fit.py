@@ -210,7 +210,8 @@ def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsy
     not a new fit (here 8 x 1, bf16: free memory differs from run to run), so the resume check sees the same
     batch and precision instead of refusing a changed run."""
     import lima_lite.train
-    from lima_lite.train import prepare, run_definition, train
+    from lima_lite.resume import run_definition
+    from lima_lite.train import prepare, train
 
     run_dir = tmp_path / "run"
     common = [f"model_name_or_path={tiny_llama}", f"output_dir={run_dir}", "dev_dataset=null", "chat_format=lima",

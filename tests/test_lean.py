@@ -157,7 +157,8 @@ def test_train_applies_lean_activations(tiny_llama, tmp_path):
     LoRA layer is recomputed, with and without the tiled MLP, and a step trains (finite loss, LoRA updated)."""
     from helpers import dataset, overrides
     from lima_lite.model import decoder_layers
-    from lima_lite.train import build_trainer, prepare
+    from lima_lite.train import prepare
+    from lima_lite.trainer import build_trainer
 
     for chunk in (0, 8):
         setup = prepare(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / f"run-{chunk}",
