@@ -17,6 +17,7 @@ lima_lite.flags.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import difflib
@@ -28,13 +29,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
+from lima_lite.machine import Machine, detect_machine
+from lima_lite.precision import machine_values
 from lima_lite.recipe_yaml import parse_overrides, read_yaml
 from lima_lite.template import CHAT_FORMATS
 
 if TYPE_CHECKING:
     from trl import ModelConfig, ScriptArguments, SFTConfig
 
-    from lima_lite.resolve import Machine
 
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
@@ -271,10 +273,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = (), machi
 
     LIMA_DEFAULTS < the YAML < key=value overrides; every value is read by transformers' HfArgumentParser
     with its field's type, then checked for range (check_values). Errors name file:line and the key.
-    `machine` (default: this one, lima_lite.resolve.detect_machine) decides the precision keys left unset.
+    `machine` (default: this one, lima_lite.machine.detect_machine) decides the precision keys left unset.
     """
-    import argparse
-
     parser = _Parser()
     values = {key: str(value) if not isinstance(value, bool) else str(value).lower() for key, value in LIMA_DEFAULTS.items()}
     sources = {key: DEFAULTS_SOURCE for key in values}
@@ -284,9 +284,6 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = (), machi
     extra = parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else dict(overrides)
     values.update(extra)
     sources.update({key: COMMAND_LINE for key in extra})
-    from lima_lite.precision import machine_values
-    from lima_lite.resolve import detect_machine
-
     machine = machine or detect_machine()
     chosen = machine_values({key for key, source in sources.items() if source != DEFAULTS_SOURCE}, machine.hardware,
                             machine.cuda)

@@ -14,8 +14,8 @@ import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from lima_lite.machine import Machine, detect_machine
 from lima_lite.precision import choose_precision
-from lima_lite.resolve import Machine, detect_machine
 
 PACKAGES = ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
             "gradio", "liger-kernel", "flash-attn")

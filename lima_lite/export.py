@@ -25,6 +25,9 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.io import atomic_dir, write_text
+from lima_lite.layout import check_lima_adapter, find_run
+from lima_lite.merge import merge_adapter
+from lima_lite.template import ChatTemplate
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 CONVERTER = "convert_hf_to_gguf"
@@ -133,10 +136,6 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
     """Merge the adapter of `source` (a run, adapter/ or epoch-NN/), convert it to one GGUF in `out`, and
     write the Modelfile and README beside it. Returns the GGUF's path."""
     from transformers import AutoTokenizer
-
-    from lima_lite.layout import check_lima_adapter, find_run
-    from lima_lite.merge import merge_adapter
-    from lima_lite.template import ChatTemplate
 
     if quant not in QUANTS:
         raise LimaError(f"--quant: {quant!r} is not one of {', '.join(QUANTS)}")

@@ -227,7 +227,8 @@ def seeded(seed: int | None):
 
 def default_precision() -> tuple[bool, str]:
     """(4-bit?, dtype) of replies on this machine (lima_lite.resolve.reply_precision)."""
-    from lima_lite.resolve import detect_machine, reply_precision
+    from lima_lite.machine import detect_machine
+    from lima_lite.resolve import reply_precision
 
     return reply_precision(detect_machine())
 

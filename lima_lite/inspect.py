@@ -11,14 +11,12 @@ the end-of-turn token follow. It runs everything `lima-lite train` runs before l
 import json
 import sys
 
-from lima_lite.template import IGNORE
+from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.template import IGNORE, mark_trained_spans
+from lima_lite.train import prepare, recipe_parser
 
 
 def main(argv=None) -> int:
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.template import mark_trained_spans
-    from lima_lite.train import prepare, recipe_parser
-
     parser = recipe_parser("lima-lite inspect", "Validate a recipe's whole dataset, then show exactly what the model\n"
                            "is trained on: trained (labelled) spans are between [[ and ]].")
     parser.add_argument("--n", type=int, default=3, help="how many examples to show (default 3)")

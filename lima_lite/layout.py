@@ -18,6 +18,7 @@ An adapter folder holds ADAPTER_FILES (config, weights, lima_template.json) and 
 import json
 import os
 import re
+import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -25,7 +26,10 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.io import write_json
-from lima_lite.template import TEMPLATE_FILE  # the template owns its file name
+from lima_lite.template import (
+    TEMPLATE_FILE,  # the template owns its file name
+    ChatTemplate,
+)
 
 FINAL_ADAPTER = "adapter"
 RUN_FILE = "run.json"
@@ -67,8 +71,6 @@ def is_run(path: str | Path) -> bool:
 def check_lima_adapter(path: str | Path) -> Path:
     """`path` if it is a whole adapter trained by lima_lite (adapter_config.json, readable weights and
     lima_template.json), else one clear error: what chat, merge, export and push check before they start."""
-    from lima_lite.template import ChatTemplate
-
     path = Path(path)
     if not is_adapter(path):
         raise LimaError(f"{path}: not an adapter folder (no {ADAPTER_CONFIG})")
@@ -314,8 +316,6 @@ def last_complete_checkpoint(run: str | Path) -> Path | None:
     A run killed while writing a checkpoint leaves one without trainer_state.json, or with a cut one: it is
     removed (it holds nothing that the previous checkpoint and a rerun do not give back) and the one before is used.
     """
-    import shutil
-
     for folder in reversed(checkpoints(run).values()):
         if is_complete_checkpoint(folder):
             return folder
@@ -364,7 +364,7 @@ def _takeover_turn(lock: Path):
     """Exclusive right to replace a dead `lock`, one process at a time. Held with flock on a file beside it,
     which the kernel releases when its process ends however it ends, so this guard can never go stale itself.
     (The file stays: removing it while another process waits on it would let a third lock a new one.)"""
-    import fcntl
+    import fcntl  # noqa: PLC0415 (not on every platform)
 
     with open(lock.with_name(f".{LOCK_FILE}.takeover"), "a") as turn:
         fcntl.flock(turn, fcntl.LOCK_EX)  # a takeover is a read, an unlink and a link: milliseconds

@@ -406,3 +406,21 @@ def read_shape(config_file: Path) -> ModelShape:
     except (OSError, json.JSONDecodeError) as error:
         raise LimaError(f"{config_file}: cannot read it as JSON ({error})") from None
     return model_shape(config)
+
+
+def recipe_settings(sft_config, model_args, lima_args, added_tokens: int) -> PlanSettings:
+    """The plan's settings for a loaded recipe (SFTConfig, ModelConfig, LimaArguments).
+
+    The loss: training always goes through lima_lite's chunked loss (lima_lite/loss.py)."""
+    if not model_args.load_in_4bit:
+        raise LimaError("the memory plan covers 4-bit QLoRA training (load_in_4bit: true)")
+    from lima_lite.loss import CHUNK_TOKENS
+
+    return PlanSettings(
+        micro_batch=sft_config.per_device_train_batch_size, max_length=sft_config.max_length,
+        lora_r=model_args.lora_r, gradient_checkpointing=sft_config.gradient_checkpointing,
+        padding_free=sft_config.padding_free, optim=sft_config.optim.value, added_tokens=added_tokens,
+        loss_chunk_tokens=CHUNK_TOKENS, lora_dropout=model_args.lora_dropout > 0,
+        residual_dropout=lima_args.residual_dropout > 0, attention=model_args.attn_implementation or "sdpa_varlen",
+        fp32_layers=lima_args.fp32_layers, activation_offloading=sft_config.activation_offloading,
+        mlp_chunk_tokens=lima_args.mlp_chunk_tokens, lean_activations=lima_args.lean_activations)

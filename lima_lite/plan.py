@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.config import EMBEDDED_BASE, HUB_ID, load_recipe
 from lima_lite.fit_search import (
     BATCH_HALF_SPEED,
     FIT_MARGIN,
@@ -29,7 +30,9 @@ from lima_lite.fit_search import (
 )
 from lima_lite.flags import bounded
 from lima_lite.layout import TOKENIZER_FILES
-from lima_lite.memory import GIB, OFFLOAD_ON_GPU, OFFLOAD_STASH, PlanSettings, memory_plan, read_shape
+from lima_lite.machine import available_host_gib
+from lima_lite.memory import GIB, OFFLOAD_ON_GPU, OFFLOAD_STASH, PlanSettings, memory_plan, read_shape, recipe_settings
+from lima_lite.recipe_yaml import parse_overrides, resolve_recipe
 
 DEFAULT_GPU_GIB = 24.0
 
@@ -76,8 +79,6 @@ HUB_FILES = ["config.json", *TOKENIZER_FILES, "special_tokens_map.json"]  # what
 def model_folder(name: str) -> Path:
     """A local folder holding the model's config.json: the folder given, the embedded base, or only the
     config and tokenizer files of a Hub id (no weights are downloaded)."""
-    from lima_lite.config import EMBEDDED_BASE, HUB_ID
-
     path = Path(name).expanduser()
     if name == EMBEDDED_BASE or path.exists():
         from lima_lite.model import resolve_model
@@ -111,24 +112,6 @@ def detected_gpu_gib() -> float | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.mem_get_info()[1] / GIB
-
-
-def recipe_settings(sft_config, model_args, lima_args, added_tokens: int) -> PlanSettings:
-    """The plan's settings for a loaded recipe (SFTConfig, ModelConfig, LimaArguments).
-
-    The loss: training always goes through lima_lite's chunked loss (lima_lite/loss.py)."""
-    if not model_args.load_in_4bit:
-        raise LimaError("the memory plan covers 4-bit QLoRA training (load_in_4bit: true)")
-    from lima_lite.loss import CHUNK_TOKENS
-
-    return PlanSettings(
-        micro_batch=sft_config.per_device_train_batch_size, max_length=sft_config.max_length,
-        lora_r=model_args.lora_r, gradient_checkpointing=sft_config.gradient_checkpointing,
-        padding_free=sft_config.padding_free, optim=sft_config.optim.value, added_tokens=added_tokens,
-        loss_chunk_tokens=CHUNK_TOKENS, lora_dropout=model_args.lora_dropout > 0,
-        residual_dropout=lima_args.residual_dropout > 0, attention=model_args.attn_implementation or "sdpa_varlen",
-        fp32_layers=lima_args.fp32_layers, activation_offloading=sft_config.activation_offloading,
-        mlp_chunk_tokens=lima_args.mlp_chunk_tokens, lean_activations=lima_args.lean_activations)
 
 
 def plan_for(config_file: Path, settings: PlanSettings, gpu_gib: float) -> dict:
@@ -221,13 +204,6 @@ def fit_budget(gpu_gib: float | None) -> tuple[float, str]:
     return available_host_gib(), "no GPU: available system memory"
 
 
-def available_host_gib() -> float:
-    """System memory available now: where offloaded checkpoints go (pinned)."""
-    import psutil
-
-    return psutil.virtual_memory().available / GIB
-
-
 FIT_HELP = f"""--fit: the fastest setting whose planned peak fits the GPU's free memory (or --gpu-gib) less a
 {FIT_MARGIN:.0%} margin, with the recipe's examples per optimizer step kept: micro-batch x accumulation,
 gradient checkpointing, activation offloading (TRL's, with checkpointing: the checkpoints go to pinned CPU
@@ -256,8 +232,6 @@ def main(argv=None) -> int:
                         "offloaded checkpoints (default: what this machine has available now)")
     parser.add_argument("--json", action="store_true", help="print the plan (or the fit) as one JSON object")
     args = parser.parse_args(argv)
-    from lima_lite.config import load_recipe
-    from lima_lite.recipe_yaml import parse_overrides, resolve_recipe
 
     # The recipe's own settings, not this machine's resolved ones: the plan is for a GPU (--gpu-gib) that may
     # be another machine's.

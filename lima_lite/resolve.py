@@ -22,50 +22,19 @@ they are read-only copies (lima_lite.config.frozen), and TRL's trainer gets a wr
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from lima_lite import LimaError, precision
 from lima_lite.config import COMMAND_LINE, MACHINE_SOURCE, LimaArguments, Recipe, frozen, writable
 from lima_lite.fit_search import FIT_KEYS, FIT_MARGIN, current_values, describe, fit, fit_summary
-from lima_lite.memory import GIB, ModelShape
-from lima_lite.plan import available_host_gib, recipe_settings
+from lima_lite.machine import Machine
+from lima_lite.memory import ModelShape, recipe_settings
 
 if TYPE_CHECKING:
     from trl import ModelConfig, ScriptArguments, SFTConfig
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What resolve needs to know of the machine a run starts on, measured once by `detect_machine`."""
-
-    hardware: precision.Hardware
-    cuda: bool
-    processes: int = 1  # data-parallel processes (torchrun and accelerate set WORLD_SIZE)
-    flash_attn: bool = False  # flash-attention installed, with CUDA to run it
-    gpu_free_gib: float | None = None  # free memory of the GPU now (auto_fit's budget)
-    host_gib: float | None = None  # system memory available now (auto_fit's budget without a GPU; offloading's room)
-
-
-def detect_machine() -> Machine:
-    """This machine, without its free memory (`with_free_memory` measures it, for auto_fit)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return Machine(hardware=precision.detect_hardware(), cuda=cuda, processes=int(os.environ.get("WORLD_SIZE", "1")),
-                   flash_attn=cuda and importlib.util.find_spec("flash_attn") is not None)
-
-
-def with_free_memory(machine: Machine) -> Machine:
-    """`machine` with the GPU's free memory and the system memory available now: auto_fit's budget."""
-    import torch
-
-    return replace(machine, gpu_free_gib=torch.cuda.mem_get_info()[0] / GIB if machine.cuda else None,
-                   host_gib=available_host_gib())
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
+from lima_lite.data import file_sha256
 from lima_lite.io import write_jsonl
 from lima_lite.layout import (
     CHECKPOINT_STATE,
@@ -70,8 +71,6 @@ RUN_DEFINING = {
 
 def run_definition(setup: Setup) -> dict:
     """The RUN_DEFINING values of `setup`, as run.json stores them (JSON values)."""
-    from lima_lite.data import file_sha256
-
     sft_config = setup.sft_config
     sections = {"training": sft_config.to_dict(), "script": asdict(setup.script_args),
                 "data": {"sha256": file_sha256(setup.script_args.dataset_name)},

@@ -29,28 +29,23 @@ from typing import TYPE_CHECKING
 from lima_lite import LimaError
 from lima_lite.adapters import save_trained_adapter
 from lima_lite.config import LimaArguments, Recipe, lima_help, load_recipe
-from lima_lite.data import encode_dataset
+from lima_lite.data import encode_dataset, file_sha256, load_conversations
+from lima_lite.env import package_versions
 from lima_lite.fit_search import step_down
+from lima_lite.host_memory import map_large_blocks
 from lima_lite.layout import (
     CHECKPOINT,
     RunRecord,
     adapter_dir,
     run_lock,
 )
+from lima_lite.machine import Machine, detect_machine, with_free_memory
 from lima_lite.memory import read_shape
 from lima_lite.plan import check_training_fit
 from lima_lite.plots import plot_loss
 from lima_lite.precision import precision_report
-from lima_lite.resolve import (
-    Inputs,
-    Machine,
-    Resolved,
-    detect_machine,
-    per_process_accumulation,
-    resolve,
-    stepped_down,
-    with_free_memory,
-)
+from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.resolve import Inputs, Resolved, per_process_accumulation, resolve, stepped_down
 from lima_lite.resume import check_same_run, keep_metrics_until, resume_point, resumed_fit
 from lima_lite.template import ChatTemplate
 from lima_lite.trainer import build_trainer, steps_per_epoch
@@ -93,7 +88,6 @@ class Setup:
 
 def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None) -> Setup:
     """Recipe -> resolved settings, base folder, tokenizer, template and the encoded train and dev rows."""
-    from lima_lite.data import load_conversations
     from lima_lite.model import get_tokenizer, resolve_model
 
     machine = machine or detect_machine()
@@ -123,15 +117,11 @@ def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None
 
 def versions() -> dict:
     """Python's and the training libraries' versions, for run.json."""
-    from lima_lite.env import package_versions
-
     return {"python": sys.version.split()[0], **package_versions(
         ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"))}
 
 
 def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
-    from lima_lite.data import file_sha256
-
     sft_config, model_args, script_args = setup.sft_config, setup.model_args, setup.script_args
     batch = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps * sft_config.world_size
     steps = steps_per_epoch(trainer)
@@ -185,8 +175,6 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
 
 def train_in(setup: Setup, recipe, output_dir: Path, callbacks) -> Path:
     """train() once the run folder is checked and locked."""
-    from lima_lite.host_memory import map_large_blocks
-
     map_large_blocks()  # on a CPU, freed tensors go back to the system instead of fragmenting the heap
     # transformers' TensorBoard callback (report_to: tensorboard) would open its writer at the first log line,
     # the base's dev loss logged before training starts, in ./runs/ of the working directory: name the run's.
@@ -282,8 +270,6 @@ def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from lima_lite.recipe_yaml import resolve_recipe
-
     args = recipe_parser("lima-lite train", "Fine-tune a base model with the LIMA recipe (QLoRA via TRL's SFTTrainer).\n"
                          "Rerun the same command after an interruption to resume.").parse_args(argv)
     train(resolve_recipe(args.recipe), args.overrides)

@@ -6,6 +6,7 @@ rewrites (tiled MLP, lean activations) applied, LoRA on it, resumable in one pre
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,8 +162,6 @@ def check_lora_targets(model, targets, base: str) -> None:
     """Every module lora_target_modules names is in the base, matched as peft matches them (a list: a name or a
     dotted suffix of one; a single string, which TRL makes of a one-item list: a regular expression over full
     names): peft would otherwise train the others alone without a word, or fail with a traceback when none is."""
-    import re
-
     names = [name for name, _ in model.named_modules()]
     if targets is None or targets == "all-linear":
         return

@@ -28,7 +28,13 @@ from pathlib import Path
 
 import lima_lite
 from lima_lite import LimaError
+from lima_lite.config import load_recipe
 from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_metrics, read_run
+from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
+from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.template import IGNORE
+from lima_lite.train import prepare, recipe_parser, train
+from lima_lite.ui_events import event
 
 TRAIN_LOG = "train.log"  # the child's output, appended to at every start
 TICK_SECONDS = 2.0
@@ -71,9 +77,6 @@ def stop_at_checkpoint():
 
 
 def main(argv=None) -> int:
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.train import recipe_parser, train
-
     args = recipe_parser("python -m lima_lite.ui_train", "`lima-lite train`, stopped cleanly by SIGTERM (a checkpoint "
                          "at the end of the step), as the app's Train tab runs it.").parse_args(argv)
     train(resolve_recipe(args.recipe), args.overrides, callbacks=[stop_at_checkpoint()])
@@ -92,9 +95,6 @@ def recipe_names() -> list[str]:
 
 def recipe_values(recipe: str, runs_dir: Path) -> dict[str, str]:
     """The recipe's value of every FIELDS key, as text; its output folder moved under the app's --runs."""
-    from lima_lite.config import load_recipe
-    from lima_lite.recipe_yaml import resolve_recipe
-
     loaded = load_recipe(resolve_recipe(recipe))
     values = {key: getattr(getattr(loaded, member), key) for key, (_, member) in FIELDS.items()}
     values["output_dir"] = str(runs_dir / Path(values["output_dir"]).name)
@@ -133,8 +133,6 @@ def command_line(recipe: str, overrides: list[str]) -> str:
 
 def example_html(tokenizer, row: dict) -> str:
     """One encoded example as it is trained: the text of its tokens, the trained (labelled) ones highlighted."""
-    from lima_lite.template import IGNORE
-
     pieces = []
     for trained, group in groupby(zip(row["input_ids"], row["labels"], strict=True), key=lambda pair: pair[1] != IGNORE):
         text = html.escape(tokenizer.decode([token for token, _ in group], skip_special_tokens=False))
@@ -146,9 +144,6 @@ def example_html(tokenizer, row: dict) -> str:
 
 def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
     """(summary, first example) after everything `lima-lite train` checks before loading the model."""
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.train import prepare
-
     setup = prepare(resolve_recipe(recipe), overrides)
     counts, dev = setup.report["train"], setup.report["dev"]
     summary = (f"data OK: {counts['read']} conversations read, {counts['kept']} kept ({counts['cut']} cut at "
@@ -159,10 +154,6 @@ def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
 
 def plan_text(recipe: str, overrides: list[str]) -> str:
     """`lima-lite plan`'s text for the recipe and values."""
-    from lima_lite.config import load_recipe
-    from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
-    from lima_lite.recipe_yaml import resolve_recipe
-
     read = load_recipe(resolve_recipe(recipe), overrides)
     sft_config, model_args, lima_args = read.sft_config, read.model_args, read.lima_args
     if not model_args.load_in_4bit:
@@ -446,7 +437,6 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
     """The Train tab's widgets; `pickers` are the other tabs' model dropdowns, refreshed as adapters appear."""
     import gradio as gr
 
-    from lima_lite.ui import event
 
     names = recipe_names()
     start = recipe_values(names[0], training.runs_dir)

@@ -7,8 +7,7 @@ import pytest
 from helpers import write_run
 from lima_lite import LimaError
 from lima_lite.curate.overlap import find_overlap, overlapping_pairs, run_overlap_warning, train_prompts
-from lima_lite.data import resolve_data_path
-from lima_lite.evaluate.answers import read_prompts
+from lima_lite.data import read_prompts, resolve_data_path
 
 LONG = ("I have a small vegetable garden behind my house and the tomato plants keep getting yellow leaves "
         "at the bottom every summer, what am I doing wrong and how can I fix it?")

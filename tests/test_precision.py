@@ -165,7 +165,8 @@ def test_merge_follows_the_choice(hardware, tiny_llama, tmp_path, capsys):
 
 def test_quickstart_loads_full_precision_for_one_epoch_only_without_native_bf16(hardware):
     """The quick-start recipe's slow_cpu_fallback, as lima_lite.resolve applies it: (load_in_4bit, epochs)."""
-    from lima_lite.resolve import detect_machine, resolve
+    from lima_lite.machine import detect_machine
+    from lima_lite.resolve import resolve
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
 

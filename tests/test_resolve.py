@@ -9,9 +9,10 @@ import pytest
 
 from helpers import dataset
 from lima_lite.config import load_recipe
+from lima_lite.machine import Machine
 from lima_lite.memory import ModelShape
 from lima_lite.precision import Hardware
-from lima_lite.resolve import Inputs, Machine, resolve
+from lima_lite.resolve import Inputs, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
