@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
 from lima_lite.model import add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
-from test_tiled_mlp import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
