@@ -16,9 +16,10 @@ import json
 import re
 from pathlib import Path
 
+import lima_lite.template
 from lima_lite import LimaError
 from lima_lite.io import json_problem, loads_strict, read_jsonl
-from lima_lite.template import IGNORE, encode_conversation
+from lima_lite.template import IGNORE
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -265,7 +266,7 @@ def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too
             continue
         messages, chars_cut = (cut_chars(conversation["messages"], max_length * CHARS_PER_TOKEN) if max_length
                                else (conversation["messages"], False))
-        example = encode_conversation(tokenizer, template, messages, max_length)
+        example = lima_lite.template.encode_conversation(tokenizer, template, messages, max_length)  # `template` is an argument
         cut = chars_cut or example["full_length"] > len(example["input_ids"])
         if (cut and drop_too_long) or all(label == IGNORE for label in example["labels"]):
             counts["dropped"] += 1
