@@ -75,9 +75,10 @@ class Resolved:
         sft, model, lima = self.sft_config, self.model_args, self.lima_args
         autocast = ", bf16 autocast" if sft.bf16 else ", fp16 autocast" if sft.fp16 else ""
         base = "4-bit NF4 base" if model.load_in_4bit else "unquantized base"
+        processes = f" x {self.machine.processes} processes" if self.machine.processes > 1 else ""
         return (f"Resolved settings: {model.dtype}{autocast}, {base}, {sft.num_train_epochs:g} epoch(s) of "
-                f"{sft.per_device_train_batch_size} x {sft.gradient_accumulation_steps} x {self.machine.processes} "
-                f"examples, attention {model.attn_implementation}, learning rate {sft.learning_rate:g} -> "
+                f"{sft.per_device_train_batch_size} x {sft.gradient_accumulation_steps}{processes} examples per step, "
+                f"attention {model.attn_implementation}, learning rate {sft.learning_rate:g} -> "
                 f"{sft.learning_rate * lima.final_lr_ratio:g} (`lima-lite inspect RECIPE --resolved` says why)")
 
 
