@@ -89,3 +89,21 @@ def test_inspect_prints_the_resolved_settings_with_their_reasons(tiny_llama, tmp
     assert all("  # " in line for line in lines)
     assert "linear decay to final_lr_ratio 0.1 of the peak" in settings["lr_scheduler_kwargs"]
     assert settings["attn_implementation"].startswith("attn_implementation = 'sdpa_varlen'")
+
+
+def test_the_quick_start_says_its_resolved_settings_in_one_line(tmp_path, monkeypatch, capsys):
+    import lima_lite.generate
+    from lima_lite import LimaError
+    from lima_lite.quickstart import main
+
+    def loaded(*args, **kwargs):
+        raise LimaError("stop here: the chat model would load now")
+
+    (tmp_path / "run" / "adapter").mkdir(parents=True)  # a finished run: training is skipped
+    monkeypatch.setattr(lima_lite.generate, "load_engine", loaded)
+    with pytest.raises(LimaError, match="stop here"):
+        main([f"output_dir={tmp_path / 'run'}", "num_train_epochs=3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("Resolved settings:")] == [lines[0]]
+    assert " 3 epoch(s) of 1 x 8 examples per step" in lines[0]
+    assert lines[1] == f"{tmp_path / 'run' / 'adapter'} exists: skipping training (delete {tmp_path / 'run'} to train again)"
