@@ -11,12 +11,11 @@ import importlib
 import sys
 
 from lima_lite import LimaError
+from lima_lite.quiet import quiet_third_party
 
 
 def run(target: str, argv: list[str]) -> int:
     """Call `module:function` with argv; a LimaError becomes one line on stderr and exit status 2."""
-    from lima_lite.quiet import quiet_third_party
-
     module, function = target.split(":")
     quiet_third_party()
     try:

@@ -262,12 +262,11 @@ def seeded(seed: int | None):
 
 
 def default_precision() -> tuple[bool, str]:
-    """(4-bit?, dtype): 4-bit NF4 on CUDA, full precision on a CPU (faster there than dequantizing), each in
-    the dtype this hardware computes fast (lima_lite.precision: bf16 where native, else fp16 on a GPU and
-    float32 on a CPU)."""
-    from lima_lite.precision import chosen_precision
+    """(4-bit?, dtype) of replies on this machine (lima_lite.resolve.reply_precision)."""
+    from lima_lite.machine import detect_machine
+    from lima_lite.resolve import reply_precision
 
-    return torch.cuda.is_available(), chosen_precision().dtype
+    return reply_precision(detect_machine())
 
 
 def load_engine(adapter: str | Path | None = None, base: str | None = None, load_in_4bit: bool | None = None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lima_lite import LimaError
+from lima_lite.layout import is_adapter
 
 
 class Judge(Protocol):
@@ -140,7 +141,6 @@ def get_judge(spec: str, max_new_tokens: int = 256) -> Judge:
     if endpoint:
         return EndpointJudge(model=endpoint[0], base_url=endpoint[1], name=spec, max_new_tokens=max_new_tokens)
     from lima_lite.generate import load_engine
-    from lima_lite.layout import is_adapter
 
     engine = load_engine(adapter=spec) if is_adapter(spec) else load_engine(base=spec)
     return LocalJudge(engine=engine, name=spec, max_new_tokens=max_new_tokens)

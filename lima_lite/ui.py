@@ -22,6 +22,7 @@ functions of plain values; build_app only lays out the widgets and wires them to
 
 import argparse
 import html
+import json
 import random
 import string
 import threading
@@ -29,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import read_prompts
+from lima_lite.evaluate.protocols import human_vote_record
 from lima_lite.flags import LIMA_SAMPLING, add_sampling_args, bounded, sampling_args
+from lima_lite.io import read_jsonl, write_jsonl
+from lima_lite.layout import EPOCH, find_adapters, read_metrics, run_of
+from lima_lite.plots import pyplot, stacked_percent_bars
+from lima_lite.ui_events import event
+from lima_lite.ui_train import Training, train_tab
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")
@@ -55,8 +63,6 @@ class Models:
         return models
 
     def refresh(self) -> None:
-        from lima_lite.layout import find_adapters
-
         found = find_adapters(self.runs_dir) if self.runs_dir and self.runs_dir.is_dir() else {}
         specs = {label: (str(path), True) for label, path in found.items()}
         # Each run's base model: its final adapter (listed last) loaded once, with the adapter switched off.
@@ -103,8 +109,6 @@ class Models:
 
 def dev_loss(adapter: str) -> float | None:
     """The dev loss its run logged for an epoch-NN/ adapter (that epoch's) or adapter/ (the last one)."""
-    from lima_lite.layout import EPOCH, read_metrics, run_of
-
     run = run_of(adapter)
     if run is None:
         return None
@@ -200,8 +204,6 @@ def vote_counts(votes: list[dict], first: str, second: str) -> dict:
 
 def vote_chart(counts: dict, first: str, second: str):
     """The report's stacked bar (LIMA's Figure 1) for one pair: win / tie / loss of `first` as % of the votes."""
-    from lima_lite.plots import pyplot, stacked_percent_bars
-
     total = sum(counts.values())
     fig = stacked_percent_bars([(f"{first}\nvs {second}", {**counts, "n": total})], ("win", "tie", "loss"),
                                "% of votes", f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}",
@@ -217,13 +219,9 @@ class Votes:
         self.path, self.lock = Path(path), threading.Lock()
 
     def read(self) -> list[dict]:
-        from lima_lite.io import read_jsonl
-
         return [row for _, row in read_jsonl(self.path)] if self.path.is_file() else []
 
     def add(self, record: dict) -> int:
-        from lima_lite.io import write_jsonl
-
         with self.lock:
             rows = self.read() + [record]
             write_jsonl(rows, self.path)
@@ -344,8 +342,6 @@ def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, r
     status, the chart of X against Y: shown once the rater's round (every prompt once) ends, hidden before)."""
     import gradio as gr
 
-    from lima_lite.evaluate.protocols import human_vote_record
-
     if record is None:
         raise LimaError("press Next prompt first")
     if len(rater or "") > RATER_MAX_CHARS:  # the textbox's max_length is the browser's; this is the server's
@@ -368,29 +364,6 @@ def judge_results(votes: Votes, x: str, y: str):
 
 def pair_chart(votes: Votes, x: str, y: str):
     return vote_chart(vote_counts(votes.read(), x, y), x, y)
-
-
-def event(handler, *values):
-    """What a widget calls: `handler` with its first arguments fixed to `values`, the widgets' values after
-    them, and a LimaError shown to the user as a gradio error (a message, not a server error)."""
-    import inspect
-
-    import gradio as gr
-
-    if inspect.isgeneratorfunction(handler):
-        def streamed(*inputs):
-            try:
-                yield from handler(*values, *inputs)
-            except LimaError as error:
-                raise gr.Error(str(error)) from None
-        return streamed
-
-    def called(*inputs):
-        try:
-            return handler(*values, *inputs)
-        except LimaError as error:
-            raise gr.Error(str(error)) from None
-    return called
 
 
 # ---------------------------------------------------------------- the layout
@@ -416,8 +389,6 @@ def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_i
         with gr.Tab("Judge", id="judge"):
             pickers += judge_tab(app, models, tuned, base, sliders, prompts, Votes(votes_path), seed)
         if training is not None:
-            from lima_lite.ui_train import train_tab
-
             with gr.Tab("Train", id="train"):
                 train_tab(app, training, models, pickers)
     return app
@@ -558,8 +529,6 @@ class Guard:
                 refused["start"] = message
                 return None
             if refused and message["type"] == "http.response.body":
-                import json
-
                 body = json.dumps({"detail": f"busy: {self.queue_size} requests are already waiting; "
                                              "try again in a minute"}).encode()
                 headers = [(k, v) for k, v in refused["start"]["headers"] if k.lower() != b"content-length"]
@@ -624,8 +593,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from lima_lite.evaluate.answers import read_prompts
-
     args = parser().parse_args(argv)
     auth = parse_auth(args.auth)
     models = Models.discover(args.runs, args.adapter, args.load_in_4bit)
@@ -636,8 +603,6 @@ def main(argv=None) -> int:
     votes = args.votes or str(Path(args.runs) / "human_votes.jsonl")
     training = None
     if args.train:
-        from lima_lite.ui_train import Training
-
         # Starting processes from a page anyone can reach is not a default: beyond this machine, only behind a login.
         local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
         training = Training(args.runs, allowed=local or auth is not None)

@@ -15,7 +15,11 @@ import random
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import add_overwrite_flag
+from lima_lite.curate import overlap
+from lima_lite.curate.overlap import THRESHOLD, find_overlap
+from lima_lite.curate.report import Funnel, response_text, with_report, write_report
+from lima_lite.data import load_conversations
+from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 
 def user_turns(example: dict) -> int:
@@ -23,8 +27,6 @@ def user_turns(example: dict) -> int:
 
 
 def mix(single: list[list[dict]], dialogues: list[dict], single_k: int, seed: int, funnel) -> list[dict]:
-    from lima_lite.curate.report import response_text
-
     chosen = []
     for examples in single:
         for example in examples:
@@ -40,8 +42,6 @@ def mix(single: list[list[dict]], dialogues: list[dict], single_k: int, seed: in
 
 
 def load(path: str, kind: str) -> list[dict]:
-    from lima_lite.data import load_conversations
-
     examples = load_conversations(path)
     for number, example in enumerate(examples, 1):
         turns = user_turns(example)
@@ -54,14 +54,10 @@ def load(path: str, kind: str) -> list[dict]:
 
 
 def overlap_doc() -> str:
-    from lima_lite.curate import overlap
-
     return overlap.__doc__.split("\n\n", 1)[1]
 
 
 def overlap_main(args) -> int:
-    from lima_lite.curate.overlap import find_overlap
-
     out = args.out or Path(f"{Path(args.eval).name.split(':')[-1].rsplit('.', 1)[0]}.overlap.jsonl")
     pairs, summary = find_overlap(args.train, args.eval, out, args.threshold)
     print(f"{summary}; {len(pairs)} pair(s) in {out}")
@@ -86,7 +82,6 @@ def main(argv=None) -> int:
     o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
     o.add_argument("eval", metavar="EVAL", help="eval prompts (any file `lima-lite eval generate` reads)")
     o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
-    from lima_lite.curate.overlap import THRESHOLD  # a light module: no heavy imports at --help
 
     o.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
@@ -97,9 +92,6 @@ def main(argv=None) -> int:
 
 def mix_main(args) -> int:
     """`data mix`: single-turn examples + dialogues -> one training file and its report."""
-    from lima_lite.curate.report import Funnel, response_text, with_report, write_report
-    from lima_lite.io import check_outputs, write_jsonl
-
     check_outputs(with_report(args.out), [*args.single, args.dialogues], args.overwrite)
 
     funnel = Funnel(args.seed)

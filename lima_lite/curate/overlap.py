@@ -20,6 +20,9 @@ import re
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import load_conversations, read_prompts, resolve_data_path
+from lima_lite.io import write_jsonl
+from lima_lite.layout import find_run, is_adapter, is_run, read_run
 
 _WORDS = re.compile(r"\w+")
 NGRAM = 2  # word 2-grams: one changed word costs a prompt 2 of its n-grams, so rewordings stay similar
@@ -39,8 +42,6 @@ def ngrams(text: str, n: int = NGRAM) -> set[str]:
 
 def train_prompts(name: str) -> list[dict]:
     """[{"id", "prompt"}] for every user turn of every training conversation (ids `ID` or `ID#turn`)."""
-    from lima_lite.data import load_conversations
-
     found = []
     for example in load_conversations(name):
         users = [m["content"] for m in example["messages"] if m["role"] == "user"]
@@ -106,9 +107,6 @@ def find_overlap(train: str, evals: str | list[dict], out: str | Path | None = N
                  threshold: float = THRESHOLD) -> tuple[list[dict], str]:
     """(pairs, one-line summary) for a training data file and an eval prompts file (or its rows already
     read); pairs written to `out`."""
-    from lima_lite.evaluate.answers import read_prompts
-    from lima_lite.io import write_jsonl
-
     eval_rows = read_prompts(evals) if isinstance(evals, str) else evals
     pairs = overlapping_pairs(train_prompts(train), eval_rows, threshold)
     if out is not None:
@@ -120,17 +118,14 @@ def run_overlap_warning(spec: str, prompts: str, rows: list[dict] | None = None)
     """For `eval generate`: a one-line warning when the model's run names its training data (run.json)
     and some of the prompts (`rows`, else all of the file `prompts`) overlap it; None when they do not or
     the training data is not known or not at hand."""
-    from lima_lite.layout import find_run, is_adapter, is_run, read_run
-
     path = Path(spec)
     if not (is_adapter(path) or is_run(path)):
         return None
     _, run = find_run(path)
     settings = read_run(run) if run else None
-    data = (settings or {}).get("data", {}).get("dataset_name")
+    data = settings.data["dataset_name"] if settings else None
     if not data:
         return None
-    from lima_lite.data import resolve_data_path
 
     if not (resolve_data_path(data) or Path(data)).is_file():
         return None  # a Hub dataset (GAIR/lima) is not read here: no network during generation
