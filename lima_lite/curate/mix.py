@@ -91,6 +91,9 @@ def main(argv=None) -> int:
     o.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
     o.set_defaults(func=overlap_main)
+    from lima_lite.curate import stats  # light too: the tokenizer is loaded when it runs
+
+    stats.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
