@@ -178,7 +178,8 @@ def data_stats_section(run: dict, adapter: Path) -> list[str]:
         return lines + [f"Not summarized: `{name}` has changed since training (its sha256 differs from run.json's).", ""]
     found, _ = data_stats(load_conversations(name, run["script"]["dataset_train_split"]),
                           AutoTokenizer.from_pretrained(adapter), ChatTemplate.load(adapter),
-                          run["training"]["max_length"], run["lima"]["drop_too_long"], run["lima"]["multi_turn"])
+                          run["training"]["max_length"], run["lima"]["drop_too_long"], run["lima"]["multi_turn"],
+                          desc=f"data stats: {name}")
     return lines + ["`lima-lite data stats` with the adapter's tokenizer and template (tokens as trained: response "
                     "tokens are the assistant's turns and their turn ends):", "", *card_lines(found), ""]
 

@@ -28,8 +28,9 @@ them, so fix them first.
   8 % of them English function words ("the", "of", "and", ...): a heuristic, so read the ids it lists;
 - FILE2: both sets side by side, and how many examples of each have a prompt in the other (exact or near).
 
---json prints one JSON object and nothing else (every id; the progress bar goes to stderr); --out DIR writes
-DIR/stats.md with response_tokens.png, turns.png and sources.png.
+--json prints one JSON object and nothing else (every id; the progress bar goes to stderr): with FILE2,
+{"files": [FILE's, FILE2's], "overlap": {"b_in_a": FILE2's examples found in FILE, "a_in_b": the reverse}}.
+--out DIR writes DIR/stats.md with response_tokens.png, turns.png and sources.png.
 """
 
 import io
@@ -40,6 +41,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from lima_lite import LimaError
 from lima_lite.curate.filters import first_person, prose
 from lima_lite.curate.overlap import THRESHOLD
 
@@ -341,7 +343,7 @@ def details(s: dict, listed: int) -> list[str]:
     for kind in ("exact", "near"):
         pairs = s[f"{kind}_duplicates"]["pairs"]
         if pairs:
-            lines.append(f"- {kind} duplicates ({len(pairs):,} prompts):")
+            lines.append(f"- {kind} duplicates ({len(pairs):,}):")
             lines += [f"  - `{p['id']}` repeats `{p['of']}`" + (f" ({p['similarity']:.2f})" if kind == "near" else "")
                       + f": {p['prompt']}" for p in pairs[:listed]]
             if len(pairs) > listed:
@@ -490,6 +492,8 @@ def main(args) -> int:
     from lima_lite.io import check_outputs
 
     files = [f for f in (args.file, args.file2) if f]
+    if args.out and args.out.exists() and not args.out.is_dir():
+        raise LimaError(f"{args.out}: is a file; --out takes a folder")
     if args.out:
         check_outputs([args.out / name for name in (REPORT, *CHARTS)], files, args.overwrite)
     # Only the JSON goes to stdout with --json: anything a library prints while loading goes to stderr.
