@@ -181,6 +181,21 @@ def test_every_count_is_what_was_planted(recipe, planted, tiny_llama_tied):
     assert s["settings"]["chat_format"] == "lima" and s["settings"]["eot_token"] == EOT
 
 
+def test_without_a_recipe_tokens_are_counted_as_lima_defaults_train_the_embedded_model():
+    from lima_lite.config import EMBEDDED_BASE
+    from lima_lite.model import resolve_model
+
+    code = run_cli("data", "stats", "embedded:dev.jsonl", "--json")
+    assert code.returncode == 0, code.stderr
+    s = json.loads(code.stdout)
+    assert s["settings"] == {"recipe": None, "model": EMBEDDED_BASE, "chat_format": "lima", "eot_token": "<|eot|>",
+                             "max_length": 2048, "drop_too_long": False, "multi_turn": True}
+    rows = [json.loads(line) for line in (ROOT / "lima_lite" / "samples" / "dev.jsonl").read_text().splitlines()]
+    prompts, responses = expected_tokens(Path(resolve_model(EMBEDDED_BASE)), rows)  # SmolLM2 adds no BOS to text
+    assert s["examples"] == 12 and s["prompt_tokens"] == nearest_rank(prompts)
+    assert s["response_tokens"] == nearest_rank(responses) and s["trained_tokens_per_epoch"] == sum(responses)
+
+
 def test_two_sets_side_by_side(recipe, planted, tmp_path):
     second = write_rows(tmp_path / "second.jsonl", [
         row("b-1", TOPICS[1][0], "A different answer about the colour of the sky and the light of the sun."),  # exact
