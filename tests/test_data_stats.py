@@ -196,6 +196,24 @@ def test_without_a_recipe_tokens_are_counted_as_lima_defaults_train_the_embedded
     assert s["response_tokens"] == nearest_rank(responses) and s["trained_tokens_per_epoch"] == sum(responses)
 
 
+def test_recipe_values_on_the_command_line_and_a_hub_base_fetches_its_tokenizer_only(recipe, planted, tiny_llama_tied,
+                                                                                      monkeypatch):
+    shorter = json.loads(run_cli("data", "stats", str(planted), "--recipe", str(recipe), "max_length=64", "--json").stdout)
+    assert shorter["cut_at_max_length"]["max_length"] == 64 and shorter["cut_at_max_length"]["count"] > 2
+    wrong = run_cli("data", "stats", str(planted), "--recipe", str(recipe), str(planted))
+    assert wrong.returncode == 2 and "expected key=value after the recipe, found" in wrong.stderr
+
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda name, allow_patterns: asked.append((name, allow_patterns)) or str(tiny_llama_tied))
+    tokenizer, _, settings = recipe_tokenizer(str(recipe), ["model_name_or_path=someone/tiny-base"])
+    assert settings["model"] == "someone/tiny-base" and len(tokenizer) > 500
+    assert asked[0][0] == "someone/tiny-base" and "*.json" in asked[0][1]
+    assert not [p for p in asked[0][1] if "safetensors" in p or "bin" in p]  # no weights
+
+
 def test_two_sets_side_by_side(recipe, planted, tmp_path):
     second = write_rows(tmp_path / "second.jsonl", [
         row("b-1", TOPICS[1][0], "A different answer about the colour of the sky and the light of the sun."),  # exact

@@ -268,13 +268,14 @@ def shared_examples(first: list[dict], second: list[dict], threshold: float = TH
 def recipe_tokenizer(recipe: str | None, overrides=()) -> tuple[object, object, dict]:
     """(tokenizer, template, settings) of a recipe, set up as `lima-lite train` sets them up; None: LIMA's
     defaults (the embedded SmolLM2-135M-Instruct, LIMA's format, max_length 2,048)."""
-    from lima_lite.config import load_recipe
+    from lima_lite.config import HUB_ID, load_recipe
     from lima_lite.model import get_tokenizer, resolve_model
     from lima_lite.recipe_yaml import resolve_recipe
 
     path = resolve_recipe(recipe) if recipe else None
     _, sft_config, model_args, lima_args = load_recipe(path, overrides)
-    base = resolve_model(model_args.model_name_or_path)
+    name = model_args.model_name_or_path
+    base = hub_tokenizer(name) if HUB_ID.match(name) and not Path(name).expanduser().exists() else resolve_model(name)
     tokenizer, template, _ = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code,
                                            lima_args.chat_format)
     settings = {"recipe": str(path) if path else None, "model": model_args.model_name_or_path,
@@ -282,6 +283,19 @@ def recipe_tokenizer(recipe: str | None, overrides=()) -> tuple[object, object, 
                 "max_length": sft_config.max_length, "drop_too_long": lima_args.drop_too_long,
                 "multi_turn": lima_args.multi_turn}
     return tokenizer, template, settings
+
+
+def hub_tokenizer(name: str) -> str:
+    """A local folder with the tokenizer files of Hub model `name`: resolve_model's snapshot would fetch the
+    weights too, gigabytes, to count tokens."""
+    from huggingface_hub import snapshot_download
+
+    from lima_lite.model import HUB_FILES, ModelError, hub_failure
+
+    try:
+        return snapshot_download(name, allow_patterns=[p for p in HUB_FILES if p != "*.safetensors"])
+    except Exception as error:  # huggingface_hub raises many types for offline / gated / missing
+        raise ModelError(f"{name}: {hub_failure(name, error)}") from None
 
 
 def file_stats(name: str, tokenizer, template, settings: dict, processes: int = 1) -> tuple[dict, list[dict], list[int]]:
@@ -477,8 +491,10 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("file", metavar="FILE", help="training data (any form `lima-lite train` reads; a Hub dataset id too)")
     s.add_argument("file2", metavar="FILE2", nargs="?", help="a second set, to compare side by side")
-    s.add_argument("--recipe", help="count tokens with this recipe's tokenizer, template and max_length (a name from "
-                   "recipes/ or a YAML path; default: LIMA's defaults on the embedded SmolLM2-135M-Instruct)")
+    s.add_argument("--recipe", nargs="+", metavar=("RECIPE", "KEY=VALUE"),
+                   help="count tokens with this recipe's tokenizer, template and max_length (a name from recipes/ or a "
+                   "YAML path, then any key=value as `train` takes them: model_name_or_path=/models/llama-7b; default: "
+                   "LIMA's defaults on the embedded SmolLM2-135M-Instruct; a Hub base: its tokenizer files only)")
     s.add_argument("--json", action="store_true", help="print one JSON object (every id) and nothing else on stdout")
     s.add_argument("--out", type=Path, metavar="DIR", help=f"write DIR/{REPORT} and its histograms ({', '.join(CHARTS)})")
     add_overwrite_flag(s)
@@ -492,13 +508,17 @@ def main(args) -> int:
     from lima_lite.io import check_outputs
 
     files = [f for f in (args.file, args.file2) if f]
+    args.recipe = args.recipe or []
+    if not_set := [word for word in args.recipe[1:] if "=" not in word]:
+        raise LimaError(f"--recipe {args.recipe[0]}: expected key=value after the recipe, found {not_set[0]!r} "
+                        "(put the data files before --recipe)")
     if args.out and args.out.exists() and not args.out.is_dir():
         raise LimaError(f"{args.out}: is a file; --out takes a folder")
     if args.out:
         check_outputs([args.out / name for name in (REPORT, *CHARTS)], files, args.overwrite)
     # Only the JSON goes to stdout with --json: anything a library prints while loading goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        tokenizer, template, settings = recipe_tokenizer(args.recipe)
+        tokenizer, template, settings = recipe_tokenizer(*(args.recipe[:1] or [None]), args.recipe[1:])
         found = [file_stats(name, tokenizer, template, settings, available_cores()) for name in files]
         summaries, responses = [f[0] for f in found], [f[2] for f in found]
         shared = shared_examples(found[0][1], found[1][1]) if len(found) == 2 else None
