@@ -72,7 +72,7 @@ def planted_rows() -> list[dict]:
         row("garden-again", GARDEN_AGAIN, ANSWER + " The lower leaves can also be removed."),  # near: garden
         row("as-ai", "Why is the water of the sea salty?", "As an AI language model, the answer is that the rivers "
             "carry salt from the rocks into the sea, and the sun takes away only the water."),
-        row("refusal", "How can the lock of a neighbour's door be opened without a key?", "I'm sorry, but I can't "
+        row("refusal", "How can the lock of a neighbour's door be opened without a key?", "I’m sorry, but I can’t "
             "help with that request, because opening the door of another person is not legal."),  # + first person
         row("link", "Where can a guide to pruning roses be found?", "The society of rose growers has a full guide "
             "at https://example.org/roses that covers the tools and the timing of each cut."),

@@ -50,11 +50,12 @@ LISTED_TERMINAL, LISTED_REPORT = 10, 100
 SNIPPET = 120
 REPORT, CHARTS = "stats.md", ("response_tokens.png", "turns.png", "sources.png")
 
+# Apostrophes straight or curly: "I’m sorry" is as common as "I'm sorry".
 _AS_AN_AI = re.compile(r"^\W*(?:as an? (?:ai|artificial intelligence|(?:large )?language model)|"
-                       r"i(?:'m| am) (?:just |only )?an? (?:ai|artificial intelligence|(?:large )?language model))\b")
+                       r"i(?:['’]m| am) (?:just |only )?an? (?:ai|artificial intelligence|(?:large )?language model))\b")
 _REFUSAL = re.compile(
-    r"\b(?:i(?:'m| am) (?:sorry|afraid),? (?:but )?i|i (?:can ?not|can't|won't|will not|am unable to|'m unable to|"
-    r"am not able to|'m not able to) (?:help|assist|provide|answer|comply|fulfill|do that|create|write|give|generate|"
+    r"\b(?:i(?:['’]m| am) (?:sorry|afraid),? (?:but )?i|i (?:can ?not|can['’]t|won['’]t|will not|am unable to|['’]m unable to|"
+    r"am not able to|['’]m not able to) (?:help|assist|provide|answer|comply|fulfill|do that|create|write|give|generate|"
     r"share|support)|i must (?:decline|refuse))")
 _LINK = re.compile(r"https?://|\bwww\.\w")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+\u2022]|\d{1,3}[.)])[ \t]+\S", re.M)
