@@ -23,6 +23,7 @@ COMMANDS = {
     "push": ("lima_lite.push:main", "write a model card and upload an adapter to the Hugging Face Hub"),
     "merge": ("lima_lite.merge:main", "merge an adapter into its base: one standalone model"),
     "export": ("lima_lite.export:main", "export gguf: one GGUF that stops at the trained turn end, plus an Ollama Modelfile"),
+    "serve": ("lima_lite.serve:main", "an OpenAI-compatible endpoint over a GGUF (llama.cpp) or a run (transformers)"),
     "curate": ("lima_lite.curate:main", "build a LIMA-style set from Stack Exchange, wikiHow or Reddit dumps"),
     "select": ("lima_lite.curate.select:main", "choose k examples: longest, random, quality (judge) or diversity"),
     "eval": ("lima_lite.evaluate.cli:main",

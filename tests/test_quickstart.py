@@ -64,6 +64,7 @@ def test_adapter_reloads_with_the_same_logits_and_chat_stops_at_eot(quickstart_r
 
 def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
     from lima_lite.data import load_conversations
+    from lima_lite.quickstart import SAMPLING_NOTE
     from lima_lite.quickstart import main as quickstart_main
 
     assert quickstart_main([f"output_dir={quickstart_run}", "--max-new-tokens", "32", "--prompts", "3"]) == 0
@@ -73,6 +74,7 @@ def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
         assert conversation["messages"][0]["content"] in out
     assert out.count("--- base model ---") == 3 and out.count("--- after LIMA fine-tuning ---") == 3
     assert "after LIMA fine-tuning: " in out and "replies ended at the turn end before 32 tokens" in out
+    assert SAMPLING_NOTE in out
 
 
 def test_tuned_replies_end_cleanly_on_all_12_dev_prompts(quickstart_run):
@@ -92,3 +94,16 @@ def test_tuned_replies_end_cleanly_on_all_12_dev_prompts(quickstart_run):
     # Sampling spread: 11, 12 and 11 of 12 over seeds 0-2 on the 4-bit bf16 path, 10 on the float32 path of a CPU
     # without native bf16 (docs/benchmarks.md); a model that does not stop ends far fewer.
     assert rates["ended"] >= 10 and rates["leaked"] == 0, bad
+
+
+def test_a_reply_that_ran_on_is_shown_cut_with_a_note():
+    from lima_lite.generate import Reply
+    from lima_lite.quickstart import SHOWN_CHARS, shown
+
+    ended = Reply(text=" Water it weekly. " + "x" * 2000, finish_reason="eot")
+    assert shown(ended, 400) == ended.text.strip()  # a reply that ended is shown whole, however long
+    ran_on = Reply(text="Water it. " + "!@" * 1000, finish_reason="length")
+    text = shown(ran_on, 400)
+    assert text.endswith(" …\n[no turn end: ran on to the 400-token limit]")
+    assert len(text.splitlines()[0]) <= SHOWN_CHARS + 2 and text.startswith("Water it. !@")
+    assert shown(Reply(text="Short.", finish_reason="length"), 32) == "Short.\n[no turn end: ran on to the 32-token limit]"

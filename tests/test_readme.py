@@ -132,3 +132,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_recipes_named_in_the_readme_exist():
     for name in set(re.findall(r"recipes/([\w.-]+)\.yaml", README)):
         assert (ROOT / "recipes" / f"{name}.yaml").is_file(), name
+
+
+def test_ci_runs_the_test_command_in_a_virtual_environment_it_makes():
+    """Not in whatever this machine has installed: a venv made by the script, activated before the command."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    test_command = re.findall(r"```bash\n(.*?)\n```", README, re.S)[1]
+    made = next(k for k, line in enumerate(lines) if re.match(r"python3? -m venv ", line))
+    activated = next(k for k, line in enumerate(lines) if re.match(r'\. "?\$venv/bin/activate', line))
+    assert made < activated < lines.index(test_command)
