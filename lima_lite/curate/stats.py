@@ -165,7 +165,7 @@ def measure_all(conversations: list[dict], tokenizer, template, max_length: int 
                 processes: int, desc: str | None):
     """(measured(...) of each example, in order, and the duplicate pairs). With processes > 1 (and 2,000
     examples or more) a pool shares the examples, one worker matching duplicates meanwhile: tokenizing is
-    single-threaded, and 52,000 examples take about a minute of one core's time, matching another 20 s."""
+    single-threaded, so a second core is otherwise left idle (docs/benchmarks.md, "data stats")."""
     from tqdm import tqdm
 
     from lima_lite.curate.overlap import duplicate_pairs
