@@ -406,3 +406,15 @@ def test_the_model_card_says_what_the_adapter_learned_from(tiny_run, tiny_llama_
     assert push_main([str(copy), "--repo", "someone/tiny-lima", "--dry-run", "--out", str(tmp_path / "again"),
                       "--base-model", str(tiny_llama_tied)]) == 0
     assert f"Not summarized: `{data}` has changed since training" in (tmp_path / "again" / "README.md").read_text()
+
+
+def test_shared_minhash_permutations_give_datasketchs_own_signatures():
+    from datasketch import MinHash
+
+    from lima_lite.curate.overlap import NUM_PERM, ngrams, signature
+
+    for seed in (0, 3):
+        grams = ngrams(GARDEN)
+        own = MinHash(num_perm=NUM_PERM, seed=seed)
+        own.update_batch([g.encode("utf-8") for g in grams])
+        assert (signature(grams, seed).hashvalues == own.hashvalues).all()
