@@ -104,20 +104,21 @@ def turn_fields(row: dict, count: int) -> list[tuple[str, str]]:
     return [("instruction", "instruction"), (answer, answer)]
 
 
-def read_row(row, where: str) -> list[dict]:
+def read_row(row, where: str, empty_turns: bool = False) -> list[dict]:
     """The messages of one row, checked; errors name the field as the row has it."""
     messages = to_messages(row, where)
     fields = turn_fields(row, len(messages))
     container = "messages" if "messages" in row else "conversations" if "conversations" in row else "instruction"
-    check_messages(messages, where, container, fields)
+    check_messages(messages, where, container, fields, empty_turns)
     return messages
 
 
 def check_messages(messages: list[dict], where: str, field_name: str = "messages",
-                   fields: list[tuple[str, str]] | None = None) -> None:
+                   fields: list[tuple[str, str]] | None = None, empty_turns: bool = False) -> None:
     """Turns alternate user/assistant (after an optional leading system turn) and end with the assistant.
 
-    `fields` names each turn's content and role field (default `messages[i].content` / `.role`)."""
+    `fields` names each turn's content and role field (default `messages[i].content` / `.role`); `empty_turns`
+    lets empty or whitespace-only turns through, for `data stats` to count."""
     fields = fields or [(f"{field_name}[{i}].content", f"{field_name}[{i}].role") for i in range(len(messages))]
     if not messages:
         raise DataError(f"{where}: {field_name}: no turns")
@@ -130,7 +131,7 @@ def check_messages(messages: list[dict], where: str, field_name: str = "messages
             raise DataError(f"{where}: {content_field}: missing or null; it must be a string")
         if not isinstance(content, str):
             raise DataError(f"{where}: {content_field}: must be a string, not {type(content).__name__}")
-        if not content.strip():
+        if not content.strip() and not empty_turns:
             raise DataError(f"{where}: {content_field}: empty turn")
         if surrogate := LONE_SURROGATE.search(content):
             raise DataError(f"{where}: {content_field}: a lone surrogate \\u{ord(surrogate.group()):x} at character "
@@ -193,10 +194,11 @@ def _rows_from_hub(name: str, split: str):
         yield i + 1, row
 
 
-def load_conversations(name: str, split: str = "train") -> list[dict]:
+def load_conversations(name: str, split: str = "train", empty_turns: bool = False) -> list[dict]:
     """All conversations of a JSONL/JSON file or Hub dataset, in canonical form, after checking every row.
 
-    Raises one DataError listing every bad row (file:line: field: problem), so a user fixes them all at once.
+    Raises one DataError listing every bad row (file:line: field: problem), so a user fixes them all at once;
+    `empty_turns` keeps rows whose only fault is an empty turn (`data stats` counts them).
     """
     path = resolve_data_path(name)
     if path is not None and not path.is_file():
@@ -209,7 +211,7 @@ def load_conversations(name: str, split: str = "train") -> list[dict]:
         try:
             if isinstance(row, DataError):
                 raise row
-            messages = read_row(row, where)
+            messages = read_row(row, where, empty_turns)
         except DataError as error:
             errors.append(str(error))
             continue

@@ -5,7 +5,8 @@
 
 `push` writes the exact folder it uploads (adapter, tokenizer, LIMA template, README.md model card,
 loss curve, evaluation report if given) and then uploads it with huggingface_hub. The card is built
-from the run's run.json: base model and revision, data source and size, the recipe's settings.
+from the run's run.json: base model and revision, data source and size, the recipe's settings; and, when the
+training file is here unchanged, its `lima-lite data stats` summary (examples, sources, token lengths, cuts).
 """
 
 import argparse
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from lima_lite import LimaError, __version__
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
+from lima_lite.curate.stats import card_lines, data_stats
+from lima_lite.data import file_sha256, load_conversations, resolve_data_path
 from lima_lite.io import atomic_dir, write_text
 from lima_lite.layout import (
     ADAPTER_CONFIG,
@@ -146,7 +149,7 @@ def base_section(base_id: str, run: RunRecord | None) -> list[str]:
     return lines + [""]
 
 
-def data_section(run: RunRecord | None) -> list[str]:
+def data_section(run: RunRecord | None, adapter: Path) -> list[str]:
     lines = ["## Training data", ""]
     if not run:
         return lines + ["- unknown (no run.json next to the adapter)", ""]
@@ -156,7 +159,29 @@ def data_section(run: RunRecord | None) -> list[str]:
               f"length limit, {counts['dropped']} dropped)"]
     if data.get("dev_dataset"):
         lines.append(f"- dev set: `{data['dev_dataset']}`, {(run.counts.get('dev') or {}).get('kept', 0)} conversations")
-    return lines + [""]
+    return lines + ["", *data_stats_section(run, adapter)]
+
+
+def data_stats_section(run: RunRecord, adapter: Path) -> list[str]:
+    """`lima-lite data stats` of the training file, read now with the adapter's own tokenizer and template, when
+    the file is here and is the one trained on (its sha256 in run.json)."""
+    from transformers import AutoTokenizer
+
+
+    name, recorded = run.data["dataset_name"], run.data.get("sha256")
+    lines = ["### The training set at a glance", ""]
+    path = resolve_data_path(name)
+    if path is None or not path.is_file():
+        return lines + [f"Not summarized: `{name}` is not a local file here (`lima-lite data stats FILE` makes this "
+                        "summary).", ""]
+    if recorded and file_sha256(name) != recorded:
+        return lines + [f"Not summarized: `{name}` has changed since training (its sha256 differs from run.json's).", ""]
+    found, _ = data_stats(load_conversations(name, run.script["dataset_train_split"]),
+                          AutoTokenizer.from_pretrained(adapter), ChatTemplate.load(adapter),
+                          run.training["max_length"], run.lima["drop_too_long"], run.lima["multi_turn"],
+                          desc=f"data stats: {name}")
+    return lines + ["`lima-lite data stats` with the adapter's tokenizer and template (tokens as trained: response "
+                    "tokens are the assistant's turns and their turn ends):", "", *card_lines(found), ""]
 
 
 def recipe_section(run: RunRecord | None, eot_token: str) -> list[str]:
@@ -241,7 +266,7 @@ def model_card(repo: str, base_id: str, adapter: Path, run: RunRecord | None, eo
              f"A LoRA adapter for {base_link} fine-tuned with lima_lite {__version__}, which reproduces *LIMA: Less Is More "
              f"for Alignment* (Zhou et al., 2023): a strong base model plus about a thousand carefully chosen "
              f"conversations, plain supervised loss, no RLHF. This is {which} of the run.", "",
-             *base_section(base_id, run), *data_section(run), *recipe_section(run, eot_token),
+             *base_section(base_id, run), *data_section(run, adapter), *recipe_section(run, eot_token),
              *loss_section(adapter.parent if run else None, has_loss_png),
              "## Evaluation", "", *evaluation_lines,
              "## License", "",

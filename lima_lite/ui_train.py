@@ -3,8 +3,9 @@
     $ lima-lite ui                       # the Train tab trains into runs/ (only from this machine, or with --auth)
     $ python -m lima_lite.ui_train recipes/quickstart.yaml output_dir=runs/quickstart   # what Start runs
 
-Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, and the
-first example as it will be trained, its trained tokens highlighted), read the memory plan and the
+Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, the
+`lima-lite data stats` table and response-length histogram, and the first example as it will be trained, its
+trained tokens highlighted), read the memory plan and the
 equivalent `lima-lite train ...` command, then Start. The run is a child process (a crash never takes the app
 down), one at a time; Stop asks it to write a checkpoint at the end of the current step and exit; Resume runs
 the same command again, which continues from that checkpoint, as after any interruption. Every few seconds
@@ -29,6 +30,8 @@ from pathlib import Path
 import lima_lite
 from lima_lite import LimaError
 from lima_lite.config import load_recipe
+from lima_lite.curate.stats import data_stats, summary_html
+from lima_lite.data import load_conversations
 from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_metrics, read_run
 from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
 from lima_lite.recipe_yaml import resolve_recipe
@@ -143,13 +146,25 @@ def example_html(tokenizer, row: dict) -> str:
 
 
 def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
-    """(summary, first example) after everything `lima-lite train` checks before loading the model."""
+    """(summary, the data's stats and first example) after everything `lima-lite train` checks before loading
+    the model."""
     setup = prepare(resolve_recipe(recipe), overrides)
     counts, dev = setup.report["train"], setup.report["dev"]
     summary = (f"data OK: {counts['read']} conversations read, {counts['kept']} kept ({counts['cut']} cut at "
                f"{setup.sft_config.max_length} tokens), {counts['dropped']} dropped; dev set {dev['kept']}; "
                f"{setup.template.chat_format} format, turn end {setup.template.eot_token!r}")
-    return summary, example_html(setup.tokenizer, setup.rows[0])
+    return summary, data_stats_html(setup) + example_html(setup.tokenizer, setup.rows[0])
+
+
+def data_stats_html(setup) -> str:
+    """`lima-lite data stats` of the training file under the recipe's tokenizer and template: the table and the
+    response-length histogram."""
+
+    name = setup.script_args.dataset_name
+    found, responses = data_stats(load_conversations(name, setup.script_args.dataset_train_split), setup.tokenizer,
+                                  setup.template, setup.sft_config.max_length, setup.lima_args.drop_too_long,
+                                  setup.lima_args.multi_turn)
+    return summary_html({"file": name, **found}, responses)
 
 
 def plan_text(recipe: str, overrides: list[str]) -> str:

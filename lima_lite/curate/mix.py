@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.curate import overlap
+from lima_lite.curate import overlap, stats
 from lima_lite.curate.overlap import THRESHOLD, find_overlap
 from lima_lite.curate.report import Funnel, response_text, with_report, write_report
 from lima_lite.data import load_conversations
@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     o.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
     o.set_defaults(func=overlap_main)
+
+    stats.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -15,6 +15,7 @@ difference between X and Y?") share at most 0.38 on the embedded samples. A prom
 reworded in several places falls below the threshold: lower it to search wider.
 """
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -85,9 +86,55 @@ def overlapping_pairs(train: list[dict], evals: list[dict], threshold: float = T
 def signature(grams: set[str], seed: int):
     from datasketch import MinHash
 
-    minhash = MinHash(num_perm=NUM_PERM, seed=seed)
+    permutations, scheme = _permutations(seed)
+    minhash = MinHash(num_perm=NUM_PERM, seed=seed, permutations=permutations, scheme=scheme)
     minhash.update_batch([g.encode("utf-8") for g in grams])
     return minhash
+
+
+@functools.cache
+def _permutations(seed: int):
+    """The seed's permutations, drawn once: a signature drawing its own took 0.45 ms against 0.034 ms, 23 s over
+    52,000 prompts (docs/benchmarks.md, "data stats"); the signatures are the same."""
+    from datasketch import MinHash
+
+    minhash = MinHash(num_perm=NUM_PERM, seed=seed)
+    return minhash.permutations, minhash.scheme
+
+
+def duplicate_pairs(prompts: list[dict], threshold: float = THRESHOLD, seed: int = 0) -> list[dict]:
+    """Prompts of one set that repeat an earlier one, matched as `overlapping_pairs` matches an eval prompt to
+    training prompts: one pair per repeating prompt, with the first earlier prompt it equals (exact) or else the
+    earlier one most like it (near). Prompts of one `group` (a conversation's own turns) never pair."""
+    from datasketch import MinHashLSH
+
+    if not 0 < threshold <= 1:
+        raise LimaError(f"threshold: expected a Jaccard similarity in (0, 1], got {threshold}")
+    by_hash: dict[bytes, list[dict]] = {}
+    lsh, shingles, pairs = MinHashLSH(threshold=threshold, num_perm=NUM_PERM), {}, []
+    for index, row in enumerate(prompts):
+        key = hashlib.sha256(normalized(row["prompt"]).encode()).digest()
+        same = by_hash.setdefault(key, [])
+        earlier = next((r for r in same if r["group"] != row["group"]), None)
+        same.append(row)
+        if earlier is not None:
+            pairs.append({"kind": "exact", "similarity": 1.0, "id": row["id"], "of": earlier["id"]})
+            continue
+        if len(same) > 1:
+            continue  # the same text as a turn of its own conversation: that turn stands for both
+        mine = ngrams(row["prompt"])
+        minhash = signature(mine, seed)
+        best = None
+        for other in lsh.query(minhash):
+            similarity = jaccard(mine, shingles[other])
+            if prompts[other]["group"] != row["group"] and similarity >= threshold and (
+                    best is None or (similarity, -other) > (best[0], -best[1])):
+                best = (similarity, other)
+        if best is not None:
+            pairs.append({"kind": "near", "similarity": round(best[0], 3), "id": row["id"], "of": prompts[best[1]]["id"]})
+        lsh.insert(index, minhash)
+        shingles[index] = mine
+    return pairs
 
 
 def pair(kind: str, evaluated: dict, trained: dict, similarity: float) -> dict:
