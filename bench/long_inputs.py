@@ -27,9 +27,9 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from conftest import build_tiny_llama
+    from lima_lite.data import encode_dataset
     from lima_lite.generate import Engine
     from lima_lite.template import ChatTemplate
-    from lima_lite.train import encode_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_llama(Path(tmp) / "base", eos="<|im_end|>", extra_special=("<|im_end|>",))

@@ -1,4 +1,4 @@
-"""Calibrate the memory plan (lima_lite/plan.py) by counting live tensor bytes during real training steps.
+"""Calibrate the memory plan (lima_lite/memory.py) by counting live tensor bytes during real training steps.
 
     $ PYTHONPATH=. python bench/plan_calibration.py                     # the shapes in SHAPES, both modes
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
@@ -208,7 +208,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
 
     from lima_lite.kernels import attention_implementation
     from lima_lite.model import LEAN_CHUNK_TOKENS, add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
-    from lima_lite.train import keep_4bit_layout, sft_trainer_class
+    from lima_lite.trainer import keep_4bit_layout, sft_trainer_class
 
     root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
     folder = root / "base"
@@ -306,22 +306,15 @@ def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
             mlp_chunk_tokens: int = 0, lean_activations: bool = False) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
     from lima_lite.loss import CHUNK_TOKENS
-    from lima_lite.plan import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
+    from lima_lite.memory import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
 
     model = ModelShape(hidden=shape["hidden_size"], intermediate=shape["intermediate_size"],
                        layers=shape["num_hidden_layers"], heads=shape["num_attention_heads"],
                        kv_heads=shape["num_key_value_heads"], vocab=shape["vocab_size"], tied=False)
-    width = 4 if fp32_layers else 2
-    parts = component_bytes(model, tokens=micro_batch * max_length, sequences=micro_batch, lora_r=lora_r,
-                            gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
-                            optim="adamw_torch", added_tokens=1, loss_chunk_tokens=CHUNK_TOKENS,
-                            lora_dropout=lora_dropout > 0, residual_dropout=residual_dropout > 0, attention=attention,
-                            unquantized_bytes=width, rb=width, cpu_masks=True,
-                            activation_offloading=activation_offloading, mlp_chunk_tokens=mlp_chunk_tokens,
-                            lean_activations=lean_activations)
     settings = PlanSettings(micro_batch, max_length, lora_r, gradient_checkpointing, padding_free, "adamw_torch", 1,
                             CHUNK_TOKENS, lora_dropout > 0, residual_dropout > 0, attention, fp32_layers,
                             activation_offloading, mlp_chunk_tokens, lean_activations)
+    parts = component_bytes(model, settings, cpu_masks=True)
     return {**parts, "host_offload": host_offload_gib(model, settings) * GIB}
 
 
@@ -348,7 +341,7 @@ def compare(name: str, shape: dict, micro_batch: int, max_length: int, gradient_
 def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
     """Median step time of checkpointing, of checkpointing with offloading (HostOffload's copies), relative to
     neither, of checkpointing with the MLP tiled in 4 chunks relative to checkpointing alone, and of lean
-    activations added to that: plan.py's RECOMPUTE_COST, OFFLOAD_COST, TILED_MLP_COST and LEAN_COST."""
+    activations added to that: fit_search.py's RECOMPUTE_COST, OFFLOAD_COST, TILED_MLP_COST and LEAN_COST."""
     times = {}
     chunk = micro_batch * max_length // 4
     runs = (("plain", False, False, 0, False), ("checkpointing", True, False, 0, False),
@@ -399,7 +392,7 @@ def main(argv=None) -> int:
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
     parser.add_argument("--costs", action="store_true",
-                        help="time checkpointing, offloading, the tiled MLP and lean activations (plan.py's cost ratios)")
+                        help="time checkpointing, offloading, the tiled MLP and lean activations (fit_search.py's cost ratios)")
     parser.add_argument("--per-token", action="store_true",
                         help="counted and planned bytes per token of long examples (LONG_SHAPE, 8,192 and 16,384 "
                              "tokens, offloading, tiled MLP, with and without lean activations)")
@@ -455,15 +448,17 @@ PAGED_MIN = 10**5  # bitsandbytes pages optimizer state of tensors this large: c
 
 def anchor_comparison() -> dict:
     """The plan's allocated bytes (what torch.cuda.max_memory_allocated sees) for the anchor's rows."""
-    from lima_lite.plan import GIB, ModelShape, component_bytes, lora_numels
+    from lima_lite.memory import GIB, ModelShape, PlanSettings, component_bytes, lora_numels
 
     rows = {}
     for mode, run in ANCHOR.items():
         shape = ModelShape(**LLAMA2[run["size"]])
         paged = sum(2 * n for n in lora_numels(shape, 16) if n >= PAGED_MIN)
-        parts = component_bytes(shape, run["tokens"], run["sequences"], lora_r=16, gradient_checkpointing=True,
-                                padding_free=run["padding_free"], optim="paged_adamw_8bit", added_tokens=0,
-                                loss_chunk_tokens=0, residual_dropout=False, unquantized_bytes=2, rb=2)
+        settings = PlanSettings(micro_batch=run["sequences"], max_length=run["tokens"] // run["sequences"], lora_r=16,
+                                gradient_checkpointing=True, padding_free=run["padding_free"], optim="paged_adamw_8bit",
+                                added_tokens=0, loss_chunk_tokens=0, residual_dropout=False, attention="sdpa",
+                                fp32_layers=False)
+        parts = component_bytes(shape, settings, tokens=run["tokens"])
         planned = (sum(parts.values()) - paged) / GIB
         rows[mode] = {"size": run["size"], "tokens": run["tokens"], "planned_gib": round(planned, 3),
                       "measured_gib": run["measured_gib"],

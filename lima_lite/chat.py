@@ -144,8 +144,6 @@ class Session:
 
     def set(self, arg: str) -> None:
         """/set key=value ...: read by the command-line flags' own parsers, so both refuse the same values."""
-        import argparse
-
         updates = {}
         for pair in arg.split():
             key, sep, value = pair.partition("=")

@@ -29,7 +29,8 @@ COMMANDS = {
     "eval": ("lima_lite.evaluate.cli:main",
              "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
     "env": ("lima_lite.env:main", "what lima_lite will do on this machine: versions, CPU/GPU, precision, fast paths"),
-    "data": ("lima_lite.curate.mix:main", "data tools: `data mix` (the 1,030 variant), `data overlap` (train/eval duplicates)"),
+    "data": ("lima_lite.curate.mix:main", "data tools: `data stats` (a set at a glance), `data mix` (the 1,030 variant), "
+                                          "`data overlap` (train/eval duplicates)"),
 }
 
 

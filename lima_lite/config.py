@@ -1,26 +1,44 @@
 """Recipes: one YAML file of TRL's own settings plus the few that LIMA adds.
 
-    >>> script_args, sft_config, model_args, lima_args = load_recipe("recipes/quickstart.yaml", ["seed=1"])
+    >>> recipe = load_recipe("recipes/quickstart.yaml", ["seed=1"])
+    >>> recipe.sft_config.learning_rate, recipe.model_args.lora_r, recipe.lima_args.eot_token, recipe.sources["seed"]
 
 Every key is a field of TRL's `ScriptArguments` (dataset_name, ...), `SFTConfig` (learning_rate,
 num_train_epochs, ...), `ModelConfig` (model_name_or_path, lora_r, load_in_4bit, ...) or of
 `LimaArguments` below. Precedence: TRL's defaults < `LIMA_DEFAULTS` < the YAML < `key=value`
 overrides. An unknown key is an error that names it and the closest valid key.
 
-This module holds what a recipe may contain (LimaArguments, LIMA_DEFAULTS) and builds it (load_recipe);
-the text is read by lima_lite.recipe_yaml, the values this machine decides (precision, use_cpu) come from
-lima_lite.precision, and the sampling flags of chat, eval and ui live in lima_lite.flags.
+This module holds what a recipe may contain (LimaArguments, LIMA_DEFAULTS) and builds it (load_recipe, a
+read-only `Recipe`); the text is read by lima_lite.recipe_yaml, the values this machine decides (precision,
+use_cpu: TRL's SFTConfig fixes its device and mixed precision when it is built) come from lima_lite.precision,
+what a run then really uses from lima_lite.resolve, and the sampling flags of chat, eval and ui live in
+lima_lite.flags.
 """
 
+from __future__ import annotations
+
+import argparse
+import copy
 import dataclasses
 import difflib
+import importlib.util
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
+from lima_lite.machine import Machine, detect_machine
+from lima_lite.precision import machine_values
 from lima_lite.recipe_yaml import parse_overrides, read_yaml
 from lima_lite.template import CHAT_FORMATS
+
+if TYPE_CHECKING:
+    from trl import ModelConfig, ScriptArguments, SFTConfig
+
 
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
@@ -90,6 +108,12 @@ class LimaArguments:
     )
     ignore_memory_plan: bool = field(
         default=False, metadata={"help": "train even when the memory plan says the recipe does not fit this GPU"}
+    )
+    slow_cpu_fallback: bool = field(
+        default=False,
+        metadata={"help": "on a CPU without native bf16 (emulated there, 30-45x slower): load the base unquantized "
+                  "(load_in_4bit: false) and train one epoch, each unless the recipe or command line sets it; for a "
+                  "demo that must finish in minutes on any laptop (the quick start)"},
     )
     auto_fit: bool = field(
         default=False,
@@ -174,14 +198,85 @@ class _Parser:
 DEFAULTS_SOURCE = "lima_lite.config.LIMA_DEFAULTS"
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
-    """Read a recipe into (ScriptArguments, SFTConfig, ModelConfig, LimaArguments).
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe as read: TRL's three settings objects and LIMA's, each read-only, and where each key was set.
+
+    `sources`: key -> "FILE:LINE", "command line", DEFAULTS_SOURCE or MACHINE_SOURCE. lima_lite.resolve turns
+    a recipe into what a run on this machine really uses (`resolve(recipe, machine)`).
+    """
+
+    script_args: ScriptArguments
+    sft_config: SFTConfig
+    model_args: ModelConfig
+    lima_args: LimaArguments
+    sources: Mapping[str, str]
+    path: str | None = None
+
+    @property
+    def command_line(self) -> frozenset[str]:
+        """The keys given as key=value (auto_fit keeps them)."""
+        return frozenset(key for key, source in self.sources.items() if source == COMMAND_LINE)
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The keys the recipe file or the command line set (not LIMA's defaults, not this machine)."""
+        return frozenset(key for key, source in self.sources.items() if source not in (DEFAULTS_SOURCE, MACHINE_SOURCE))
+
+
+class FrozenSettings:
+    """Mixed into a copy of a settings dataclass by `frozen`: its fields can no longer be set or deleted.
+
+    Attributes that are not fields stay writable: TrainingArguments caches its device state on itself."""
+
+    def __setattr__(self, name, value):
+        if name in self.__dataclass_fields__:
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: these settings are resolved and "
+                                                  "read-only (lima_lite.resolve makes changed copies)")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name):
+        if name in self.__dataclass_fields__:
+            raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}: these settings are read-only")
+        super().__delattr__(name)
+
+
+_FROZEN_CLASSES: dict[type, type] = {}
+
+
+def frozen(settings):
+    """A read-only copy of a settings dataclass (SFTConfig, ModelConfig, ...), still an instance of its class."""
+    cls = type(settings)
+    if issubclass(cls, FrozenSettings):
+        return settings
+    if cls not in _FROZEN_CLASSES:
+        _FROZEN_CLASSES[cls] = type(cls.__name__, (FrozenSettings, cls), {"__module__": cls.__module__,
+                                                                          "__qualname__": cls.__qualname__})
+    copied = copy.copy(settings)
+    object.__setattr__(copied, "__class__", _FROZEN_CLASSES[cls])
+    return copied
+
+
+def writable(settings):
+    """A writable copy of settings (frozen or not): what resolve changes, and what TRL's trainer gets."""
+    copied = copy.copy(settings)
+    cls = type(settings)
+    if issubclass(cls, FrozenSettings):
+        object.__setattr__(copied, "__class__", cls.__mro__[2])
+    return copied
+
+
+COMMAND_LINE = "command line"
+MACHINE_SOURCE = "lima_lite.precision (this machine)"
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | dict = (), machine: Machine | None = None) -> Recipe:
+    """Read a recipe: its ScriptArguments, SFTConfig, ModelConfig and LimaArguments, read-only, by name.
 
     LIMA_DEFAULTS < the YAML < key=value overrides; every value is read by transformers' HfArgumentParser
     with its field's type, then checked for range (check_values). Errors name file:line and the key.
+    `machine` (default: this one, lima_lite.machine.detect_machine) decides the precision keys left unset.
     """
-    import argparse
-
     parser = _Parser()
     values = {key: str(value) if not isinstance(value, bool) else str(value).lower() for key, value in LIMA_DEFAULTS.items()}
     sources = {key: DEFAULTS_SOURCE for key in values}
@@ -190,12 +285,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
             values[key], sources[key] = value, f"{path}:{line}"
     extra = parse_overrides(list(overrides)) if isinstance(overrides, list | tuple) else dict(overrides)
     values.update(extra)
-    sources.update({key: "command line" for key in extra})
-    from lima_lite.precision import machine_values
-
-    chosen = machine_values({key for key, source in sources.items() if source != DEFAULTS_SOURCE})
+    sources.update({key: COMMAND_LINE for key in extra})
+    machine = machine or detect_machine()
+    chosen = machine_values({key for key, source in sources.items() if source != DEFAULTS_SOURCE}, machine.hardware,
+                            machine.cuda)
     values.update(chosen)
-    sources.update({key: "lima_lite.precision (this machine)" for key in chosen})
+    sources.update({key: MACHINE_SOURCE for key in chosen})
 
     for key in values:
         if key not in parser.actions:
@@ -218,7 +313,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = ()):
             if hasattr(args, key):
                 setattr(args, key, None)
     check_values(script_args, sft_config, model_args, lima_args, sources)
-    return script_args, sft_config, model_args, lima_args
+    return Recipe(frozen(script_args), frozen(sft_config), frozen(model_args), frozen(lima_args),
+                  MappingProxyType(dict(sources)), str(path) if path is not None else None)
 
 
 def check_values(script_args, sft_config, model_args, lima_args, sources: dict) -> None:
@@ -264,8 +360,6 @@ REPORTERS = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard",
 
 def missing_reporters(report_to) -> list[str]:
     """The report_to integrations whose package is not installed (transformers would raise at the first log)."""
-    import importlib.util
-
     given = [report_to] if isinstance(report_to, str) else list(report_to or [])
     names = [part.strip("[]'\" ") for text in given for part in str(text).split(",")]
     return [name for name in names if name in REPORTERS and importlib.util.find_spec(REPORTERS[name]) is None]
@@ -280,8 +374,6 @@ HIGHEST = {"lora_r": 4096, "lora_alpha": 1e6, "max_length": 10_000_000, "num_tra
 def check_numbers(built, sources: dict) -> None:
     """Every number a recipe or the command line gives: finite (no inf or nan), a whole number within 2**53,
     and no higher than HIGHEST names, so a typo (1e19, inf) is refused by key instead of overflowing later."""
-    import math
-
     for args in built:
         for f in dataclasses.fields(args):
             if f.name not in sources or sources[f.name] == DEFAULTS_SOURCE:

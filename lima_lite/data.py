@@ -16,8 +16,10 @@ import json
 import re
 from pathlib import Path
 
+import lima_lite.template
 from lima_lite import LimaError
-from lima_lite.io import json_problem, loads_strict
+from lima_lite.io import json_problem, loads_strict, read_jsonl
+from lima_lite.template import IGNORE
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -102,20 +104,21 @@ def turn_fields(row: dict, count: int) -> list[tuple[str, str]]:
     return [("instruction", "instruction"), (answer, answer)]
 
 
-def read_row(row, where: str) -> list[dict]:
+def read_row(row, where: str, empty_turns: bool = False) -> list[dict]:
     """The messages of one row, checked; errors name the field as the row has it."""
     messages = to_messages(row, where)
     fields = turn_fields(row, len(messages))
     container = "messages" if "messages" in row else "conversations" if "conversations" in row else "instruction"
-    check_messages(messages, where, container, fields)
+    check_messages(messages, where, container, fields, empty_turns)
     return messages
 
 
 def check_messages(messages: list[dict], where: str, field_name: str = "messages",
-                   fields: list[tuple[str, str]] | None = None) -> None:
+                   fields: list[tuple[str, str]] | None = None, empty_turns: bool = False) -> None:
     """Turns alternate user/assistant (after an optional leading system turn) and end with the assistant.
 
-    `fields` names each turn's content and role field (default `messages[i].content` / `.role`)."""
+    `fields` names each turn's content and role field (default `messages[i].content` / `.role`); `empty_turns`
+    lets empty or whitespace-only turns through, for `data stats` to count."""
     fields = fields or [(f"{field_name}[{i}].content", f"{field_name}[{i}].role") for i in range(len(messages))]
     if not messages:
         raise DataError(f"{where}: {field_name}: no turns")
@@ -128,7 +131,7 @@ def check_messages(messages: list[dict], where: str, field_name: str = "messages
             raise DataError(f"{where}: {content_field}: missing or null; it must be a string")
         if not isinstance(content, str):
             raise DataError(f"{where}: {content_field}: must be a string, not {type(content).__name__}")
-        if not content.strip():
+        if not content.strip() and not empty_turns:
             raise DataError(f"{where}: {content_field}: empty turn")
         if surrogate := LONE_SURROGATE.search(content):
             raise DataError(f"{where}: {content_field}: a lone surrogate \\u{ord(surrogate.group()):x} at character "
@@ -191,10 +194,11 @@ def _rows_from_hub(name: str, split: str):
         yield i + 1, row
 
 
-def load_conversations(name: str, split: str = "train") -> list[dict]:
+def load_conversations(name: str, split: str = "train", empty_turns: bool = False) -> list[dict]:
     """All conversations of a JSONL/JSON file or Hub dataset, in canonical form, after checking every row.
 
-    Raises one DataError listing every bad row (file:line: field: problem), so a user fixes them all at once.
+    Raises one DataError listing every bad row (file:line: field: problem), so a user fixes them all at once;
+    `empty_turns` keeps rows whose only fault is an empty turn (`data stats` counts them).
     """
     path = resolve_data_path(name)
     if path is not None and not path.is_file():
@@ -207,7 +211,7 @@ def load_conversations(name: str, split: str = "train") -> list[dict]:
         try:
             if isinstance(row, DataError):
                 raise row
-            messages = read_row(row, where)
+            messages = read_row(row, where, empty_turns)
         except DataError as error:
             errors.append(str(error))
             continue
@@ -251,3 +255,80 @@ def file_sha256(name: str) -> str | None:
     if path is None or not path.is_file():
         return None
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def encode_dataset(conversations, tokenizer, template, max_length: int, drop_too_long: bool = False,
+                   multi_turn: bool = True):
+    """Token ids and labels of every conversation, with counts of what was kept, cut and dropped."""
+    rows, counts, dropped = [], {"read": len(conversations), "kept": 0, "cut": 0, "dropped": 0}, []
+    for conversation in conversations:
+        if not multi_turn and sum(m["role"] == "user" for m in conversation["messages"]) > 1:
+            counts["dropped"] += 1
+            dropped.append({"id": conversation["id"], "tokens": None, "reason": "multi-turn (multi_turn: false)"})
+            continue
+        messages, chars_cut = (cut_chars(conversation["messages"], max_length * CHARS_PER_TOKEN) if max_length
+                               else (conversation["messages"], False))
+        example = lima_lite.template.encode_conversation(tokenizer, template, messages, max_length)  # `template` is an argument
+        cut = chars_cut or example["full_length"] > len(example["input_ids"])
+        if (cut and drop_too_long) or all(label == IGNORE for label in example["labels"]):
+            counts["dropped"] += 1
+            dropped.append({"id": conversation["id"], "tokens": example["full_length"],
+                            "reason": "longer than max_length" if drop_too_long else "no trained token left after the cut"})
+            continue
+        counts["cut"] += cut
+        counts["kept"] += 1
+        rows.append({"input_ids": example["input_ids"], "labels": example["labels"], "id": conversation["id"]})
+    return rows, counts, dropped
+
+
+# ---------------------------------------------------------------- prompts (eval, the app, data overlap)
+
+
+def read_prompts(name: str) -> list[dict]:
+    """[{"id", "prompt"}] from a prompts file; errors name file:line and field. A prompts file is one of:
+    JSONL with a `prompt` string per line (and an optional `id`); JSONL conversations in any form lima_lite reads
+    (`messages`, GAIR/lima `conversations`, ...), the first user turn the prompt and the conversation's `id` its
+    id; any other file: plain text, one prompt per non-empty line. Ids default to `<file stem>-<line>`."""
+    path = local_data_file(name, "prompts")
+    if path.suffix in (".jsonl", ".json"):
+        found = [(number, *json_prompt(row, path, number)) for number, row in read_jsonl(path)]
+    else:
+        try:
+            # lines end at \n (and \r\n) only: str.splitlines would also cut a prompt at U+2028, U+0085 or a form feed
+            lines = enumerate(path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n"), 1)
+        except UnicodeDecodeError as error:
+            raise LimaError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
+        found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
+    prompts, seen = [], {}
+    for number, pid, prompt in found:
+        claim_id(seen, pid, path, number)
+        prompts.append({"id": pid, "prompt": prompt})
+    if not prompts:
+        raise LimaError(f"{path}: no prompts")
+    return prompts
+
+
+def claim_id(seen: dict[str, int], row_id: str, path: Path, number: int) -> None:
+    """Record that line `number` of `path` uses `row_id`; an id a file already used is an error naming both lines
+    (answers and judgments are matched by id: two prompts with one id would share one answer)."""
+    if row_id in seen:
+        raise LimaError(f"{path}:{number}: id: {row_id!r} already used on line {seen[row_id]}")
+    seen[row_id] = number
+
+
+def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
+    """(id, prompt) of one JSONL line: a `prompt` string, or the first user turn of a conversation."""
+    where = f"{path}:{number}"
+    if isinstance(row, dict) and "prompt" in row:
+        prompt = row["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LimaError(f"{where}: prompt: must be a non-empty string")
+    else:
+        messages = to_messages(row, where)
+        first = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+        if first is None:
+            raise LimaError(f"{where}: messages: no user turn to use as the prompt")
+        prompt = messages[first]["content"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise LimaError(f"{where}: {turn_fields(row, len(messages))[first][0]}: must be a non-empty string")
+    return str(row.get("id", f"{path.stem}-{number}")), prompt

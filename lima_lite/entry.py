@@ -12,7 +12,8 @@ import importlib
 import sys
 from contextlib import contextmanager
 
-from lima_lite import LimaError
+from lima_lite import LimaError, io
+from lima_lite.quiet import quiet_third_party
 
 # What the machine, not lima_lite, refused: a read-only or full disk, a quota, no permission, a folder
 # deleted or moved while the command ran, an input/output error. Said in one line, like a LimaError.
@@ -36,8 +37,6 @@ def json_only(on: bool):
     """With --json, stdout carries one JSON document and nothing else: while the command runs, everything
     printed (notes, warnings, a library's messages) goes to stderr, and io.print_json writes to the real
     stdout. Every command that offers --json gets this here, so a script's `| jq` never meets a note."""
-    from lima_lite import io
-
     if not on:
         yield
         return
@@ -51,8 +50,6 @@ def json_only(on: bool):
 
 def run(target: str, argv: list[str]) -> int:
     """Call `module:function` with argv; a LimaError becomes one line on stderr and exit status 2."""
-    from lima_lite.quiet import quiet_third_party
-
     module, function = target.split(":")
     quiet_third_party()
     try:

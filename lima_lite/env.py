@@ -14,6 +14,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from lima_lite.io import print_json
+from lima_lite.machine import Machine, detect_machine
+from lima_lite.precision import choose_precision
 
 PACKAGES = ("lima-lite", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
             "gradio", "liger-kernel", "flash-attn")
@@ -46,13 +48,14 @@ def cuda_devices() -> list[dict]:
     return devices
 
 
-def fast_paths(cuda: bool) -> dict[str, dict]:
-    """lima_lite's fast paths: used or not, and why."""
+def fast_paths(machine: Machine) -> dict[str, dict]:
+    """lima_lite's fast paths on this machine (lima_lite.resolve decides with the same facts): used or not, and why."""
     def path(used: bool, why: str) -> dict:
         return {"used": used, "why": why}
 
+    cuda = machine.cuda
     liger = importlib.util.find_spec("liger_kernel") is not None
-    flash = importlib.util.find_spec("flash_attn") is not None
+    flash = machine.flash_attn or importlib.util.find_spec("flash_attn") is not None
     bnb = importlib.util.find_spec("bitsandbytes") is not None
     return {
         "fused_loss": path(cuda and liger, "Liger's fused linear cross-entropy" if cuda and liger else
@@ -69,9 +72,8 @@ def fast_paths(cuda: bool) -> dict[str, dict]:
 def environment() -> dict:
     import torch
 
-    from lima_lite.precision import chosen_precision
-
-    precision = chosen_precision()
+    machine = detect_machine()
+    precision = choose_precision(machine.hardware)
     devices = cuda_devices()
     return {
         "platform": platform.platform(),
@@ -82,7 +84,7 @@ def environment() -> dict:
         "cuda": {"available": bool(devices), "torch_cuda": torch.version.cuda, "devices": devices},
         "precision": {"device": precision.hardware.device, "dtype": precision.dtype, "autocast": precision.autocast,
                       "line": precision.line("training and replies")},
-        "fast_paths": fast_paths(bool(devices)),
+        "fast_paths": fast_paths(machine),
     }
 
 

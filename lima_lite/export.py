@@ -23,9 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lima_lite import LimaError
+from lima_lite import LimaError, merge, precision
 from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.io import atomic_dir, check_output_dir, write_text
+from lima_lite.layout import check_lima_adapter, find_run
+from lima_lite.template import ChatTemplate
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 CONVERTER = "convert_hf_to_gguf"
@@ -149,11 +151,6 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
     write the Modelfile and README beside it. Returns the GGUF's path."""
     from transformers import AutoTokenizer
 
-    from lima_lite.layout import check_lima_adapter, find_run
-    from lima_lite.merge import merge_adapter
-    from lima_lite.precision import chosen_precision
-    from lima_lite.template import ChatTemplate
-
     if quant not in QUANTS:
         raise LimaError(f"--quant: {quant!r} is not one of {', '.join(QUANTS)}")
     out = Path(out)
@@ -173,7 +170,7 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f16", base: s
         work = Path(work)
         # In the precision this machine chose (float32 on a CPU without native bf16): the converter rounds once
         # more, to f16 or q8_0, so a float32 merge rounds W + BA only there.
-        merged = merge_adapter(adapter, work / "merged", base, dtype=chosen_precision().dtype)
+        merged = merge.merge_adapter(adapter, work / "merged", base, dtype=precision.chosen_precision().dtype)
         template = ChatTemplate.load(merged)
         tokenizer = AutoTokenizer.from_pretrained(merged)
         converted = work / "converted.gguf"

@@ -166,8 +166,8 @@ class Engine:
 
         On a CPU a small model's decoding step costs about the same for one row as for a dozen (the time goes
         to per-layer overhead, not arithmetic), so the quick start's 12 prompts take about as long as one.
-        Each row stops at its own turn end. With `seed` the batch is repeatable; a row's sample depends on the
-        batch it is in, so it differs from `reply(messages, seed=seed)`.
+        Each row stops at its own turn end and then leaves the batch (decode_batch). With `seed` the batch is
+        repeatable; a row's sample depends on the batch it is in, so it differs from `reply(messages, seed=seed)`.
         """
         settings = {**LIMA_SAMPLING, **{k: v for k, v in sampling.items() if v is not None}}
         prompts = [self.prompt_ids(messages, settings["max_new_tokens"]) for messages in conversations]
@@ -177,9 +177,45 @@ class Engine:
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in prompts],
                                       device=self.model.device)
         with self.lock, torch.inference_mode(), self.adapter_context(use_adapter), seeded(seed):
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                         **self.generation_settings(settings, width))
-        return [self.finished(row[width:].tolist(), dropped) for row, (_, dropped) in zip(output, prompts, strict=True)]
+            new = self.decode_batch(input_ids, attention_mask, self.generation_settings(settings, width))
+        return [self.finished(ids, dropped) for ids, (_, dropped) in zip(new, prompts, strict=True)]
+
+    def decode_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: dict) -> list[list[int]]:
+        """The new ids of each row of a left-padded batch, decoded as generate() decodes it (the same logits
+        processors, then temperature and nucleus sampling, or greedy), except that a row leaves the batch and
+        its KV cache at its stop. generate() keeps finished rows in every step until the last row ends, so one
+        reply that runs on to the limit made the whole batch compute to the limit.
+        """
+        from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        processors = LogitsProcessorList(settings["logits_processor"])
+        if settings["do_sample"]:
+            processors += [TemperatureLogitsWarper(settings["temperature"]), TopPLogitsWarper(settings["top_p"])]
+        stops = torch.tensor(settings["eos_token_id"], device=input_ids.device)
+        rows = list(range(input_ids.shape[0]))  # the batch row of each live row
+        new = [[] for _ in rows]
+        cache = DynamicCache(config=self.model.config)
+        ids, mask = input_ids, attention_mask
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # generate()'s: left padding does not count
+        step = input_ids
+        for _ in range(settings["max_new_tokens"]):
+            logits = self.model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+            scores = processors(ids, logits)
+            tokens = torch.multinomial(scores.softmax(-1), 1)[:, 0] if settings["do_sample"] else scores.argmax(-1)
+            for row, token in zip(rows, tokens.tolist(), strict=True):
+                new[row].append(token)
+            live = ~torch.isin(tokens, stops)
+            if not live.any():
+                break
+            ids, step = torch.cat([ids, tokens[:, None]], 1), tokens[:, None]
+            mask, positions = torch.cat([mask, mask.new_ones(len(tokens), 1)], 1), positions[:, -1:] + 1
+            if not live.all():
+                keep = live.nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                rows = [rows[k] for k in keep.tolist()]
+                ids, step, mask, positions = ids[keep], step[keep], mask[keep], positions[keep]
+        return new
 
     def generation_settings(self, settings: dict, prompt_length: int) -> dict:
         """generate()'s sampling, length and stop arguments for prompts `prompt_length` tokens long."""
@@ -226,12 +262,11 @@ def seeded(seed: int | None):
 
 
 def default_precision() -> tuple[bool, str]:
-    """(4-bit?, dtype): 4-bit NF4 on CUDA, full precision on a CPU (faster there than dequantizing), each in
-    the dtype this hardware computes fast (lima_lite.precision: bf16 where native, else fp16 on a GPU and
-    float32 on a CPU)."""
-    from lima_lite.precision import chosen_precision
+    """(4-bit?, dtype) of replies on this machine (lima_lite.resolve.reply_precision)."""
+    from lima_lite.machine import detect_machine
+    from lima_lite.resolve import reply_precision
 
-    return torch.cuda.is_available(), chosen_precision().dtype
+    return reply_precision(detect_machine())
 
 
 def load_engine(adapter: str | Path | None = None, base: str | None = None, load_in_4bit: bool | None = None,

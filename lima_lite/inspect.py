@@ -2,6 +2,7 @@
 
     $ lima-lite inspect recipes/quickstart.yaml --n 2
     $ lima-lite inspect recipes/llama-7b.yaml dataset_name=lima-1k.jsonl --json > ids.json
+    $ lima-lite inspect recipes/quickstart.yaml --resolved    # the settings a run uses here, and why
 
 Trained (labelled) spans are printed between [[ and ]]; the counts of kept, cut and dropped examples and
 the end-of-turn token follow. It runs everything `lima-lite train` runs before loading the model.
@@ -10,20 +11,23 @@ the end-of-turn token follow. It runs everything `lima-lite train` runs before l
 import sys
 
 from lima_lite.io import print_json
-from lima_lite.template import IGNORE
+from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.template import IGNORE, mark_trained_spans
+from lima_lite.train import prepare, recipe_parser
 
 
 def main(argv=None) -> int:
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.template import mark_trained_spans
-    from lima_lite.train import prepare, recipe_parser
-
     parser = recipe_parser("lima-lite inspect", "Validate a recipe's whole dataset, then show exactly what the model\n"
                            "is trained on: trained (labelled) spans are between [[ and ]].")
     parser.add_argument("--n", type=int, default=3, help="how many examples to show (default 3)")
     parser.add_argument("--json", action="store_true", help="print ids, tokens and labels (-100 = not trained) as JSON")
+    parser.add_argument("--resolved", action="store_true", help="print the settings a run of this recipe uses on this "
+                        "machine, each with the reason for its value (what to paste into a bug report)")
     args = parser.parse_args(argv)
     setup = prepare(resolve_recipe(args.recipe), args.overrides)
+    if args.resolved:
+        print(setup.resolved.describe())
+        return 0
     tokenizer, shown = setup.tokenizer, setup.rows[: args.n]
     if args.json:
         print_json([{"id": r["id"], "ids": r["input_ids"], "tokens": tokenizer.convert_ids_to_tokens(r["input_ids"]),

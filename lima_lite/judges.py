@@ -16,6 +16,7 @@ Used by `lima-lite select --strategy quality` and by `lima-lite eval`.
 """
 
 import functools
+import importlib
 import json
 import os
 import threading
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lima_lite import LimaError
+from lima_lite.layout import is_adapter
 
 
 class Judge(Protocol):
@@ -72,8 +74,6 @@ def _client(url: str, key: str, timeout: float, retries: int):
 def openai_httpx():
     """The HTTP library the installed openai is built on (httpx, or its successor httpx2 in openai 3), whose
     transport and exception classes its client expects."""
-    import importlib
-
     from openai import DefaultHttpxClient
 
     base = next(c for c in DefaultHttpxClient.__mro__[1:] if c.__name__ == "Client")
@@ -246,7 +246,6 @@ def get_judge(spec: str, max_new_tokens: int = 256) -> Judge:
     if endpoint:
         return EndpointJudge(model=endpoint[0], base_url=endpoint[1], name=spec, max_new_tokens=max_new_tokens)
     from lima_lite.generate import load_engine
-    from lima_lite.layout import is_adapter
 
     engine = load_engine(adapter=spec) if is_adapter(spec) else load_engine(base=spec)
     return LocalJudge(engine=engine, name=spec, max_new_tokens=max_new_tokens)

@@ -1,6 +1,6 @@
 """Attention kernels and CUDA fast paths, each chosen for this machine and said in one line (on CUDA).
 
-    >>> attn, offloading = fast_path_settings(None, offloading=False)   # "sdpa_varlen" on a CPU
+    >>> attention_choice(None, cuda=False, flash=False)[0]                # "sdpa_varlen" (lima_lite.resolve)
     >>> print(apply_liger_kernels(model, enabled=True))                 # "Liger kernels: not used: no CUDA"
 
 - sdpa_varlen: transformers' sdpa once per example of a padding-free row (no block-diagonal mask), the
@@ -114,20 +114,28 @@ def register_sdpa_varlen() -> str:
 
 
 def attention_implementation(requested: str | None, cuda: bool) -> tuple[str, str]:
-    """(attn_implementation to load the model with, the line saying why).
+    """attention_choice on this machine (is flash-attn installed?), with sdpa_varlen registered when chosen."""
+    name, line = attention_choice(requested, cuda, cuda and importlib.util.find_spec("flash_attn") is not None)
+    if name == SDPA_VARLEN:
+        register_sdpa_varlen()
+    return name, line
+
+
+def attention_choice(requested: str | None, cuda: bool, flash: bool) -> tuple[str, str]:
+    """(attn_implementation to load the model with, the line saying why); `flash`: flash-attn is installed.
 
     Padding-free batches need attention that keeps examples apart: flash-attention's varlen kernel does
-    (cu_seq_lens), and without it sdpa_varlen (sdpa once per example). transformers' own sdpa and eager
-    also do, through a block-diagonal mask built from the position ids, at the cost of the whole row's
-    length squared (tested on CPU).
+    (cu_seq_lens), and without it sdpa_varlen (sdpa once per example; register_sdpa_varlen before loading).
+    transformers' own sdpa and eager also do, through a block-diagonal mask built from the position ids, at the
+    cost of the whole row's length squared (tested on CPU).
     """
-    flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    flash = cuda and flash
     if requested in (None, "flash_attention_2") and flash:
         return "flash_attention_2", "attention: flash-attention 2 (varlen over the padding-free batch)"
     if requested in (None, "flash_attention_2", SDPA_VARLEN):
         why = "" if requested == SDPA_VARLEN else "; flash-attention not used: " + ("no CUDA" if not cuda else
                                                                                  "flash-attn is not installed")
-        return register_sdpa_varlen(), f"attention: sdpa, once per example of the padding-free batch{why}"
+        return SDPA_VARLEN, f"attention: sdpa, once per example of the padding-free batch{why}"
     return requested, f"attention: {requested} (attn_implementation)"
 
 
@@ -136,15 +144,3 @@ def activation_offloading(requested: bool, cuda: bool) -> tuple[bool, str | None
     if requested and not cuda:
         return False, "activation offloading: not used: no CUDA (activations already live in CPU memory)"
     return requested, "activation offloading: checkpoints kept in CPU memory" if requested else None
-
-
-def fast_path_settings(attn_implementation: str | None, offloading: bool) -> tuple[str, bool]:
-    """(attn_implementation, activation_offloading) this machine can run, each choice said in one line."""
-    cuda = torch.cuda.is_available()
-    attn, line = attention_implementation(attn_implementation, cuda)
-    offloading, offload_line = activation_offloading(offloading, cuda)
-    if cuda:  # on a CPU these paths are GPU-only; `lima-lite env` says so for whoever asks
-        print(line)
-        if offload_line:
-            print(offload_line)
-    return attn, offloading

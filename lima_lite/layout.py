@@ -4,7 +4,7 @@
       adapter/          the final adapter (+ tokenizer, lima_template.json): `adapter_dir(run)`
       epoch-01/ ...     one adapter per finished epoch: `epoch_dir(run, 1)`, `epoch_adapters(run)`
       checkpoint-N/     the Trainer's state, to resume: `last_complete_checkpoint(run)`
-      run.json          resolved recipe, versions, data hash, counts: `read_run(run)`
+      run.json          resolved recipe, versions, data hash, counts: a `RunRecord`, `read_run(run)` and `.save(run)`
       train.lock        while `train` writes the folder: its host and pid (`run_lock(run)`)
       .train.lock.takeover  taken in turn by processes replacing the lock of a run that was killed
       metrics.jsonl     every logged step: `read_metrics(run)`; loss.png its plot
@@ -18,12 +18,18 @@ An adapter folder holds ADAPTER_FILES (config, weights, lima_template.json) and 
 import json
 import os
 import re
+import shutil
 import socket
 from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.template import TEMPLATE_FILE  # the template owns its file name
+from lima_lite.io import write_json
+from lima_lite.template import (
+    TEMPLATE_FILE,  # the template owns its file name
+    ChatTemplate,
+)
 
 FINAL_ADAPTER = "adapter"
 RUN_FILE = "run.json"
@@ -65,8 +71,6 @@ def is_run(path: str | Path) -> bool:
 def check_lima_adapter(path: str | Path) -> Path:
     """`path` if it is a whole adapter trained by lima_lite (adapter_config.json, readable weights and
     lima_template.json), else one clear error: what chat, merge, export and push check before they start."""
-    from lima_lite.template import ChatTemplate
-
     path = Path(path)
     if not is_adapter(path):
         raise LimaError(f"{path}: not an adapter folder (no {ADAPTER_CONFIG})")
@@ -135,15 +139,113 @@ def adapter_for_base(adapter: str | Path, base: str):
                         f"{base} (other layer sizes); load it with the base it was trained on (--base)") from None
 
 
-def read_run(run: str | Path) -> dict | None:
-    """run.json of a run folder, or None when there is none."""
+@dataclass
+class RunRecord:
+    """run.json: what was trained, on what, how, with which library versions; rewritten as the run goes.
+
+    Written (`save`) and read (`read_run`) only here; read_run checks every field below and RECORD_KEYS once,
+    so a reader uses the fields as they are. The sections (base, data, model, training, ...) are the settings
+    objects as dicts (TRL's SFTConfig.to_dict, dataclasses.asdict)."""
+
+    recipe: str | None
+    command: list
+    base: dict  # name (as the user gave it), path (the local folder), revision
+    data: dict  # dataset_name, sha256, dev_dataset
+    counts: dict
+    effective_batch: float
+    steps_per_epoch: int
+    processes: int  # data-parallel processes (GPUs); effective_batch = per_device x accumulation x processes
+    residual_dropout_per_layer: list
+    trainable_parameters: int
+    lima: dict
+    model: dict
+    script: dict
+    training: dict
+    template: dict
+    versions: dict
+    status: str = "running"
+    train_seconds: float | None = None
+    resumed_from: str | None = None
+    final_train_loss: float | None = None
+    fit: dict | None = None  # auto_fit's choice (lima_lite/plan.py) and its step down after an out-of-memory first step
+
+    def save(self, run: str | Path) -> None:
+        write_json(Path(run) / RUN_FILE, asdict(self))
+
+    @property
+    def total_steps(self) -> int | None:
+        """Optimizer steps the run takes: max_steps, else epochs x steps per epoch."""
+        if self.training["max_steps"] > 0:
+            return self.training["max_steps"]
+        return round(self.steps_per_epoch * self.training["num_train_epochs"]) or None
+
+
+NUMBER, TEXT, NONE = (int, float), (str,), (type(None),)
+# The values inside the sections that readers use (merge, push's card, eval, the Train tab, resume), and their types.
+RECORD_KEYS = {
+    "model": {"load_in_4bit": (bool,), "dtype": TEXT + NONE, "lora_r": (int,), "lora_alpha": NUMBER,
+              "lora_dropout": NUMBER, "lora_target_modules": TEXT + (list,) + NONE, "use_bnb_nested_quant": (bool,)},
+    "base": {"name": TEXT, "path": TEXT},
+    "data": {"dataset_name": TEXT, "sha256": TEXT + NONE, "dev_dataset": TEXT + NONE},
+    "training": {"learning_rate": NUMBER, "lr_scheduler_type": TEXT, "warmup_steps": NUMBER,
+                 "num_train_epochs": NUMBER, "max_steps": (int,), "per_device_train_batch_size": (int,),
+                 "gradient_accumulation_steps": (int,), "optim": TEXT, "adam_beta1": NUMBER, "adam_beta2": NUMBER,
+                 "weight_decay": NUMBER, "max_length": (int,) + NONE, "seed": (int,)},
+    "lima": {"residual_dropout": NUMBER, "eot_token": TEXT},
+    "counts": {"train": (dict,), "added_tokens": (list,)},
+    "script": {"dataset_name": TEXT},
+}
+FIELD_TYPES = {"recipe": TEXT + NONE, "command": (list,), "effective_batch": NUMBER, "steps_per_epoch": (int,),
+               "processes": (int,), "residual_dropout_per_layer": (list,), "trainable_parameters": (int,),
+               "counts": (dict,), "template": (dict,), "versions": (dict,), "status": TEXT,
+               "train_seconds": NUMBER + NONE, "resumed_from": TEXT + NONE, "final_train_loss": NUMBER + NONE,
+               "fit": (dict,) + NONE}
+
+
+def is_a(value, types: tuple) -> bool:
+    """isinstance, where a JSON true/false is not a number."""
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def record_problems(raw) -> list[str]:
+    """What is missing or of the wrong type in a run.json's content, one `field: problem` each, sections first."""
+    if not isinstance(raw, dict):
+        return [f"not a run record (a JSON {type(raw).__name__}, expected an object)"]
+    problems = []
+    for section, keys in RECORD_KEYS.items():
+        values = raw.get(section)
+        for key, types in keys.items():
+            if not isinstance(values, dict) or key not in values:
+                problems.append(f"{section}.{key}: missing")
+            elif not is_a(values[key], types):
+                problems.append(f"{section}.{key}: {values[key]!r} is not {' or '.join(t.__name__ for t in types)}")
+    for f in fields(RunRecord):
+        if f.name in RECORD_KEYS:
+            continue  # checked key by key above
+        if f.name not in raw:
+            if f.default is MISSING:
+                problems.append(f"{f.name}: missing")
+        elif not is_a(raw[f.name], FIELD_TYPES[f.name]):
+            problems.append(f"{f.name}: {raw[f.name]!r} is not {' or '.join(t.__name__ for t in FIELD_TYPES[f.name])}")
+    return problems
+
+
+def read_run(run: str | Path) -> RunRecord | None:
+    """run.json of a run folder, checked, or None when there is none. A damaged one, or one written by an older
+    lima_lite, is one LimaError naming the file and the first wrong field."""
     file = Path(run) / RUN_FILE
     if not file.is_file():
         return None
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        raw = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise LimaError(f"{file}: not valid JSON ({error})") from None
+    problems = record_problems(raw)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LimaError(f"{file}: {problems[0]}{more}: damaged, or written by another version of lima_lite")
+    known = {f.name for f in fields(RunRecord)}
+    return RunRecord(**{key: value for key, value in raw.items() if key in known})
 
 
 def run_of(adapter: str | Path) -> Path | None:
@@ -278,8 +380,6 @@ def last_complete_checkpoint(run: str | Path) -> Path | None:
     A run killed while writing a checkpoint leaves one without trainer_state.json, or with a cut one: it is
     removed (it holds nothing that the previous checkpoint and a rerun do not give back) and the one before is used.
     """
-    import shutil
-
     for folder in reversed(checkpoints(run).values()):
         if is_complete_checkpoint(folder):
             return folder
@@ -328,7 +428,7 @@ def _takeover_turn(lock: Path):
     """Exclusive right to replace a dead `lock`, one process at a time. Held with flock on a file beside it,
     which the kernel releases when its process ends however it ends, so this guard can never go stale itself.
     (The file stays: removing it while another process waits on it would let a third lock a new one.)"""
-    import fcntl
+    import fcntl  # noqa: PLC0415 (not on every platform)
 
     with open(lock.with_name(f".{LOCK_FILE}.takeover"), "a") as turn:
         fcntl.flock(turn, fcntl.LOCK_EX)  # a takeover is a read, an unlink and a link: milliseconds

@@ -21,22 +21,18 @@ import json
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import atomic_dir
+from lima_lite.io import atomic_dir, check_output_dir
+from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, read_run, readable_weights
+from lima_lite.precision import chosen_precision, precision_report
+from lima_lite.template import ChatTemplate, protected_tokens, token_id
 
 
 def trained_in_4bit(adapter_dir: Path) -> bool | None:
     """What run.json next to the adapter says about the base's precision in training; None if unknown."""
-    from lima_lite.layout import RUN_FILE, read_run
-
     for folder in (adapter_dir, adapter_dir.parent):
         run = read_run(folder)
         if run is not None:
-            model = run.get("model") if isinstance(run, dict) else None
-            recorded = model.get("load_in_4bit") if isinstance(model, dict) else None
-            if not isinstance(recorded, bool):
-                raise LimaError(f"{folder / RUN_FILE}: model.load_in_4bit: missing or not true/false; "
-                                "say how the adapter was trained with --from-4bit or --no-from-4bit")
-            return recorded
+            return run.model["load_in_4bit"]
     return None
 
 
@@ -47,10 +43,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from lima_lite.io import check_output_dir
-    from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
     from lima_lite.model import get_model, resolve_model
-    from lima_lite.template import ChatTemplate
 
     adapter_dir = Path(check_lima_adapter(resolve_model(str(adapter))))
     out = Path(out)
@@ -97,8 +90,6 @@ def stop_ids(model_eos: int | list[int] | None, eot: int) -> list[int]:
 
 def set_stop_metadata(model, tokenizer, template) -> None:
     """Make the trained turn end the end of generation: generation_config, tokenizer eos, chat template."""
-    from lima_lite.template import protected_tokens, token_id
-
     eot = token_id(tokenizer, template.eot_token)
     model.generation_config.eos_token_id = stop_ids(model.generation_config.eos_token_id, eot)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -125,7 +116,6 @@ def main(argv=None) -> int:
                              "computes fast: bfloat16 where native, float16 on a GPU without bf16, else float32; "
                              "`lima-lite env` says which)")
     args = parser.parse_args(argv)
-    from lima_lite.precision import chosen_precision, precision_report
 
     args.dtype = args.dtype or chosen_precision().dtype
     print(precision_report(args.dtype, False, False, "merging"))

@@ -6,8 +6,14 @@
     >>> save_figure(fig, "report/pairwise.png")      # lima_lite.io: atomic, usual permissions
 
 `stacked_percent_bars` draws LIMA's Figure 1: one horizontal bar per comparison, stacked win / tie / loss
-as a share of its n. The evaluation report (pairwise, absolute) and the UI's Judge tab both use it.
+as a share of its n. The evaluation report (pairwise, absolute) and the UI's Judge tab both use it; `plot_loss`
+draws a run's loss.png.
 """
+
+from pathlib import Path
+
+from lima_lite.io import save_figure
+from lima_lite.layout import LOSS_PLOT, read_metrics
 
 COLORS = {"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828", "unparsed": "#ffffff",
           "Fail": "#c62828", "Pass": "#f9a825", "Excellent": "#2e7d32"}
@@ -46,3 +52,23 @@ def stacked_percent_bars(rows: list[tuple[str, dict]], categories: tuple, xlabel
     ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return fig
+
+
+def plot_loss(run: Path) -> Path | None:
+    """Training loss per step and dev loss per epoch (metrics.jsonl), as the PNG people look at first (loss.png)."""
+
+    rows = read_metrics(run)
+    train = [(r["epoch"], r["loss"]) for r in rows if "loss" in r]
+    dev = [(r["epoch"] or 0.0, r["eval_loss"]) for r in rows if "eval_loss" in r]  # epoch 0: the base
+    if not train:
+        return None
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=120)
+    ax.plot(*zip(*train, strict=True), label="train loss", lw=1.2)
+    if dev:
+        ax.plot(*zip(*dev, strict=True), "o-", label="dev loss", lw=1.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, run / LOSS_PLOT)

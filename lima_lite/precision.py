@@ -121,13 +121,13 @@ def chosen_precision() -> Precision:
     return choose_precision(detect_hardware())
 
 
-def recipe_precision(explicit: set[str]) -> dict[str, str]:
+def recipe_precision(explicit: set[str], hardware: Hardware | None = None) -> dict[str, str]:
     """Raw recipe values for the precision keys the recipe and command line left out.
 
     Autocast follows the dtype: a recipe that sets only `dtype: float32` trains in float32, not in float32
     weights under bf16 autocast; one that sets only `bf16`/`fp16` keeps the chosen dtype.
     """
-    choice = chosen_precision()
+    choice = choose_precision(hardware) if hardware is not None else chosen_precision()
     values = {}
     if "dtype" not in explicit:
         values["dtype"] = choice.dtype
@@ -138,14 +138,13 @@ def recipe_precision(explicit: set[str]) -> dict[str, str]:
     return values
 
 
-def machine_values(explicit: set[str]) -> dict[str, str]:
+def machine_values(explicit: set[str], hardware: Hardware, cuda: bool) -> dict[str, str]:
     """Raw recipe values this machine decides when the recipe and command line leave them out: the precision
     keys (recipe_precision) and, without a GPU, `use_cpu`, so bf16 autocast runs on the CPU instead of failing
-    TrainingArguments' validation."""
-    import torch
-
-    values = recipe_precision(explicit)
-    if "use_cpu" not in explicit and not torch.cuda.is_available():
+    TrainingArguments' validation. Read when the recipe is built: TRL's SFTConfig fixes its device and mixed
+    precision then."""
+    values = recipe_precision(explicit, hardware)
+    if "use_cpu" not in explicit and not cuda:
         values["use_cpu"] = "true"
     return values
 

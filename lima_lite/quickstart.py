@@ -3,19 +3,26 @@
     $ lima-lite quickstart                       # trains recipes/quickstart.yaml into runs/quickstart/
     $ lima-lite quickstart num_train_epochs=1    # any recipe key can be overridden
 
-Trains the quick-start recipe (embedded base in 4-bit NF4, or in float32 on a CPU without native bf16;
-embedded sample data, dev loss every epoch) in the precision this machine computes fast (lima_lite.precision),
-then prints the base model's answer next to the tuned one for three held-out prompts, and how many of
-the tuned model's replies to the 12 held-out prompts end at the turn end before the length limit without
-template words or role headers (and the base's, on the three).
+Trains the quick-start recipe (embedded base in 4-bit NF4, or in float32 for one epoch on a CPU without native
+bf16: its slow_cpu_fallback; embedded sample data, dev loss every epoch) in the precision this machine computes
+fast (lima_lite.precision), says the resolved settings in one line (lima_lite.resolve), then prints the base
+model's answer next to the tuned one for three held-out prompts, and how many of the tuned model's replies to
+the 12 held-out prompts end at the turn end before the length limit without template words or role headers
+(and the base's, on the three).
 """
 
 import argparse
 import sys
 from pathlib import Path
 
+from lima_lite.config import load_recipe
+from lima_lite.data import load_conversations
 from lima_lite.host_memory import return_freed_memory
 from lima_lite.layout import adapter_dir
+from lima_lite.machine import detect_machine
+from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.resolve import resolve
+from lima_lite.train import train
 
 SHOWN = 3  # prompts printed with the base's answer next to the tuned one
 # A reply that never reached its turn end is printed up to here: on a 135M model a sampled reply sometimes
@@ -25,29 +32,6 @@ SAMPLING_NOTE = ("Replies are sampled with LIMA's settings (temperature 0.7, top
                  "tokens generated so far), seed 0: a sample, not the model's best answer. A model this small sometimes "
                  "runs on; the counts above include those replies. Greedy replies: lima-lite eval generate "
                  "--temperature 0.")
-
-
-def hardware_overrides(overrides: list[str]) -> list[str]:
-    """The quick start's overrides plus, on a CPU without native bf16, `load_in_4bit=false` and
-    `num_train_epochs=1`, each unless given.
-
-    There bitsandbytes' 4-bit layers dequantize to float32 for every matmul: a quick-start step cost 1.6x the
-    CPU time of the same step on a plain float32 base, and two epochs in float32 took 7 min 51 s against 5 min
-    04 s for one (docs/benchmarks.md, "Fast on every machine"): one epoch keeps the demo within 6 minutes and
-    its dev loss still below the 4-bit bf16 run's after two. With native bf16 (and on every GPU) the quick start
-    stays QLoRA for 2 epochs.
-    """
-    from lima_lite.precision import detect_hardware
-
-    hardware = detect_hardware()
-    if hardware.bf16 or hardware.device != "cpu":
-        return list(overrides)
-    given = {o.split("=", 1)[0] for o in overrides}
-    added = [o for o in ("load_in_4bit=false", "num_train_epochs=1") if o.split("=", 1)[0] not in given]
-    if added:
-        print(f"{hardware.label}: the quick start trains with {' '.join(added)} (fast on this CPU; "
-              "give either on the command line to change it)")
-    return [*overrides, *added]
 
 
 def shown(reply, max_new_tokens: int) -> str:
@@ -61,11 +45,6 @@ def shown(reply, max_new_tokens: int) -> str:
 
 
 def main(argv=None) -> int:
-    from lima_lite.config import load_recipe
-    from lima_lite.data import load_conversations
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.train import train
-
     parser = argparse.ArgumentParser(
         prog="lima-lite quickstart",
         description="Train the quick-start recipe (embedded SmolLM2-135M-Instruct, embedded sample data, CPU),\n"
@@ -80,12 +59,14 @@ def main(argv=None) -> int:
                         help="how many of the 12 dev prompts the tuned model answers for the stop rates (default 12)")
     args = parser.parse_args(argv)
     recipe = resolve_recipe("quickstart")
-    overrides = hardware_overrides(args.overrides)
-    output_dir = Path(load_recipe(recipe, overrides)[1].output_dir)
+    # On a CPU without native bf16 the recipe's slow_cpu_fallback loads the base unquantized for one epoch
+    resolved = resolve(load_recipe(recipe, args.overrides), detect_machine())
+    print(resolved.summary())
+    output_dir = Path(resolved.sft_config.output_dir)
     if adapter_dir(output_dir).exists():
         print(f"{adapter_dir(output_dir)} exists: skipping training (delete {output_dir} to train again)")
     else:
-        train(recipe, overrides)
+        train(recipe, args.overrides)
         return_freed_memory()  # the trainer's memory, before the chat model loads
     from lima_lite.generate import load_engine, stop_summary
 

@@ -7,6 +7,7 @@ overrides read the same way.
 Values stay the text the user wrote; lima_lite.config reads each with its field's type.
 """
 
+import json
 from pathlib import Path
 
 import yaml
@@ -42,8 +43,6 @@ def check_plain(node, where: str) -> None:
 def raw_value(node):
     """A YAML value as the text the user wrote (a scalar), a list of texts, or a JSON object: argparse then
     reads it with the field's own type, so `save_strategy: no` stays TRL's "no" and `3e-4` is a float."""
-    import json
-
     if isinstance(node, yaml.ScalarNode):
         return None if node.tag == NULL_TAG else node.value
     if isinstance(node, yaml.SequenceNode):

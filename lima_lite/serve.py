@@ -26,7 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.evaluate.answers import resolve_spec
+from lima_lite.export import EXPORT_SAMPLING
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES
+from lima_lite.layout import is_adapter
 
 # The request fields the transformers server reads (OpenAI's names) and the Engine's name for each.
 REQUEST_SAMPLING = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens",
@@ -56,7 +59,6 @@ def llamacpp_server(gguf: Path, host: str = "127.0.0.1", port: int = 0, context:
     except ImportError:
         raise LimaError("serving a GGUF needs llama.cpp's server: pip install xllamacpp (from a checkout: "
                         "pip install -e \".[export]\")") from None
-    from lima_lite.export import EXPORT_SAMPLING
 
     params = xllamacpp.CommonParams()
     params.model.path = str(gguf)
@@ -258,9 +260,7 @@ def main(argv=None) -> int:
         print(f"Serving {gguf} in llama.cpp as {name!r} on {server.listening_address}/v1 (Ctrl-C stops)", flush=True)
         threading.Event().wait()  # llama.cpp serves in its own threads until Ctrl-C ends the process
         return 0
-    from lima_lite.evaluate.answers import resolve_spec
     from lima_lite.generate import load_engine
-    from lima_lite.layout import is_adapter
 
     spec = resolve_spec(args.model)
     engine = load_engine(adapter=spec) if is_adapter(spec) else load_engine(base=spec)

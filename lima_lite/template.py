@@ -20,6 +20,7 @@ from itertools import groupby
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.io import write_json
 
 TEMPLATE_FILE = "lima_template.json"
 IGNORE = -100  # label of tokens that are not trained
@@ -47,8 +48,6 @@ class ChatTemplate:
             raise LimaError("chat_format: native needs the base tokenizer's chat template")
 
     def save(self, folder: str | Path) -> None:
-        from lima_lite.io import write_json
-
         write_json(Path(folder) / TEMPLATE_FILE, asdict(self))
 
     @classmethod

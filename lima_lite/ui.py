@@ -24,6 +24,7 @@ functions of plain values; build_app only lays out the widgets and wires them to
 
 import argparse
 import html
+import json
 import random
 import string
 import sys
@@ -32,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import read_prompts
+from lima_lite.evaluate.protocols import human_vote_record
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, sampling_args
+from lima_lite.io import read_jsonl, write_jsonl
+from lima_lite.layout import EPOCH, find_adapters, read_metrics, run_of
+from lima_lite.plots import pyplot, stacked_percent_bars
+from lima_lite.ui_events import event
+from lima_lite.ui_train import Training, train_tab
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")
@@ -58,8 +66,6 @@ class Models:
         return models
 
     def refresh(self) -> None:
-        from lima_lite.layout import find_adapters
-
         found = find_adapters(self.runs_dir) if self.runs_dir and self.runs_dir.is_dir() else {}
         specs = {label: (str(path), True) for label, path in found.items()}
         # Each run's base model: its final adapter (listed last) loaded once, with the adapter switched off.
@@ -106,8 +112,6 @@ class Models:
 
 def dev_loss(adapter: str) -> float | None:
     """The dev loss its run logged for an epoch-NN/ adapter (that epoch's) or adapter/ (the last one)."""
-    from lima_lite.layout import EPOCH, read_metrics, run_of
-
     run = run_of(adapter)
     if run is None:
         return None
@@ -203,8 +207,6 @@ def vote_counts(votes: list[dict], first: str, second: str) -> dict:
 
 def vote_chart(counts: dict, first: str, second: str):
     """The report's stacked bar (LIMA's Figure 1) for one pair: win / tie / loss of `first` as % of the votes."""
-    from lima_lite.plots import pyplot, stacked_percent_bars
-
     total = sum(counts.values())
     fig = stacked_percent_bars([(f"{first}\nvs {second}", {**counts, "n": total})], ("win", "tie", "loss"),
                                "% of votes", f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}",
@@ -220,13 +222,9 @@ class Votes:
         self.path, self.lock = Path(path), threading.Lock()
 
     def read(self) -> list[dict]:
-        from lima_lite.io import read_jsonl
-
         return [row for _, row in read_jsonl(self.path)] if self.path.is_file() else []
 
     def add(self, record: dict) -> int:
-        from lima_lite.io import write_jsonl
-
         with self.lock:
             rows = self.read() + [record]
             write_jsonl(rows, self.path)
@@ -357,8 +355,6 @@ def judge_vote(votes: Votes, choice: str, record: dict | None, x: str, y: str, r
     status, the chart of X against Y: shown once the rater's round (every prompt once) ends, hidden before)."""
     import gradio as gr
 
-    from lima_lite.evaluate.protocols import human_vote_record
-
     if record is None:
         raise LimaError("press Next prompt first")
     if len(rater or "") > RATER_MAX_CHARS:  # the textbox's max_length is the browser's; this is the server's
@@ -381,29 +377,6 @@ def judge_results(votes: Votes, x: str, y: str):
 
 def pair_chart(votes: Votes, x: str, y: str):
     return vote_chart(vote_counts(votes.read(), x, y), x, y)
-
-
-def event(handler, *values):
-    """What a widget calls: `handler` with its first arguments fixed to `values`, the widgets' values after
-    them, and a LimaError shown to the user as a gradio error (a message, not a server error)."""
-    import inspect
-
-    import gradio as gr
-
-    if inspect.isgeneratorfunction(handler):
-        def streamed(*inputs):
-            try:
-                yield from handler(*values, *inputs)
-            except LimaError as error:
-                raise gr.Error(str(error)) from None
-        return streamed
-
-    def called(*inputs):
-        try:
-            return handler(*values, *inputs)
-        except LimaError as error:
-            raise gr.Error(str(error)) from None
-    return called
 
 
 # ---------------------------------------------------------------- the layout
@@ -429,8 +402,6 @@ def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_i
         with gr.Tab("Judge", id="judge"):
             pickers += judge_tab(app, models, tuned, base, sliders, prompts, Votes(votes_path), seed)
         if training is not None:
-            from lima_lite.ui_train import train_tab
-
             with gr.Tab("Train", id="train"):
                 train_tab(app, training, models, pickers)
     return app
@@ -571,8 +542,6 @@ class Guard:
                 refused["start"] = message
                 return None
             if refused and message["type"] == "http.response.body":
-                import json
-
                 body = json.dumps({"detail": f"busy: {self.queue_size} requests are already waiting; "
                                              "try again in a minute"}).encode()
                 headers = [(k, v) for k, v in refused["start"]["headers"] if k.lower() != b"content-length"]
@@ -649,8 +618,6 @@ def app_from_args(args):
     events that read and write paths: data check, start, export, run progress) is not built at all, so its
     events do not exist in the app's API either; what stays (Chat, Compare, Judge) touches only the models
     listed and the votes file, both fixed when the app starts."""
-    from lima_lite.evaluate.answers import read_prompts
-
     auth = parse_auth(args.auth)
     train = args.train and trusted(args.host, args.share, auth)
     if args.train and not train:
@@ -664,8 +631,6 @@ def app_from_args(args):
     votes = args.votes or str(Path(args.runs) / "human_votes.jsonl")
     training = None
     if train:
-        from lima_lite.ui_train import Training
-
         training = Training(args.runs)
     app = build_app(models, prompts, votes, args.max_input_chars, sampling_args(args), args.seed, training)
     print(f"{len(models.labels)} models: {', '.join(models.labels) or 'none yet (Train tab)'}; votes -> {votes}")

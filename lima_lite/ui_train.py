@@ -3,8 +3,9 @@
     $ lima-lite ui                       # the Train tab trains into runs/ (only from this machine, or with --auth)
     $ python -m lima_lite.ui_train recipes/quickstart.yaml output_dir=runs/quickstart   # what Start runs
 
-Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, and the
-first example as it will be trained, its trained tokens highlighted), read the memory plan and the
+Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, the
+`lima-lite data stats` table and response-length histogram, and the first example as it will be trained, its
+trained tokens highlighted), read the memory plan and the
 equivalent `lima-lite train ...` command, then Start. The run is a child process (a crash never takes the app
 down), one at a time; Stop asks it to write a checkpoint at the end of the current step and exit; Resume runs
 the same command again, which continues from that checkpoint, as after any interruption. Every few seconds
@@ -34,21 +35,29 @@ from pathlib import Path
 
 import lima_lite
 from lima_lite import LimaError
+from lima_lite.config import load_recipe
+from lima_lite.curate.stats import data_stats, summary_html
+from lima_lite.data import load_conversations
 from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_metrics, read_run
+from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
+from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.template import IGNORE
+from lima_lite.train import prepare, recipe_parser, train
+from lima_lite.ui_events import event
 
 TRAIN_LOG = "train.log"  # the child's output, appended to at every start
 TICK_SECONDS = 2.0
-# The recipe values the tab shows for editing: key -> (label, which of load_recipe's four it belongs to).
+# The recipe values the tab shows for editing: key -> (label, the Recipe member it belongs to).
 FIELDS = {
-    "model_name_or_path": ("base model (folder, Hub id or embedded:...)", 2),
-    "dataset_name": ("training data (JSONL)", 0),
-    "dev_dataset": ("dev data (JSONL; empty: no dev loss)", 3),
-    "num_train_epochs": ("epochs", 1),
-    "learning_rate": ("learning rate", 1),
-    "lora_r": ("LoRA r", 2),
-    "lora_alpha": ("LoRA alpha", 2),
-    "max_length": ("max length (tokens)", 1),
-    "output_dir": ("output folder", 1),
+    "model_name_or_path": ("base model (folder, Hub id or embedded:...)", "model_args"),
+    "dataset_name": ("training data (JSONL)", "script_args"),
+    "dev_dataset": ("dev data (JSONL; empty: no dev loss)", "lima_args"),
+    "num_train_epochs": ("epochs", "sft_config"),
+    "learning_rate": ("learning rate", "sft_config"),
+    "lora_r": ("LoRA r", "model_args"),
+    "lora_alpha": ("LoRA alpha", "model_args"),
+    "max_length": ("max length (tokens)", "sft_config"),
+    "output_dir": ("output folder", "sft_config"),
 }
 
 
@@ -77,9 +86,6 @@ def stop_at_checkpoint():
 
 
 def main(argv=None) -> int:
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.train import recipe_parser, train
-
     args = recipe_parser("python -m lima_lite.ui_train", "`lima-lite train`, stopped cleanly by SIGTERM (a checkpoint "
                          "at the end of the step), as the app's Train tab runs it.").parse_args(argv)
     train(resolve_recipe(args.recipe), args.overrides, callbacks=[stop_at_checkpoint()])
@@ -98,11 +104,8 @@ def recipe_names() -> list[str]:
 
 def recipe_values(recipe: str, runs_dir: Path) -> dict[str, str]:
     """The recipe's value of every FIELDS key, as text; its output folder moved under the app's --runs."""
-    from lima_lite.config import load_recipe
-    from lima_lite.recipe_yaml import resolve_recipe
-
     loaded = load_recipe(resolve_recipe(recipe))
-    values = {key: getattr(loaded[which], key) for key, (_, which) in FIELDS.items()}
+    values = {key: getattr(getattr(loaded, member), key) for key, (_, member) in FIELDS.items()}
     values["output_dir"] = str(runs_dir / Path(values["output_dir"]).name)
     return {key: "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
             for key, value in values.items()}
@@ -168,8 +171,6 @@ def command_line(recipe: str, overrides: list[str]) -> str:
 
 def example_html(tokenizer, row: dict) -> str:
     """One encoded example as it is trained: the text of its tokens, the trained (labelled) ones highlighted."""
-    from lima_lite.template import IGNORE
-
     pieces = []
     for trained, group in groupby(zip(row["input_ids"], row["labels"], strict=True), key=lambda pair: pair[1] != IGNORE):
         text = html.escape(tokenizer.decode([token for token, _ in group], skip_special_tokens=False))
@@ -180,25 +181,31 @@ def example_html(tokenizer, row: dict) -> str:
 
 
 def checked_data(recipe: str, overrides: list[str]) -> tuple[str, str]:
-    """(summary, first example) after everything `lima-lite train` checks before loading the model."""
-    from lima_lite.recipe_yaml import resolve_recipe
-    from lima_lite.train import prepare
-
+    """(summary, the data's stats and first example) after everything `lima-lite train` checks before loading
+    the model."""
     setup = prepare(resolve_recipe(recipe), overrides)
     counts, dev = setup.report["train"], setup.report["dev"]
     summary = (f"data OK: {counts['read']} conversations read, {counts['kept']} kept ({counts['cut']} cut at "
                f"{setup.sft_config.max_length} tokens), {counts['dropped']} dropped; dev set {dev['kept']}; "
                f"{setup.template.chat_format} format, turn end {setup.template.eot_token!r}")
-    return summary, example_html(setup.tokenizer, setup.rows[0])
+    return summary, data_stats_html(setup) + example_html(setup.tokenizer, setup.rows[0])
+
+
+def data_stats_html(setup) -> str:
+    """`lima-lite data stats` of the training file under the recipe's tokenizer and template: the table and the
+    response-length histogram."""
+
+    name = setup.script_args.dataset_name
+    found, responses = data_stats(load_conversations(name, setup.script_args.dataset_train_split), setup.tokenizer,
+                                  setup.template, setup.sft_config.max_length, setup.lima_args.drop_too_long,
+                                  setup.lima_args.multi_turn)
+    return summary_html({"file": name, **found}, responses)
 
 
 def plan_text(recipe: str, overrides: list[str]) -> str:
     """`lima-lite plan`'s text for the recipe and values."""
-    from lima_lite.config import load_recipe
-    from lima_lite.plan import DEFAULT_GPU_GIB, added_token_count, detected_gpu_gib, format_plan, model_folder, recipe_plan
-    from lima_lite.recipe_yaml import resolve_recipe
-
-    _, sft_config, model_args, lima_args = load_recipe(resolve_recipe(recipe), overrides)
+    read = load_recipe(resolve_recipe(recipe), overrides)
+    sft_config, model_args, lima_args = read.sft_config, read.model_args, read.lima_args
     if not model_args.load_in_4bit:
         return "Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)"
     folder = model_folder(model_args.model_name_or_path)
@@ -345,15 +352,6 @@ def export_adapter(models, kind: str, label: str, out: str, repo: str, base: str
 # ---------------------------------------------------------------- progress: metrics.jsonl, read every few seconds
 
 
-def total_steps(run: dict | None) -> int | None:
-    if not run:
-        return None
-    training = run.get("training", {})
-    if training.get("max_steps", -1) > 0:
-        return training["max_steps"]
-    return round(run["steps_per_epoch"] * training.get("num_train_epochs", 0)) or None
-
-
 def progress(run_dir: Path, pace: dict) -> dict:
     """Step, total, epoch, losses, ETA and tokens/s of a run folder; `pace` keeps what earlier reads saw."""
     rows = read_metrics(run_dir)
@@ -361,7 +359,8 @@ def progress(run_dir: Path, pace: dict) -> dict:
     dev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     logged = [r for r in rows if "loss" in r]
     step = rows[-1]["step"] if rows else 0
-    found = {"step": step, "total": total_steps(read_run(run_dir)), "epoch": rows[-1]["epoch"] if rows else 0.0,
+    run = read_run(run_dir)
+    found = {"step": step, "total": run.total_steps if run else None, "epoch": rows[-1]["epoch"] if rows else 0.0,
              "train": train, "dev": dev, "eta_s": None, "tokens_per_s": None}
     if not logged:
         return found
@@ -413,7 +412,7 @@ def runs_text(runs_dir: Path, training: Training) -> str:
     for run_file in sorted(runs_dir.glob(f"*/{RUN_FILE}")) if runs_dir.is_dir() else []:
         run_dir = run_file.parent
         try:
-            status = (read_run(run_dir) or {}).get("status", "?")
+            status = read_run(run_dir).status
         except LimaError as error:
             status = str(error)
         ours = training.output_dir is not None and run_dir.resolve() == training.output_dir.resolve()
@@ -482,7 +481,8 @@ def tick(training: Training, models, output_dir: str, shown: list | None, picker
     try:
         under_runs(run_dir, training.runs_dir, "output folder")
         found = progress(run_dir, training.pace)
-        state = training.state() if training.process is not None else (read_run(run_dir) or {}).get("status", "no run")
+        run = read_run(run_dir) if training.process is None else None
+        state = training.state() if training.process is not None else run.status if run else "no run"
     except LimaError as error:  # a folder outside --runs, or a damaged run file: said, not read
         found = {"step": 0, "total": None, "epoch": 0.0, "train": [], "dev": [], "eta_s": None, "tokens_per_s": None}
         state = f"error: {error}"
@@ -497,7 +497,6 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
     """The Train tab's widgets; `pickers` are the other tabs' model dropdowns, refreshed as adapters appear."""
     import gradio as gr
 
-    from lima_lite.ui import event
 
     names = recipe_names()
     start = recipe_values(names[0], training.runs_dir)

@@ -62,6 +62,4 @@ def quickstart_run(tmp_path_factory) -> Path:
     from lima_lite.train import train
 
     output_dir = tmp_path_factory.mktemp("quickstart") / "run"
-    from lima_lite.quickstart import hardware_overrides
-
-    return train(ROOT / "recipes" / "quickstart.yaml", hardware_overrides([f"output_dir={output_dir}"]))
+    return train(ROOT / "recipes" / "quickstart.yaml", [f"output_dir={output_dir}"])

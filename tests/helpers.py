@@ -217,3 +217,73 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         except SystemExit as stop:  # argparse's --help and usage errors
             code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     return subprocess.CompletedProcess(["lima-lite", *args], code, out.getvalue(), err.getvalue())
+
+
+def write_run(folder: Path, **fields) -> Path:
+    """A whole run.json in `folder`, as `lima-lite train` writes one, with `fields` in it (a section's dict is
+    merged into the example's)."""
+    from lima_lite.layout import RunRecord
+
+    example = {
+        "recipe": None, "command": ["lima-lite", "train"], "base": {"name": "base", "path": "base", "revision": None},
+        "data": {"dataset_name": "d.jsonl", "sha256": None, "dev_dataset": None},
+        "counts": {"train": {"read": 4, "kept": 4, "cut": 0, "dropped": 0}, "added_tokens": []},
+        "effective_batch": 2, "steps_per_epoch": 2, "processes": 1, "residual_dropout_per_layer": [0.0, 0.2],
+        "trainable_parameters": 1000, "lima": {"residual_dropout": 0.2, "eot_token": "<|eot|>"},
+        "model": {"load_in_4bit": False, "dtype": "float32", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+                  "lora_target_modules": "all-linear", "use_bnb_nested_quant": True},
+        "script": {"dataset_name": "d.jsonl"},
+        "training": {"learning_rate": 1e-4, "lr_scheduler_type": "polynomial", "warmup_steps": 0, "num_train_epochs": 1,
+                     "max_steps": -1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                     "optim": "adamw_torch", "adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 0.1,
+                     "max_length": 64, "seed": 42},
+        "template": {}, "versions": {},
+    }
+    for key, value in fields.items():
+        example[key] = {**example[key], **value} if isinstance(example.get(key), dict) else value
+    folder.mkdir(parents=True, exist_ok=True)
+    RunRecord(**example).save(folder)
+    return folder
+
+
+# ---------------------------------------------------------------- a tiny fp32 LLaMA with LoRA, for exact comparisons
+
+
+def padding_free_batch(vocab: int, lengths: list[int]) -> dict:
+    """Examples of these lengths packed into one row, positions restarting at each (TRL's padding-free batch)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, vocab, (1, sum(lengths)), generator=g)
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    return {"input_ids": ids, "position_ids": positions, "labels": ids}
+
+
+def with_lora(model, dropout: float = 0.0):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout,
+                                            init_lora_weights=False))
+
+
+def loss_and_grads(model, batch: dict, seed: int = 0):
+    import torch
+
+    model.zero_grad()
+    torch.manual_seed(seed)
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def tiny_fp32_llama():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    # no KV cache, as in training: with one, transformers would not see the packed examples' boundaries
+    return LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
+                                        use_cache=False))

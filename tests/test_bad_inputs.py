@@ -630,9 +630,8 @@ def counting(monkeypatch, module, name: str) -> list[int]:
 
 def test_a_huge_example_is_cut_to_characters_before_it_is_tokenized(tokenizer_template, monkeypatch):
     import lima_lite.template
-    from lima_lite.data import CHARS_PER_TOKEN
+    from lima_lite.data import CHARS_PER_TOKEN, encode_dataset
     from lima_lite.template import encode_conversation
-    from lima_lite.train import encode_dataset
 
     tokenizer, template = tokenizer_template
     text = "Water the plant once a week, in the morning. " * 50_000  # 2.3 MB

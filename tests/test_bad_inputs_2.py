@@ -461,7 +461,7 @@ def test_an_adapter_with_nan_weights_is_never_written(tiny_llama_tied, tmp_path)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from lima_lite.train import check_finite
+    from lima_lite.adapters import check_finite
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_tied), LoraConfig(r=2, target_modules=["q_proj"]))
     check_finite(model, None, tmp_path / "adapter")  # finite: no error

@@ -17,7 +17,8 @@ def test_there_are_recipes_for_every_size_and_variant():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_parses_and_keeps_lima_optimizer(recipe):
-    script_args, sft, model_args, lima = load_recipe(recipe)
+    read = load_recipe(recipe)
+    sft, model_args, lima = read.sft_config, read.model_args, read.lima_args
     assert (sft.adam_beta1, sft.adam_beta2, sft.weight_decay) == (0.9, 0.95, 0.1)
     assert sft.warmup_steps == 0 and sft.lr_scheduler_type == "polynomial"
     assert model_args.lora_target_modules == "all-linear"
@@ -26,7 +27,8 @@ def test_recipe_parses_and_keeps_lima_optimizer(recipe):
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem.startswith("llama-")], ids=lambda p: p.stem)
 def test_paper_recipes_follow_lima(recipe):
-    _, sft, model_args, lima = load_recipe(recipe)
+    read = load_recipe(recipe)
+    sft, model_args, lima = read.sft_config, read.model_args, read.lima_args
     size = int(recipe.stem.split("-")[1].rstrip("b"))
     batch = sft.per_device_train_batch_size * sft.gradient_accumulation_steps
     assert batch == (64 if size <= 13 else 32)  # LIMA: 32 examples per step, 64 for smaller models
@@ -48,7 +50,8 @@ def test_unknown_key_names_the_key_line_and_a_suggestion(tmp_path):
 def test_precedence_defaults_then_yaml_then_command_line(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("learning_rate: 1.0e-4\nnum_train_epochs: 3\n")
-    _, sft, _, _ = load_recipe(recipe, ["learning_rate=5e-4"])
+    read = load_recipe(recipe, ["learning_rate=5e-4"])
+    sft = read.sft_config
     assert sft.learning_rate == 5e-4  # "5e-4" is a string to YAML; coerced to the field's float
     assert sft.num_train_epochs == 3
     assert sft.weight_decay == LIMA_DEFAULTS["weight_decay"]
@@ -93,11 +96,13 @@ def test_values_are_read_with_the_fields_own_types(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("save_strategy: no\nmulti_turn: 'no'\nlearning_rate: 3e-4\n"
                       "lr_scheduler_kwargs: {power: 1.0, lr_end: 1.0e-6}\nlora_target_modules: [q_proj, v_proj]\n")
-    _, sft, model_args, lima = load_recipe(recipe)
+    read = load_recipe(recipe)
+    sft, model_args, lima = read.sft_config, read.model_args, read.lima_args
     assert sft.save_strategy == "no" and lima.multi_turn is False and sft.learning_rate == 3e-4
     assert sft.lr_scheduler_kwargs == {"power": 1.0, "lr_end": 1.0e-6}
     assert model_args.lora_target_modules == ["q_proj", "v_proj"]
-    _, sft, _, lima = load_recipe(None, ["save_strategy=no", "multi_turn=false", "dev_dataset=null"])
+    read = load_recipe(None, ["save_strategy=no", "multi_turn=false", "dev_dataset=null"])
+    sft, lima = read.sft_config, read.lima_args
     assert sft.save_strategy == "no" and lima.multi_turn is False and lima.dev_dataset is None
 
 

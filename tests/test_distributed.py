@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import KILL_SCRIPT, adapter_weights, facts, free_port, max_difference, write_jsonl
+from helpers import KILL_SCRIPT, adapter_weights, facts, free_port, max_difference, write_jsonl, write_run
 from lima_lite import LimaError
 from lima_lite.layout import ADAPTER_FILES
-from lima_lite.train import per_process_accumulation, resume_point
+from lima_lite.resolve import per_process_accumulation
+from lima_lite.resume import resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,10 +149,10 @@ def test_a_checkpoint_resumes_only_under_the_number_of_processes_that_wrote_it(t
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, checkpoint / "adapter_model.safetensors")  # weights that load: resume checks them
-    (tmp_path / "run.json").write_text(json.dumps({"processes": 2}))
+    write_run(tmp_path, processes=2)
     with pytest.raises(LimaError, match="written by 2 process.*this run has 1"):
         resume_point(tmp_path, OneProcess())
-    (tmp_path / "run.json").write_text(json.dumps({"processes": 1}))
+    write_run(tmp_path, processes=1)
     assert resume_point(tmp_path, OneProcess()) == checkpoint
 
 
@@ -220,7 +221,8 @@ def test_under_fsdp_the_4bit_base_is_stored_in_the_compute_dtype(tiny_llama, tmp
     import bitsandbytes as bnb
 
     from lima_lite.model import fsdp_enabled
-    from lima_lite.train import build_trainer, prepare
+    from lima_lite.train import prepare
+    from lima_lite.trainer import build_trainer
 
     data = write_jsonl(tmp_path / "train.jsonl", [[{"role": "user", "content": "Hi"},
                                                    {"role": "assistant", "content": "Hello"}]])

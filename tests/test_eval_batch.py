@@ -37,9 +37,19 @@ def test_greedy_batches_equal_one_at_a_time_answers(tiny_llama, tmp_path, monkey
     assert four == one and read_records(tmp_path / "four.jsonl") == read_records(tmp_path / "one.jsonl")
     assert {r["finish_reason"] for r in one} == {"eot", "length"}
     singles = [engine.reply(c, **greedy) for c in conversations]
-    batched = engine.replies(conversations[:4], **greedy) + engine.replies(conversations[4:], **greedy)
+    rows = []  # the rows of every forward pass of the batched decode
+    hook = engine.model.get_input_embeddings().register_forward_pre_hook(lambda module, args: rows.append(len(args[0])))
+    try:
+        batched = engine.replies(conversations, **greedy)
+    finally:
+        hook.remove()
     assert [(r.token_ids, r.new_tokens, r.finish_reason) for r in batched] == \
         [(r.token_ids, r.new_tokens, r.finish_reason) for r in singles]
+    # a finished row leaves the batch: each pass computes only the rows still writing
+    still_writing = [sum(r.new_tokens > step for r in singles) for step in range(max(r.new_tokens for r in singles))]
+    assert rows == still_writing and rows[-1] < rows[0] == len(PROMPTS)
+    sampled = [[r.token_ids for r in engine.replies(conversations, seed=3, max_new_tokens=16)] for _ in range(2)]
+    assert sampled[0] == sampled[1] and sampled[0] != [r.token_ids for r in singles]  # seeded, and sampled
 
 
 class FakeBatchModel:

@@ -10,23 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, write_run
 from lima_lite import LimaError
-from lima_lite.plan import (
-    CUDA_CONTEXT_GIB,
-    FIT_MARGIN,
-    GIB,
-    MLP_CHUNK_TOKENS,
-    TILED_MLP_COST,
-    ModelShape,
-    PlanSettings,
-    fit,
-    fit_summary,
-    read_shape,
-    relative_speed,
-    settings_peak,
-    step_down,
-)
+from lima_lite.fit_search import FIT_MARGIN, MLP_CHUNK_TOKENS, TILED_MLP_COST, fit, fit_summary, relative_speed, step_down
+from lima_lite.memory import CUDA_CONTEXT_GIB, GIB, ModelShape, PlanSettings, read_shape, settings_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -93,7 +80,7 @@ def test_tiled_mlp_only_when_the_length_needs_it():
     """At LIMA's 2,048 tokens nothing is tiled; at 50,000 tokens only the tiled MLP with lean activations fits, and
     fit chooses it (at its cost, x TILED_MLP_COST x LEAN_COST); the longest example it reports is beyond what fits
     untiled; mlp_chunk_tokens=0 given by the user keeps the MLP whole (and tries no lean activations either)."""
-    from lima_lite.plan import LEAN_COST
+    from lima_lite.fit_search import LEAN_COST
 
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     recipe = replace(RECIPE_7B, lora_dropout=True)
@@ -119,13 +106,15 @@ def test_tiled_mlp_only_when_the_length_needs_it():
 def test_tiled_mlp_in_the_plan_is_per_chunk():
     """The recomputed layer's MLP term: the whole sequence's without tiling, one chunk's with it; what is saved
     outside the MLP (attention, norms) is unchanged."""
-    from lima_lite.plan import component_bytes, layer_parts_per_token
+    from dataclasses import replace
+
+    from lima_lite.memory import component_bytes, layer_parts_per_token
 
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     tokens, chunk = 40_000, 4096
-    args = dict(shape=shape, tokens=tokens, sequences=1, lora_r=64, gradient_checkpointing=True, padding_free=True,
-                optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512, unquantized_bytes=2, rb=2)
-    whole, tiled = component_bytes(**args), component_bytes(**args, mlp_chunk_tokens=chunk)
+    settings = PlanSettings(micro_batch=1, max_length=tokens, lora_r=64, gradient_checkpointing=True, padding_free=True,
+                            optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512, fp32_layers=False)
+    whole, tiled = component_bytes(shape, settings), component_bytes(shape, replace(settings, mlp_chunk_tokens=chunk))
     outside, inside = layer_parts_per_token(shape, True, True, True, rb=2)
     h, m, q, kv = shape.hidden, shape.intermediate, shape.heads * shape.dim, shape.kv_heads * shape.dim
     outside -= h  # the MLP's residual-dropout mask (bool) is never alive with the rest
@@ -136,7 +125,8 @@ def test_tiled_mlp_in_the_plan_is_per_chunk():
     assert whole_mlp > other and tiled_mlp < other  # the MLP bounds the whole layer, the attention the tiled one
     assert whole["layer_backward"] - tiled["layer_backward"] == whole_mlp - other
     assert whole["activations"] == tiled["activations"]
-    assert component_bytes(**{**args, "tokens": chunk}, mlp_chunk_tokens=chunk) == component_bytes(**{**args, "tokens": chunk})
+    short = replace(settings, max_length=chunk)
+    assert component_bytes(shape, replace(short, mlp_chunk_tokens=chunk)) == component_bytes(shape, short)
 
 
 def test_step_down_once_to_a_lower_peak():
@@ -220,21 +210,21 @@ def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsy
     not a new fit (here 8 x 1, bf16: free memory differs from run to run), so the resume check sees the same
     batch and precision instead of refusing a changed run."""
     import lima_lite.train
-    from lima_lite.plan import apply_fit
-    from lima_lite.train import prepare, run_definition, train
+    from lima_lite.resume import run_definition
+    from lima_lite.train import prepare, train
 
     run_dir = tmp_path / "run"
     common = [f"model_name_or_path={tiny_llama}", f"output_dir={run_dir}", "dev_dataset=null", "chat_format=lima",
               "auto_fit=true"]
     used = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "gradient_checkpointing": True,
             "activation_offloading": False, "fp32_layers": True, "mlp_chunk_tokens": 0, "lean_activations": False}
-    setup = prepare(ROOT / "recipes" / "quickstart.yaml", common)
-    apply_fit(used, setup.sft_config, setup.lima_args)
+    # the run's definition as it trained: the step down's setting, given as key=value
+    setup = prepare(ROOT / "recipes" / "quickstart.yaml", [*common[:-1], *(f"{key}={value}" for key, value in used.items())])
     (run_dir / "checkpoint-3").mkdir(parents=True)
     (run_dir / "checkpoint-3" / "trainer_state.json").write_text("{}")
     record = {"chosen": {**used, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "peak_gib": 1.0},
               "budget_source": "free on this GPU", "step_down": {**used, "peak_gib": 0.5, "reason": "out of memory"}}
-    (run_dir / "run.json").write_text(json.dumps({**run_definition(setup), "fit": record}))
+    write_run(run_dir, **run_definition(setup), fit=record)
     seen = {}
 
     def record_setup(setup, callbacks=()):

@@ -233,7 +233,8 @@ def test_todays_recipes_keep_lima_values_and_handle_their_turn_end(name, folders
     from lima_lite.config import load_recipe
 
     family, added, size = TODAYS_RECIPES[name]
-    _, sft, model_args, lima = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
+    read = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
+    sft, model_args, lima = read.sft_config, read.model_args, read.lima_args
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == (64 if size <= 13 else 32)
     assert lima.residual_dropout == (0.2 if size <= 30 else 0.3)
     assert sft.num_train_epochs == 15 and sft.max_length == 2048 and model_args.load_in_4bit

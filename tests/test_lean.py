@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
 from lima_lite.model import add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
-from test_tiled_mlp import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -157,7 +157,8 @@ def test_train_applies_lean_activations(tiny_llama, tmp_path):
     LoRA layer is recomputed, with and without the tiled MLP, and a step trains (finite loss, LoRA updated)."""
     from helpers import dataset, overrides
     from lima_lite.model import decoder_layers
-    from lima_lite.train import build_trainer, prepare
+    from lima_lite.train import prepare
+    from lima_lite.trainer import build_trainer
 
     for chunk in (0, 8):
         setup = prepare(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / f"run-{chunk}",

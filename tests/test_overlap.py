@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from helpers import write_run
 from lima_lite import LimaError
 from lima_lite.curate.overlap import find_overlap, overlapping_pairs, run_overlap_warning, train_prompts
-from lima_lite.data import resolve_data_path
-from lima_lite.evaluate.answers import read_prompts
+from lima_lite.data import read_prompts, resolve_data_path
 
 LONG = ("I have a small vegetable garden behind my house and the tomato plants keep getting yellow leaves "
         "at the bottom every summer, what am I doing wrong and how can I fix it?")
@@ -81,7 +81,7 @@ def test_eval_generate_warns_when_the_run_trained_on_eval_prompts(split, tmp_pat
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text("{}")
-    (run / "run.json").write_text(json.dumps({"data": {"dataset_name": str(train)}}))
+    write_run(run, data={"dataset_name": str(train)})
     warning = run_overlap_warning(str(run / "adapter"), str(evals))
     assert warning.startswith("warning: 3 of 15 eval prompts overlap the training data")
     assert run_overlap_warning(str(run / "adapter"), "embedded:dev.jsonl") is None  # clean: silent
@@ -96,7 +96,7 @@ def test_the_warning_counts_only_the_prompts_generate_will_answer(split, tmp_pat
     run = tmp_path / "run"
     (run / "epoch-01").mkdir(parents=True)
     (run / "epoch-01" / "adapter_config.json").write_text("{}")
-    (run / "run.json").write_text(json.dumps({"data": {"dataset_name": str(train)}}))
+    write_run(run, data={"dataset_name": str(train)})
     rows = read_prompts(str(evals))
     assert run_overlap_warning(str(run / "epoch-01"), str(evals), rows[:12]) is None  # --limit 12: the dev prompts
     assert run_overlap_warning(str(run / "epoch-01"), str(evals), rows[:14]).startswith(

@@ -11,7 +11,8 @@ import pytest
 
 from helpers import run_cli
 from lima_lite import LimaError
-from lima_lite.plan import ModelShape, PlanSettings, check_fit, component_bytes, memory_plan, nf4_bytes, recipe_plan
+from lima_lite.memory import ModelShape, PlanSettings, component_bytes, memory_plan, nf4_bytes
+from lima_lite.plan import check_fit, recipe_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -43,8 +44,8 @@ def test_components_match_a_hand_count_for_llama_7b(changes):
     settings = {"optim": "paged_adamw_8bit", "added_tokens": 1, "fp32_layers": True, **changes}
     added, width = settings["added_tokens"], 4 if settings["fp32_layers"] else 2
     plan = plan_7b(**changes)
-    got = component_bytes(LLAMA_7B, 4 * 2048, 4, 64, True, True, settings["optim"], added, None,
-                          attention="sdpa_varlen", unquantized_bytes=width, rb=width)
+    got = component_bytes(LLAMA_7B, PlanSettings(4, 2048, 64, True, True, settings["optim"], added, None,
+                                                 fp32_layers=settings["fp32_layers"]))
     assert sum(LORA_7B) == 159_907_840  # QLoRA's "160M" trainable parameters for LLaMA-7B at r 64
     rows = [4096] * 2 * added  # an added token's row in the embeddings and in the (untied) head: PEFT trainable tokens
     trainable = LORA_7B + rows
@@ -186,7 +187,8 @@ def test_recipe_comment_states_its_plan(size, gpu):
     recipe = ROOT / "recipes" / f"llama-{size}.yaml"
     stated = re.search(r"memory plan: ([\d.]+) GiB", recipe.read_text())
     assert stated, f"{recipe.name}: no 'memory plan: N GiB' comment"
-    _, sft, model_args, lima = load_recipe(recipe, [])
+    read = load_recipe(recipe, [])
+    sft, model_args, lima = read.sft_config, read.model_args, read.lima_args
     plan = recipe_plan(sft, model_args, lima, SHAPES / size, 1, float(gpu))  # what train and `lima-lite plan` use
     assert float(stated.group(1)) == round(plan["peak_gib"], 1)
     assert plan["fits"]

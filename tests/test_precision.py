@@ -4,6 +4,7 @@ reports; an explicit recipe value wins; training, chat and merge really run in t
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -48,7 +49,8 @@ def test_a_recipe_without_precision_keys_gets_the_hardware_choice(hardware, kind
     assert values == {"dtype": dtype, "bf16": str(bf16).lower(), "fp16": str(fp16).lower()}
     if kind.device == "cuda":
         return  # TrainingArguments refuses fp16 without a real GPU: the values above are what it would get
-    _, sft, model_args, _ = load_recipe(None, [])
+    read = load_recipe(None, [])
+    sft, model_args = read.sft_config, read.model_args
     assert (model_args.dtype, sft.bf16, sft.fp16) == (dtype, bf16, fp16)
 
 
@@ -56,9 +58,11 @@ def test_an_explicit_setting_wins_with_a_warning_when_slow(hardware, tmp_path):
     hardware(CPU_AVX2)
     recipe = tmp_path / "r.yaml"
     recipe.write_text("dtype: bfloat16\n")
-    _, sft, model_args, _ = load_recipe(recipe, [])
+    read = load_recipe(recipe, [])
+    sft, model_args = read.sft_config, read.model_args
     assert model_args.dtype == "bfloat16" and sft.bf16 is False  # autocast follows an explicit dtype only when set
-    _, sft, model_args, _ = load_recipe(recipe, ["bf16=true"])
+    read = load_recipe(recipe, ["bf16=true"])
+    sft, model_args = read.sft_config, read.model_args
     assert model_args.dtype == "bfloat16" and sft.bf16 is True
     warning = precision.precision_warning("bfloat16", True, False, CPU_AVX2)
     assert warning.startswith("warning: bf16 was set explicitly") and "float32" in warning
@@ -67,7 +71,8 @@ def test_an_explicit_setting_wins_with_a_warning_when_slow(hardware, tmp_path):
     assert "no bf16" in precision.precision_warning("bfloat16", True, False, TURING)
     # an explicit float32 on a bf16 machine: float32 without bf16 autocast
     hardware(CPU_BF16)
-    _, sft, model_args, _ = load_recipe(None, ["dtype=float32"])
+    read = load_recipe(None, ["dtype=float32"])
+    sft, model_args = read.sft_config, read.model_args
     assert (model_args.dtype, sft.bf16) == ("float32", False)
 
 
@@ -159,17 +164,25 @@ def test_merge_follows_the_choice(hardware, tiny_llama, tmp_path, capsys):
 
 
 def test_quickstart_loads_full_precision_for_one_epoch_only_without_native_bf16(hardware):
-    from lima_lite.quickstart import hardware_overrides
+    """The quick-start recipe's slow_cpu_fallback, as lima_lite.resolve applies it: (load_in_4bit, epochs)."""
+    from lima_lite.machine import detect_machine
+    from lima_lite.resolve import resolve
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+
+    def quick(overrides):
+        resolved = resolve(load_recipe(recipe, overrides), detect_machine())
+        return resolved.model_args.load_in_4bit, resolved.sft_config.num_train_epochs
 
     hardware(CPU_AVX2)
-    assert hardware_overrides(["seed=1"]) == ["seed=1", "load_in_4bit=false", "num_train_epochs=1"]
+    assert quick(["seed=1"]) == (False, 1)
     # the user's choices win, each on its own
-    assert hardware_overrides(["load_in_4bit=true"]) == ["load_in_4bit=true", "num_train_epochs=1"]
-    assert hardware_overrides(["num_train_epochs=2", "load_in_4bit=true"]) == ["num_train_epochs=2", "load_in_4bit=true"]
+    assert quick(["load_in_4bit=true"]) == (True, 1)
+    assert quick(["num_train_epochs=2", "load_in_4bit=true"]) == (True, 2)
     hardware(CPU_BF16)
-    assert hardware_overrides(["seed=1"]) == ["seed=1"]
+    assert quick(["seed=1"]) == (True, 2)
     hardware(AMPERE)
-    assert hardware_overrides([]) == []
+    assert quick([]) == (True, 2)
 
 
 def test_env_reports_versions_precision_and_fast_paths(hardware, capsys):

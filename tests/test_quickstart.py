@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def quickstart_epochs() -> int:
-    """2 epochs, or 1 on a CPU without native bf16 (quickstart.hardware_overrides)."""
+    """2 epochs, or 1 on a CPU without native bf16 (the recipe's slow_cpu_fallback, lima_lite.resolve)."""
     return 2 if detect_hardware().bf16 else 1
 
 
@@ -23,7 +23,7 @@ def test_quickstart_run_writes_every_artifact(quickstart_run):
     run = json.loads((quickstart_run / "run.json").read_text())
     assert run["status"] == "finished"
     assert run["base"]["name"] == "embedded:SmolLM2-135M-Instruct"
-    # QLoRA where bf16 is native; a plain float32 base on a CPU without it (quickstart.hardware_overrides)
+    # QLoRA where bf16 is native; a plain float32 base on a CPU without it (the recipe's slow_cpu_fallback, lima_lite.resolve)
     assert run["model"]["load_in_4bit"] == detect_hardware().bf16 and run["model"]["bnb_4bit_quant_type"] == "nf4"
     assert run["model"]["dtype"] == ("bfloat16" if detect_hardware().bf16 else "float32")
     assert run["counts"]["train"] == {"read": 60, "kept": 60, "cut": 0, "dropped": 0}

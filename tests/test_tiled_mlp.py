@@ -7,44 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
 from lima_lite.model import get_model, tile_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-
-
-def padding_free_batch(vocab: int, lengths: list[int]) -> dict:
-    """Examples of these lengths packed into one row, positions restarting at each (TRL's padding-free batch)."""
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, vocab, (1, sum(lengths)), generator=g)
-    positions = torch.cat([torch.arange(n) for n in lengths])[None]
-    return {"input_ids": ids, "position_ids": positions, "labels": ids}
-
-
-def with_lora(model, dropout: float = 0.0):
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
-    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout,
-                                            init_lora_weights=False))
-
-
-def loss_and_grads(model, batch: dict, seed: int = 0):
-    model.zero_grad()
-    torch.manual_seed(seed)
-    loss = model(**batch).loss
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}
-
-
-def tiny_fp32_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    # no KV cache, as in training: with one, transformers would not see the packed examples' boundaries
-    return LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
-                                        use_cache=False))
 
 
 def assert_same(got, want, atol: float):

@@ -177,7 +177,8 @@ def test_packing_packs_conversations_into_one_row_with_the_unpacked_loss(tiny_ll
     row of at most max_length (256) tokens whose position ids restart at each conversation, and the trainer's
     loss on that row is the token-weighted mean of its loss on each conversation alone: none attends to
     another. Without the position ids the same row gives another loss, so the boundaries are what counts."""
-    from lima_lite.train import build_trainer, prepare
+    from lima_lite.train import prepare
+    from lima_lite.trainer import build_trainer
 
     setup = prepare(None, overrides(tiny_llama, dataset(tmp_path), tmp_path / "run", packing=True,
                                     load_in_4bit=False, dtype="float32", bf16=False))

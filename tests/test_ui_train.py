@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny
+from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny, write_run
 from lima_lite import LimaError
 from lima_lite.ui import Models, build_app
 from lima_lite.ui_train import (
@@ -124,7 +124,7 @@ def test_one_training_at_a_time_and_none_from_a_public_page_without_login(form):
 def test_progress_reads_step_eta_and_tokens_per_second(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"steps_per_epoch": 10, "training": {"max_steps": -1, "num_train_epochs": 2}}))
+    write_run(run, steps_per_epoch=10, training={"max_steps": -1, "num_train_epochs": 2})
     metrics, pace = run / "metrics.jsonl", {}
     rows = [{"step": 0, "epoch": 0, "eval_loss": 3.0}]
     for step, moment in ((1, 100.0), (3, 104.0)):  # 2 steps in 4 s, 100 tokens a step
@@ -318,7 +318,7 @@ def test_runs_started_from_a_terminal_are_listed(tmp_path):
     runs = tmp_path / "runs"
     for name, status in (("ours", "running"), ("theirs", "running"), ("old", "finished")):
         (runs / name).mkdir(parents=True)
-        (runs / name / "run.json").write_text(json.dumps({"status": status}))
+        write_run(runs / name, status=status)
     training = Training(runs)
     training.output_dir = runs / "ours"
     assert runs_text(runs, training).splitlines()[1:] == [

@@ -11,6 +11,7 @@ Every run writes its output atomically and a report next to it (`OUT.report.md`,
 and dropped examples with the reason.
 """
 
+import importlib
 import sys
 
 SOURCES = {
@@ -21,8 +22,6 @@ SOURCES = {
 
 
 def main(argv=None) -> int:
-    import importlib
-
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SOURCES:
         lines = ["usage: lima-lite curate SOURCE [ARGS ...]", ""]

@@ -11,12 +11,17 @@ kind is an error naming file:line. Output order is shuffled with `--seed`; the r
 """
 
 import argparse
+import os
 import random
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.curate import overlap, stats
+from lima_lite.curate.overlap import THRESHOLD, find_overlap
+from lima_lite.curate.report import Funnel, response_text, with_report, write_report
+from lima_lite.data import load_conversations
 from lima_lite.flags import bounded
-from lima_lite.io import add_overwrite_flag
+from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 
 def user_turns(example: dict) -> int:
@@ -24,8 +29,6 @@ def user_turns(example: dict) -> int:
 
 
 def mix(single: list[list[dict]], dialogues: list[dict], single_k: int, seed: int, funnel) -> list[dict]:
-    from lima_lite.curate.report import response_text
-
     chosen = []
     for examples in single:
         for example in examples:
@@ -41,8 +44,6 @@ def mix(single: list[list[dict]], dialogues: list[dict], single_k: int, seed: in
 
 
 def load(path: str, kind: str) -> list[dict]:
-    from lima_lite.data import load_conversations
-
     examples = load_conversations(path)
     for number, example in enumerate(examples, 1):
         turns = user_turns(example)
@@ -55,15 +56,10 @@ def load(path: str, kind: str) -> list[dict]:
 
 
 def overlap_doc() -> str:
-    from lima_lite.curate import overlap
-
     return overlap.__doc__.split("\n\n", 1)[1]
 
 
 def overlap_main(args) -> int:
-    from lima_lite.curate.overlap import find_overlap
-    from lima_lite.io import check_outputs
-
     out = args.out or Path(f"{Path(args.eval).name.split(':')[-1].rsplit('.', 1)[0]}.overlap.jsonl")
     check_outputs([out], [args.train, args.eval], args.overwrite)
     pairs, summary = find_overlap(args.train, args.eval, out, args.threshold)
@@ -89,20 +85,19 @@ def main(argv=None) -> int:
     o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
     o.add_argument("eval", metavar="EVAL", help="eval prompts (any file `lima-lite eval generate` reads)")
     o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
-    from lima_lite.curate.overlap import THRESHOLD  # a light module: no heavy imports at --help
 
     o.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
     add_overwrite_flag(o)
     o.set_defaults(func=overlap_main)
+
+    stats.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
 
 def check_distinct(paths: list[str]) -> None:
     """Each input file once: the same file twice (by resolved path or a hard link) would put its rows in twice."""
-    import os
-
     for index, path in enumerate(paths):
         for earlier in paths[:index]:
             same = Path(path).resolve() == Path(earlier).resolve()
@@ -116,9 +111,6 @@ def check_distinct(paths: list[str]) -> None:
 
 def mix_main(args) -> int:
     """`data mix`: single-turn examples + dialogues -> one training file and its report."""
-    from lima_lite.curate.report import Funnel, response_text, with_report, write_report
-    from lima_lite.io import check_outputs, write_jsonl
-
     check_outputs(with_report(args.out), [*args.single, args.dialogues], args.overwrite)
     check_distinct(args.single)  # a file in both --single and --dialogues fails the turn-count check by line
 

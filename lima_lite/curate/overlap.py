@@ -17,11 +17,16 @@ difference between X and Y?") share at most 0.38 on the embedded samples. A prom
 reworded in several places falls below the threshold: lower it to search wider.
 """
 
+import functools
 import hashlib
 import re
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import load_conversations, read_prompts, resolve_data_path
+from lima_lite.io import write_jsonl
+from lima_lite.layout import find_run, is_adapter, is_run, read_run
+from lima_lite.text import fold
 
 _WORDS = re.compile(r"\w+")
 NGRAM = 2  # word 2-grams: one changed word costs a prompt 2 of its n-grams, so rewordings stay similar
@@ -37,8 +42,6 @@ def normalized(text: str) -> str:
     """lima_lite.text.fold (NFKC, invisible characters removed, look-alike letters folded, casefold), then words
     only, courtesy words (FILLER) left out, single spaces: "What is  LoRA?", "what is lora", "Ｗhat is\u200b
     LoRA?" and "Please, what is LoRA?" are one prompt."""
-    from lima_lite.text import fold
-
     return " ".join(word for word in _WORDS.findall(fold(text)) if word not in FILLER)
 
 
@@ -49,8 +52,6 @@ def ngrams(text: str, n: int = NGRAM) -> set[str]:
 
 def train_prompts(name: str) -> list[dict]:
     """[{"id", "prompt"}] for every user turn of every training conversation (ids `ID` or `ID#turn`)."""
-    from lima_lite.data import load_conversations
-
     found = []
     for example in load_conversations(name):
         users = [m["content"] for m in example["messages"] if m["role"] == "user"]
@@ -94,9 +95,55 @@ def overlapping_pairs(train: list[dict], evals: list[dict], threshold: float = T
 def signature(grams: set[str], seed: int):
     from datasketch import MinHash
 
-    minhash = MinHash(num_perm=NUM_PERM, seed=seed)
+    permutations, scheme = _permutations(seed)
+    minhash = MinHash(num_perm=NUM_PERM, seed=seed, permutations=permutations, scheme=scheme)
     minhash.update_batch([g.encode("utf-8") for g in grams])
     return minhash
+
+
+@functools.cache
+def _permutations(seed: int):
+    """The seed's permutations, drawn once: a signature drawing its own took 0.45 ms against 0.034 ms, 23 s over
+    52,000 prompts (docs/benchmarks.md, "data stats"); the signatures are the same."""
+    from datasketch import MinHash
+
+    minhash = MinHash(num_perm=NUM_PERM, seed=seed)
+    return minhash.permutations, minhash.scheme
+
+
+def duplicate_pairs(prompts: list[dict], threshold: float = THRESHOLD, seed: int = 0) -> list[dict]:
+    """Prompts of one set that repeat an earlier one, matched as `overlapping_pairs` matches an eval prompt to
+    training prompts: one pair per repeating prompt, with the first earlier prompt it equals (exact) or else the
+    earlier one most like it (near). Prompts of one `group` (a conversation's own turns) never pair."""
+    from datasketch import MinHashLSH
+
+    if not 0 < threshold <= 1:
+        raise LimaError(f"threshold: expected a Jaccard similarity in (0, 1], got {threshold}")
+    by_hash: dict[bytes, list[dict]] = {}
+    lsh, shingles, pairs = MinHashLSH(threshold=threshold, num_perm=NUM_PERM), {}, []
+    for index, row in enumerate(prompts):
+        key = hashlib.sha256(normalized(row["prompt"]).encode()).digest()
+        same = by_hash.setdefault(key, [])
+        earlier = next((r for r in same if r["group"] != row["group"]), None)
+        same.append(row)
+        if earlier is not None:
+            pairs.append({"kind": "exact", "similarity": 1.0, "id": row["id"], "of": earlier["id"]})
+            continue
+        if len(same) > 1:
+            continue  # the same text as a turn of its own conversation: that turn stands for both
+        mine = ngrams(row["prompt"])
+        minhash = signature(mine, seed)
+        best = None
+        for other in lsh.query(minhash):
+            similarity = jaccard(mine, shingles[other])
+            if prompts[other]["group"] != row["group"] and similarity >= threshold and (
+                    best is None or (similarity, -other) > (best[0], -best[1])):
+                best = (similarity, other)
+        if best is not None:
+            pairs.append({"kind": "near", "similarity": round(best[0], 3), "id": row["id"], "of": prompts[best[1]]["id"]})
+        lsh.insert(index, minhash)
+        shingles[index] = mine
+    return pairs
 
 
 def pair(kind: str, evaluated: dict, trained: dict, similarity: float) -> dict:
@@ -116,9 +163,6 @@ def find_overlap(train: str, evals: str | list[dict], out: str | Path | None = N
                  threshold: float = THRESHOLD) -> tuple[list[dict], str]:
     """(pairs, one-line summary) for a training data file and an eval prompts file (or its rows already
     read); pairs written to `out`."""
-    from lima_lite.evaluate.answers import read_prompts
-    from lima_lite.io import write_jsonl
-
     eval_rows = read_prompts(evals) if isinstance(evals, str) else evals
     pairs = overlapping_pairs(train_prompts(train), eval_rows, threshold)
     if out is not None:
@@ -130,17 +174,14 @@ def run_overlap_warning(spec: str, prompts: str, rows: list[dict] | None = None)
     """For `eval generate`: a one-line warning when the model's run names its training data (run.json)
     and some of the prompts (`rows`, else all of the file `prompts`) overlap it; None when they do not or
     the training data is not known or not at hand."""
-    from lima_lite.layout import find_run, is_adapter, is_run, read_run
-
     path = Path(spec)
     if not (is_adapter(path) or is_run(path)):
         return None
     _, run = find_run(path)
     settings = read_run(run) if run else None
-    data = (settings or {}).get("data", {}).get("dataset_name")
+    data = settings.data["dataset_name"] if settings else None
     if not data:
         return None
-    from lima_lite.data import resolve_data_path
 
     if not (resolve_data_path(data) or Path(data)).is_file():
         return None  # a Hub dataset (GAIR/lima) is not read here: no network during generation

@@ -21,7 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.curate.filters import RULE_QUALITY
 from lima_lite.io import save_figure, write_json, write_text
+from lima_lite.plots import pyplot
+from lima_lite.text import fold
 
 SHOWN = 5
 SHOWN_PER_RULE = 3
@@ -99,8 +102,6 @@ def read_lines(path: Path, desc: str):
     A missing file, or a .zst that is not zstd (or is damaged), is a LimaError naming the file."""
     from tqdm import tqdm
 
-    from lima_lite import LimaError
-
     if not path.is_file():
         raise LimaError(f"{path}: file not found")
     size = path.stat().st_size
@@ -142,8 +143,6 @@ def dedupe(examples: list[dict], funnel: Funnel, threshold: float = 0.8, seed: i
     """
     from datasketch import MinHash, MinHashLSH
 
-    from lima_lite.text import fold
-
     seen, unique = set(), []
     for example in examples:
         key = hashlib.sha256(" ".join(_WORDS.findall(json.dumps(
@@ -171,8 +170,6 @@ def dedupe(examples: list[dict], funnel: Funnel, threshold: float = 0.8, seed: i
 
 
 def _histogram_png(before: list[int], after: list[int], path: Path, unit: str) -> None:
-    from lima_lite.plots import pyplot
-
     figure, axes = pyplot().subplots(1, 2, figsize=(10, 3.5), sharex=True)
     top = max([*before, *after, 1])
     bins = [top * i / 40 for i in range(41)]
@@ -214,8 +211,6 @@ def write_report(out: str | Path, funnel: Funnel, before: list[int], kept: list[
 
     `before` and `after` are response lengths in `unit`; `after` defaults to the kept responses' characters
     (`select --by tokens` passes both in tokens)."""
-    from lima_lite.curate.filters import RULE_QUALITY
-
     paths = report_paths(out)
     after = [len(response_text(e)) for e in kept] if after is None else after
     mix = dict(sorted(Counter(e.get("source", "?") for e in kept).items(), key=lambda kv: (-kv[1], kv[0])))

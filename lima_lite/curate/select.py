@@ -27,9 +27,11 @@ import random
 import re
 from pathlib import Path
 
-from lima_lite import LimaError
+from lima_lite import LimaError, judges
+from lima_lite.curate.report import Funnel, example_hash, response_text, with_report, write_report
+from lima_lite.data import load_conversations
 from lima_lite.flags import bounded
-from lima_lite.io import add_overwrite_flag
+from lima_lite.io import add_overwrite_flag, check_outputs, read_jsonl, write_jsonl
 
 STRATEGIES = ("longest", "random", "quality", "diversity")
 
@@ -46,8 +48,6 @@ Reply with the rating only: one digit from 1 to 5."""
 
 
 def response_length(example: dict, tokenizer=None) -> int:
-    from lima_lite.curate.report import response_text
-
     text = response_text(example)
     return len(text) if tokenizer is None else len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -72,9 +72,6 @@ def parse_rating(text: str) -> int | None:
 def rate_examples(examples: list[dict], judge, cache_path: Path) -> list[int | None]:
     """The judge's 1-5 rating of each example; cached ratings are reused, new ones appended as they come."""
     from tqdm import tqdm
-
-    from lima_lite.curate.report import example_hash, response_text
-    from lima_lite.io import read_jsonl
 
     cache = {}
     for number, row in read_jsonl(cache_path) if cache_path.is_file() else ():
@@ -201,10 +198,6 @@ def select(examples: list[dict], strategy: str, k: int, output: Path, seed: int 
 
 
 def main(argv=None) -> int:
-    from lima_lite.curate.report import Funnel, response_text, with_report, write_report
-    from lima_lite.data import load_conversations
-    from lima_lite.io import check_outputs, write_jsonl
-
     args = parse_args(argv)
     if args.k < 1:
         raise LimaError(f"--k must be at least 1, not {args.k}")
@@ -223,9 +216,7 @@ def main(argv=None) -> int:
         except LimaError as error:
             raise LimaError(f"--tokenizer {error}") from None
     if args.strategy == "quality" and args.judge:
-        from lima_lite.judges import get_judge
-
-        judge = get_judge(args.judge, max_new_tokens=8)
+        judge = judges.get_judge(args.judge, max_new_tokens=8)
     if args.strategy == "diversity":
         embed = embed_minilm if args.embedder == "minilm" else lambda texts: embed_mean_pooled(texts, args.embedder)
     chosen, extra = select(examples, args.strategy, args.k, args.output, args.seed, tokenizer, judge, args.clusters, embed)

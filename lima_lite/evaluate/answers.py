@@ -4,12 +4,7 @@
     >>> model = get_answerer("runs/quickstart/epoch-03")             # or a run, a base, MODEL@URL
     >>> rows = generate_answers(model, prompts, "answers/epoch-03.jsonl", max_new_tokens=256)
 
-A prompts file is one of:
-  * JSONL with a `prompt` string per line (and an optional `id`),
-  * JSONL conversations in any form lima_lite reads (`messages`, GAIR/lima `conversations`, ...):
-    the first user turn is the prompt, the conversation's `id` its id,
-  * any other file: plain text, one prompt per non-empty line.
-Ids default to `<file stem>-<line>`. An answers file has one JSONL line per answer:
+A prompts file is read by lima_lite.data.read_prompts. An answers file has one JSONL line per answer:
 `{"id", "prompt", "answer", "model", "finish_reason", "sample"}` (finish_reason "eot": the model ended
 its turn; "length": it hit max_new_tokens). Rerunning skips the (id, sample) pairs already answered.
 A local model can answer `batch_size` prompts at a time (`generate_answers(..., batch_size=8)`).
@@ -17,70 +12,19 @@ A local model can answer `batch_size` prompts at a time (`generate_answers(..., 
 
 import itertools
 import zlib
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.flags import LIMA_SAMPLING
-
-
-def read_prompts(name: str) -> list[dict]:
-    """[{"id", "prompt"}] from a prompts file (see the module docstring); errors name file:line and field."""
-    from lima_lite.data import local_data_file
-
-    path = local_data_file(name, "prompts")
-    if path.suffix in (".jsonl", ".json"):
-        from lima_lite.io import read_jsonl
-
-        found = [(number, *json_prompt(row, path, number)) for number, row in read_jsonl(path)]
-    else:
-        try:
-            # lines end at \n (and \r\n) only: str.splitlines would also cut a prompt at U+2028, U+0085 or a form feed
-            lines = enumerate(path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n"), 1)
-        except UnicodeDecodeError as error:
-            raise LimaError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be decoded)") from None
-        found = [(number, f"{path.stem}-{number}", line.strip()) for number, line in lines if line.strip()]
-    prompts, seen = [], {}
-    for number, pid, prompt in found:
-        claim_id(seen, pid, path, number)
-        prompts.append({"id": pid, "prompt": prompt})
-    if not prompts:
-        raise LimaError(f"{path}: no prompts")
-    return prompts
-
-
-def claim_id(seen: dict[str, int], row_id: str, path: Path, number: int) -> None:
-    """Record that line `number` of `path` uses `row_id`; an id a file already used is an error naming both lines
-    (answers and judgments are matched by id: two prompts with one id would share one answer)."""
-    if row_id in seen:
-        raise LimaError(f"{path}:{number}: id: {row_id!r} already used on line {seen[row_id]}")
-    seen[row_id] = number
-
-
-def json_prompt(row, path: Path, number: int) -> tuple[str, str]:
-    """(id, prompt) of one JSONL line: a `prompt` string, or the first user turn of a conversation."""
-    from lima_lite.data import to_messages, turn_fields
-
-    where = f"{path}:{number}"
-    if isinstance(row, dict) and "prompt" in row:
-        prompt = row["prompt"]
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise LimaError(f"{where}: prompt: must be a non-empty string")
-    else:
-        messages = to_messages(row, where)
-        first = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
-        if first is None:
-            raise LimaError(f"{where}: messages: no user turn to use as the prompt")
-        prompt = messages[first]["content"]
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise LimaError(f"{where}: {turn_fields(row, len(messages))[first][0]}: must be a non-empty string")
-    return str(row.get("id", f"{path.stem}-{number}")), prompt
+from lima_lite.io import read_jsonl, write_jsonl
+from lima_lite.judges import chat_completion, parse_endpoint
+from lima_lite.layout import ADAPTER_CONFIG, adapter_dir, is_adapter
 
 
 def model_label(spec: str) -> str:
     """A short name for charts: `gpt-4o` for `gpt-4o@URL`, `quickstart/epoch-03` for a path."""
-    from lima_lite.judges import parse_endpoint
-
     endpoint = parse_endpoint(spec)
     if endpoint:
         return endpoint[0]
@@ -124,8 +68,6 @@ class EndpointModel:
     def chat(self, messages: list[dict], seed: int = 0, temperature: float = LIMA_SAMPLING["temperature"],
              top_p: float = LIMA_SAMPLING["top_p"], max_new_tokens: int = LIMA_SAMPLING["max_new_tokens"],
              repetition_penalty: float | None = None) -> tuple[str, str]:
-        from lima_lite.judges import chat_completion
-
         content, finish = chat_completion(self.base_url, self.model, messages,
                                           temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                                           seed=seed)  # max_tokens: the OpenAI API's name
@@ -137,8 +79,6 @@ class EndpointModel:
 
 def resolve_spec(spec: str) -> str:
     """A run folder means its final adapter (`RUN/adapter`); anything else is returned as is."""
-    from lima_lite.layout import ADAPTER_CONFIG, adapter_dir, is_adapter
-
     path = Path(spec)
     if path.is_dir() and not is_adapter(path) and is_adapter(adapter_dir(path)):
         return str(adapter_dir(path))
@@ -150,8 +90,6 @@ def resolve_spec(spec: str) -> str:
 
 def answerer_name(spec: str, name: str | None = None) -> str:
     """The name get_answerer(spec, name) gives its answerer, known before the model is loaded."""
-    from lima_lite.judges import parse_endpoint
-
     endpoint = parse_endpoint(spec)
     return name or (endpoint[0] if endpoint else model_label(resolve_spec(spec)))
 
@@ -162,13 +100,10 @@ def get_answerer(spec: str, name: str | None = None, use_adapter: bool = True):
     SPEC: an adapter folder, a run's `epoch-NN`, a run folder (its final adapter), a base model (folder,
     Hub id, `embedded:SmolLM2-135M-Instruct`) or `MODEL@http(s)://HOST/v1` for an OpenAI-compatible server.
     `use_adapter=False` answers with an adapter's base model (the adapter switched off)."""
-    from lima_lite.judges import parse_endpoint
-
     endpoint = parse_endpoint(spec)
     if endpoint:
         return EndpointModel(model=endpoint[0], base_url=endpoint[1], name=name or endpoint[0])
     from lima_lite.generate import load_engine
-    from lima_lite.layout import is_adapter
 
     spec = resolve_spec(spec)
     if is_adapter(spec):
@@ -188,8 +123,6 @@ def answer_seed(pid: str, sample: int) -> int:
 def read_records(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, record) for every record already in `path`: none if it does not exist yet (a step not
     started); a line that is not a JSON object is an error naming file:line."""
-    from lima_lite.io import read_jsonl
-
     if not Path(path).is_file():
         return []
     rows = read_jsonl(path)
@@ -204,10 +137,6 @@ def resume(out: str | Path, key, todo: list[tuple[tuple, object]], desc: str, co
     endpoints: each call waits on the network); rewrite `out` atomically after every record, in the order of
     `todo` whatever order they finish in, so an interrupted run loses at most the records in progress and
     a rerun does none twice."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    from lima_lite.io import write_jsonl
-
     if concurrency == 1:
         return resume_batches(out, key, [([k], lambda missing, make=make: [make()]) for k, make in todo], desc)
     records, left, bar, in_order = resume_state(out, key, [k for k, _ in todo], desc)
@@ -241,8 +170,6 @@ def resume_batches(out: str | Path, key, batches: list[tuple[list[tuple], object
     """resume() a batch at a time: each `(keys, make)` with a key no record in `out` has yet runs
     `make(missing)`, which returns the records of the `missing` keys (in `keys`' order); `out` is rewritten
     atomically after every batch, so an interrupted run loses at most the batch in progress."""
-    from lima_lite.io import write_jsonl
-
     records, pending, bar, in_order = resume_state(out, key, [k for keys, _ in batches for k in keys], desc)
     try:
         for keys, make in batches:

@@ -14,10 +14,32 @@
 
 import argparse
 import sys
+from pathlib import Path
 
-from lima_lite import LimaError
+from lima_lite import LimaError, judges
+from lima_lite.curate.overlap import run_overlap_warning
+from lima_lite.data import read_prompts
+from lima_lite.evaluate import dialogue, steps
+from lima_lite.evaluate.answers import answerer_name, generate_answers, get_answerer
+from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues
+from lima_lite.evaluate.protocols import (
+    HUMAN_VOTE_FIELDS,
+    PROMPTS,
+    absolute_mix,
+    knowledge_summary,
+    length_controlled,
+    length_summary,
+    likert_summary,
+    load_prompt,
+    outcome_agreement,
+    win_tie_loss,
+)
+from lima_lite.evaluate.report import build_report
+from lima_lite.evaluate.select_epoch import select_epoch
 from lima_lite.flags import add_sampling_args, bounded, sampling_args
-from lima_lite.io import add_overwrite_flag
+from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
+from lima_lite.judges import parse_endpoint
+from lima_lite.layout import RUN_FILE, read_run
 
 COUNT = bounded(int, 1)  # --samples, --limit, token budgets: 0 or less would do nothing, silently
 
@@ -50,8 +72,6 @@ def parse_epochs(text: str) -> list[int]:
 
 
 def prompt_epilog(protocol: str, extra: str = "") -> str:
-    from lima_lite.evaluate.protocols import PROMPTS, load_prompt
-
     return (f"{extra}The judging prompt ({PROMPTS / (protocol + '.txt')}); the verdict is read from the judge's "
             f"last line,\nasked again once if unreadable, then counted as unparsed:\n\n" + load_prompt(protocol))
 
@@ -76,8 +96,6 @@ ENDPOINT_CONCURRENCY = 4
 def concurrency(spec: str, given: int | None) -> int:
     """--concurrency for a judge or answerer SPEC: endpoints default to ENDPOINT_CONCURRENCY; a local model
     shares one engine, so more than 1 is refused rather than silently ignored."""
-    from lima_lite.judges import parse_endpoint
-
     if parse_endpoint(spec):
         return given or ENDPOINT_CONCURRENCY
     if given and given > 1:
@@ -96,8 +114,6 @@ LOCAL_BATCH_SIZE = 8
 def batch_size(spec: str, given: int | None) -> int:
     """--batch-size for an answerer SPEC: LOCAL_BATCH_SIZE for a local model; refused for an endpoint, where
     --concurrency is what sends several prompts at once."""
-    from lima_lite.judges import parse_endpoint
-
     if parse_endpoint(spec):
         if given is not None:
             raise LimaError(f"--batch-size {given}: {spec} is an endpoint; use --concurrency N to send N "
@@ -174,8 +190,6 @@ def knowledge_parser(steps) -> None:
 
 
 def human_parser(steps) -> None:
-    from lima_lite.evaluate.protocols import HUMAN_VOTE_FIELDS
-
     p = step_parser(steps, "human", human_step, "One JSON object per line, as the UI's Judge tab saves it:\n  "
                     + ", ".join(HUMAN_VOTE_FIELDS) + "\nvote is a, b or tie (for the answers as shown); "
                     "winner the winning model's name or tie.")
@@ -186,8 +200,6 @@ def human_parser(steps) -> None:
 
 
 def dialogue_parser(steps) -> None:
-    from lima_lite.evaluate import dialogue
-
     p = step_parser(steps, "dialogue", dialogue_step,
                     dialogue.__doc__.split("\n\n", 2)[2] + "\n\n" + prompt_epilog("dialogue"))
     p.add_argument("--model", required=True, action="append", metavar="SPEC",
@@ -246,15 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_judge(run) -> str:
     """select-epoch without --judge: the run's own base model, as recorded in run.json."""
-    from lima_lite.layout import RUN_FILE, read_run
-
     info = f"{run}/{RUN_FILE}"
     settings = read_run(run)
     if settings is None:
         raise LimaError(f"{info}: not found; name a judge with --judge")
-    name = settings.get("base", {}).get("name")
+    name = settings.base["name"]
     if not name:
-        raise LimaError(f"{info}: base.name: missing; name a judge with --judge")
+        raise LimaError(f"{info}: base.name: empty; name a judge with --judge")
     print(f"judge: {name} (the run's base model; a stronger judge gives a more trustworthy choice: --judge)")
     return name
 
@@ -266,9 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def generate_step(args) -> None:
-    from lima_lite.curate.overlap import run_overlap_warning
-    from lima_lite.evaluate.answers import generate_answers, get_answerer, read_prompts
-
     workers, batch = concurrency(args.model, args.concurrency), batch_size(args.model, args.batch_size)
     prompts = read_prompts(args.prompts)[: args.limit]
     warning = run_overlap_warning(args.model, args.prompts, prompts)
@@ -282,22 +289,15 @@ def generate_step(args) -> None:
 
 
 def report_step(args) -> None:
-    from lima_lite.evaluate.report import build_report
-
     print(f"report: {build_report(args.inputs, args.out, args.title)}")
 
 
 def human_step(args) -> None:
-    from lima_lite.evaluate import steps
-
     records = steps.human_file(args.votes, args.out, args.ours)
     print(f"{len(records)} votes from {len({r['judge'] for r in records})} rater(s) -> {args.out}")
 
 
 def knowledge_step(args) -> None:
-    from lima_lite.evaluate import steps
-    from lima_lite.evaluate.protocols import knowledge_summary
-
     records = steps.knowledge_file(args.model, args.questions, args.out, with_base=not args.no_base,
                                    limit=args.limit, max_new_tokens=args.max_new_tokens)
     for model in dict.fromkeys(r["model"] for r in records):
@@ -306,10 +306,7 @@ def knowledge_step(args) -> None:
 
 
 def select_epoch_step(args) -> None:
-    from lima_lite.evaluate.select_epoch import select_epoch
-    from lima_lite.judges import get_judge
-
-    judge = get_judge(args.judge or default_judge(args.run), max_new_tokens=args.judge_max_new_tokens)
+    judge = judges.get_judge(args.judge or default_judge(args.run), max_new_tokens=args.judge_max_new_tokens)
     prompts = args.prompts
     if args.limit:
         prompts = limited_prompts(args.prompts, args.limit, args.out or f"{args.run}/select-epoch")
@@ -319,12 +316,8 @@ def select_epoch_step(args) -> None:
 
 
 def pairwise_step(args) -> None:
-    from lima_lite.evaluate import steps
-    from lima_lite.evaluate.protocols import outcome_agreement, win_tie_loss
-    from lima_lite.judges import get_judge
-
     workers = concurrency(args.judge, args.concurrency)  # before a local judge is loaded for nothing
-    judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+    judge = judges.get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
     variants = ("default", "length-penalised") if args.judge_prompt == "both" else (args.judge_prompt,)
     for variant in variants:  # the file keeps both; each call returns all of it
         records = steps.pairwise_file(judge, args.ours, args.baseline, args.out, variant, workers)
@@ -339,12 +332,8 @@ def pairwise_step(args) -> None:
 
 def rating_step(args) -> None:
     """likert or absolute: one judge rates one answers file."""
-    from lima_lite.evaluate import steps
-    from lima_lite.evaluate.protocols import absolute_mix, likert_summary
-    from lima_lite.judges import get_judge
-
     workers = concurrency(args.judge, args.concurrency)  # before a local judge is loaded for nothing
-    judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+    judge = judges.get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
     if args.step == "likert":
         print(likert_summary(steps.likert_file(judge, args.answers, args.out, workers)))
     else:
@@ -352,15 +341,11 @@ def rating_step(args) -> None:
 
 
 def dialogue_step(args) -> None:
-    from lima_lite.evaluate.answers import answerer_name, get_answerer
-    from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues
-    from lima_lite.judges import get_judge
-
     names = args.name or [None] * len(args.model)
     if len(names) != len(args.model):
         raise LimaError(f"--name: {len(names)} given for {len(args.model)} --model; give one per model or none")
     dialogues = read_dialogues(args.dialogues)
-    judge = get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
+    judge = judges.get_judge(args.judge, max_new_tokens=args.judge_max_new_tokens)
     simulator = get_answerer(args.simulator) if args.simulator else None
     models = [(answerer_name(spec, name), lambda spec=spec, name=name: get_answerer(spec, name=name))
               for spec, name in zip(args.model, names, strict=True)]
@@ -381,8 +366,6 @@ def pct_of(fraction: float | None) -> str:
 
 def length_bias_line(records: list[dict]) -> str:
     """Answer lengths, raw and length-controlled win rate of the first model, on one line."""
-    from lima_lite.evaluate.protocols import length_controlled, length_summary
-
     lengths, rates = length_summary(records), length_controlled(records)
     interval = "" if rates["lc"] is None else f" (95% CI {pct_of(rates['low'])} to {pct_of(rates['high'])})"
     return (f"words (mean / median): ours {fmt(lengths['mean_a'])} / {fmt(lengths['median_a'])}, baseline "
@@ -406,10 +389,6 @@ REPORT_FILES = ("report.md", "summary.json")
 def check_eval_outputs(args) -> None:
     """io.check_outputs for every step, before a model, judge or file is read: --out is never an input or a
     folder; the steps that do not resume (human, report) replace an existing output only with --overwrite."""
-    from pathlib import Path
-
-    from lima_lite.io import check_outputs
-
     if args.step in RESUMABLE_INPUTS:
         check_outputs([args.out], [getattr(args, name) for name in RESUMABLE_INPUTS[args.step]], overwrite=True)
     elif args.step == "human":
@@ -422,11 +401,6 @@ def check_eval_outputs(args) -> None:
 
 def limited_prompts(prompts: str, limit: int, out: str) -> str:
     """The first `limit` prompts, written as a prompts file in `out` so the selection records what it used."""
-    from pathlib import Path
-
-    from lima_lite.evaluate.answers import read_prompts
-    from lima_lite.io import write_jsonl
-
     return str(write_jsonl(read_prompts(prompts)[:limit], Path(out) / "prompts.jsonl"))
 
 

@@ -20,16 +20,16 @@ import zlib
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import claim_id, local_data_file
+from lima_lite.evaluate.answers import read_records
 from lima_lite.evaluate.protocols import ABSOLUTE_CHOICES, ask, load_prompt, render
+from lima_lite.io import write_jsonl
 
 SIMULATOR_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128}  # a user's turn is short
 
 
 def read_dialogues(name: str) -> list[dict]:
     """[{"id", "turns"}] from a dialogues file; errors name file:line and field."""
-    from lima_lite.data import local_data_file
-    from lima_lite.evaluate.answers import claim_id, read_records
-
     path = local_data_file(name, "dialogues")
     dialogues, seen = [], {}
     for number, row in read_records(path):
@@ -77,9 +77,6 @@ def dialogue_file(models, judge, dialogues: list[dict], out: str | Path, turns: 
                   **sampling) -> list[dict]:
     """Converse with each model (loaded one at a time through `models`: (name, load) pairs), grade every
     assistant turn, and save one record per turn; resumable, and reusing stored conversations."""
-    from lima_lite.evaluate.answers import read_records
-    from lima_lite.io import write_jsonl
-
     records = [row for _, row in read_records(out)]
     judged = {(r["judge"], r["model"], r["id"], r["turn"]) for r in records}
     grade_template, user_template = load_prompt("dialogue"), load_prompt("dialogue-user")

@@ -20,7 +20,9 @@ it still cannot be read the verdict is None and counted as unparsed, never guess
 import math
 import re
 import string
+from datetime import datetime, timezone
 from pathlib import Path
+from statistics import mean, median
 
 from lima_lite import LimaError
 
@@ -175,8 +177,6 @@ def words(text: str) -> int:
 
 def length_summary(records: list[dict]) -> dict:
     """Mean and median answer length in words of model_a's and model_b's answers in pairwise records."""
-    from statistics import mean, median
-
     out = {"n": len(records)}
     for side in ("a", "b"):
         lengths = [words(r[f"answer_{side}"]) for r in records]
@@ -286,8 +286,6 @@ def human_vote_record(prompt: str, model_a: str, model_b: str, answer_a: str, an
     if vote not in HUMAN_VOTES:
         raise LimaError(f"vote: expected one of {HUMAN_VOTES}, got {vote!r}")
     if time is None:
-        from datetime import datetime, timezone
-
         time = datetime.now(timezone.utc).isoformat(timespec="seconds")
     winner = {"a": model_a, "b": model_b, "tie": "tie"}[vote]
     return {"prompt": prompt, "model_a": model_a, "model_b": model_b, "answer_a": answer_a, "answer_b": answer_b,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.evaluate.answers import model_label
+from lima_lite.evaluate.dialogue import dialogue_summary
 from lima_lite.evaluate.protocols import (
     ABSOLUTE_CHOICES,
     absolute_mix,
@@ -163,8 +164,6 @@ def absolute_section(records: list[dict], out: Path) -> list[str]:
 
 
 def dialogue_section(records: list[dict], out: Path) -> list[str]:
-    from lima_lite.evaluate.dialogue import dialogue_summary
-
     lines = ["## Multi-turn dialogue", "",
              "Every assistant turn graded Fail / Pass / Excellent with the conversation before it in view (LIMA §6: "
              "zero-shot, LIMA failed within 3 turns in 6 of 10 conversations; trained with 30 dialogue chains, "

@@ -17,10 +17,11 @@ from itertools import combinations
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.evaluate.answers import LocalModel, generate_answers, get_answerer, read_prompts
+from lima_lite.data import read_prompts
+from lima_lite.evaluate.answers import LocalModel, generate_answers, get_answerer
 from lima_lite.evaluate.protocols import win_tie_loss
 from lima_lite.evaluate.steps import pairwise_file
-from lima_lite.io import check_output_dir
+from lima_lite.io import check_output_dir, write_json, write_text
 from lima_lite.layout import epoch_adapters, epoch_name
 
 AGAINST = ("base", "each-other")
@@ -117,8 +118,6 @@ def ranked(table: list[dict]) -> list[dict]:
 
 def write_selection(result: dict, ranking: list[dict], prompts: str, out: Path) -> None:
     """select-epoch.json (the result) and select-epoch.md (the ranking as a table) in `out`."""
-    from lima_lite.io import write_json, write_text
-
     write_json(out / "select-epoch.json", result)
     against = "the base model" if result["against"] == "base" else "every other epoch"
     lines = [f"# Epoch selection for {result['run']}", "",

@@ -14,7 +14,8 @@ resumes. `concurrency` > 1 judges that many prompts at once (endpoint judges: th
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.evaluate.answers import answers_by_id, get_answerer, read_records, resume
+from lima_lite.data import local_data_file
+from lima_lite.evaluate.answers import LocalModel, answers_by_id, get_answerer, read_records, resolve_spec, resume
 from lima_lite.evaluate.protocols import (
     absolute_judge,
     check_human_vote,
@@ -26,6 +27,8 @@ from lima_lite.evaluate.protocols import (
     pairwise_judge,
     render,
 )
+from lima_lite.io import read_jsonl, write_jsonl
+from lima_lite.layout import is_adapter
 
 KNOWLEDGE_SAMPLING = {"temperature": 0, "max_new_tokens": 32}  # greedy: a fact is either there or not
 
@@ -69,8 +72,6 @@ def absolute_file(judge, answers: str | Path, out: str | Path, concurrency: int 
 
 def read_questions(name: str) -> list[dict]:
     """A factual QA file: JSONL `{"id", "question", "answers": [...]}`; errors name file:line and field."""
-    from lima_lite.data import local_data_file
-
     path = local_data_file(name, "questions")
     rows = read_records(path)
     for number, row in rows:
@@ -89,9 +90,6 @@ def knowledge_file(spec: str, questions: str, out: str | Path, with_base: bool =
                    **sampling) -> list[dict]:
     """Exact-match and contains accuracy of a model on factual questions; for an adapter, also of its base
     (the adapter switched off, same load), since fine-tuning on ~1,000 examples should not add facts."""
-    from lima_lite.evaluate.answers import LocalModel, resolve_spec
-    from lima_lite.layout import is_adapter
-
     rows = read_questions(questions)[:limit]
     model = get_answerer(spec)
     models = [model]
@@ -113,8 +111,6 @@ def knowledge_file(spec: str, questions: str, out: str | Path, with_base: bool =
 
 def human_file(votes: str | Path, out: str | Path, ours: str | None = None) -> list[dict]:
     """Import the Judge tab's votes (see protocols.HUMAN_VOTE_FIELDS) as records the report reads."""
-    from lima_lite.io import read_jsonl, write_jsonl
-
     rows = read_jsonl(votes)
     if not rows:
         raise LimaError(f"{votes}: no votes")
