@@ -278,7 +278,8 @@ def recipe_tokenizer(recipe: str | None, overrides=()) -> tuple[object, object, 
     from lima_lite.model import get_tokenizer, resolve_model
 
     path = resolve_recipe(recipe) if recipe else None
-    _, sft_config, model_args, lima_args = load_recipe(path, overrides)
+    read = load_recipe(path, overrides)
+    sft_config, model_args, lima_args = read.sft_config, read.model_args, read.lima_args
     name = model_args.model_name_or_path
     base = hub_tokenizer(name) if HUB_ID.match(name) and not Path(name).expanduser().exists() else resolve_model(name)
     tokenizer, template, _ = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code,
