@@ -175,10 +175,10 @@ def data_stats_section(run: RunRecord, adapter: Path) -> list[str]:
     lines = ["### The training set at a glance", ""]
     path = resolve_data_path(name)
     if path is None or not path.is_file():
-        return lines + [f"Not summarized: `{name}` is not a local file here (`lima-lite data stats FILE` makes this "
+        return lines + [f"Not summarized: {code(name)} is not a local file here (`lima-lite data stats FILE` makes this "
                         "summary).", ""]
     if recorded and file_sha256(name) != recorded:
-        return lines + [f"Not summarized: `{name}` has changed since training (its sha256 differs from run.json's).", ""]
+        return lines + [f"Not summarized: {code(name)} has changed since training (its sha256 differs from run.json's).", ""]
     found, _ = data_stats(load_conversations(name, run.script["dataset_train_split"]),
                           AutoTokenizer.from_pretrained(adapter), ChatTemplate.load(adapter),
                           run.training["max_length"], run.lima["drop_too_long"], run.lima["multi_turn"],

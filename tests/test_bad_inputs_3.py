@@ -327,7 +327,7 @@ def test_curation_drops_a_duplicate_written_in_look_alike_letters():
 
 
 def test_a_prompts_file_splits_at_line_ends_only(tmp_path):
-    from lima_lite.evaluate.answers import read_prompts
+    from lima_lite.data import read_prompts
 
     (tmp_path / "p.txt").write_text("first\u2028still the first\nsecond\x0cwith a form feed\r\nthird\n", encoding="utf-8")
     assert [p["prompt"] for p in read_prompts(str(tmp_path / "p.txt"))] == [

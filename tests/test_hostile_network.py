@@ -94,7 +94,8 @@ def test_a_trickling_server_trips_the_deadline_of_each_try(where, who, quick_cli
         took = time.perf_counter() - start
     # two tries of 1 s and openai's backoff between them (under 1 s); the trickle alone would take ~40 s
     assert took < 5, took
-    assert server.connections == 2 and "\n" not in str(caught.value) and server.url in str(caught.value)
+    # one connection a try; a third when the pool opens a fresh one beside a connection still being read
+    assert server.connections in (2, 3) and "\n" not in str(caught.value) and server.url in str(caught.value)
 
 
 def test_retries_stop_at_the_budget_of_the_request(monkeypatch):
