@@ -48,6 +48,7 @@ def llama_cpp_rates(gguf: Path, prompts: list[str], seeds: int, max_new_tokens: 
                 tokens += reply["usage"]["completion_tokens"]
         replies = seeds * len(prompts)
         rates[f"llama.cpp, {label}"] = (ended, replies, tokens / replies, time.perf_counter() - start)
+        print_row(f"llama.cpp, {label}", *rates[f"llama.cpp, {label}"])
     return rates
 
 
@@ -63,8 +64,13 @@ def transformers_rates(adapter: Path, prompts: list[str], seeds: int, max_new_to
         ended += sum(r.finish_reason == "eot" for r in replies)
         tokens += sum(r.new_tokens for r in replies)
     replies = seeds * len(prompts)
-    return {"transformers, LIMA's sampling (penalty 1.2 on generated tokens)":
-            (ended, replies, tokens / replies, time.perf_counter() - start)}
+    label = "transformers, LIMA's sampling (penalty 1.2 on generated tokens)"
+    print_row(label, ended, replies, tokens / replies, time.perf_counter() - start)
+    return {label: (ended, replies, tokens / replies, time.perf_counter() - start)}
+
+
+def print_row(label: str, ended: int, replies: int, mean: float, seconds: float) -> None:
+    print(f"| {label} | {ended}/{replies} ({ended / replies:.0%}) | {mean:.0f} | {seconds:.0f} |", flush=True)
 
 
 def main() -> int:
@@ -78,14 +84,12 @@ def main() -> int:
     from lima_lite.export import export_gguf
 
     prompts = [c["messages"][0]["content"] for c in load_conversations("embedded:dev.jsonl")]
+    print(f"| runtime and sampling | ended at the turn end before {args.max_new_tokens} tokens | mean reply tokens | s |")
+    print("|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         gguf = args.gguf or export_gguf(args.run, Path(tmp) / "export")
-        rates = llama_cpp_rates(gguf, prompts, args.seeds, args.max_new_tokens)
-    rates.update(transformers_rates(args.run / "adapter", prompts, args.seeds, args.max_new_tokens))
-    print(f"| runtime and sampling | ended at the turn end before {args.max_new_tokens} tokens | mean reply tokens | s |")
-    print("|---|---|---|---|")
-    for label, (ended, replies, mean, seconds) in rates.items():
-        print(f"| {label} | {ended}/{replies} ({ended / replies:.0%}) | {mean:.0f} | {seconds:.0f} |")
+        llama_cpp_rates(gguf, prompts, args.seeds, args.max_new_tokens)
+    transformers_rates(args.run / "adapter", prompts, args.seeds, args.max_new_tokens)
     return 0
 
 
