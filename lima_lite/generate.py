@@ -199,7 +199,7 @@ class Engine:
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # generate()'s: left padding does not count
         step = input_ids
         for _ in range(settings["max_new_tokens"]):
-            logits = self.model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            logits = self.model(input_ids=step, attention_mask=mask, position_ids=positions, cache=cache,
                                 use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
             scores = processors(ids, logits)
             tokens = torch.multinomial(scores.softmax(-1), 1)[:, 0] if settings["do_sample"] else scores.argmax(-1)
