@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 # llama.cpp settings to compare: LIMA's penalty as llama.cpp applies it (over the last 64 tokens, Ollama's and
-# llama.cpp's default window, the prompt's included), and the export's sampling (no penalty).
-SETTINGS = {"repeat_penalty 1.2 (last 64 tokens)": {"repeat_penalty": 1.2, "repeat_last_n": 64},
-            "repeat_penalty 1.0 (the export's)": {"repeat_penalty": 1.0}}
+# llama.cpp's default window, the prompt's included: the export's), and no penalty.
+SETTINGS = {"repeat_penalty 1.2, last 64 tokens (the export's)": {"repeat_penalty": 1.2, "repeat_last_n": 64},
+            "repeat_penalty 1.0 (none)": {"repeat_penalty": 1.0}}
 
 
 def post(address: str, body: dict) -> dict:

@@ -79,6 +79,7 @@ def llamacpp_server(gguf: Path, host: str = "127.0.0.1", port: int = 0, context:
     params.sampling.top_k = EXPORT_SAMPLING["top_k"]
     params.sampling.min_p = EXPORT_SAMPLING["min_p"]
     params.sampling.penalty_repeat = EXPORT_SAMPLING["repeat_penalty"]
+    params.sampling.penalty_last_n = EXPORT_SAMPLING["repeat_last_n"]
     params.n_predict = EXPORT_SAMPLING["num_predict"]
     try:
         return xllamacpp.Server(params)

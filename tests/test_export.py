@@ -82,7 +82,8 @@ def test_modelfile_and_readme(exported):
     assert text.startswith(f"FROM ./{exported.name}\n")
     assert 'TEMPLATE """{{- range .Messages }}{{ .Content }}<|eot|>{{ end }}"""' in text
     for line in ('PARAMETER stop "<|eot|>"', "PARAMETER temperature 0.7", "PARAMETER top_p 0.9",
-                 "PARAMETER top_k 0", "PARAMETER min_p 0", "PARAMETER repeat_penalty 1", "PARAMETER num_predict 2048"):
+                 "PARAMETER top_k 0", "PARAMETER min_p 0", "PARAMETER repeat_penalty 1.2", "PARAMETER repeat_last_n 64",
+                 "PARAMETER num_predict 2048"):
         assert line in text.splitlines()
     assert f"ollama create {folder.name} -f Modelfile" in (folder / "README.md").read_text()
     assert json.loads((folder / "lima_template.json").read_text())["eot_token"] == "<|eot|>"
