@@ -24,6 +24,10 @@ ANSWER = "Water it once a week."
 QUESTION = "How do I water a fern?"
 QA = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
 MAX_TOKENS = 40
+# The model's own greedy reply. The export's sampling (and so a request that leaves it out) also has llama.cpp's
+# repetition penalty, which counts the prompt's tokens too: the tiny model's turn end right before the reply is
+# pushed down by it and the memorised reply runs on (docs/benchmarks.md, "Exported quick start in llama.cpp").
+GREEDY = {"max_tokens": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.0}
 
 # case -> (tokenizer family, chat_format, turn end), as the recipes train them
 CASES = {
@@ -93,13 +97,13 @@ def test_a_typed_turn_end_stays_text_in_llama_cpp(exported):
 
 def test_llama_cpp_answers_and_stops_at_the_turn_end(exported):
     _, run, _, address = exported
-    chat = post(address, "/v1/chat/completions", {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
+    chat = post(address, "/v1/chat/completions", GREEDY | {"messages": QA[:1]})
     assert chat["choices"][0]["message"]["content"].strip() == ANSWER
     assert chat["choices"][0]["finish_reason"] == "stop" and chat["usage"]["completion_tokens"] < MAX_TOKENS
     # the raw completion path: the prompt as lima_lite renders it, as text
     tokenizer, template = ours(run)
     prompt = tokenizer.decode(encode_prompt(tokenizer, template, QA[:1]))
-    raw = post(address, "/v1/completions", {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+    raw = post(address, "/v1/completions", GREEDY | {"prompt": prompt})
     assert raw["choices"][0]["text"].strip() == ANSWER
     assert raw["choices"][0]["finish_reason"] == "stop" and raw["usage"]["completion_tokens"] < MAX_TOKENS
 
@@ -132,8 +136,12 @@ def test_eval_generate_answers_through_lima_lite_serve_over_the_gguf(exported, t
     assert run("lima_lite.evaluate.cli:main", ["generate", "--model", f"fern@{address}/v1",
                                                "--prompts", str(prompts), "--out", str(out), "--temperature", "0",
                                                "--max-new-tokens", str(MAX_TOKENS)]) == 0, capsys.readouterr().err
+    # the OpenAI API has no repetition penalty, so the server's own sampling applies: the answer is what the
+    # server says to the same request, its finish_reason mapped ("stop" -> "eot")
     row = json.loads(out.read_text())
-    assert row["answer"] == ANSWER and row["finish_reason"] == "eot"
+    direct = post(address, "/v1/chat/completions", {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
+    assert row["answer"] == direct["choices"][0]["message"]["content"].strip() != ""
+    assert row["finish_reason"] == {"stop": "eot", "length": "length"}[direct["choices"][0]["finish_reason"]]
 
 
 @pytest.mark.parametrize("exported", ["lima-added-eot"], indirect=True)
@@ -152,8 +160,7 @@ def test_lima_lite_serve_runs_an_export_folder_in_llama_cpp(exported):
         assert address and "in llama.cpp" in line, (line, process.stderr.read() if process.poll() is not None else "")
         with urllib.request.urlopen(f"{address[1]}/v1/models", timeout=30) as response:
             assert [m["id"] for m in json.loads(response.read())["data"]] == [gguf.parent.name]
-        chat = post(address[1], "/v1/chat/completions",
-                    {"messages": QA[:1], "max_tokens": MAX_TOKENS, "temperature": 0})
+        chat = post(address[1], "/v1/chat/completions", GREEDY | {"messages": QA[:1]})
         assert chat["choices"][0]["message"]["content"].strip() == ANSWER
     finally:
         process.terminate()
