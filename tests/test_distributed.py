@@ -98,7 +98,7 @@ def test_every_file_of_a_two_process_run_is_written_once_and_whole(two_process_n
     out, result = two_process_nf4_run
     assert result.stdout.count("Adapter written to") == 1 and result.stdout.count("Training on 8") == 1
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("checkpoint-")) == [
-        "README.md", "adapter", "epoch-01", "epoch-02", "loss.png", "metrics.jsonl", "run.json"]  # no temp folders
+        "adapter", "epoch-01", "epoch-02", "loss.png", "metrics.jsonl", "run.json"]  # no temp folders
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # one writer: each step once
     run = json.loads((out / "run.json").read_text())
