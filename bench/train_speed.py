@@ -100,7 +100,7 @@ def run_mode(mode: str, args) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
 
-    from lima_lite.config import load_recipe
+    from lima_lite.config import load_recipe, writable
     from lima_lite.kernels import apply_liger_kernels, attention_implementation
     from lima_lite.model import get_model, get_tokenizer, resolve_model
     from lima_lite.trainer import sft_trainer_class, trainer_config
@@ -118,7 +118,7 @@ def run_mode(mode: str, args) -> dict:
                  "dataloader_num_workers": 0, "seed": 0,
                  "padding_free": mode == "lima", "optim": "paged_adamw_8bit" if cuda else "adamw_torch",
                  "bf16": cuda}
-    sft_config = load_recipe(None, overrides).sft_config
+    sft_config = writable(load_recipe(None, overrides).sft_config)  # the recipe's settings are read-only
     sft_config.include_num_input_tokens_seen = "non_padding"  # real tokens; the recipe parser reads this key as a bool
     attn, attn_line = attention_implementation(None, cuda) if mode == "lima" else ("sdpa", "attention: sdpa")
     started = time.perf_counter()
