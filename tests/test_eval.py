@@ -28,6 +28,7 @@ from lima_lite.evaluate.protocols import (
     win_tie_loss,
 )
 from lima_lite.evaluate.report import build_report
+from lima_lite.flags import LIMA_SAMPLING
 
 
 class Scripted:
@@ -304,9 +305,9 @@ def test_generate_resumes_after_an_interruption_and_skips_answered_prompts(tmp_p
     rows = generate_answers(model, prompts, out, max_new_tokens=8)
     assert [c[0] for c in model.calls] == ["prompt 2", "prompt 3", "prompt 4"]
     assert [r["id"] for r in rows] == [f"p{i}" for i in range(5)]
-    assert set(rows[0]) == {"id", "prompt", "answer", "model", "finish_reason", "sample"}
-    assert model.calls[0][2] == {"max_new_tokens": 8}
-    again = FakeModel()
+    assert set(rows[0]) == {"id", "prompt", "answer", "model", "finish_reason", "sample", "sampling"}
+    assert model.calls[0][2] == rows[0]["sampling"] == {**LIMA_SAMPLING, "max_new_tokens": 8}
+    again = FakeModel()  # no flags: the file's own settings, so nothing is left to do
     generate_answers(again, prompts, out)
     assert again.calls == [] and len(read_records(out)) == 5
     # seeds depend on the prompt and sample only, so a resumed run samples what a fresh one would

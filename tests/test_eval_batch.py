@@ -5,6 +5,7 @@ import json
 
 from helpers import qa, train_tiny
 from lima_lite.evaluate.answers import LocalModel, answer_seed, generate_answers
+from lima_lite.flags import LIMA_SAMPLING
 from lima_lite.generate import Engine, load_engine
 
 # different lengths, so the shorter prompts of a batch are left-padded
@@ -73,9 +74,9 @@ def test_batches_are_the_prompt_and_sample_pairs_in_order_each_seeded_from_its_f
     assert [(c[0], c[1]) for c in model.calls] == [
         (["prompt 0", "prompt 0", "prompt 1", "prompt 1"], answer_seed("p0", 0)),
         (["prompt 2", "prompt 2"], answer_seed("p2", 0))]
-    assert model.calls[0][2] == {"max_new_tokens": 8}
+    assert model.calls[0][2] == {**LIMA_SAMPLING, "max_new_tokens": 8}
     assert [(r["id"], r["sample"]) for r in rows] == [(f"p{i}", s) for i in range(3) for s in range(2)]
-    assert set(rows[0]) == {"id", "prompt", "answer", "model", "finish_reason", "sample"}
+    assert set(rows[0]) == {"id", "prompt", "answer", "model", "finish_reason", "sample", "sampling"}
     # a file begun one at a time: a batch answers only its missing pairs, still seeded as the whole batch
     out = tmp_path / "b.jsonl"
     generate_answers(model, prompts[:1], out, batch_size=1)

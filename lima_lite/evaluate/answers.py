@@ -5,11 +5,13 @@
     >>> rows = generate_answers(model, prompts, "answers/epoch-03.jsonl", max_new_tokens=256)
 
 A prompts file is read by lima_lite.data.read_prompts. An answers file has one JSONL line per answer:
-`{"id", "prompt", "answer", "model", "finish_reason", "sample"}` (finish_reason "eot": the model ended
-its turn; "length": it hit max_new_tokens). Rerunning skips the (id, sample) pairs already answered.
+`{"id", "prompt", "answer", "model", "finish_reason", "sample", "sampling"}` (finish_reason "eot": the model
+ended its turn; "length": it hit max_new_tokens; sampling: the settings it was drawn with). Rerunning skips
+the (id, sample) pairs already answered, and goes on with the settings the file was made with.
 A local model can answer `batch_size` prompts at a time (`generate_answers(..., batch_size=8)`).
 """
 
+import argparse
 import itertools
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.flags import LIMA_SAMPLING
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES
 from lima_lite.io import read_jsonl, write_jsonl
 from lima_lite.judges import chat_completion, parse_endpoint
 from lima_lite.layout import ADAPTER_CONFIG, adapter_dir, is_adapter
@@ -88,10 +90,15 @@ def resolve_spec(spec: str) -> str:
     return spec
 
 
-def answerer_name(spec: str, name: str | None = None) -> str:
-    """The name get_answerer(spec, name) gives its answerer, known before the model is loaded."""
+def answerer_name(spec: str, name: str | None = None, use_adapter: bool = True) -> str:
+    """The name get_answerer(spec, name, use_adapter) gives its answerer, known before the model is loaded."""
     endpoint = parse_endpoint(spec)
-    return name or (endpoint[0] if endpoint else model_label(resolve_spec(spec)))
+    if endpoint:
+        return name or endpoint[0]
+    spec = resolve_spec(spec)
+    if not use_adapter and not is_adapter(spec):
+        raise LimaError(f"{spec}: --no-adapter needs an adapter; this is a base model already")
+    return name or (model_label(spec) if use_adapter else f"base of {model_label(spec)}")
 
 
 def get_answerer(spec: str, name: str | None = None, use_adapter: bool = True):
@@ -105,14 +112,10 @@ def get_answerer(spec: str, name: str | None = None, use_adapter: bool = True):
         return EndpointModel(model=endpoint[0], base_url=endpoint[1], name=name or endpoint[0])
     from lima_lite.generate import load_engine
 
-    spec = resolve_spec(spec)
+    spec, name = resolve_spec(spec), answerer_name(spec, name, use_adapter)  # a base with --no-adapter: refused
     if is_adapter(spec):
-        engine = load_engine(adapter=spec)
-        default = model_label(spec) if use_adapter else f"base of {model_label(spec)}"
-        return LocalModel(engine=engine, name=name or default, use_adapter=use_adapter)
-    if not use_adapter:
-        raise LimaError(f"{spec}: --no-adapter needs an adapter; this is a base model already")
-    return LocalModel(engine=load_engine(base=spec), name=name or model_label(spec))
+        return LocalModel(engine=load_engine(adapter=spec), name=name, use_adapter=use_adapter)
+    return LocalModel(engine=load_engine(base=spec), name=name)
 
 
 def answer_seed(pid: str, sample: int) -> int:
@@ -202,13 +205,20 @@ def answer_key(row: dict) -> tuple:
     return row["id"], row.get("sample", 0)
 
 
-def check_resumable(out: str | Path, prompts: list[dict], model: str) -> None:
-    """An answer in `out` is taken up only when it belongs to this run: the same model, and the same prompt
-    text under its id. Anything else is refused by file:line before anything is generated, so a changed
-    prompt or another model never reuses or mixes answers silently. (Sampling settings are not part of the
-    key: a rerun of the same command without its sampling flags takes the answers up, as it always has.)"""
+def check_resumable(out: str | Path, prompts: list[dict], model: str, sampling: dict | None = None) -> dict:
+    """The sampling settings to answer with, once every answer in `out` is known to belong to this run: the same
+    model, the same prompt text under its id, and the same settings. A setting not given (`sampling` holds the
+    flags given) is the one the file was made with, so a rerun of the same command without its sampling flags
+    goes on as it started; one given that differs is refused, as another model or prompt is, by file:line before
+    anything is generated: answers drawn at another temperature or length are other answers, and mixing them in
+    one file, or keeping them under the new settings, would compare what was not asked for."""
+    given = dict(sampling or {})
     texts = {item["id"]: item["prompt"] for item in prompts}
-    for number, row in read_records(out):
+    rows = read_records(out)
+    made = next(((number, row["sampling"]) for number, row in rows if isinstance(row.get("sampling"), dict)), None)
+    made = recorded_settings(out, *made) if made else {}
+    settings = {**LIMA_SAMPLING, **made, **given}
+    for number, row in rows:
         where = f"{out}:{number}"
         if row.get("model") != model:
             raise LimaError(f"{where}: an answer by {row.get('model')!r}, not {model!r}: the file would hold answers "
@@ -216,22 +226,59 @@ def check_resumable(out: str | Path, prompts: list[dict], model: str) -> None:
         if row.get("id") in texts and row.get("prompt") != texts[row["id"]]:
             raise LimaError(f"{where}: the answer to {row['id']!r} was made for another prompt text; the prompts file "
                             "changed since: choose another --out, or delete this file to answer anew")
+        recorded = row.get("sampling")
+        if recorded is None:
+            if given:  # a file from before answers recorded their settings
+                raise LimaError(f"{where}: no record of the sampling settings this answer was made with, so "
+                                f"{flag_names(given)} cannot be checked against it: rerun without sampling flags to go "
+                                "on with this file, or choose another --out to answer with these settings")
+            continue
+        if not isinstance(recorded, dict):
+            raise LimaError(f"{where}: sampling: expected a JSON object of settings, got {type(recorded).__name__}")
+        changed = [key for key in settings if recorded.get(key) != settings[key]]
+        if changed:
+            key = changed[0]
+            raise LimaError(f"{where}: answered with {key} {recorded.get(key)!r}, not {settings[key]!r}: rerun without "
+                            f"{flag_names({key: None})} to go on with the file's settings, or choose another --out "
+                            "(or delete this file) to answer anew with these")
+    return settings
+
+
+def recorded_settings(out: str | Path, number: int, recorded: dict) -> dict:
+    """An answers file's sampling settings, read by the flags' own parsers (a hand-edited value is refused)."""
+    settings = {}
+    for key, value in recorded.items():
+        if key not in SAMPLING_TYPES:
+            raise LimaError(f"{out}:{number}: sampling: unknown setting {key!r}; expected {', '.join(SAMPLING_TYPES)}")
+        try:
+            settings[key] = SAMPLING_TYPES[key](str(value))
+        except argparse.ArgumentTypeError as error:
+            raise LimaError(f"{out}:{number}: sampling: {key}: {error}") from None
+    return settings
+
+
+def flag_names(settings: dict) -> str:
+    return ", ".join(f"--{key.replace('_', '-')}" for key in settings)
 
 
 def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, concurrency: int = 1,
                      batch_size: int = 1, **sampling) -> list[dict]:
-    """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...).
+    """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...;
+    in a file already begun, what is not overridden is the file's: check_resumable).
 
     batch_size > 1 (a LocalModel): the (prompt, sample) pairs, in order, are answered `batch_size` at a time,
     each batch in one left-padded generation seeded from its first pair, and saved together; so the batches
     are the same on every run, and a rerun skips the batches already saved. Greedy answers equal those of
     batch_size 1; a sampled answer depends on its batch."""
     pairs = [(item, s) for item in prompts for s in range(samples)]
-    check_resumable(out, prompts, model.name)
+    given, sampling = sampling, check_resumable(out, prompts, model.name, sampling)
+    kept = {k: v for k, v in sampling.items() if k not in given and v != LIMA_SAMPLING[k]}  # the file's own
+    if kept:
+        print(f"{out}: going on with the settings it was made with ({', '.join(f'{k} {v}' for k, v in kept.items())})")
 
     def record(item, sample, text, finish):
         return {"id": item["id"], "prompt": item["prompt"], "answer": text, "model": model.name,
-                "finish_reason": finish, "sample": sample}
+                "finish_reason": finish, "sample": sample, "sampling": sampling}
 
     def make(item, sample):
         def run():

@@ -20,7 +20,7 @@ from lima_lite import LimaError, judges
 from lima_lite.curate.overlap import run_overlap_warning
 from lima_lite.data import read_prompts
 from lima_lite.evaluate import dialogue, steps
-from lima_lite.evaluate.answers import answerer_name, generate_answers, get_answerer
+from lima_lite.evaluate.answers import answerer_name, check_resumable, generate_answers, get_answerer
 from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues
 from lima_lite.evaluate.protocols import (
     HUMAN_VOTE_FIELDS,
@@ -281,6 +281,8 @@ def generate_step(args) -> None:
     warning = run_overlap_warning(args.model, args.prompts, prompts)
     if warning:
         print(warning)
+    # refused before the model is loaded: an --out made by another model, for other prompts or with other settings
+    check_resumable(args.out, prompts, answerer_name(args.model, args.name, not args.no_adapter), sampling_args(args))
     model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
     rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers, batch_size=batch,
                             **sampling_args(args))
