@@ -163,10 +163,13 @@ def _json_row(text: bytes, path: Path, number: int | None = None):
         return DataError(f"{where}: {json_problem(error)}")
 
 
-def _rows_from_file(path: Path):
-    """Yield (line number, row or DataError) for a .jsonl (or a .json list) file."""
+def _rows_from_file(path: Path, digest):
+    """Yield (line number, row or DataError) for a .jsonl (or a .json list) file; every byte read goes into
+    `digest` (a hashlib object), so the hash is of the rows read, even if the file changes while it is read."""
     if path.suffix == ".json":
-        rows = _json_row(path.read_bytes(), path)
+        text = path.read_bytes()
+        digest.update(text)
+        rows = _json_row(text, path)
         if isinstance(rows, DataError):
             yield 1, rows
             return
@@ -175,6 +178,7 @@ def _rows_from_file(path: Path):
         return
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
+            digest.update(line)
             if line.strip():
                 yield number, _json_row(line, path, number)
 
@@ -200,10 +204,17 @@ def load_conversations(name: str, split: str = "train", empty_turns: bool = Fals
     Raises one DataError listing every bad row (file:line: field: problem), so a user fixes them all at once;
     `empty_turns` keeps rows whose only fault is an empty turn (`data stats` counts them).
     """
+    return read_conversations(name, split, empty_turns)[0]
+
+
+def read_conversations(name: str, split: str = "train", empty_turns: bool = False) -> tuple[list[dict], str | None]:
+    """load_conversations, and the sha256 of the very bytes its rows were read from (None for a Hub dataset):
+    what run.json records, never the file hashed again later, which may have been edited in between."""
     path = resolve_data_path(name)
     if path is not None and not path.is_file():
         raise DataError(f"{path}: data file not found")
-    rows = _rows_from_file(path) if path is not None else _rows_from_hub(name, split)
+    digest = hashlib.sha256()
+    rows = _rows_from_file(path, digest) if path is not None else _rows_from_hub(name, split)
     label = str(path) if path is not None else f"{name}[{split}]"
     conversations, errors = [], []
     for number, row in rows:
@@ -226,7 +237,7 @@ def load_conversations(name: str, split: str = "train", empty_turns: bool = Fals
         raise DataError(f"{len(errors)} bad row(s) in {label}; nothing was trained:\n  {shown}{more}")
     if not conversations:
         raise DataError(f"{label}: no conversations")
-    return conversations
+    return conversations, digest.hexdigest() if path is not None else None
 
 
 # Text longer than max_length x 16 characters is cut before it is tokenized: tokenizers average 3-5

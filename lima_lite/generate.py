@@ -274,7 +274,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
     from lima_lite.host_memory import map_large_blocks
     from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
-    from lima_lite.model import get_model, get_tokenizer, resolve_model
+    from lima_lite.model import check_vocabulary, get_model, get_tokenizer, resolve_base, resolve_model
 
     map_large_blocks()  # on a CPU, a growing KV cache frees a block of every size: keep them off the heap
     auto_4bit, auto_dtype = default_precision()
@@ -288,7 +288,8 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
         base = base or adapter_base(adapter_dir)
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
         template = ChatTemplate.load(adapter_dir)
-        base_dir = resolve_model(base)
+        base_dir = resolve_base(base, "--base")
+        check_vocabulary(adapter_dir, tokenizer, base_dir, base)
         with readable_weights(base_dir):
             model = get_model(base_dir, load_in_4bit, dtype, vocab_size=len(tokenizer),
                               trust_remote_code=trust_remote_code)
@@ -298,7 +299,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     else:
         if base is None:
             raise LimaError("give an adapter (--adapter) or a base model (--base)")
-        path = resolve_model(base)
+        path = resolve_base(base, "--base")
         from transformers import AutoTokenizer
 
         if (Path(path) / TEMPLATE_FILE).is_file():  # a merged lima_lite model: render as it was trained

@@ -43,7 +43,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from lima_lite.model import get_model, resolve_model
+    from lima_lite.model import check_vocabulary, get_model, resolve_base, resolve_model
 
     adapter_dir = Path(check_lima_adapter(resolve_model(str(adapter))))
     out = Path(out)
@@ -57,7 +57,8 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     target = getattr(torch, dtype)
 
-    base_dir = resolve_model(base)
+    base_dir = resolve_base(base, "--base")
+    check_vocabulary(adapter_dir, tokenizer, base_dir, base)
     with readable_weights(base_dir):
         if from_4bit:
             model = get_model(base_dir, True, dtype, vocab_size=len(tokenizer))

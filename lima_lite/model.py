@@ -11,6 +11,7 @@ and LIMA's residual dropout.
 """
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from lima_lite import LimaError
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
 from lima_lite.io import atomic_dir
+from lima_lite.layout import ADAPTER_CONFIG, TOKENIZER_FILES, adapter_base, adapter_dir, is_adapter, is_run, read_run
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -87,6 +89,51 @@ def resolve_model(name: str) -> str:
         return snapshot_download(name, allow_patterns=HUB_FILES)
     except Exception as error:  # huggingface_hub raises many types for offline / gated / missing
         raise ModelError(f"{name}: {hub_failure(name, error)}") from None
+
+
+def resolve_base(name: str, how: str) -> str:
+    """resolve_model for a base model: an adapter, or a training run, given as the base is refused in one line
+    saying what it is and the base it was trained on. `how`: the key or flag that named it (model_name_or_path,
+    --base). Without this, transformers would quietly load the adapter's own base with the adapter applied."""
+    path = Path(name).expanduser()
+    if path.is_dir() and is_run(path) and not (path / "config.json").is_file():
+        run = read_run(path)
+        raise ModelError(f"{how}: {name} is a training run, not a base model (it was trained on {run.base['name']}, "
+                         f"its adapter is {adapter_dir(path)}); give {run.base['name']} as {how}")
+    resolved = resolve_model(name)
+    if is_adapter(resolved):
+        base = adapter_base(resolved)
+        raise ModelError(f"{how}: {name} is an adapter, not a base model (it was trained on {base}); give {base} "
+                         f"as {how}")
+    return resolved
+
+
+def check_vocabulary(adapter: str | Path, tokenizer, base_dir: str, base: str) -> None:
+    """`adapter` (its `tokenizer` loaded) fits the vocabulary of the base at `base_dir`: the adapter's tokenizer is
+    the base's it was trained on plus the tokens training added (adapter_config.json's trainable_token_indices),
+    so the base's must be that, token for token. Another vocabulary would load without a word (the embeddings
+    resized to the adapter's size) and answer with other tokens' rows: refused naming both sizes, before any
+    weight is read. A base without tokenizer files is checked by its config.json's vocab_size."""
+    from transformers import AutoTokenizer
+
+    indices = json.loads((Path(adapter) / ADAPTER_CONFIG).read_text()).get("trainable_token_indices") or []
+    added = {i for ids in (indices.values() if isinstance(indices, dict) else [indices]) for i in ids}
+    ids = tokenizer.get_vocab()
+    trained = len(ids) - len(added)
+    if any((Path(base_dir) / name).is_file() for name in TOKENIZER_FILES):
+        own = AutoTokenizer.from_pretrained(base_dir).get_vocab()
+        moved = sum(ids.get(token) != i for token, i in own.items())
+        if len(own) == trained and not moved:
+            return
+        what = f"{len(own)}" if len(own) != trained else f"{trained} too, but {moved} of them differ (another tokenizer)"
+    else:  # config.json's rows may be padded past the tokenizer's size (a multiple of 64 or 128)
+        size = json.loads((Path(base_dir) / "config.json").read_text()).get("vocab_size")
+        if isinstance(size, int) and size >= trained:
+            return
+        what = f"{size} (config.json's vocab_size)"
+    raise ModelError(f"{adapter}: trained on a base with a vocabulary of {trained} tokens ({len(ids)} in its "
+                     f"tokenizer, less {len(added)} added in training); the base {base} has {what}: use the base it was "
+                     f"trained on ({adapter_base(adapter)}) as --base")
 
 
 # What a snapshot of a model or adapter needs: configs, tokenizer files, safetensors weights (never pickles).

@@ -81,9 +81,9 @@ def model_folder(name: str) -> Path:
     config and tokenizer files of a Hub id (no weights are downloaded)."""
     path = Path(name).expanduser()
     if name == EMBEDDED_BASE or path.exists():
-        from lima_lite.model import resolve_model
+        from lima_lite.model import resolve_base
 
-        return Path(resolve_model(name))
+        return Path(resolve_base(name, "model_name_or_path"))
     if not HUB_ID.match(name):
         raise LimaError(f"{name}: model path does not exist (give a local folder with its config.json, or a Hub id)")
     from huggingface_hub import snapshot_download

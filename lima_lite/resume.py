@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
-from lima_lite.data import file_sha256
 from lima_lite.io import write_jsonl
 from lima_lite.layout import (
     CHECKPOINT,
@@ -88,7 +87,7 @@ def run_definition(setup: Setup) -> dict:
     """The RUN_DEFINING values of `setup`, as run.json stores them (JSON values)."""
     sft_config = setup.sft_config
     sections = {"training": sft_config.to_dict(), "script": asdict(setup.script_args),
-                "data": {"sha256": file_sha256(setup.script_args.dataset_name)},
+                "data": {"sha256": setup.data_sha256},
                 "model": asdict(setup.model_args), "lima": asdict(setup.lima_args)}
     sections["training"]["gradient_accumulation_steps"] *= sft_config.world_size  # the recipe's, for any GPU count
     return json.loads(json.dumps({section: {key: sections[section].get(key) for key in keys}

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from lima_lite import LimaError
 from lima_lite.adapters import save_trained_adapter
 from lima_lite.config import LimaArguments, Recipe, lima_help, load_recipe
-from lima_lite.data import encode_dataset, file_sha256, load_conversations
+from lima_lite.data import encode_dataset, load_conversations, read_conversations
 from lima_lite.env import package_versions
 from lima_lite.fit_search import step_down
 from lima_lite.host_memory import map_large_blocks
@@ -73,6 +73,7 @@ class Setup:
     rows: list[dict]
     dev_rows: list[dict]
     report: dict  # counts of what was kept, cut and dropped
+    data_sha256: str | None  # of the bytes the rows were read from (None: a Hub dataset)
 
     @property
     def script_args(self) -> ScriptArguments:
@@ -93,7 +94,7 @@ class Setup:
 
 def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None) -> Setup:
     """Recipe -> resolved settings, base folder, tokenizer, template and the encoded train and dev rows."""
-    from lima_lite.model import get_tokenizer, resolve_model
+    from lima_lite.model import get_tokenizer, resolve_base
 
     machine = machine or detect_machine()
     read = load_recipe(recipe, overrides, machine)
@@ -101,9 +102,9 @@ def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None
     if machine.processes > 1:  # refused before the data is read
         per_process_accumulation(sft_config.per_device_train_batch_size, sft_config.gradient_accumulation_steps,
                                  machine.processes)
-    conversations = load_conversations(script_args.dataset_name, script_args.dataset_train_split)
+    conversations, data_sha256 = read_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
-    base = resolve_model(model_args.model_name_or_path)
+    base = resolve_base(model_args.model_name_or_path, "model_name_or_path")
     tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code,
                                                lima_args.chat_format)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,
@@ -117,7 +118,8 @@ def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None
                     shape=read_shape(Path(base) / "config.json") if fitting else None)
     resumed = resumed_fit(Path(sft_config.output_dir)) if fitting and sft_config.output_dir else None
     report = {"train": counts, "dev": dev_counts, "dropped": dropped, "added_tokens": added}
-    return Setup(read, resolve(read, machine, inputs, resumed), base, tokenizer, template, added, rows, dev_rows, report)
+    return Setup(read, resolve(read, machine, inputs, resumed), base, tokenizer, template, added, rows, dev_rows, report,
+                 data_sha256)
 
 
 def versions() -> dict:
@@ -136,7 +138,7 @@ def run_record(setup: Setup, recipe, trainer, rates: list[float]) -> RunRecord:
         recipe=str(recipe) if recipe else None,
         command=sys.argv,
         base={"name": model_args.model_name_or_path, "path": setup.base, "revision": model_args.model_revision},
-        data={"dataset_name": script_args.dataset_name, "sha256": file_sha256(script_args.dataset_name),
+        data={"dataset_name": script_args.dataset_name, "sha256": setup.data_sha256,
               "dev_dataset": setup.lima_args.dev_dataset},
         counts=setup.report,
         effective_batch=batch,
