@@ -12,10 +12,12 @@ In the chat, type /help for the commands (/reset, /undo, /retry, /save FILE, /se
 """
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.data import LONE_SURROGATE
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
 from lima_lite.io import check_parent, write_jsonl
 
@@ -133,6 +135,9 @@ class Session:
         except (LimaError, OSError) as error:
             self.say(f"(not saved: {f'{path}: {error.strerror or error}' if isinstance(error, OSError) else error})")
             return
+        except ValueError as error:  # a NUL in the name: no file can be called that
+            self.say(f"(not saved: {str(path)!r}: {error})")
+            return
         self.say(f"(saved {len(self.messages)} turns to {path})")
 
     def ask(self, question: str) -> str:
@@ -164,6 +169,12 @@ class Session:
         A message that cannot be answered (longer than the context) is reported and forgotten;
         the session goes on.
         """
+        undecodable = LONE_SURROGATE.search(line)
+        if undecodable:  # stdin and argv are read with surrogateescape: a byte that is not UTF-8 is U+DC80..U+DCFF
+            byte = ord(undecodable.group()) - 0xDC00
+            self.say(f"(not sent: the line is not UTF-8 text (byte {f'0x{byte:02x}' if byte < 256 else '?'} at character "
+                     f"{undecodable.start()}); nothing of it was kept)")
+            return True
         if line.startswith("/"):
             return self.command(line)
         if line.strip():
@@ -207,6 +218,8 @@ def main(argv=None) -> int:
             session.handle(prompt)
         return 0
     session.say(f"Chatting with {engine.name}. /help for commands, /exit or Ctrl-D to quit.")
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a byte that is not UTF-8 (piped binary) is said, not a traceback
+        sys.stdin.reconfigure(errors="surrogateescape")
     while True:
         try:
             line = input(">>> ")

@@ -312,6 +312,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict = (), machi
         for args in built:
             if hasattr(args, key):
                 setattr(args, key, None)
+    if isinstance(model_args.lora_target_modules, str) and re.fullmatch(r"\w+", model_args.lora_target_modules):
+        # TRL turns a one-item list into its item, which peft reads as a regular expression over whole module
+        # names ("model.layers.0.self_attn.q_proj"): [q_proj] would match nothing. A bare name is a list of it.
+        model_args.lora_target_modules = [model_args.lora_target_modules]
     check_values(script_args, sft_config, model_args, lima_args, sources)
     return Recipe(frozen(script_args), frozen(sft_config), frozen(model_args), frozen(lima_args),
                   MappingProxyType(dict(sources)), str(path) if path is not None else None)
@@ -346,6 +350,13 @@ def check_values(script_args, sft_config, model_args, lima_args, sources: dict) 
         if not ok:
             raise LimaError(f"{where(key)}: {problem}")
     check_numbers((script_args, sft_config, model_args, lima_args), sources)
+    targets = model_args.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":  # peft matches a string as a regular expression
+        try:
+            re.compile(targets)
+        except re.error as error:
+            raise LimaError(f"{where('lora_target_modules')}: {targets!r} is not a regular expression ({error}); "
+                            "name the modules as a list instead, e.g. [q_proj, v_proj]") from None
     missing = missing_reporters(sft_config.report_to)
     if missing:
         raise LimaError(f"{where('report_to')}: {', '.join(missing)} is not installed (pip install {' '.join(missing)}), "

@@ -159,6 +159,20 @@ def load_error(path: str, error: Exception) -> ModelError:
                       f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else 'no detail'})")
 
 
+def module_names(path: str, trust_remote_code: bool = False) -> dict[str, str]:
+    """{name: class name} of every module of the model at `path`, built from its config.json on the meta device:
+    no weight is read or allocated, so a recipe's module names are checked in a second, before a load of minutes."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:  # ValueError: a config.json transformers cannot read (no model_type)
+        raise load_error(path, error) from None
+    return {name: type(module).__name__ for name, module in model.named_modules()}
+
+
 def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, chat_format: str = "lima"):
     """The tokenizer at `path`, set up for the chat format by lima_lite.template.template_for: its turn end,
     a pad token distinct from EOS and EOT, and (lima) LIMA's chat template.

@@ -53,7 +53,7 @@ from lima_lite.recipe_yaml import resolve_recipe
 from lima_lite.resolve import Inputs, Resolved, per_process_accumulation, resolve, stepped_down
 from lima_lite.resume import check_same_run, keep_metrics_until, resume_point, resumed_fit
 from lima_lite.template import ChatTemplate
-from lima_lite.trainer import build_trainer, steps_per_epoch
+from lima_lite.trainer import build_trainer, check_lora_targets, steps_per_epoch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -94,7 +94,7 @@ class Setup:
 
 def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None) -> Setup:
     """Recipe -> resolved settings, base folder, tokenizer, template and the encoded train and dev rows."""
-    from lima_lite.model import get_tokenizer, resolve_base
+    from lima_lite.model import get_tokenizer, module_names, resolve_base
 
     machine = machine or detect_machine()
     read = load_recipe(recipe, overrides, machine)
@@ -105,6 +105,8 @@ def prepare(recipe: str | Path | None, overrides, machine: Machine | None = None
     conversations, data_sha256 = read_conversations(script_args.dataset_name, script_args.dataset_train_split)
     dev = load_conversations(lima_args.dev_dataset) if lima_args.dev_dataset else []
     base = resolve_base(model_args.model_name_or_path, "model_name_or_path")
+    check_lora_targets(module_names(base, sft_config.trust_remote_code), model_args.lora_target_modules,
+                       model_args.model_name_or_path, read.sources.get("lora_target_modules", "recipe"))
     tokenizer, template, added = get_tokenizer(base, lima_args.eot_token, sft_config.trust_remote_code,
                                                lima_args.chat_format)
     rows, counts, dropped = encode_dataset(conversations, tokenizer, template, sft_config.max_length,

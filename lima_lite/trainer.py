@@ -107,7 +107,6 @@ def build_trainer(setup: Setup, callbacks=()):
         model = get_model(setup.base, model_args.load_in_4bit, model_args.dtype, model_args.bnb_4bit_quant_type,
                           model_args.use_bnb_nested_quant, len(setup.tokenizer), sft_config.trust_remote_code,
                           model_args.attn_implementation, model_args.model_revision, sharded, lima_args.fp32_layers)
-    check_lora_targets(model, model_args.lora_target_modules, model_args.model_name_or_path)
     liger = apply_liger_kernels(model, lima_args.liger_kernels)
     if next(model.parameters()).device.type == "cuda":
         print(liger)
@@ -161,20 +160,21 @@ def keep_trainable_dtype(model, dtype) -> None:
             param.data = param.data.to(target)
 
 
-def check_lora_targets(model, targets, base: str) -> None:
-    """Every module lora_target_modules names is in the base, matched as peft matches them (a list: a name or a
-    dotted suffix of one; a single string, which TRL makes of a one-item list: a regular expression over full
-    names): peft would otherwise train the others alone without a word, or fail with a traceback when none is."""
-    names = [name for name, _ in model.named_modules()]
+def check_lora_targets(modules: dict[str, str], targets, base: str, where: str) -> None:
+    """Every module lora_target_modules names is in the base (`modules`: {name: class name}, from
+    lima_lite.model.module_names), matched as peft matches them (a list: a name or a dotted suffix of one; a
+    string: a regular expression over full names): peft would otherwise train the others alone without a word,
+    or fail with a traceback when none is. `where`: the file:line or "command line" that set it."""
     if targets is None or targets == "all-linear":
         return
+    names = list(modules)
     if isinstance(targets, str):
         missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
     else:
         missing = [t for t in targets if t != "all-linear" and not any(n == t or n.endswith(f".{t}") for n in names)]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__.startswith("Linear")})
-        raise LimaError(f"lora_target_modules: {', '.join(map(repr, missing))}: no such module in {base}; "
+        linear = sorted({n.rsplit(".", 1)[-1] for n, kind in modules.items() if kind.startswith("Linear")})
+        raise LimaError(f"{where}: lora_target_modules: {', '.join(map(repr, missing))}: no such module in {base}; "
                         f"its linear layers are {', '.join(linear)}")
 
 

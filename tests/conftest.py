@@ -16,8 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str = "</s>", extra_special=()) -> Path:
-    """A 2-layer LLaMA (hidden 64) with a 512-token byte-level BPE tokenizer, saved to `folder`."""
+def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str = "</s>", extra_special=(),
+                     vocab_size: int = 512) -> Path:
+    """A 2-layer LLaMA (hidden 64) with a `vocab_size`-token byte-level BPE tokenizer, saved to `folder`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -25,7 +26,7 @@ def build_tiny_llama(folder: Path, tie_word_embeddings: bool = False, eos: str =
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(sample_texts(), trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token=eos, unk_token="<unk>")
@@ -43,6 +44,13 @@ def tiny_llama_tied(tmp_path_factory) -> Path:
     """Tied embeddings and an existing end-of-turn token, like SmolLM2/ChatML."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-tied"), tie_word_embeddings=True,
                             eos="<|im_end|>", extra_special=("<|im_end|>",))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_700(tmp_path_factory) -> Path:
+    """tiny_llama_tied's shape and turn end over another vocabulary: a tokenizer of 700 tokens."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-700"), tie_word_embeddings=True, eos="<|im_end|>",
+                            extra_special=("<|im_end|>",), vocab_size=700)
 
 
 @pytest.fixture(scope="session")
