@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.data import LONE_SURROGATE
-from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
-from lima_lite.io import check_parent, write_jsonl
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded
+from lima_lite.io import check_parent, inside, write_jsonl
 
 HELP = """commands:
   /reset            start a new conversation
@@ -36,8 +36,9 @@ Ctrl-C stops a reply and keeps what was written of it (/retry for another one); 
 class Session:
     """The conversation and its sampling settings; commands edit them, `respond` extends them."""
 
-    def __init__(self, engine, out=None, compare: bool = False, seed: int | None = None, **settings):
+    def __init__(self, engine, out=None, compare: bool = False, seed: int | None = None, models=(), **settings):
         self.engine, self.out, self.compare, self.seed = engine, out or sys.stdout, compare, seed
+        self.models = tuple(models)  # the folders the model was loaded from: /save never writes into them
         self.replies = 0  # with --seed, reply n is drawn from seed + n: a scripted chat repeats exactly
         self.messages: list[dict] = []
         self.settings = {**LIMA_SAMPLING, **{k: v for k, v in settings.items() if v is not None}}
@@ -126,6 +127,10 @@ class Session:
         if path.is_dir():
             self.say(f"(not saved: {path} is a folder; give a file name)")
             return
+        model = next((folder for folder in self.models if inside(path, folder)), None)
+        if model is not None:  # even with a yes: the adapter or base this chat runs on would be damaged
+            self.say(f"(not saved: {path} is inside {model}, which this chat's model was loaded from; choose another file)")
+            return
         if path.exists() and self.ask(f"{path} exists: replace it? [y/N] ").strip().lower() not in ("y", "yes"):
             self.say("(not saved)")
             return
@@ -199,7 +204,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                    help="compute dtype (default: bfloat16 with CUDA, float32 on a CPU)")
     add_sampling_args(p)
-    p.add_argument("--seed", type=int, help="seed the sampler, for a repeatable conversation")
+    p.add_argument("--seed", type=bounded(int, 0, 2**63 - 1),  # torch's generator takes a 64-bit seed
+                   help="seed the sampler, for a repeatable conversation")
     return p
 
 
@@ -210,8 +216,9 @@ def main(argv=None) -> int:
     from lima_lite.generate import load_engine
 
     engine = load_engine(adapter=args.adapter, base=args.base, load_in_4bit=args.load_in_4bit, dtype=args.dtype)
-    session = Session(engine, compare=args.compare and args.adapter is not None, seed=args.seed, temperature=args.temperature,
-                      top_p=args.top_p, repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
+    session = Session(engine, compare=args.compare and args.adapter is not None, seed=args.seed, models=engine.folders,
+                      temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                      max_new_tokens=args.max_new_tokens)
     if args.prompt:
         for prompt in args.prompt:
             session.say(f">>> {prompt}")

@@ -49,6 +49,7 @@ class Engine:
     context_length: int
     last: Reply = field(default_factory=Reply)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time per model
+    folders: tuple = ()  # the local folders it was loaded from (adapter, base): never written to by a chat's /save
 
     @property
     def stop_ids(self) -> list[int]:
@@ -274,7 +275,7 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
     from lima_lite.host_memory import map_large_blocks
     from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
-    from lima_lite.model import check_vocabulary, get_model, get_tokenizer, resolve_base, resolve_model
+    from lima_lite.model import check_vocabulary, get_model, get_tokenizer, load_tokenizer, resolve_base, resolve_model
 
     map_large_blocks()  # on a CPU, a growing KV cache frees a block of every size: keep them off the heap
     auto_4bit, auto_dtype = default_precision()
@@ -282,11 +283,10 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
     dtype = dtype or auto_dtype
     if adapter is not None:
         from peft import PeftModel
-        from transformers import AutoTokenizer
 
         adapter_dir = check_lima_adapter(resolve_model(str(adapter)))
         base = base or adapter_base(adapter_dir)
-        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        tokenizer = load_tokenizer(adapter_dir)
         template = ChatTemplate.load(adapter_dir)
         base_dir = resolve_base(base, "--base")
         check_vocabulary(adapter_dir, tokenizer, base_dir, base)
@@ -295,26 +295,25 @@ def load_engine(adapter: str | Path | None = None, base: str | None = None, load
                               trust_remote_code=trust_remote_code)
         with readable_weights(adapter_dir), adapter_for_base(adapter_dir, base):
             model = PeftModel.from_pretrained(model, adapter_dir)
-        name = str(adapter)
+        name, folders = str(adapter), (adapter_dir, base_dir)
     else:
         if base is None:
             raise LimaError("give an adapter (--adapter) or a base model (--base)")
         path = resolve_base(base, "--base")
-        from transformers import AutoTokenizer
-
         if (Path(path) / TEMPLATE_FILE).is_file():  # a merged lima_lite model: render as it was trained
-            tokenizer, template = AutoTokenizer.from_pretrained(path), ChatTemplate.load(path)
+            tokenizer, template = load_tokenizer(path), ChatTemplate.load(path)
         else:
-            eot_token, chat_format = base_format(AutoTokenizer.from_pretrained(path))
+            eot_token, chat_format = base_format(load_tokenizer(path))
             tokenizer, template, _ = get_tokenizer(path, eot_token, trust_remote_code, chat_format)
         with readable_weights(path):
             model = get_model(path, load_in_4bit, dtype, vocab_size=len(tokenizer), trust_remote_code=trust_remote_code)
-        name = base
+        name, folders = base, (path,)
     model.eval()
     # said once the model is loaded, so a name that does not resolve still fails in exactly one line
     print(precision_report(dtype, False, False, f"replies{' (4-bit base)' if load_in_4bit else ''}"), file=sys.stderr)
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 2048
-    return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context)
+    return Engine(model=model, tokenizer=tokenizer, template=template, name=name, context_length=context,
+                  folders=tuple(Path(folder) for folder in folders))
 
 
 def leaks_template(reply: Reply) -> bool:

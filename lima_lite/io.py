@@ -162,7 +162,8 @@ def check_parent(output: Path) -> None:
             return
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or lies under it, by resolved path (through `..` and symlinks)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
 
@@ -177,10 +178,10 @@ def check_output_dir(folder, inputs=(), protected=(), own=(), overwrite: bool = 
     that holds none of them; nothing of the user's is then replaced."""
     folder = Path(folder)
     for source in map(Path, (p for p in inputs if p)):
-        if source.exists() and (_inside(folder, source) or _inside(source, folder)):
+        if source.exists() and (inside(folder, source) or inside(source, folder)):
             raise LimaError(f"{folder}: is or holds an input ({source}); choose another {how}")
     for guarded in map(Path, (p for p in protected if p)):
-        if guarded.exists() and _inside(folder, guarded):
+        if guarded.exists() and inside(folder, guarded):
             raise LimaError(f"{folder}: is inside the base model's folder ({guarded}); choose another {how}")
     if folder.exists() and not folder.is_dir():
         raise LimaError(f"{folder}: is a file, not a folder; choose another {how}")
@@ -198,7 +199,7 @@ def own_regular_file(path: Path, root: Path) -> Path:
     """`path` when it is a regular file of `root` (a symlink only when it stays inside `root`): what an upload
     may hold. A symlink out of the folder (a private key, another run's files) is refused by name."""
     path = Path(path)
-    if path.is_symlink() and not _inside(path, root):
+    if path.is_symlink() and not inside(path, root):
         raise LimaError(f"{path}: is a link to {os.path.realpath(path)}, outside {root}; an upload holds only the "
                         "folder's own files: replace the link by the file or remove it")
     if not path.is_file():

@@ -74,6 +74,7 @@ def check_lima_adapter(path: str | Path) -> Path:
     path = Path(path)
     if not is_adapter(path):
         raise LimaError(f"{path}: not an adapter folder (no {ADAPTER_CONFIG})")
+    check_adapter_config(path / ADAPTER_CONFIG)
     if not (path / TEMPLATE_FILE).is_file():
         raise LimaError(f"{path}: no {TEMPLATE_FILE}; was it trained with lima_lite?")
     ChatTemplate.load(path)
@@ -83,6 +84,22 @@ def check_lima_adapter(path: str | Path) -> Path:
     if damaged:
         raise LimaError(f"{damaged[0][0]}: damaged safetensors file ({damaged[0][1]}); copy or download it again")
     return path
+
+
+def check_adapter_config(file: Path) -> None:
+    """adapter_config.json is a JSON object whose trainable_token_indices, if any, are token ids (a list, or
+    one list per layer name): what lima_lite reads of it besides the base's name."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LimaError(f"{file}: not a readable adapter config ({type(error).__name__}); copy the adapter again") from None
+    if not isinstance(config, dict):
+        raise LimaError(f"{file}: not a JSON object but {type(config).__name__}; copy the adapter again")
+    indices = config.get("trainable_token_indices")
+    lists = indices.values() if isinstance(indices, dict) else [indices] if indices is not None else []
+    if not all(isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+               for ids in lists):
+        raise LimaError(f"{file}: trainable_token_indices: expected token ids (whole numbers >= 0), got {indices!r:.80}")
 
 
 def adapter_base(path: str | Path) -> str:

@@ -41,20 +41,20 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | None = None,
     """Write base + adapter, merged, to `out` (atomically) and return it."""
     import torch
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
-    from lima_lite.model import check_vocabulary, get_model, resolve_base, resolve_model
+    from lima_lite.model import check_vocabulary, get_model, load_tokenizer, resolve_base, resolve_model
 
     adapter_dir = Path(check_lima_adapter(resolve_model(str(adapter))))
     out = Path(out)
     if out.exists():
         raise LimaError(f"{out}: already exists; choose another --out or delete it")
-    check_output_dir(out, inputs=[adapter_dir, base and Path(base)])
+    base = base or adapter_base(adapter_dir)
+    # the base, given or named by the adapter, is an input too: never written into (a symlink to it included)
+    check_output_dir(out, inputs=[adapter_dir, Path(base).expanduser()], protected=[Path(base).expanduser()])
     if from_4bit is None:
         recorded = trained_in_4bit(adapter_dir)
         from_4bit = True if recorded is None else recorded  # the recipes train QLoRA unless they say otherwise
-    base = base or adapter_base(adapter_dir)
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    tokenizer = load_tokenizer(adapter_dir)
     target = getattr(torch, dtype)
 
     base_dir = resolve_base(base, "--base")

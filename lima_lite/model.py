@@ -114,20 +114,21 @@ def check_vocabulary(adapter: str | Path, tokenizer, base_dir: str, base: str) -
     so the base's must be that, token for token. Another vocabulary would load without a word (the embeddings
     resized to the adapter's size) and answer with other tokens' rows: refused naming both sizes, before any
     weight is read. A base without tokenizer files is checked by its config.json's vocab_size."""
-    from transformers import AutoTokenizer
-
     indices = json.loads((Path(adapter) / ADAPTER_CONFIG).read_text()).get("trainable_token_indices") or []
     added = {i for ids in (indices.values() if isinstance(indices, dict) else [indices]) for i in ids}
     ids = tokenizer.get_vocab()
     trained = len(ids) - len(added)
     if any((Path(base_dir) / name).is_file() for name in TOKENIZER_FILES):
-        own = AutoTokenizer.from_pretrained(base_dir).get_vocab()
+        own = load_tokenizer(base_dir).get_vocab()
         moved = sum(ids.get(token) != i for token, i in own.items())
         if len(own) == trained and not moved:
             return
         what = f"{len(own)}" if len(own) != trained else f"{trained} too, but {moved} of them differ (another tokenizer)"
     else:  # config.json's rows may be padded past the tokenizer's size (a multiple of 64 or 128)
-        size = json.loads((Path(base_dir) / "config.json").read_text()).get("vocab_size")
+        try:
+            size = json.loads((Path(base_dir) / "config.json").read_text()).get("vocab_size")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as error:
+            raise ModelError(f"{Path(base_dir) / 'config.json'}: not a readable model config ({type(error).__name__})") from None
         if isinstance(size, int) and size >= trained:
             return
         what = f"{size} (config.json's vocab_size)"
@@ -173,6 +174,18 @@ def module_names(path: str, trust_remote_code: bool = False) -> dict[str, str]:
     return {name: type(module).__name__ for name, module in model.named_modules()}
 
 
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """AutoTokenizer.from_pretrained(path), or one line naming the folder: tokenizer files missing or damaged."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:  # ValueError: no tokenizer file to build one from; json's errors are both
+        raise ModelError(f"{path}: its tokenizer could not be loaded ({type(error).__name__}: "
+                         f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else 'no detail'}); "
+                         "copy the whole folder again (tokenizer.json, tokenizer_config.json, ...)") from None
+
+
 def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, chat_format: str = "lima"):
     """The tokenizer at `path`, set up for the chat format by lima_lite.template.template_for: its turn end,
     a pad token distinct from EOS and EOT, and (lima) LIMA's chat template.
@@ -180,16 +193,9 @@ def get_tokenizer(path: str, eot_token: str, trust_remote_code: bool = False, ch
     Returns (tokenizer, ChatTemplate, ids of tokens we added); added tokens need new embedding rows, trained as
     PEFT trainable tokens.
     """
-    from transformers import AutoTokenizer
-
     from lima_lite.template import template_for
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:  # ValueError: no tokenizer file to build one from
-        raise ModelError(f"{path}: its tokenizer could not be loaded ({type(error).__name__}: "
-                         f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else 'no detail'}); "
-                         "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json, ...) into it") from None
+    tokenizer = load_tokenizer(path, trust_remote_code)
     template, added = template_for(tokenizer, eot_token, chat_format)
     return tokenizer, template, tokenizer.convert_tokens_to_ids(added)
 

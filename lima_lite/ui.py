@@ -597,7 +597,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-input-chars", type=bounded(int, 1), default=4000, help="longest message accepted (default 4000)")
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
-    p.add_argument("--seed", type=int, help="seed the Judge tab's order and the Compare tab's sampling")
+    p.add_argument("--seed", type=bounded(int, 0, 2**63 - 1),  # torch's generator takes a 64-bit seed
+                   help="seed the Judge tab's order and the Compare tab's sampling")
     p.add_argument("--no-train", dest="train", action="store_false",
                    help="no Train tab (it starts `lima-lite train` runs; with --share or a --host other than "
                         "this machine it needs --auth)")

@@ -22,7 +22,7 @@ from lima_lite import LimaError
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES
 from lima_lite.io import read_jsonl, write_jsonl
 from lima_lite.judges import chat_completion, parse_endpoint
-from lima_lite.layout import ADAPTER_CONFIG, adapter_dir, is_adapter
+from lima_lite.layout import ADAPTER_CONFIG, adapter_base, adapter_dir, is_adapter
 
 
 def model_label(spec: str) -> str:
@@ -99,6 +99,17 @@ def answerer_name(spec: str, name: str | None = None, use_adapter: bool = True) 
     if not use_adapter and not is_adapter(spec):
         raise LimaError(f"{spec}: --no-adapter needs an adapter; this is a base model already")
     return name or (model_label(spec) if use_adapter else f"base of {model_label(spec)}")
+
+
+def answerer_source(spec: str, use_adapter: bool = True) -> str:
+    """What answers: the resolved folder (with the adapter switched off, its base's), MODEL@URL or a Hub id;
+    recorded with every answer, so a rerun under the same --name by another model is refused, not taken up."""
+    if parse_endpoint(spec):
+        return spec
+    path = Path(resolve_spec(spec))
+    if not use_adapter and is_adapter(path):
+        path = Path(adapter_base(path)).expanduser()
+    return str(path.resolve()) if path.exists() else str(path)
 
 
 def get_answerer(spec: str, name: str | None = None, use_adapter: bool = True):
@@ -205,9 +216,11 @@ def answer_key(row: dict) -> tuple:
     return row["id"], row.get("sample", 0)
 
 
-def check_resumable(out: str | Path, prompts: list[dict], model: str, sampling: dict | None = None) -> dict:
+def check_resumable(out: str | Path, prompts: list[dict], model: str, sampling: dict | None = None,
+                    source: str | None = None) -> dict:
     """The sampling settings to answer with, once every answer in `out` is known to belong to this run: the same
-    model, the same prompt text under its id, and the same settings. A setting not given (`sampling` holds the
+    model (its name, and its `source` when given: answerer_source), the same prompt text under its id, and the
+    same settings. A setting not given (`sampling` holds the
     flags given) is the one the file was made with, so a rerun of the same command without its sampling flags
     goes on as it started; one given that differs is refused, as another model or prompt is, by file:line before
     anything is generated: answers drawn at another temperature or length are other answers, and mixing them in
@@ -223,6 +236,9 @@ def check_resumable(out: str | Path, prompts: list[dict], model: str, sampling: 
         if row.get("model") != model:
             raise LimaError(f"{where}: an answer by {row.get('model')!r}, not {model!r}: the file would hold answers "
                             "from several models; use one file per model (another --out)")
+        if source is not None and row.get("source", source) != source:
+            raise LimaError(f"{where}: answered by {row['source']}, not {source}, under the same name {model!r}: the "
+                            "file would hold two models' answers as one's; use one file per model (another --out)")
         if row.get("id") in texts and row.get("prompt") != texts[row["id"]]:
             raise LimaError(f"{where}: the answer to {row['id']!r} was made for another prompt text; the prompts file "
                             "changed since: choose another --out, or delete this file to answer anew")
@@ -262,23 +278,24 @@ def flag_names(settings: dict) -> str:
 
 
 def generate_answers(model, prompts: list[dict], out: str | Path, samples: int = 1, concurrency: int = 1,
-                     batch_size: int = 1, **sampling) -> list[dict]:
+                     batch_size: int = 1, source: str | None = None, **sampling) -> list[dict]:
     """`samples` answers per prompt with LIMA's sampling (override with temperature=, max_new_tokens=, ...;
-    in a file already begun, what is not overridden is the file's: check_resumable).
+    in a file already begun, what is not overridden is the file's: check_resumable). `source`
+    (answerer_source), when given, is recorded with each answer and must match the file's.
 
     batch_size > 1 (a LocalModel): the (prompt, sample) pairs, in order, are answered `batch_size` at a time,
     each batch in one left-padded generation seeded from its first pair, and saved together; so the batches
     are the same on every run, and a rerun skips the batches already saved. Greedy answers equal those of
     batch_size 1; a sampled answer depends on its batch."""
     pairs = [(item, s) for item in prompts for s in range(samples)]
-    given, sampling = sampling, check_resumable(out, prompts, model.name, sampling)
+    given, sampling = sampling, check_resumable(out, prompts, model.name, sampling, source)
     kept = {k: v for k, v in sampling.items() if k not in given and v != LIMA_SAMPLING[k]}  # the file's own
     if kept:
         print(f"{out}: going on with the settings it was made with ({', '.join(f'{k} {v}' for k, v in kept.items())})")
 
     def record(item, sample, text, finish):
         return {"id": item["id"], "prompt": item["prompt"], "answer": text, "model": model.name,
-                "finish_reason": finish, "sample": sample, "sampling": sampling}
+                "finish_reason": finish, "sample": sample, "sampling": sampling, **({"source": source} if source else {})}
 
     def make(item, sample):
         def run():

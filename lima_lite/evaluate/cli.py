@@ -20,7 +20,7 @@ from lima_lite import LimaError, judges
 from lima_lite.curate.overlap import run_overlap_warning
 from lima_lite.data import read_prompts
 from lima_lite.evaluate import dialogue, steps
-from lima_lite.evaluate.answers import answerer_name, check_resumable, generate_answers, get_answerer
+from lima_lite.evaluate.answers import answerer_name, answerer_source, check_resumable, generate_answers, get_answerer
 from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues
 from lima_lite.evaluate.protocols import (
     HUMAN_VOTE_FIELDS,
@@ -282,10 +282,12 @@ def generate_step(args) -> None:
     if warning:
         print(warning)
     # refused before the model is loaded: an --out made by another model, for other prompts or with other settings
-    check_resumable(args.out, prompts, answerer_name(args.model, args.name, not args.no_adapter), sampling_args(args))
+    source = answerer_source(args.model, not args.no_adapter)
+    check_resumable(args.out, prompts, answerer_name(args.model, args.name, not args.no_adapter), sampling_args(args),
+                    source)
     model = get_answerer(args.model, name=args.name, use_adapter=not args.no_adapter)
     rows = generate_answers(model, prompts, args.out, samples=args.samples, concurrency=workers, batch_size=batch,
-                            **sampling_args(args))
+                            source=source, **sampling_args(args))
     stopped = sum(r["finish_reason"] == "length" for r in rows)
     print(f"{len(rows)} answers from {model.name} in {args.out} ({stopped} stopped at max_new_tokens)")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.data import read_prompts
-from lima_lite.evaluate.answers import LocalModel, generate_answers, get_answerer
+from lima_lite.evaluate.answers import LocalModel, answerer_source, generate_answers, get_answerer
 from lima_lite.evaluate.protocols import win_tie_loss
 from lima_lite.evaluate.steps import pairwise_file
 from lima_lite.io import check_output_dir, write_json, write_text
@@ -77,11 +77,11 @@ def answer_epochs(adapters: dict[str, Path], items: list[dict], out: Path, with_
     for name, folder in adapters.items():
         model = get_answerer(str(folder), name=name)
         answers[name] = out / f"answers-{name}.jsonl"
-        generate_answers(model, items, answers[name], **sampling)
+        generate_answers(model, items, answers[name], source=answerer_source(str(folder)), **sampling)
         if with_base and "base" not in answers:
             answers["base"] = out / "answers-base.jsonl"
             generate_answers(LocalModel(engine=model.engine, name="base", use_adapter=False), items, answers["base"],
-                             **sampling)
+                             source=f"the base of {folder.parent.resolve()}", **sampling)
         del model  # the next epoch's load replaces this one
     return answers
 
