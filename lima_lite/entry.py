@@ -48,12 +48,17 @@ def json_only(on: bool):
         sys.stdout = io.JSON_STDOUT.pop()
 
 
+def asks_json(argv: list[str]) -> bool:
+    """--json, or what argparse also reads as --json: `--js`, `--jso` (not `--j`, which is `select`'s --judge)."""
+    return any(len(arg) >= 4 and "--json".startswith(arg) for arg in argv if isinstance(arg, str))
+
+
 def run(target: str, argv: list[str]) -> int:
     """Call `module:function` with argv; a LimaError becomes one line on stderr and exit status 2."""
     module, function = target.split(":")
     quiet_third_party()
     try:
-        with json_only("--json" in argv):
+        with json_only(asks_json(argv)):
             return getattr(importlib.import_module(module), function)(argv) or 0
     except LimaError as error:
         print(f"error: {error}", file=sys.stderr)

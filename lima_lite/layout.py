@@ -247,11 +247,22 @@ def record_problems(raw) -> list[str]:
     return problems
 
 
+def present(file: Path) -> bool:
+    """`file` is there to be read: a regular file (through a symlink too); absent, False. Anything else in its place
+    (a FIFO, a device, a folder) is one LimaError: a read of a FIFO waits forever, of a device never ends."""
+    if file.is_file():
+        return True
+    if os.path.lexists(file):
+        raise LimaError(f"{file}: not a regular file (a FIFO, a device, a folder or a broken link); lima_lite writes "
+                        "it as a file: delete it, or choose another folder")
+    return False
+
+
 def read_run(run: str | Path) -> RunRecord | None:
     """run.json of a run folder, checked, or None when there is none. A damaged one, or one written by an older
     lima_lite, is one LimaError naming the file and the first wrong field."""
     file = Path(run) / RUN_FILE
-    if not file.is_file():
+    if not present(file):
         return None
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
@@ -299,7 +310,7 @@ def read_metrics(run: str | Path) -> list[dict]:
     """The rows of a run's metrics.jsonl (none without one); a line cut short by a kill is skipped."""
     file = Path(run) / METRICS_FILE
     rows = []
-    if file.is_file():
+    if present(file):
         for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             try:
                 row = json.loads(line)
@@ -337,6 +348,8 @@ def checkpoints(run: str | Path) -> dict[int, Path]:
 
 def is_complete_checkpoint(folder: Path) -> bool:
     """The Trainer finished writing `folder`: its trainer_state.json (written last) is whole, its weights there."""
+    if os.path.lexists(folder / CHECKPOINT_STATE) and not (folder / CHECKPOINT_STATE).is_file():
+        return True  # something else in its place: not for removal as unfinished, checkpoint_damage names it
     try:
         json.loads((folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -355,6 +368,9 @@ def checkpoint_damage(folder: Path) -> str | None:
     None when every file the Trainer reads back loads: trainer_state.json with its fields' types, the
     weights (safetensors headers and sizes), optimizer, scheduler and RNG states (read as the Trainer reads
     them, weights only, memory-mapped so a large optimizer state is not read twice)."""
+    for name in (CHECKPOINT_STATE, *CHECKPOINT_WEIGHTS, "optimizer.pt", "scheduler.pt"):
+        if os.path.lexists(folder / name) and not (folder / name).is_file():
+            return f"{name} is not a regular file"
     try:
         state = json.loads((folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -423,6 +439,8 @@ def _lock_holder(lock: Path) -> dict | None:
     """{"host", "pid"} of the run holding `lock`, or None when that run is gone (a dead pid on this host,
     or an unreadable lock file left by a kill while it was being written)."""
     try:
+        if not present(lock):
+            return None
         holder = json.loads(lock.read_text(encoding="utf-8"))
         pid, host = int(holder["pid"]), str(holder["host"])
     except FileNotFoundError:
