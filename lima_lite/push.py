@@ -214,24 +214,27 @@ def loss_section(run: Path | None, has_loss_png: bool) -> list[str]:
 
 
 def usage_section(repo: str, base_id: str, eot_token: str, added_tokens: bool) -> list[str]:
+    """How to load the adapter. Every name in the Python is a string literal written by json.dumps (quotes,
+    backslashes and line ends escaped): a base or turn end holding `")` cannot add code a reader would run."""
+    repo_text, base_text, eot_text = (json.dumps(text) for text in (repo, base_id, eot_token))
     resize = ("model.resize_token_embeddings(len(tokenizer))  # the adapter added tokens (EOT/pad)\n"
               if added_tokens else "")
     return ["## Usage", "", "With lima_lite (renders exactly the template it was trained with, LIMA's sampling, "
             "stops at the end-of-turn token):", "", "```bash", "pip install lima-lite",
             f"lima-lite chat --adapter {repo}", f"lima-lite ui --adapter {repo}", "```", "",
             "```python", "from lima_lite.generate import load_engine", "",
-            f'engine = load_engine(adapter="{repo}")',
+            f'engine = load_engine(adapter={repo_text})',
             'print(engine.reply([{"role": "user", "content": "How do I keep basil alive indoors?"}]).text)', "```", "",
             "With plain transformers + peft (the tokenizer carries the chat template; it keeps a special token's "
             "text that a user types, such as " + code(eot_token) + ", as text, so it cannot end a turn):", "",
             "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-            f'model = AutoModelForCausalLM.from_pretrained("{base_id}", dtype="auto")',
-            resize + f'model = PeftModel.from_pretrained(model, "{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained({repo_text})',
+            f'model = AutoModelForCausalLM.from_pretrained({base_text}, dtype="auto")',
+            resize + f'model = PeftModel.from_pretrained(model, {repo_text})',
             'messages = [{"role": "user", "content": "How do I keep basil alive indoors?"}]',
             'inputs = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)',
             "output = model.generate(**inputs, max_new_tokens=512, do_sample=True, temperature=0.7, top_p=0.9,",
-            f'                        repetition_penalty=1.2, eos_token_id=tokenizer.convert_tokens_to_ids("{eot_token}"))',
+            f'                        repetition_penalty=1.2, eos_token_id=tokenizer.convert_tokens_to_ids({eot_text}))',
             'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", "",
             "LIMA applies the repetition penalty to generated tokens only; transformers' `repetition_penalty` also "
             "counts the prompt, so long conversations sample slightly differently than in lima_lite.", ""]
@@ -297,6 +300,14 @@ def evaluation_section(report_dir: Path, folder: Path) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
 
 
+def check_hub_id(name: str, flag: str) -> None:
+    """`name` as the Hub names repositories, or one line naming `flag`."""
+    if not HUB_ID.match(name) or any(part in (".", "..") or ".." in part or "--" in part or part[0] in ".-" or
+                                     part[-1] in ".-" or len(part) > 96 for part in name.split("/")):
+        raise LimaError(f"{flag} {name!r}: expected a Hub id OWNER/NAME (letters, digits, '-', '_', '.'; no '..' "
+                        "or '--', not starting or ending with '-' or '.', at most 96 characters a part)")
+
+
 def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model: str | None = None,
                         eval_report: str | Path | None = None, license_id: str | None = None) -> Path:
     """Write the folder `push` uploads: adapter, tokenizer, template, README.md card, loss.png. Atomic.
@@ -304,10 +315,7 @@ def build_upload_folder(path: str | Path, repo: str, out: str | Path, base_model
     `out` may be replaced only if an earlier push wrote it (it holds PUSH_MARKER): any other existing
     folder is refused, so a mistyped --out never deletes someone's files.
     """
-    if not HUB_ID.match(repo) or any(part in (".", "..") or ".." in part or "--" in part or part[0] in ".-" or
-                                     part[-1] in ".-" or len(part) > 96 for part in repo.split("/")):
-        raise LimaError(f"--repo {repo!r}: expected a Hub id OWNER/NAME (letters, digits, '-', '_', '.'; no '..' "
-                        "or '--', not starting or ending with '-' or '.', at most 96 characters a part)")
+    check_hub_id(repo, "--repo")
     adapter, run_dir = find_run(path)
     check_lima_adapter(adapter)
     run = read_run(run_dir) if run_dir else None
