@@ -103,3 +103,18 @@ def test_eval_generate_refuses_other_settings_before_loading_the_model(tiny_llam
                                                    "--max-new-tokens to go on with the file's settings, or choose another "
                                                    "--out (or delete this file) to answer anew with these"]
     assert read_records(out)[0][1]["sampling"] == {**LIMA_SAMPLING, "temperature": 0, "max_new_tokens": 2}
+
+
+def test_another_model_under_the_same_name_is_refused(tiny_run, tmp_path):
+    out, prompts = tmp_path / "answers.jsonl", tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "prompt": "How?"}) + "\n")
+    common = ["eval", "generate", "--name", "tuned", "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "2"]
+    assert run_cli(*common, "--model", str(tiny_run)).returncode == 0  # the run: its final adapter
+    made = out.read_bytes()
+    assert run_cli(*common, "--model", str(tiny_run / "adapter")).returncode == 0  # the same adapter: taken up
+    other = run_cli(*common, "--model", str(tiny_run / "epoch-01"))
+    assert other.returncode == 2 and out.read_bytes() == made
+    assert other.stderr.strip() == (f"error: {out}:1: answered by {(tiny_run / 'adapter').resolve()}, not "
+                                    f"{(tiny_run / 'epoch-01').resolve()}, under the same name 'tuned': the file would "
+                                    "hold two models' answers as one's; use one file per model (another --out)")
+    assert run_cli(*common, "--model", str(tiny_run), "--no-adapter").returncode == 2  # its base, also named tuned

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 import lima_lite.model
-from helpers import EOT, qa, run_cli, train_tiny
+from helpers import EOT, qa, run_cli, train_tiny, truncate
 from lima_lite import LimaError
 from lima_lite.generate import load_engine
 
@@ -100,3 +100,49 @@ def test_a_copied_adapter_names_its_recorded_base(tiny_run, tmp_path, no_weights
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": "someone/llama-7b"}))
     one_line(run_cli("chat", "--base", str(tmp_path / "adapter"), "--prompt", "hi"),
              "(it was trained on someone/llama-7b); give someone/llama-7b as --base")
+
+
+# ---------------------------------------------------------------- damaged model folders, seeds, the base's folder
+
+
+def damaged_copy(tmp_path, source, change):
+    folder = tmp_path / "copy"
+    shutil.copytree(source, folder)
+    change(folder)
+    return folder
+
+
+@pytest.mark.parametrize("name, change, words", [
+    ("no-tokenizer-files", lambda f: [(f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")],
+     "its tokenizer could not be loaded (ValueError"),
+    ("tokenizer-json-cut", lambda f: truncate(f / "tokenizer.json"), "its tokenizer could not be loaded (JSONDecodeError"),
+    ("config-a-list", lambda f: (f / "adapter_config.json").write_text("[1, 2]"),
+     "adapter_config.json: not a JSON object but list"),
+    ("token-indices-text", lambda f: (f / "adapter_config.json").write_text(json.dumps(
+        {**json.loads((f / "adapter_config.json").read_text()), "trainable_token_indices": "512"})),
+     "adapter_config.json: trainable_token_indices: expected token ids")])
+def test_a_damaged_adapter_is_one_line_naming_the_file(tiny_run, tiny_llama_tied, tmp_path, name, change, words):
+    adapter = damaged_copy(tmp_path, tiny_run / "adapter", change)
+    one_line(run_cli("chat", "--adapter", str(adapter), "--base", str(tiny_llama_tied), "--prompt", "hi"), str(adapter), words)
+    one_line(run_cli("merge", str(adapter), "--base", str(tiny_llama_tied), "--out", str(tmp_path / "m")), words)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_base_with_a_damaged_config_is_one_line(tiny_llama_tied, tmp_path):
+    base = damaged_copy(tmp_path, tiny_llama_tied, lambda f: truncate(f / "config.json"))
+    one_line(run_cli("chat", "--base", str(base), "--prompt", "hi"), f"{base}: its tokenizer could not be loaded",
+             "config.json")
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1"])
+def test_a_seed_torch_cannot_take_is_a_usage_error(tiny_run, seed):
+    result = run_cli("chat", "--adapter", str(tiny_run / "adapter"), "--prompt", "hi", "--seed", seed)
+    assert result.returncode == 2 and "argument --seed: must be >= 0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_merge_never_writes_into_the_base_it_reads_even_through_a_link(tiny_run, tiny_llama_tied, tmp_path):
+    before = sorted(p.name for p in tiny_llama_tied.iterdir())
+    (tmp_path / "link").symlink_to(tiny_llama_tied)  # the base named by the adapter, not given on the command line
+    one_line(run_cli("merge", str(tiny_run / "adapter"), "--out", str(tmp_path / "link" / "merged")),
+             f"is or holds an input ({tiny_llama_tied})")
+    assert sorted(p.name for p in tiny_llama_tied.iterdir()) == before

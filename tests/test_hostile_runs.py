@@ -86,3 +86,34 @@ def test_a_one_item_list_of_targets_trains_that_module(tiny_llama_tied, tmp_path
     run = train_tiny(tiny_llama_tied, tmp_path / "run", [qa(i) for i in range(2)], lora_target_modules=["q_proj"])
     adapted = {name.split(".lora_")[0].removeprefix("base_model.model.") for name in adapter_weights(run)}
     assert adapted == {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"}
+
+
+# ---------------------------------------------------------------- run files that are not files: one line, no wait
+
+
+@pytest.mark.parametrize("name", ["train.lock", "checkpoint-2/trainer_state.json", "run.json"])
+def test_a_run_file_that_is_a_fifo_is_one_line_not_a_read_that_never_ends(tiny_llama_tied, tmp_path, name):
+    import os
+    import shutil
+
+    run = train_tiny(tiny_llama_tied, tmp_path / "run", [qa(i) for i in range(4)])
+    shutil.rmtree(run / "adapter")  # as if stopped after its checkpoint
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name)
+    with pytest.raises(LimaError) as error:  # the same run again: a read of the FIFO would wait forever
+        train_tiny(tiny_llama_tied, run, [qa(i) for i in range(4)])
+    message = str(error.value)
+    assert "\n" not in message and (f"{name.split('/')[-1]} is not a regular file" in message or
+                                     f"{run / name}: not a regular file" in message), message
+
+
+def test_push_refuses_a_metrics_file_that_is_a_fifo(tiny_run, tmp_path):
+    import os
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")
+    result = run_cli("push", str(run), "--repo", "me/x", "--base-model", "me/b", "--dry-run", "--out", str(tmp_path / "hub"))
+    assert result.returncode == 2 and f"{run / 'metrics.jsonl'}: not a regular file" in result.stderr, result.stderr
