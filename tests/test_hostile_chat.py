@@ -16,7 +16,7 @@ from helpers import ROOT
 
 
 @pytest.mark.parametrize("locale", ["C.UTF-8", "C"])  # strict UTF-8 stdin, and Python's surrogateescape one
-def test_bytes_that_are_not_utf8_on_stdin_are_skipped_in_one_line(tiny_run, tmp_path, locale):
+def test_bytes_that_are_not_utf8_and_a_save_into_the_model_are_each_one_line(tiny_run, tmp_path, locale):
     adapter, saved = tmp_path / "adapter", tmp_path / "chat.jsonl"
     shutil.copytree(tiny_run / "adapter", adapter)
     config = (adapter / "adapter_config.json").read_bytes()
