@@ -473,10 +473,8 @@ def fill_form(training: Training, recipe: str):
     return "", *values.values()
 
 
-def tick(training: Training, models, output_dir: str, shown: list | None, pickers: int):
-    """Every TICK_SECONDS: (progress line, loss curves, runs list, the model lists' choices, each picker's update)."""
-    import gradio as gr
-
+def tick(training: Training, output_dir: str):
+    """Every TICK_SECONDS: (progress line, loss curves, runs list); the app's own timer keeps the model lists current."""
     run_dir = training.output_dir if training.process is not None else Path(output_dir or ".")
     try:
         under_runs(run_dir, training.runs_dir, "output folder")
@@ -486,15 +484,11 @@ def tick(training: Training, models, output_dir: str, shown: list | None, picker
     except LimaError as error:  # a folder outside --runs, or a damaged run file: said, not read
         found = {"step": 0, "total": None, "epoch": 0.0, "train": [], "dev": [], "eta_s": None, "tokens_per_s": None}
         state = f"error: {error}"
-    models.refresh()
-    choices = [list(c) for c in models.choices()]
-    update = gr.update(choices=[tuple(c) for c in choices]) if choices != shown else gr.skip()
-    return (progress_text(state, run_dir, found), loss_frame(found), runs_text(training.runs_dir, training), choices,
-            *[update] * pickers)
+    return progress_text(state, run_dir, found), loss_frame(found), runs_text(training.runs_dir, training)
 
 
-def train_tab(app, training: Training, models, pickers: list) -> None:
-    """The Train tab's widgets; `pickers` are the other tabs' model dropdowns, refreshed as adapters appear."""
+def train_tab(app, training: Training, models):
+    """The Train tab's widgets; returns its adapter picker (Export), which the app keeps current with the others."""
     import gradio as gr
 
 
@@ -530,8 +524,7 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
             buttons = [gr.Button(text, elem_id=f"export-{kind}")
                        for text, kind in zip(("Merge", "Export GGUF", "Push (dry run)"), EXPORTS, strict=True)]
         export_status = gr.Markdown(elem_id="export-status")
-    pickers = [*pickers, exported]
-    shown, timer = gr.State(None), gr.Timer(TICK_SECONDS)
+    timer = gr.Timer(TICK_SECONDS)
     for button, kind in zip(buttons, EXPORTS, strict=True):
         button.click(event(export_adapter, models, kind), [exported, out, repo, base], export_status)
 
@@ -543,8 +536,8 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
     stop.click(form_handler(training, lambda t: (t.stop(), *[gr.skip()] * 3)), None, [status, example, plan, command])
     resume.click(form_handler(training, lambda t: (t.resume(), *[gr.skip()] * 3)), None,
                  [status, example, plan, command])
-    timer.tick(lambda out, seen: tick(training, models, out, seen, len(pickers)), [values[-1], shown],
-               [progress_line, curves, runs_list, shown, *pickers], show_progress="hidden")
+    timer.tick(lambda out: tick(training, out), values[-1], [progress_line, curves, runs_list], show_progress="hidden")
+    return exported
 
 
 if __name__ == "__main__":

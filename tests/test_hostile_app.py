@@ -132,5 +132,5 @@ def test_export_and_progress_stay_under_runs(tmp_path):
     outside = tmp_path / "other-run"
     outside.mkdir()
     (outside / "run.json").write_text(json.dumps({"status": SECRET}))
-    line, *_ = tick(Training(runs), Models({}, runs_dir=runs), str(outside), None, 0)
+    line, *_ = tick(Training(runs), str(outside))
     assert SECRET not in line and "not a folder under" in line
