@@ -369,7 +369,7 @@ def failed(error) -> str:
     own error state would cover the conversation and the input box until dismissed)."""
     import gradio as gr
 
-    gr.Warning(str(error))
+    gr.Warning(str(error), duration=5)
     return f"error: {error}"
 
 
