@@ -260,12 +260,13 @@ def vote_chart(counts: dict, first: str, second: str):
 
     Drawn to fit the page: gradio saves the figure as it is (no tight bounding box) and scales it to the
     column's width, so every label lies inside the figure (the names, wrapped, in the title; the legend under
-    the bar) and the figure is 2:1, 200 pixels tall on a 400-pixel phone."""
+    the bar) and the figure is 2:1, small in inches so that its text stays legible scaled down to a phone's
+    width (about 170 pixels tall there)."""
     total = sum(counts.values())
     title = f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}"
     fig = stacked_percent_bars([("", {**counts, "n": total})], ("win", "tie", "loss"), "% of votes",
-                               textwrap.fill(title, 60, break_on_hyphens=False), annotate=True)
-    fig.set_size_inches(6.4, 3.2)
+                               textwrap.fill(title, 48, break_on_hyphens=False), annotate=True)
+    fig.set_size_inches(5, 2.5)
     ax = fig.axes[0]
     ax.set_yticks([])
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
@@ -663,7 +664,8 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
                    for text, key in zip(("A is better", "Tie", "B is better"), VOTE_KEYS, strict=True)]
     status = gr.Markdown(elem_id="judge-status")
     end_round = gr.Button("End my round: show the chart", elem_id="judge-end")
-    chart = gr.Plot(label="win / tie / loss of model X against model Y", visible=False, elem_id="judge-chart")
+    # no label over the chart: it would cover the chart's own title, which names X and Y
+    chart = gr.Plot(show_label=False, visible=False, elem_id="judge-chart")
     pending, position = gr.State(None), gr.State(0)
     next_prompt.click(event(judge_next, models, prompts, random.Random(seed)), [position, first, second, *sliders],
                       [judge_prompt, answer_a, answer_b, pending, position, *buttons, status, chart])

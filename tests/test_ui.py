@@ -218,7 +218,7 @@ def test_vote_chart_is_the_stacked_percent_bar():
         box = text.get_window_extent(renderer)
         assert figure.x0 <= box.x0 and box.x1 <= figure.x1 and figure.y0 <= box.y0 and box.y1 <= figure.y1, text
     assert " ".join(ax.get_title().split("\n")) == f"{long_x} vs {long_y}: 6 votes"
-    assert chart.get_figwidth() / chart.get_figheight() == 2  # 200 pixels tall on a 400-pixel phone
+    assert chart.get_figwidth() / chart.get_figheight() == 2  # ~170 pixels tall on a 400-pixel phone
     empty = vote_chart({"win": 0, "tie": 0, "loss": 0}, "x", "y")  # before the first vote
     assert [bar.get_width() for bar in empty.axes[0].patches] == [0, 0, 0]
 
