@@ -450,6 +450,9 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page()
+            errors = []
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"http://127.0.0.1:{port}")
             page.locator(box).fill(typed)
             page.locator(box).press("Enter")
@@ -487,6 +490,16 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
             assert page.locator(shown).count() == 0
             assert len(models.closed) == 2
 
+            # the chatbot's own trash icon during a reply: the same as New conversation
+            page.locator(box).fill("and again")
+            page.locator(box).press("Enter")
+            page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
+            page.locator("#chat-history").get_by_role("button", name="Clear").click()
+            page.wait_for_function(f"() => document.querySelectorAll(\"{shown}\").length === 0", timeout=30_000)
+            page.wait_for_timeout(1500)
+            assert page.locator(shown).count() == 0
+            assert len(models.closed) == 3
+
             # a paste over the cap: refused with a message, the text left in the box to shorten
             page.locator(box).fill("x" * 501)
             page.locator(box).press("Enter")
@@ -499,9 +512,10 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
             page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
             page.close()
             deadline = time.time() + 30
-            while len(models.closed) < 3 and time.time() < deadline:
+            while len(models.closed) < 4 and time.time() < deadline:
                 time.sleep(0.2)
-            assert len(models.closed) == 3
+            assert len(models.closed) == 4
             browser.close()
     finally:
         app.close()
+    assert errors == [], errors
