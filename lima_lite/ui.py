@@ -6,8 +6,12 @@
 
 Chat: multi-turn, streamed, Stop, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
 say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`, with
-its dev loss) and the base model of each run. Stop, New conversation and a closed tab cancel the reply (its
-generation stops); user messages are shown as typed, as text. Compare: one conversation answered by
+its dev loss) and the base model of each run. Every page's lists follow --runs (a timer of the app, with or
+without the Train tab): a new epoch adapter joins them, a deleted one leaves them; runs reached through a
+symlink are listed when it stays under --runs. Stop, New conversation, the chatbot's trash icon and a closed
+tab cancel the reply (its generation stops); user messages are shown as typed, as text. A refused message
+or a model that does not load is one line in the note (and a toast): the conversation stays as it was and
+the message stays in the box; a model loading says so with its seconds. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
 --votes (JSONL that records which model was which), and the win / tie / loss chart at the end of the rater's
@@ -17,7 +21,8 @@ gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try ag
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
 generation at a time per model (each model's Engine.lock). The app's API is its page: reachable beyond this
 machine (--host, --share) without --auth, the Train tab is not built, so no event that reads or writes a path
-exists to be called; the other tabs touch only the models listed and the votes file, fixed at start.
+exists to be called; the other tabs touch only the models listed under --runs (or named at start) and the
+votes file, fixed at start.
 Each tab's handlers (chat_turn, chat_retry, chat_undo, compare_turn, judge_next, judge_vote) are plain
 functions of plain values; build_app only lays out the widgets and wires them to the handlers.
 """
