@@ -294,6 +294,9 @@ def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
 
         # Chat: type, press Enter, watch the reply grow in the DOM.
@@ -348,6 +351,7 @@ def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     assert {vote["model_a"], vote["model_b"]} == {"tiny/adapter", "tiny/base"}  # X and Y, in a random order
     assert vote["prompt"] == "How do I water a fern?" and vote["answer_a"] == shown_a.strip()
     assert (tmp_path / "ui.png").stat().st_size > 10_000
+    assert errors == [], errors
     print(f"screenshot: {tmp_path / 'ui.png'}")
 
 
