@@ -1,4 +1,4 @@
-"""The app's Train tab (lima_lite/ui_train.py): the form's overrides and command line, the data check with the
+"""The app's Train tab (lima_lite/app/train_tab.py): the form's overrides and command line, the data check with the
 CLI's own messages, the first example with its trained tokens marked, one run at a time, progress read from
 metrics.jsonl, new epoch adapters in the model lists with their dev loss, `report_to: tensorboard`, and the
 whole tab driven in a real headless Chromium: start the quick-start recipe on a tiny model, watch the loss
@@ -18,8 +18,7 @@ import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny, write_run
 from lima_lite import LimaError
-from lima_lite.ui import Models, build_app
-from lima_lite.ui_train import (
+from lima_lite.app.train_tab import (
     Training,
     check_form,
     command_line,
@@ -29,6 +28,7 @@ from lima_lite.ui_train import (
     recipe_values,
     start_form,
 )
+from lima_lite.app.ui import Models, build_app
 
 # What turns the quick-start recipe into a few seconds on the tiny base (full precision, LIMA's format: the
 # tiny tokenizer has no chat template of its own); one epoch of 12 examples is 12 steps.
@@ -84,7 +84,7 @@ def cli_error(capsys, overrides: list[str]) -> str:
     from lima_lite.entry import run
 
     capsys.readouterr()
-    assert run("lima_lite.inspect:main", ["quickstart", *overrides]) == 2
+    assert run("lima_lite.inspection:main", ["quickstart", *overrides]) == 2
     return capsys.readouterr().err.strip()
 
 
@@ -313,7 +313,7 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
 
 
 def test_runs_started_from_a_terminal_are_listed(tmp_path):
-    from lima_lite.ui_train import runs_text
+    from lima_lite.app.train_tab import runs_text
 
     runs = tmp_path / "runs"
     for name, status in (("ours", "running"), ("theirs", "running"), ("old", "finished")):
@@ -326,7 +326,7 @@ def test_runs_started_from_a_terminal_are_listed(tmp_path):
 
 
 def test_export_merges_and_writes_the_hub_folder_of_the_chosen_epoch(tiny_llama_tied, tmp_path):
-    from lima_lite.ui_train import export_adapter
+    from lima_lite.app.train_tab import export_adapter
 
     runs = tmp_path / "runs"
     runs.mkdir()
