@@ -392,7 +392,7 @@ def find_adapters(runs_dir: str | Path) -> dict[str, Path]:
     """{"RUN/epoch-03": path, ..., "RUN/adapter": path} for every run under runs_dir, epochs in order, final last.
 
     A folder reached through a symlink is searched too when it lies under runs_dir once resolved, the rule the
-    app applies to every folder its Train tab reads (lima_lite.ui_train.under_runs); a link that leads out of
+    app applies to every folder its Train tab reads (lima_lite.app.train_tab.under_runs); a link that leads out of
     runs_dir, or back up to a folder above itself (a loop), is not followed."""
     runs_dir = Path(runs_dir)
     root = runs_dir.resolve()

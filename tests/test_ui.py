@@ -368,7 +368,7 @@ def test_a_refused_user_is_told_busy_try_again_in_the_page(playwright, tmp_path)
             yield from ()  # nothing to load
 
         def stream(self, label, messages, **sampling):
-            time.sleep(6)
+            time.sleep(15)  # long enough for a loaded machine to reach the refusals below meanwhile
             yield "slow answer"
             yield Reply(text="slow answer", finish_reason="eot")
 

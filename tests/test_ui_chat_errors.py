@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
+from lima_lite.app.ui import Models, build_app, chat_turn, compare_turn, input_box, loading_note, untouched
 from lima_lite.layout import ADAPTER_WEIGHTS
-from lima_lite.ui import Models, build_app, chat_turn, compare_turn, input_box, loading_note, untouched
 
 GREEDY = (0.0, 1.0, 1.0, 6)  # temperature, top_p, repetition_penalty, max_new_tokens
 

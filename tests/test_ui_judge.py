@@ -8,7 +8,7 @@ import shutil
 import time
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
-from lima_lite.ui import Models, build_app
+from lima_lite.app.ui import Models, build_app
 
 RUN = "smollm2-135m-lima-quickstart"  # a run name as long as the quick start's
 

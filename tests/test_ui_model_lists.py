@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
+from lima_lite.app.ui import GONE, Models, app_from_args, model_lists, parser
 from lima_lite.layout import find_adapters
-from lima_lite.ui import GONE, Models, app_from_args, model_lists, parser
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_the_lists_gain_new_adapters_and_lose_deleted_ones(runs):
 
 
 def test_a_deleted_model_still_chosen_is_refused_in_one_line_and_the_conversation_stays(runs):
-    from lima_lite.ui import chat_turn, input_box, untouched
+    from lima_lite.app.ui import chat_turn, input_box, untouched
 
     models = Models.discover(runs, load_in_4bit=False)
     history = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
