@@ -409,6 +409,21 @@ def find_adapters(runs_dir: str | Path) -> dict[str, Path]:
     return {label: folder for _, label, folder in sorted(found)}
 
 
+def links_out_of(runs_dir: str | Path) -> list[Path]:
+    """The symlinks under runs_dir that find_adapters does not follow because they lead out of runs_dir."""
+    runs_dir = Path(runs_dir)
+    root = runs_dir.resolve()
+    links = []
+    for top, dirs, _ in os.walk(runs_dir, followlinks=True):
+        here = Path(top).resolve()
+        for name in dirs:
+            target = Path(top, name).resolve()
+            if Path(top, name).is_symlink() and target != root and root not in target.parents:
+                links.append(Path(top, name))
+        dirs[:] = sorted(d for d in dirs if _walkable(Path(top, d).resolve(), root, here))
+    return sorted(links)
+
+
 def _walkable(target: Path, root: Path, here: Path) -> bool:
     """A subfolder (its resolved path `target`) of the folder resolved as `here`: under root, and no loop."""
     return root in target.parents and target != here and target not in here.parents

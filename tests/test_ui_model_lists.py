@@ -34,6 +34,13 @@ def test_symlinked_runs_are_listed_when_they_stay_under_runs(runs):
     assert find_adapters(runs)["latest/adapter"] == runs / "latest" / "adapter"
 
 
+def test_a_link_out_of_runs_is_said_at_start(runs, capsys):
+    app_from_args(parser().parse_args(["--runs", str(runs), "--no-train"]))
+    err = capsys.readouterr().err
+    assert f"note: {runs / 'outside'} leads out of {runs} (to {runs.parent / 'elsewhere' / 'outside'})" in err
+    assert "latest" not in err and "loop" not in err  # a link that stays under --runs, a loop: listed, skipped
+
+
 def test_the_lists_gain_new_adapters_and_lose_deleted_ones(runs):
     import gradio as gr
 

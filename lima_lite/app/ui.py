@@ -8,8 +8,9 @@ Chat: multi-turn, streamed, Stop, Retry and Undo, sampling sliders (LIMA's setti
 say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`, with
 its dev loss) and the base model of each run. Every page's lists follow --runs (a timer of the app, with or
 without the Train tab): a new epoch adapter joins them, a deleted one leaves them; runs reached through a
-symlink are listed when it stays under --runs. Stop, New conversation, the chatbot's trash icon and a closed
-tab cancel the reply (its generation stops); user messages are shown as typed, as text. A refused message
+symlink are listed when it stays under --runs (one that leads out is named at start). Stop, New
+conversation, the chatbot's trash icon and a closed tab cancel the reply (its generation stops); user
+messages are shown as typed, as text. A refused message
 or a model that does not load is one line in the note (and a toast): the conversation stays as it was and
 the message stays in the box; a model loading says so with its seconds. Compare: one conversation answered by
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
@@ -46,7 +47,7 @@ from lima_lite.conversations import read_prompts
 from lima_lite.evaluate.protocols import human_vote_record
 from lima_lite.files import read_jsonl, write_jsonl
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, sampling_args
-from lima_lite.layout import EPOCH, find_adapters, read_metrics, run_of
+from lima_lite.layout import EPOCH, find_adapters, links_out_of, read_metrics, run_of
 from lima_lite.plots import pyplot, stacked_percent_bars
 
 BASE = "base"
@@ -798,6 +799,9 @@ def app_from_args(args):
         print("note: no Train tab: this app is reachable beyond this machine without a login (--auth USER:PASSWORD "
               "adds it)", file=sys.stderr)
     models = Models.discover(args.runs, args.adapter, args.load_in_4bit)
+    for link in links_out_of(args.runs) if Path(args.runs).is_dir() else []:
+        print(f"note: {link} leads out of {args.runs} (to {link.resolve()}): its adapters are not listed "
+              "(--adapter DIR lists one)", file=sys.stderr)
     if not models.specs and not train:
         raise LimaError(f"{args.runs}: no adapters found (adapter/ or epoch-NN/ folders); train one with "
                         "`lima-lite quickstart` or pass --adapter DIR_OR_HUB_ID")
