@@ -10,13 +10,13 @@ its dev loss) and the base model of each run. Every page's lists follow --runs (
 without the Train tab): a new epoch adapter joins them, a deleted one leaves them; runs reached through a
 symlink are listed when it stays under --runs (one that leads out is named at start). Stop, New
 conversation, the chatbot's trash icon and a closed tab cancel the reply (its generation stops); user
-messages are shown as typed, as text. A refused message
-or a model that does not load is one line in the note (and a toast): the conversation stays as it was and
-the message stays in the box; a model loading says so with its seconds. Compare: one conversation answered by
-two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
---prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
---votes (JSONL that records which model was which), and the win / tie / loss chart at the end of the rater's
-round (earlier, it would tell which side was which). Train: lima_lite/app/train_tab.py.
+messages are shown as typed, as text. A refused message or a model that does not load is one line in the
+note (and a toast): the conversation stays as it was and the message stays in the box; a model loading says
+so with its seconds. Compare: one conversation answered by two models side by side (base vs adapter,
+epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from --prompts, two answers in random order with
+their sources hidden, A / B / tie, each vote appended to --votes (JSONL that records which model was which),
+and the win / tie / loss chart at the end of the rater's round (earlier, it would tell which side was which).
+Train: lima_lite/app/train_tab.py.
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
 gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
@@ -58,8 +58,8 @@ VOTE_KEYS = ("a", "tie", "b")
 class Models:
     """The models the app offers, each loaded once on first use: label -> (adapter folder or Hub id, adapter on?).
 
-    `refresh` looks under `runs_dir` again (at most every REFRESH_SECONDS, however many pages ask): an epoch
-    adapter written by a training run joins the lists, a deleted one leaves them."""
+    `refresh` looks under `runs_dir` again (the app's pages at most every LIST_SECONDS, however many they are):
+    an epoch adapter written by a training run joins the lists, a deleted one leaves them."""
 
     specs: dict[str, tuple[str, bool]]
     load_in_4bit: bool | None = None
@@ -127,8 +127,8 @@ class Models:
                 except LimaError as error:
                     raise LimaError(f"model {label!r} did not load: {error}") from None
                 except Exception as error:  # noqa: BLE001 - a damaged or vanished folder fails in many ways
-                    first = (str(error).strip().splitlines() or [""])[0][:200]
-                    raise LimaError(f"model {label!r} did not load from {path}: {type(error).__name__}: {first}") from None
+                    raise LimaError(f"model {label!r} did not load from {path}: {type(error).__name__}: "
+                                    f"{first_line(error)}") from None
         return self.engines[path], use_adapter
 
     def prepare(self, label: str, messages: list[dict], max_new_tokens: int):
