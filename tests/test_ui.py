@@ -100,8 +100,9 @@ def core_reply(models, label, messages, sliders, seed=None):
 
 
 def test_chat_turn_streams_the_reply_into_the_history(models):
+    models.engine("tiny/adapter")  # loaded (a load's "loading the model (N s)" steps: tests/test_ui_chat_errors.py)
     steps = list(chat_turn(models, 500, FERN, [], "tiny/adapter", *GREEDY))
-    # shown at once (the model is loaded), the box emptied
+    # shown at once, the box emptied
     assert steps[0] == (input_box(""), shown([{"role": "user", "content": FERN}]), WRITING)
     expected = core_reply(models, "tiny/adapter", [{"role": "user", "content": FERN}], GREEDY)
     box, history, note_text = steps[-1]
