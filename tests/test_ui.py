@@ -166,6 +166,7 @@ def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
     prompts = [{"id": "p1", "prompt": FERN}, {"id": "p2", "prompt": "Name a fast bird."}]
     [refused] = judge_next(models, prompts, random.Random(0), 0, "tiny/adapter", "tiny/adapter", *GREEDY)
     assert refused == (*[untouched()] * 8, "error: choose two different models", untouched())
+    models.engine("tiny/adapter")  # loaded: no "loading the models (N s)" steps first
     steps = list(judge_next(models, prompts, random.Random(0), 2, "tiny/adapter", "tiny/base", *GREEDY))
     heading, a, b, record, index, *buttons, status, chart = steps[0]
     assert FERN in heading and "Prompt 1 of 2" in heading and record is None and index == 2
