@@ -792,7 +792,7 @@ def app_from_args(args):
     """The gr.Blocks app `lima-lite ui ARGS` serves. Beyond this machine without a login the Train tab (the
     events that read and write paths: data check, start, export, run progress) is not built at all, so its
     events do not exist in the app's API either; what stays (Chat, Compare, Judge) touches only the models
-    listed and the votes file, both fixed when the app starts."""
+    listed (adapters under --runs and those named by --adapter) and the votes file fixed when the app starts."""
     auth = parse_auth(args.auth)
     train = args.train and trusted(args.host, args.share, auth)
     if args.train and not train:
