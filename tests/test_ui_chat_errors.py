@@ -31,13 +31,13 @@ def runs(tiny_run, tmp_path) -> Path:
 
 @pytest.fixture
 def slow_load(monkeypatch):
-    """Every model takes 2.5 s longer to load, as a 7B does minutes."""
+    """Every model takes 3.5 s longer to load, as a 7B does minutes."""
     from lima_lite import generate
 
     real = generate.load_engine
 
     def load_engine(*args, **kwargs):
-        time.sleep(2.5)
+        time.sleep(3.5)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(generate, "load_engine", load_engine)
