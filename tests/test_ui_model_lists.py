@@ -64,8 +64,19 @@ def test_the_lists_gain_new_adapters_and_lose_deleted_ones(runs):
     assert "archive/tiny/epoch-01" not in models.labels
     assert [f"archive/tiny/epoch-01 · {GONE}", "archive/tiny/epoch-01"] in sent[0]
     assert all(label != "archive/tiny/epoch-01" for _, label in sent[1])
-    # the base of a run keeps the folder it was listed with while that folder is there
-    assert models.specs["archive/tiny/base"] == (str(runs / "archive" / "tiny" / "adapter"), False)
+
+
+def test_a_runs_base_keeps_its_folder_while_that_folder_is_there(tiny_run, tmp_path):
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(tiny_run / "epoch-01", run / "epoch-01")
+    models = Models.discover(tmp_path / "runs")
+    assert models.specs["r/base"] == (str(run / "epoch-01"), False)
+    shutil.copytree(tiny_run / "adapter", run / "adapter")  # the run goes on: its base is not loaded again
+    models.refresh()
+    assert models.specs["r/base"] == (str(run / "epoch-01"), False)
+    shutil.rmtree(run / "epoch-01")  # that folder deleted: the base comes from the one that is left
+    models.refresh()
+    assert models.specs["r/base"] == (str(run / "adapter"), False) and models.labels == ["r/adapter", "r/base"]
 
 
 def test_a_deleted_model_still_chosen_is_refused_in_one_line_and_the_conversation_stays(runs):
