@@ -168,3 +168,18 @@ def test_a_page_that_never_opens_train_sees_a_new_epoch_in_a_real_browser(runs, 
     finally:
         app.close()
     assert errors == [], errors
+
+
+def test_the_dev_loss_shown_follows_metrics_jsonl_and_a_damaged_file_hides_it(tiny_run, tmp_path):
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(tiny_run, run)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text('{"step": 2, "epoch": 1.0, "eval_loss": 1.5}\n')
+    models = Models.discover(tmp_path / "runs")
+    assert models.choices()[0] == ("r/epoch-01 · dev loss 1.500", "r/epoch-01")
+    metrics.write_text('{"step": 2, "epoch": 1.0, "eval_loss": 1.25}\n')  # read again once it changed
+    models.refresh()
+    assert models.choices()[0] == ("r/epoch-01 · dev loss 1.250", "r/epoch-01")
+    metrics.write_text('{"step": 2, "epoch": 1.0, "eval_loss": 1.25}\n{"step": "two"}\n')
+    models.refresh()  # the lists still build; the Train tab's progress names the damaged line
+    assert models.choices()[0] == ("r/epoch-01", "r/epoch-01")
