@@ -18,14 +18,17 @@ import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny, write_run
 from lima_lite import LimaError
+from lima_lite.precision import Hardware
 from lima_lite.ui import Models, build_app
 from lima_lite.ui_train import (
     Training,
     check_form,
     command_line,
+    finishing,
     form_handler,
     form_overrides,
     progress,
+    progress_text,
     recipe_values,
     start_form,
 )
@@ -48,7 +51,7 @@ def form(tiny_llama_tied, tmp_path):
     values = {**recipe_values("quickstart", runs), "model_name_or_path": str(tiny_llama_tied),
               "dataset_name": str(data_file(tmp_path / "train.jsonl", 12)),
               "dev_dataset": str(data_file(tmp_path / "dev.jsonl", 2)), "num_train_epochs": "1",
-              "output_dir": str(runs / "quick")}
+              "max_length": "256", "output_dir": str(runs / "quick")}
     return runs, values
 
 
@@ -58,7 +61,7 @@ def test_the_form_becomes_the_recipe_plus_what_was_changed(form):
     overrides = form_overrides("quickstart", runs, {**values, "learning_rate": "5e-4"}, "max_steps=3 seed='4'")
     # 5e-4 is the recipe's own learning rate: not repeated; the output folder always is
     assert overrides == [f"model_name_or_path={values['model_name_or_path']}", f"dataset_name={values['dataset_name']}",
-                         f"dev_dataset={values['dev_dataset']}", "num_train_epochs=1",
+                         f"dev_dataset={values['dev_dataset']}", "num_train_epochs=1", "max_length=256",
                          f"output_dir={runs / 'quick'}", "max_steps=3", "seed=4"]
     assert command_line("quickstart", ["output_dir=my runs/x"]) == "lima-lite train quickstart 'output_dir=my runs/x'"
     with pytest.raises(LimaError, match="more settings: expected key=value, found 'max_steps'"):
@@ -73,10 +76,72 @@ def test_check_shows_the_first_example_as_trained_and_the_command(form):
     # LIMA's format: the user's turn and its EOT untrained, the reply and its EOT trained (highlighted)
     assert ("How do I water plant number 0?&lt;|im_end|&gt;<mark>Water plant 0 once a week, in the morning."
             "&lt;|im_end|&gt;</mark>") in example
-    assert plan == "Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)"
     assert command.startswith("lima-lite train quickstart model_name_or_path=") and command.endswith("max_steps=12")
-    status, _, plan, _ = check_form(training, "quickstart", *values.values(), TINY.replace("load_in_4bit=false", ""))
-    assert plan.startswith("Memory plan: hidden 64, 2 layers") and "no GPU: assumed 24 GiB" in plan
+    # the settings as `lima-lite inspect --resolved` gives them, each with its reason, then this CPU's estimate
+    assert plan.startswith("Resolved settings: float32, unquantized base, 1 epoch(s) of 1 x 1 examples per step")
+    assert re.search(r"\ndtype = 'float32' +# set at command line\n", plan), plan
+    assert "Estimate for this machine (CPU with" in plan and "GPU plan" not in plan and "GiB (" not in plan
+    assert re.search(r"host memory  about \d+\.\d GiB of [\d.]+ GiB available now", plan), plan
+    assert re.search(r"about [\d.]+ s per step of 1 x 1 examples \(~\d+ tokens; rough: ", plan), plan
+    assert "per epoch of 12 steps" in plan and "for 12 steps" in plan
+
+
+def test_a_taken_output_folder_gets_a_free_name_and_start_refuses_a_finished_run(form):
+    """After the quick start runs/quickstart holds a finished run: the tab proposes quickstart-2 (then -3), and a
+    Start into a finished run is refused at once, with train's own message, before any process starts."""
+    runs, values = form
+    (runs / "quickstart" / "adapter").mkdir(parents=True)
+    write_run(runs / "quickstart", status="finished")
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart-2")
+    (runs / "quickstart-2").mkdir()  # empty: free
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart-2")
+    (runs / "quickstart-2" / "notes.txt").write_text("mine")
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart-3")
+    training = Training(runs)
+    status, *_ = form_handler(training, start_form)("quickstart", *{**values, "output_dir": str(runs / "quickstart")}.values(),
+                                                   TINY)
+    assert status == (f"error: {runs / 'quickstart'}: holds a finished run (adapter/ exists); choose another output_dir "
+                      "or delete it")
+    assert training.process is None
+
+
+def test_more_settings_never_silently_override_a_field(form):
+    runs, values = form
+    training = Training(runs)
+    status, *rest = form_handler(training, check_form)("quickstart", *values.values(), f"{TINY} max_length=1024")
+    assert status == ('error: more settings: max_length=1024 conflicts with the field "max length (tokens)" (256); '
+                      "change the field, or take max_length out of more settings")
+    assert training.process is None
+    status, *_ = check_form(training, "quickstart", *values.values(), f"{TINY} learning_rate=0.0005 lora_r=16")
+    assert status.startswith("data OK")  # the same values as the fields (5e-4, 16): no conflict
+
+
+@pytest.mark.parametrize("kind", [Hardware("cpu", "AVX2", False), Hardware("cpu", "AVX512", True)], ids=["avx2", "bf16"])
+def test_the_tab_resolves_the_quick_start_as_the_cli_does(form, monkeypatch, kind):
+    """The quick-start recipe as the tab shows it, on a CPU without and with native bf16: the settings and reasons
+    of lima_lite.resolve, as `lima-lite quickstart` gets them (without bf16: unquantized, one epoch)."""
+    from lima_lite import precision
+    from lima_lite.config import load_recipe
+    from lima_lite.machine import detect_machine
+    from lima_lite.recipe_yaml import resolve_recipe
+    from lima_lite.resolve import resolve
+
+    monkeypatch.setattr(precision, "detect_hardware", lambda: kind)
+    runs, values = form
+    values = {**values, "num_train_epochs": recipe_values("quickstart", runs)["num_train_epochs"]}  # the recipe's 2
+    more = f"chat_format=lima eot_token={EOT} max_steps=12"
+    _, _, shown, command = check_form(Training(runs), "quickstart", *values.values(), more)
+    overrides = form_overrides("quickstart", runs, values, more)
+    cli = resolve(load_recipe(resolve_recipe("quickstart"), overrides), detect_machine())
+    assert shown.splitlines()[0] == cli.summary()
+    for key in ("load_in_4bit", "num_train_epochs", "dtype", "bf16"):
+        if key in cli.reasons:
+            assert f"  # {cli.reasons[key]}" in shown
+    expected = ("float32, unquantized base, 1 epoch(s)" if not kind.bf16 else "bfloat16, 4-bit NF4 base, 2 epoch(s)")
+    assert shown.startswith(f"Resolved settings: {expected}"), shown.splitlines()[0]
+    if not kind.bf16:
+        assert re.search(r"\nload_in_4bit = False +# slow_cpu_fallback on a CPU without native bf16 \(AVX2\)\n", shown)
+    assert f"Estimate for this machine ({kind.label}, no GPU)" in shown and "Memory plan" not in shown
 
 
 def cli_error(capsys, overrides: list[str]) -> str:
@@ -135,6 +200,33 @@ def test_progress_reads_step_eta_and_tokens_per_second(tmp_path):
     assert found["step"] == 3 and found["total"] == 20 and found["epoch"] == 0.3
     assert found["eta_s"] == pytest.approx(17 * 2.0) and found["tokens_per_s"] == pytest.approx(50.0)
     assert found["train"] == [(1, 2.9), (3, 2.7)] and found["dev"] == [(0, 3.0)]
+
+
+def test_progress_keeps_its_pace_through_slow_steps_and_a_pause(tmp_path):
+    """Steps of 235 s still give the step time, ETA and tokens/s; a stop and resume (a 300 s gap) does not
+    count in the step time; Stop's line names the step it waits for and its time left."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run(run, steps_per_epoch=10, training={"max_steps": -1, "num_train_epochs": 1})
+    metrics, pace, rows = run / "metrics.jsonl", {}, []
+    for step, moment in ((1, 1000.0), (2, 1235.0), (3, 1470.0), (4, 2005.0), (5, 2240.0)):  # 4: after a 300 s pause
+        rows.append({"step": step, "epoch": step / 10, "loss": 3 - step / 10, "num_tokens": 940.0 * step})
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.utime(metrics, (moment, moment))
+        found = progress(run, pace)
+        if step == 2:
+            assert found["step_s"] == 235.0 and found["eta_s"] == 8 * 235.0 and found["tokens_per_s"] == 4.0
+    assert found["step_s"] == 235.0 and found["eta_s"] == 5 * 235.0 and found["tokens_per_s"] == 4.0
+    assert "235.0 s/step · ETA 00:19:35 · 4 tokens/s" in progress_text("running", run, found)
+    found["last_logged"] = time.time() - 35
+    assert re.fullmatch(r"finishing step 6 \(about 20\d s\)", finishing(found)), finishing(found)
+    found["last_logged"] = time.time() - 300
+    assert finishing(found) == "finishing step 6 (any moment: steps take about 235 s)"
+    assert finishing({**found, "step_s": None}) == "finishing step 6 (its time is measured from the second logged step on)"
+    rows = rows[:1]  # trained again from the start in the same folder: the pace starts over
+    metrics.write_text(json.dumps(rows[0]) + "\n")
+    os.utime(metrics, (3000.0, 3000.0))
+    assert progress(run, pace)["step_s"] is None and pace[str(run)] == [(3000.0, 1, 940.0)]
 
 
 def test_a_new_epoch_adapter_joins_the_model_lists_with_its_dev_loss(tiny_llama_tied, tmp_path):
