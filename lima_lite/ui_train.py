@@ -604,7 +604,7 @@ def loss_svg(found: dict) -> str:
 
 def svg_box(inner: str) -> str:
     return (f"<svg id='train-curve' viewBox='0 0 {WIDTH} {HEIGHT}' width='100%' role='img' aria-label='loss curves' "
-            f"xmlns='http://www.w3.org/2000/svg' style='max-width: {WIDTH * 1.5}px; font-family: sans-serif'>"
+            f"xmlns='http://www.w3.org/2000/svg' style='max-width: {WIDTH * 1.25:g}px; font-family: sans-serif'>"
             f"{inner}</svg>")
 
 

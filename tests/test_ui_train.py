@@ -327,51 +327,99 @@ def chat_one_turn(page, model: str, message: str) -> str:
     return page.locator("#chat-history [data-testid='bot']").last.inner_text().strip()
 
 
+def curve_on(page) -> dict:
+    """The loss curves as the page draws them: each polyline's points (data-points, "step:loss") and colour,
+    and whether each legend entry lies inside the drawn box."""
+    return page.evaluate("""() => {
+        const svg = document.querySelector('#train-loss svg');
+        if (!svg) return null;
+        const box = svg.getBoundingClientRect();
+        const curves = {};
+        for (const line of svg.querySelectorAll('polyline')) {
+            const points = line.dataset.points.trim();
+            curves[line.getAttribute('class')] = {color: line.getAttribute('stroke'),
+                points: points ? points.split(' ').map(p => Number(p.split(':')[0])) : []};
+        }
+        const legend = [...svg.querySelectorAll('g.legend')].map(g => {
+            const r = g.getBoundingClientRect();
+            return {text: g.textContent, color: g.querySelector('line').getAttribute('stroke'),
+                    inside: r.width > 0 && r.top >= box.top && r.bottom <= box.bottom && r.left >= box.left
+                            && r.right <= box.right};
+        });
+        return {curves, legend, height: box.height};
+    }""")
+
+
+LEGEND = [{"text": "train loss", "color": "#1f77b4", "inside": True}, {"text": "dev loss", "color": "#ff7f0e", "inside": True}]
+
+
 @pytest.mark.slow  # a whole training in a child process, stopped and resumed from the page
 def test_train_tab_in_a_real_browser(served, form, tmp_path):
+    """A person's path through the Train tab, on the page that starts the run, never reloaded: bad input, Check,
+    the quick-start folder taken (a free name proposed; Start into the taken one refused at once), Start, the
+    curve drawn on this page as the run goes (both curves, legend in the box, fixed colours), ETA and tokens/s,
+    chat meanwhile, Stop (the step it waits for), Resume, the end, the new epoch in Chat; no console error."""
     playwright = browser_tools()
     url, runs, training = served
     _, values = form
-    values["output_dir"] = str(runs / "quick")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": qa(0)}) + "\n{not json\n")
+    finished = runs / "quickstart"  # the quick start's finished run, where the recipe trains by default
+    finished.mkdir()
+    (finished / "adapter").mkdir()
+    write_run(finished, status="finished")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
         page.get_by_role("tab", name="Train").click()
-        assert page.locator("#train-output_dir input, #train-output_dir textarea").first.input_value() == \
-            str(runs / "quickstart")  # the recipe's values, its output folder under --runs
+        output = page.locator("#train-output_dir input, #train-output_dir textarea").first
+        page.wait_for_function("(name) => [...document.querySelectorAll('#train-output_dir input, #train-output_dir "
+                               "textarea')].some(e => e.value.endsWith(name))", arg="/quickstart-2", timeout=30_000)
+        assert output.input_value() == str(runs / "quickstart-2")  # the recipe's folder holds a finished run
+        values["output_dir"] = output.input_value()
 
         # Bad input: the CLI's one-line messages in the page.
         for changed, more, words in [({"dataset_name": str(tmp_path / "missing.jsonl")}, "", "data file not found"),
-                                     ({"dataset_name": str(bad)}, "", "bad.jsonl:2: invalid JSON"),
-                                     ({}, "bogus_key=1", "error: command line: unknown key 'bogus_key'")]:
+                                     ({"dataset_name": str(bad)}, "", "bad.jsonl:2: invalid JSON at column 2"),
+                                     ({}, "bogus_key=1", "error: command line: unknown key 'bogus_key'"),
+                                     ({"output_dir": str(finished)}, "", "holds a finished run (adapter/ exists)")]:
             fill(page, {**values, **changed}, f"{TINY} {more}")
-            page.locator("#train-check").click()
+            page.locator("#train-start" if "output_dir" in changed else "#train-check").click()
             page.locator("#train-status").get_by_text(words).wait_for(timeout=30_000)
+        assert training.process is None  # the refused Start started nothing
 
         fill(page, values, TINY)
         page.locator("#train-check").click()
         page.locator("#train-status").get_by_text("data OK: 12 conversations read").wait_for(timeout=30_000)
         assert page.locator("#train-example mark").first.inner_text().startswith("Water plant 0")
         assert page.locator("#train-command input, #train-command textarea").first.input_value().endswith("max_steps=12")
+        shown = page.locator("#train-plan textarea").input_value()
+        assert shown.startswith("Resolved settings: float32, unquantized base") and "Estimate for this machine" in shown
 
         page.locator("#train-start").click()
         page.locator("#train-status").get_by_text("started (pid").wait_for(timeout=60_000)
         page.locator("#train-start").click()  # a second Start while it runs
         page.locator("#train-status").get_by_text("a training is already running").wait_for(timeout=30_000)
 
-        # The loss curve grows: the progress line's count of train-loss points seen at three values.
-        seen = set()
-        deadline = time.time() + 120
+        # The curve grows on this very page: the train curve's points seen at three counts, the dev curve's
+        # first point (the base's, at step 0) with it, the legend inside the box, the colours fixed.
+        seen, deadline = set(), time.time() + 120
         while len(seen) < 3 and time.time() < deadline:
-            found = re.search(r"train loss [\d.]+ \((\d+) points\)", page.locator("#train-progress").inner_text())
-            if found:
-                seen.add(int(found[1]))
+            drawn = curve_on(page)
+            if drawn and drawn["curves"].get("train-loss", {}).get("points"):
+                seen.add(len(drawn["curves"]["train-loss"]["points"]))
+                assert drawn["curves"]["dev-loss"]["points"][:1] == [0], drawn
             page.wait_for_timeout(300)
-        assert len(seen) >= 3, seen
-        assert page.locator("#train-loss canvas, #train-loss svg").count() >= 1
+        assert len(seen) >= 3 and min(seen) <= 4, seen
+        drawn = curve_on(page)
+        assert drawn["legend"] == LEGEND and drawn["height"] > 150, drawn
+        assert (drawn["curves"]["train-loss"]["color"], drawn["curves"]["dev-loss"]["color"]) == ("#1f77b4", "#ff7f0e")
+        page.locator("#train-progress").get_by_text(re.compile(r"s/step · ETA \d\d:\d\d:\d\d · [\d,]+ tokens/s")).wait_for(
+            timeout=30_000)
         page.screenshot(path=str(tmp_path / "train-tab.png"), full_page=True)
 
         # Chat is served during the training.
@@ -380,27 +428,49 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
 
         page.get_by_role("tab", name="Train").click()
         page.locator("#train-stop").click()
+        page.locator("#train-status").get_by_text(re.compile(
+            r"stopping: finishing step \d+ \((about \d+ s|any moment: steps take about \d+ s)\), then a checkpoint")
+        ).wait_for(timeout=30_000)
         page.locator("#train-progress").get_by_text("stopped: Resume continues").wait_for(timeout=60_000)
-        stopped_at = max(int(p.name.split("-")[1]) for p in (runs / "quick").glob("checkpoint-*"))
-        assert 0 < stopped_at < 12 and not (runs / "quick" / "epoch-01").exists()
+        # the status line follows: it says what the progress line says, not "stopping"
+        page.locator("#train-status").get_by_text("stopped: Resume continues").wait_for(timeout=10_000)
+        stopped_at = max(int(p.name.split("-")[1]) for p in Path(values["output_dir"]).glob("checkpoint-*"))
+        assert 0 < stopped_at < 12 and not (Path(values["output_dir"]) / "epoch-01").exists()
 
         page.locator("#train-resume").click()
         page.locator("#train-progress").get_by_text("finished:").wait_for(timeout=180_000)
-        log = (runs / "quick" / "train.log").read_text()
-        assert f"Resuming from {runs / 'quick' / f'checkpoint-{stopped_at}'}" in log
-        steps = [json.loads(line)["step"] for line in (runs / "quick" / "metrics.jsonl").read_text().splitlines()
+        page.locator("#train-status").get_by_text("finished:").wait_for(timeout=10_000)
+        log = (Path(values["output_dir"]) / "train.log").read_text()
+        assert f"Resuming from {Path(values['output_dir']) / f'checkpoint-{stopped_at}'}" in log
+        steps = [json.loads(line)["step"] for line in (Path(values["output_dir"]) / "metrics.jsonl").read_text().splitlines()
                  if "loss" in json.loads(line)]
         assert steps == list(range(1, 13))  # each step once: the resumed run went on from the checkpoint
 
+        # At the end, on the same page: every train point and both dev points (the base's and the epoch's);
+        # a page opened now draws the same curves in the same colours.
+        page.wait_for_function("() => document.querySelector('#train-loss polyline.dev-loss').dataset.points"
+                               ".trim().split(' ').length === 2", timeout=10_000)
+        drawn = curve_on(page)
+        assert drawn["curves"]["train-loss"]["points"] == list(range(1, 13)) and drawn["legend"] == LEGEND
+        assert drawn["curves"]["dev-loss"]["points"] == [0, 12]
+        other = browser.new_page(viewport={"width": 1280, "height": 1400})
+        other.goto(url)
+        other.get_by_role("tab", name="Train").click()
+        other.wait_for_function("() => document.querySelectorAll('#train-loss polyline.dev-loss circle, "
+                                "#train-loss circle.dev-loss').length === 2", timeout=10_000)
+        assert curve_on(other) == drawn
+        other.close()
+
         # The new epoch adapter is in the Chat tab's list, with its dev loss; one turn with it.
-        page.wait_for_timeout(3000)  # a tick of the timer
+        name = Path(values["output_dir"]).name
         page.get_by_role("tab", name="Chat").click()
         page.locator("#chat-model input").click()
-        assert page.get_by_role("option", name=re.compile(r"quick\/epoch-01 · dev loss \d")).count() == 1
+        assert page.get_by_role("option", name=re.compile(rf"{name}\/epoch-01 · dev loss \d")).count() == 1
         page.keyboard.press("Escape")
         page.locator("#chat-new").click()
-        assert chat_one_turn(page, "quick/epoch-01", "How do I water plant number 3?")
+        assert chat_one_turn(page, f"{name}/epoch-01", "How do I water plant number 3?")
         browser.close()
+    assert errors == [], errors
     print(f"screenshot: {tmp_path / 'train-tab.png'}")
 
 
