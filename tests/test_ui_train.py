@@ -144,6 +144,25 @@ def test_the_tab_resolves_the_quick_start_as_the_cli_does(form, monkeypatch, kin
     assert f"Estimate for this machine ({kind.label}, no GPU)" in shown and "Memory plan" not in shown
 
 
+def test_on_a_gpu_the_box_shows_the_memory_plan_of_the_resolved_settings(form, monkeypatch):
+    """The GPU branch of the box, its machine said to have a 24 GiB GPU: the memory plan of the settings as
+    resolved (4-bit), instead of the CPU's host memory and time (a real GPU run is checked where there is one)."""
+    from dataclasses import replace
+
+    from lima_lite import ui_train
+    from lima_lite.recipe_yaml import resolve_recipe
+    from lima_lite.train import prepare
+
+    runs, values = form
+    overrides = form_overrides("quickstart", runs, values, TINY.replace("load_in_4bit=false ", ""))
+    setup = prepare(resolve_recipe("quickstart"), overrides)
+    on_gpu = replace(setup, resolved=replace(setup.resolved, machine=replace(setup.resolved.machine, cuda=True)))
+    monkeypatch.setattr(ui_train, "detected_gpu_gib", lambda: 24.0)
+    shown = ui_train.machine_text(on_gpu, runs)
+    assert shown.startswith(setup.resolved.summary()) and "\nMemory plan: hidden 64, 2 layers" in shown
+    assert "GiB of 24.000 GiB (this GPU): fits" in shown and "Estimate for this machine" not in shown
+
+
 def cli_error(capsys, overrides: list[str]) -> str:
     """What `lima-lite inspect quickstart OVERRIDES` prints on stderr."""
     from lima_lite.entry import run
