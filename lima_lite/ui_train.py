@@ -5,8 +5,10 @@
 
 Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, the
 `lima-lite data stats` table and response-length histogram, and the first example as it will be trained, its
-trained tokens highlighted), read the memory plan and the
-equivalent `lima-lite train ...` command, then Start. The run is a child process (a crash never takes the app
+trained tokens highlighted), read the settings as `lima-lite train` resolves them on this machine (lima_lite.resolve,
+each with its reason) with an estimate (a GPU's memory plan; a CPU's host memory and time per step and epoch) and
+the equivalent `lima-lite train ...` command, then Start; its output folder is a free one (free_folder), and a
+value in "more settings" that contradicts a field is refused. The run is a child process (a crash never takes the app
 down), one at a time; Stop asks it to write a checkpoint at the end of the current step and exit; Resume runs
 the same command again, which continues from that checkpoint, as after any interruption. Every few seconds
 the tab reads the run's metrics.jsonl (step, epoch, ETA, tokens/s, the train and dev loss curves) and lists
