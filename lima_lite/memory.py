@@ -181,7 +181,7 @@ def offloaded_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) ->
     TRL's forward stash (its OFFLOAD_STASH newest packed tensors, kept on the GPU until the first backward node
     has run) holds the loss's last tensors, packed after every layer's (counted as the loss's); in the backward,
     the layer being recomputed has its checkpoint brought back, and TRL frees a brought-back tensor when the next
-    node runs (bench/plan_calibration.HostOffload follows those rules)."""
+    node runs (tests/oracles/step_bytes.HostOffload follows those rules)."""
     return max(0, shape.layers - OFFLOAD_ON_GPU) * tokens * shape.hidden * rb
 
 

@@ -99,3 +99,22 @@ def test_no_library_module_imports_a_command():
     upward = sorted(f"{name} -> {target}" for name, targets in GRAPH.items() if name not in COMMAND_MODULES
                     for target in targets if target in COMMAND_MODULES)
     assert upward == []
+
+
+TESTS = PACKAGE.parent / "tests"
+
+
+def test_files_stand_on_their_own():
+    """No test file imports another test file or a bench/ script, and none reaches them through sys.path:
+    what several tests share lives in helpers.py, bad_input.py, conftest.py or the oracles package."""
+    bench = {path.stem for path in (PACKAGE.parent / "bench").glob("*.py")}
+    offenders = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name} imports {name}" for name in names
+                          if name.split(".")[0].startswith("test_") or name.split(".")[0] in bench]
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in ("sys.path.insert", "sys.path.append"):
+                offenders.append(f"{path.name} changes sys.path")
+    assert bench and not offenders, offenders

@@ -3,16 +3,12 @@ and the 4-bit path, padding-free, inside gradient checkpointing, with LoRA and r
 checkpoints offloaded), and what they keep for the backward."""
 
 import contextlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
 from lima_lite.model import add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 
 def assert_same(got, want, atol: float, layers: int = 2):
@@ -109,10 +105,10 @@ def test_no_grad_forward_is_the_same_and_lean_lora_is_idempotent():
 
 
 def test_with_offloaded_checkpoints():
-    """Checkpoints offloaded as TRL does (bench/plan_calibration.HostOffload) and by torch's save_on_cpu, with lean
+    """Checkpoints offloaded as TRL does (oracles.step_bytes.HostOffload) and by torch's save_on_cpu, with lean
     activations and the tiled MLP nested inside each layer's checkpoint: the loss and LoRA gradients of the
     plain run, within 1e-5."""
-    from plan_calibration import HostOffload
+    from oracles.step_bytes import HostOffload
 
     model = tiny_fp32_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -136,7 +132,7 @@ def test_keeps_less_per_token(tmp_path):
     dropout, bf16 autocast, bf16 layers, checkpoints offloaded, MLP tiled) at two lengths: lean activations keep
     about half the bytes per token (0.52x counted), and the plan stays above the counted peak (within 15 % with
     them, 20 % without)."""
-    from plan_calibration import OFFLOAD_SHAPES, compare
+    from oracles.step_bytes import OFFLOAD_SHAPES, compare
 
     shape = OFFLOAD_SHAPES["llama-h128-L10"]
     per_token, errors = {}, {}

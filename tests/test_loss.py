@@ -165,13 +165,10 @@ def test_liger_path_equals_the_plain_path_on_cuda(tiny_llama):
 
 
 def test_chunked_loss_memory_does_not_grow_with_the_tokens():
-    """Live bytes of the loss's forward and backward (bench/loss_memory.py's count): the plain path's grow with
+    """Live bytes of the loss's forward and backward (oracles/loss_bytes.py's count): the plain path's grow with
     the micro-batch (full logits), the chunked loss's stay at a chunk's worth, many times smaller."""
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from loss_memory import chunked, head, peak_bytes, plain
+    from oracles.loss_bytes import chunked, head, peak_bytes, plain
 
     vocab, hidden = 4000, 64
     lm_head = head(vocab, hidden, trainable_token=True)
@@ -192,16 +189,12 @@ def test_hidden_state_keeps_no_layers_output():
     output until the forward returned (the checkpoints offloading moves to CPU memory among them), and
     accelerate's bf16 autocast wrapper copied each to fp32 on the way out. A 12-layer model's forward peak stays
     at about 10 hidden states: one layer's work (it was 39: 13 states in bf16 and their 13 fp32 copies)."""
-    import sys
-    from pathlib import Path
 
     from accelerate.utils import convert_outputs_to_fp32
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lima_lite.loss import causal_lm_hidden
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from plan_calibration import LiveBytes
+    from oracles.step_bytes import LiveBytes
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=1024, intermediate_size=64, num_hidden_layers=12,

@@ -1,7 +1,6 @@
 """The tiled MLP (lima_lite.model.tile_mlp): the same loss and LoRA gradients as the whole MLP (fp32 and the 4-bit
 path, padding-free batches, inside gradient checkpointing), and a lower counted peak, by about what the plan says."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lo
 from lima_lite.model import get_model, tile_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def assert_same(got, want, atol: float):
@@ -109,7 +107,7 @@ def test_counted_peak_is_lower_by_about_what_the_plan_says(tmp_path):
     LoRA, bf16 autocast, gradient checkpointing) on one 2,048-token example, MLP 3.5x the hidden size as in
     Llama-3.1-8B: tiling by 256 tokens lowers the counted peak by roughly what the plan predicts, and the plan
     stays above the counted peak with tiling."""
-    from plan_calibration import compare
+    from oracles.step_bytes import compare
 
     shape = dict(hidden_size=128, intermediate_size=448, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=1000)
