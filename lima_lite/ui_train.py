@@ -274,8 +274,11 @@ def cpu_estimate(setup, runs_dir: Path) -> list[str]:
     if measured:
         seconds, source = measured
     else:
+        import torch
+
         seconds = estimated_step_seconds(setup, tokens)
-        source = "rough: from the model's size, the data's tokens and a timed matmul"
+        source = (f"rough: from the model's size, the data's tokens and a timed matmul on {torch.get_num_threads()} "
+                  "thread(s)")
     return [f"Estimate for this machine ({setup.resolved.machine.hardware.label}, no GPU):",
             f"  host memory  about {host_gib(setup, shape):.1f} GiB of {available_host_gib():.1f} GiB available now "
             "(rough: the memory plan's tensors at the longest example)",
