@@ -280,8 +280,9 @@ def cpu_estimate(setup, runs_dir: Path) -> list[str]:
         source = (f"rough: from the model's size, the data's tokens and a timed matmul on {torch.get_num_threads()} "
                   "thread(s)")
     return [f"Estimate for this machine ({setup.resolved.machine.hardware.label}, no GPU):",
-            f"  host memory  about {host_gib(setup, shape):.1f} GiB of {available_host_gib():.1f} GiB available now "
-            "(rough: the memory plan's tensors at the longest example)",
+            f"  host memory  about {host_gib(setup, shape):.1f} GiB of tensors at the peak, of {available_host_gib():.1f} GiB "
+            "available now (rough: the memory plan's count at the longest example; the process adds its libraries "
+            "and the model's loading)",
             f"  time         about {seconds:,.1f} s per step of {micro} x {accumulation} examples (~{tokens:,.0f} tokens; "
             f"{source}), {duration(seconds * steps)} per epoch of {steps} steps, {duration(seconds * total)} for "
             f"{total} steps",

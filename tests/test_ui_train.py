@@ -81,7 +81,7 @@ def test_check_shows_the_first_example_as_trained_and_the_command(form):
     assert plan.startswith("Resolved settings: float32, unquantized base, 1 epoch(s) of 1 x 1 examples per step")
     assert re.search(r"\ndtype = 'float32' +# set at command line\n", plan), plan
     assert "Estimate for this machine (CPU with" in plan and "GPU plan" not in plan and "GiB (" not in plan
-    assert re.search(r"host memory  about \d+\.\d GiB of [\d.]+ GiB available now", plan), plan
+    assert re.search(r"host memory  about \d+\.\d GiB of tensors at the peak, of [\d.]+ GiB available now", plan), plan
     assert re.search(r"about [\d.]+ s per step of 1 x 1 examples \(~\d+ tokens; rough: ", plan), plan
     assert "per epoch of 12 steps" in plan and "for 12 steps" in plan
 
