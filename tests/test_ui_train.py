@@ -447,8 +447,9 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
 
         page.get_by_role("tab", name="Train").click()
         page.locator("#train-stop").click()
+        # Stop's own line, or the same words from the next tick ("stopping (pid N): finishing step ...")
         page.locator("#train-status").get_by_text(re.compile(
-            r"stopping: finishing step \d+ \((about \d+ s|any moment: steps take about \d+ s)\), then a checkpoint")
+            r"stopping( \(pid \d+\))?: finishing step \d+ \((about \d+ s|any moment: steps take about \d+ s)\)")
         ).wait_for(timeout=30_000)
         page.locator("#train-progress").get_by_text("stopped: Resume continues").wait_for(timeout=60_000)
         # the status line follows: it says what the progress line says, not "stopping"
