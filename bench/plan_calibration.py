@@ -1,4 +1,4 @@
-"""Calibrate the memory plan (lima_lite/memory.py) by counting live tensor bytes during real training steps.
+"""Calibrate the memory plan (lima_lite/memory/estimate.py) by counting live tensor bytes during real training steps.
 
     $ PYTHONPATH=. python bench/plan_calibration.py                     # the shapes in SHAPES, both modes
     $ PYTHONPATH=. python bench/plan_calibration.py --json out.json
@@ -37,7 +37,7 @@ from oracles.step_bytes import LONG_SHAPE, OFFLOAD_SHAPES, SHAPES, compare, meas
 def cost_ratios(shape: dict, micro_batch: int, max_length: int, steps: int = 8) -> dict:
     """Median step time of checkpointing, of checkpointing with offloading (HostOffload's copies), relative to
     neither, of checkpointing with the MLP tiled in 4 chunks relative to checkpointing alone, and of lean
-    activations added to that: fit_search.py's RECOMPUTE_COST, OFFLOAD_COST, TILED_MLP_COST and LEAN_COST."""
+    activations added to that: lima_lite/memory/fit.py's RECOMPUTE_COST, OFFLOAD_COST, TILED_MLP_COST and LEAN_COST."""
     times = {}
     chunk = micro_batch * max_length // 4
     runs = (("plain", False, False, 0, False), ("checkpointing", True, False, 0, False),
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--offloading", action="store_true",
                         help="checkpoints offloaded as TRL does (HostOffload), on OFFLOAD_SHAPES, checkpointing on")
     parser.add_argument("--costs", action="store_true",
-                        help="time checkpointing, offloading, the tiled MLP and lean activations (fit_search.py's cost ratios)")
+                        help="time checkpointing, offloading, the tiled MLP and lean activations (memory/fit.py's cost ratios)")
     parser.add_argument("--per-token", action="store_true",
                         help="counted and planned bytes per token of long examples (LONG_SHAPE, 8,192 and 16,384 "
                              "tokens, offloading, tiled MLP, with and without lean activations)")
@@ -144,7 +144,7 @@ PAGED_MIN = 10**5  # bitsandbytes pages optimizer state of tensors this large: c
 
 def anchor_comparison() -> dict:
     """The plan's allocated bytes (what torch.cuda.max_memory_allocated sees) for the anchor's rows."""
-    from lima_lite.memory import GIB, ModelShape, PlanSettings, component_bytes, lora_numels
+    from lima_lite.memory.estimate import GIB, ModelShape, PlanSettings, component_bytes, lora_numels
 
     rows = {}
     for mode, run in ANCHOR.items():

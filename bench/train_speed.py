@@ -1,5 +1,5 @@
 """Training speed and memory: plain TRL SFTTrainer (padded to the longest) against lima_lite's path
-(padding-free batches + lima_lite.loss), same 4-bit base, same LoRA, same LIMA-like examples, one run.
+(padding-free batches + lima_lite.memory.loss), same 4-bit base, same LoRA, same LIMA-like examples, one run.
 
     $ python bench/train_speed.py                      # CPU: the embedded SmolLM2-135M, lengths scaled by 1/4
     $ python bench/train_speed.py --size 7b            # CUDA: random-init LLaMA-7B shape, LIMA's lengths
@@ -104,7 +104,7 @@ def run_mode(mode: str, args) -> dict:
     from peft import LoraConfig
 
     from lima_lite.config import load_recipe, writable
-    from lima_lite.kernels import apply_liger_kernels, attention_implementation
+    from lima_lite.memory.kernels import apply_liger_kernels, attention_implementation
     from lima_lite.model import get_model, get_tokenizer, resolve_model
     from lima_lite.trainer import sft_trainer_class, trainer_config
 

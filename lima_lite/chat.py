@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.files import check_parent, write_jsonl
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args
-from lima_lite.io import check_parent, write_jsonl
 
 HELP = """commands:
   /reset            start a new conversation

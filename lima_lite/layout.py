@@ -25,7 +25,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import write_json
+from lima_lite.files import write_json
 from lima_lite.template import (
     TEMPLATE_FILE,  # the template owns its file name
     ChatTemplate,
@@ -167,7 +167,7 @@ class RunRecord:
     train_seconds: float | None = None
     resumed_from: str | None = None
     final_train_loss: float | None = None
-    fit: dict | None = None  # auto_fit's choice (lima_lite/plan.py) and its step down after an out-of-memory first step
+    fit: dict | None = None  # auto_fit's choice (lima_lite/memory/plan.py) and its step down after an out-of-memory first step
 
     def save(self, run: str | Path) -> None:
         write_json(Path(run) / RUN_FILE, asdict(self))

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
-from lima_lite.data import file_sha256
-from lima_lite.io import write_jsonl
+from lima_lite.conversations import file_sha256
+from lima_lite.files import write_jsonl
 from lima_lite.layout import (
     CHECKPOINT,
     CHECKPOINT_STATE,

@@ -29,11 +29,9 @@ from typing import TYPE_CHECKING
 from lima_lite import LimaError
 from lima_lite.adapters import save_trained_adapter
 from lima_lite.config import LimaArguments, Recipe, lima_help, load_recipe
-from lima_lite.data import encode_dataset, file_sha256, load_conversations
+from lima_lite.conversations import encode_dataset, file_sha256, load_conversations
 from lima_lite.env import package_versions
-from lima_lite.fit_search import step_down
-from lima_lite.host_memory import map_large_blocks
-from lima_lite.io import check_output_dir
+from lima_lite.files import check_output_dir
 from lima_lite.layout import (
     CHECKPOINT,
     LOCK_FILE,
@@ -45,8 +43,10 @@ from lima_lite.layout import (
     run_lock,
 )
 from lima_lite.machine import Machine, detect_machine, with_free_memory
-from lima_lite.memory import read_shape
-from lima_lite.plan import check_training_fit
+from lima_lite.memory.estimate import read_shape
+from lima_lite.memory.fit import step_down
+from lima_lite.memory.host import map_large_blocks
+from lima_lite.memory.plan import check_training_fit
 from lima_lite.plots import plot_loss
 from lima_lite.precision import precision_report
 from lima_lite.recipe_yaml import resolve_recipe

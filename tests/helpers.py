@@ -268,6 +268,19 @@ def with_lora(model, dropout: float = 0.0):
                                             init_lora_weights=False))
 
 
+def dropout_lora_llama(checkpointing: bool, dropout: float = 0.3):
+    """tiny_fp32_llama with LIMA's residual dropout and LoRA dropout `dropout`, its layers checkpointed as `train`
+    does when asked."""
+    from lima_lite.model import add_residual_dropout
+
+    model = tiny_fp32_llama()
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    add_residual_dropout(model, dropout)
+    return with_lora(model, dropout=dropout)
+
+
 def loss_and_grads(model, batch: dict, seed: int = 0):
     import torch
 

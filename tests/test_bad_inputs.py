@@ -420,22 +420,22 @@ def handler_case(name: str, call, expect: tuple) -> None:
 
 
 def chat_turn(history, message="next", cap=4000):
-    from lima_lite.ui import chat_turn
+    from lima_lite.app.ui import chat_turn
     return chat_turn(NoModels(), cap, message, history, "m", *SLIDERS)
 
 
 def chat_retry(history):
-    from lima_lite.ui import chat_retry
+    from lima_lite.app.ui import chat_retry
     return chat_retry(NoModels(), 4000, history, "m", *SLIDERS)
 
 
 def compare_turn(left, right, message="next", cap=4000):
-    from lima_lite.ui import compare_turn
+    from lima_lite.app.ui import compare_turn
     return compare_turn(NoModels(), cap, 0, message, left, right, "m", "n", *SLIDERS)
 
 
 def judge_vote(rater="me", choice="a", record=None):
-    from lima_lite.ui import Votes, judge_vote
+    from lima_lite.app.ui import Votes, judge_vote
     record = record or {"prompt": "p", "id": "1", "model_a": "m", "model_b": "n", "answer_a": "x", "answer_b": "y"}
     return judge_vote(Votes(Path(VOTES_DIR[0]) / "votes.jsonl"), choice, record, "m", "n", rater)
 
@@ -456,20 +456,20 @@ handler_case("retry-two-users", lambda: chat_retry([U, U]), ("history[1]",))
 handler_case("retry-empty", lambda: chat_retry([]), ("nothing to retry",))
 handler_case("retry-too-long", lambda: chat_retry([{"role": "user", "content": "x" * 400_001}]),
              ("history", "characters"))
-handler_case("undo-not-list", lambda: __import__("lima_lite.ui").ui.chat_undo("hi"), ("history",))
-handler_case("undo-bad-message", lambda: __import__("lima_lite.ui").ui.chat_undo([{"text": "hi"}]),
+handler_case("undo-not-list", lambda: __import__("lima_lite.app.ui").app.ui.chat_undo("hi"), ("history",))
+handler_case("undo-bad-message", lambda: __import__("lima_lite.app.ui").app.ui.chat_undo([{"text": "hi"}]),
              ("history[0]",))
 handler_case("compare-left-two-users", lambda: compare_turn([U], []), ("history[0]",))
 handler_case("compare-right-bad", lambda: compare_turn([], [A]), ("history[0].role",))
 handler_case("compare-too-long", lambda: compare_turn([U, {"role": "assistant", "content": "x" * 400_001}], []),
              ("history", "characters"))
 handler_case("compare-message-too-long", lambda: compare_turn([], [], message="y" * 5000), ("5,000", "4,000"))
-handler_case("judge-same-models", lambda: __import__("lima_lite.ui").ui.judge_next(
+handler_case("judge-same-models", lambda: __import__("lima_lite.app.ui").app.ui.judge_next(
     NoModels(), [{"id": "1", "prompt": "p"}], __import__("random").Random(0), 0, "m", "m", *SLIDERS),
     ("two different models",))
 handler_case("vote-rater-long", lambda: judge_vote(rater="r" * 81), ("rater", "80"))
 handler_case("vote-choice-bad", lambda: judge_vote(choice="c"), ("vote",))
-handler_case("vote-no-record", lambda: __import__("lima_lite.ui").ui.judge_vote(
+handler_case("vote-no-record", lambda: __import__("lima_lite.app.ui").app.ui.judge_vote(
     None, "a", None, "m", "n", "me"), ("Next prompt",))
 
 
@@ -511,7 +511,7 @@ def counting(monkeypatch, module, name: str) -> list[int]:
 
 def test_a_huge_example_is_cut_to_characters_before_it_is_tokenized(tokenizer_template, monkeypatch):
     import lima_lite.template
-    from lima_lite.data import CHARS_PER_TOKEN, encode_dataset
+    from lima_lite.conversations import CHARS_PER_TOKEN, encode_dataset
     from lima_lite.template import encode_conversation
 
     tokenizer, template = tokenizer_template
@@ -559,7 +559,7 @@ def test_the_guard_closes_cancel_and_reset_to_strangers_and_says_busy(tmp_path):
 
     import httpx
 
-    from lima_lite.ui import Guard, Models, build_app, launch
+    from lima_lite.app.ui import Guard, Models, build_app, launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

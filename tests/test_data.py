@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.data import DataError, load_conversations
-from lima_lite.io import read_jsonl, write_jsonl
+from lima_lite.conversations import DataError, load_conversations
+from lima_lite.files import read_jsonl, write_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
 
@@ -126,7 +126,7 @@ def test_missing_model_path_and_offline_hub_model_are_clear(tmp_path):
 
 
 def test_atomic_dir_keeps_the_previous_folder_when_writing_fails(tmp_path):
-    from lima_lite.io import atomic_dir
+    from lima_lite.files import atomic_dir
 
     target = tmp_path / "adapter"
     with atomic_dir(target) as tmp:

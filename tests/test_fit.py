@@ -12,8 +12,8 @@ import pytest
 
 from helpers import run_cli, write_run
 from lima_lite import LimaError
-from lima_lite.fit_search import FIT_MARGIN, MLP_CHUNK_TOKENS, TILED_MLP_COST, fit, fit_summary, relative_speed, step_down
-from lima_lite.memory import CUDA_CONTEXT_GIB, GIB, ModelShape, PlanSettings, read_shape, settings_peak
+from lima_lite.memory.estimate import CUDA_CONTEXT_GIB, GIB, ModelShape, PlanSettings, read_shape, settings_peak
+from lima_lite.memory.fit import FIT_MARGIN, MLP_CHUNK_TOKENS, TILED_MLP_COST, fit, fit_summary, relative_speed, step_down
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -79,7 +79,7 @@ def test_tiled_mlp_only_when_the_length_needs_it():
     """At LIMA's 2,048 tokens nothing is tiled; at 50,000 tokens only the tiled MLP with lean activations fits, and
     fit chooses it (at its cost, x TILED_MLP_COST x LEAN_COST); the longest example it reports is beyond what fits
     untiled; mlp_chunk_tokens=0 given by the user keeps the MLP whole (and tries no lean activations either)."""
-    from lima_lite.fit_search import LEAN_COST
+    from lima_lite.memory.fit import LEAN_COST
 
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     recipe = replace(RECIPE_7B, lora_dropout=True)
@@ -107,7 +107,7 @@ def test_tiled_mlp_in_the_plan_is_per_chunk():
     outside the MLP (attention, norms) is unchanged."""
     from dataclasses import replace
 
-    from lima_lite.memory import component_bytes, layer_parts_per_token
+    from lima_lite.memory.estimate import component_bytes, layer_parts_per_token
 
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     tokens, chunk = 40_000, 4096

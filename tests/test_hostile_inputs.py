@@ -199,7 +199,7 @@ def test_eval_report_escapes_rater_model_and_judge_names(tmp_path):
     from lima_lite.evaluate.protocols import human_vote_record
     from lima_lite.evaluate.report import build_report
     from lima_lite.evaluate.steps import human_file
-    from lima_lite.io import write_jsonl
+    from lima_lite.files import write_jsonl
 
     votes = [human_vote_record("How?", HOSTILE, "base", "a", "b", choice, HOSTILE) for choice in ("a", "b", "tie")]
     votes += [human_vote_record("How?", HOSTILE, "base", "a", "b", "a", "human:second") for _ in range(2)]
@@ -222,7 +222,7 @@ def test_model_card_escapes_what_the_run_and_its_report_recorded(tiny_adapter, t
     from lima_lite.evaluate.protocols import human_vote_record
     from lima_lite.evaluate.report import build_report
     from lima_lite.evaluate.steps import human_file
-    from lima_lite.io import write_jsonl
+    from lima_lite.files import write_jsonl
     from lima_lite.push import build_upload_folder
 
     run = tmp_path / "run"
@@ -300,7 +300,7 @@ def test_a_damaged_checkpoint_is_named_with_the_way_to_resume(two_checkpoints, t
 
 
 def test_overlap_sees_through_fullwidth_invisible_and_look_alike_letters():
-    from lima_lite.curate.overlap import overlapping_pairs
+    from lima_lite.data.overlap import overlapping_pairs
 
     train = [{"id": "t", "prompt": "How do I reset my password on the router?"}]
     disguised = {"fullwidth": "Ｈｏｗ ｄｏ Ｉ reset my password on the router?",
@@ -324,7 +324,7 @@ def test_curation_drops_a_duplicate_written_in_look_alike_letters():
 
 
 def test_a_prompts_file_splits_at_line_ends_only(tmp_path):
-    from lima_lite.data import read_prompts
+    from lima_lite.conversations import read_prompts
 
     (tmp_path / "p.txt").write_text("first\u2028still the first\nsecond\x0cwith a form feed\r\nthird\n", encoding="utf-8")
     assert [p["prompt"] for p in read_prompts(str(tmp_path / "p.txt"))] == [

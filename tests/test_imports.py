@@ -9,7 +9,8 @@ from lima_lite.cli import COMMANDS
 from lima_lite.curate import SOURCES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lima_lite"
-ENTRY_POINTS = {"lima_lite.cli", "lima_lite.__main__", "lima_lite.ui_train"}  # `lima-lite`, `python -m lima_lite[.ui_train]`
+# `lima-lite`, `python -m lima_lite`, and the training process the Train tab starts (`python -m lima_lite.app.train_tab`)
+ENTRY_POINTS = {"lima_lite.cli", "lima_lite.__main__", "lima_lite.app.train_tab"}
 
 
 def module_name(path: Path) -> str:
@@ -86,8 +87,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_walk_sees_the_package():
-    assert {"lima_lite.train", "lima_lite.resolve", "lima_lite.evaluate.cli", "lima_lite.curate.overlap"} <= set(MODULES)
-    assert "lima_lite.resolve" in GRAPH["lima_lite.train"] and "lima_lite.data" in GRAPH["lima_lite.curate.overlap"]
+    assert {"lima_lite.train", "lima_lite.resolve", "lima_lite.evaluate.cli", "lima_lite.data.overlap"} <= set(MODULES)
+    assert "lima_lite.resolve" in GRAPH["lima_lite.train"] and "lima_lite.conversations" in GRAPH["lima_lite.data.overlap"]
     assert COMMAND_MODULES <= set(MODULES)
 
 

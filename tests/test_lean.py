@@ -1,4 +1,4 @@
-"""Lean activations (lima_lite.model.lean_norms and lean_lora): the same loss and LoRA gradients as without (fp32
+"""Lean activations (lima_lite.memory.rewrites.lean_norms and lean_lora): the same loss and LoRA gradients as without (fp32
 and the 4-bit path, padding-free, inside gradient checkpointing, with LoRA and residual dropout, with the
 checkpoints offloaded), and what they keep for the backward."""
 
@@ -7,8 +7,9 @@ import contextlib
 import pytest
 import torch
 
-from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
-from lima_lite.model import add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
+from helpers import dropout_lora_llama, loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
+from lima_lite.memory.rewrites import lean_lora, lean_norms, tile_mlp
+from lima_lite.model import get_model
 
 
 def assert_same(got, want, atol: float, layers: int = 2):
@@ -36,12 +37,7 @@ def test_same_loss_and_lora_gradients_fp32_with_dropout(checkpointing, tile):
     mask (a recomputation with another mask changes the gradients far more than that)."""
     runs = []
     for make_lean in (False, True):
-        model = tiny_fp32_llama()
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        add_residual_dropout(model, 0.3)
-        model = with_lora(model, dropout=0.3)
+        model = dropout_lora_llama(checkpointing)
         if make_lean:
             lean(model, 16, tile)
         elif tile:

@@ -1,4 +1,4 @@
-"""lima_lite.loss against the plain path (full logits + transformers' cross-entropy), fp32 on CPU.
+"""lima_lite.memory.loss against the plain path (full logits + transformers' cross-entropy), fp32 on CPU.
 
 The plain reference is the model's own forward with labels: PEFT's trainable-token rows and LoRA take
 part there by construction, so equal losses and gradients mean the chunked loss sees them too.
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from helpers import IGNORE, padded_batch, peft_model
-from lima_lite.kernels import activation_offloading, apply_liger_kernels, attention_implementation
-from lima_lite.loss import causal_lm_loss, chunked_cross_entropy, loss_path, output_head
+from lima_lite.memory.kernels import activation_offloading, apply_liger_kernels, attention_implementation
+from lima_lite.memory.loss import causal_lm_loss, chunked_cross_entropy, loss_path, output_head
 
 
 def grads(model) -> dict:
@@ -30,7 +30,7 @@ def compare(model, inputs, num_items_in_batch=None, chunk_tokens=None):
     if chunk_tokens is None:
         ours, stats = causal_lm_loss(model, inputs, num_items_in_batch)
     else:
-        from lima_lite.loss import causal_lm_hidden
+        from lima_lite.memory.loss import causal_lm_hidden
 
         hidden = causal_lm_hidden(model, inputs)
         ours, stats = chunked_cross_entropy(output_head(model), hidden, inputs["labels"], num_items_in_batch,
@@ -74,7 +74,7 @@ def test_accuracy_and_entropy_equal_trl_from_the_full_logits(tiny_llama):
         expected_correct = (logits.argmax(-1) == labels)[mask].sum().item()
         expected_entropy = entropy_from_logits(logits)[mask].sum().item()
         _, stats = causal_lm_loss(model, inputs)  # one chunk
-        from lima_lite.loss import causal_lm_hidden
+        from lima_lite.memory.loss import causal_lm_hidden
 
         _, chunked = chunked_cross_entropy(output_head(model), causal_lm_hidden(model, inputs), inputs["labels"],
                                            chunk_tokens=5)
@@ -193,7 +193,7 @@ def test_hidden_state_keeps_no_layers_output():
     from accelerate.utils import convert_outputs_to_fp32
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lima_lite.loss import causal_lm_hidden
+    from lima_lite.memory.loss import causal_lm_hidden
     from oracles.step_bytes import LiveBytes
 
     torch.manual_seed(0)

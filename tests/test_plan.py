@@ -11,8 +11,8 @@ import pytest
 
 from helpers import run_cli
 from lima_lite import LimaError
-from lima_lite.memory import ModelShape, PlanSettings, component_bytes, memory_plan, nf4_bytes
-from lima_lite.plan import check_fit, recipe_plan
+from lima_lite.memory.estimate import ModelShape, PlanSettings, component_bytes, memory_plan, nf4_bytes
+from lima_lite.memory.plan import check_fit, recipe_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -122,14 +122,14 @@ def test_refusal_with_a_fake_gpu():
 
 
 def test_train_stops_before_loading_weights(tiny_llama, tmp_path, monkeypatch):
+    import lima_lite.memory.plan
     import lima_lite.model
-    import lima_lite.plan
     from lima_lite.train import train
 
     def loaded(*args, **kwargs):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(lima_lite.plan, "detected_gpu_gib", lambda: 0.25)  # a GPU too small for anything
+    monkeypatch.setattr(lima_lite.memory.plan, "detected_gpu_gib", lambda: 0.25)  # a GPU too small for anything
     monkeypatch.setattr(lima_lite.model, "get_model", loaded)
     with pytest.raises(LimaError, match="does not fit this GPU"):
         train(ROOT / "recipes" / "quickstart.yaml", [f"model_name_or_path={tiny_llama}", f"output_dir={tmp_path / 'run'}",

@@ -16,8 +16,7 @@ import pytest
 import helpers
 from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port, qa, train_tiny
 from lima_lite import LimaError
-from lima_lite.layout import find_adapters
-from lima_lite.ui import (
+from lima_lite.app.ui import (
     WRITING,
     Models,
     Votes,
@@ -36,6 +35,7 @@ from lima_lite.ui import (
     vote_chart,
     vote_counts,
 )
+from lima_lite.layout import find_adapters
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_find_adapters_lists_final_and_every_epoch_only(runs):
 
 
 def test_no_adapters_yet_is_an_empty_list_that_says_what_to_do(tmp_path):
-    from lima_lite.ui import main
+    from lima_lite.app.ui import main
 
     models = Models.discover(tmp_path)
     assert models.labels == [] and models.choices() == []
@@ -223,10 +223,10 @@ def test_the_sliders_start_at_limas_settings_unless_told_otherwise(models, tmp_p
     assert sliders == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 24}
 
 def test_chat_eval_and_ui_share_one_definition_of_the_sampling_flags():
+    from lima_lite.app.ui import parser as ui_parser
     from lima_lite.chat import parser as chat_parser
     from lima_lite.evaluate.cli import build_parser
     from lima_lite.flags import sampling_args
-    from lima_lite.ui import parser as ui_parser
 
     def flags(p):
         group = next(g for g in p._action_groups if g.title == "sampling (LIMA's by default)")
@@ -339,8 +339,8 @@ def test_a_refused_user_is_told_busy_try_again_in_the_page(playwright, tmp_path)
     import httpx
     from gradio_client import Client
 
+    from lima_lite.app.ui import launch
     from lima_lite.generate import Reply
-    from lima_lite.ui import launch
 
     class Slow(Models):
         def stream(self, label, messages, **sampling):

@@ -1,4 +1,4 @@
-"""The app's Train tab (lima_lite/ui_train.py): the form's overrides and command line, the data check with the
+"""The app's Train tab (lima_lite/app/train_tab.py): the form's overrides and command line, the data check with the
 CLI's own messages, the first example with its trained tokens marked, one run at a time, progress read from
 metrics.jsonl, new epoch adapters in the model lists with their dev loss, `report_to: tensorboard`, and the
 whole tab driven in a real headless Chromium: start the quick-start recipe on a tiny model, watch the loss
@@ -18,9 +18,7 @@ import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny, write_run
 from lima_lite import LimaError
-from lima_lite.precision import Hardware
-from lima_lite.ui import Models, build_app
-from lima_lite.ui_train import (
+from lima_lite.app.train_tab import (
     Training,
     check_form,
     command_line,
@@ -32,6 +30,8 @@ from lima_lite.ui_train import (
     recipe_values,
     start_form,
 )
+from lima_lite.app.ui import Models, build_app
+from lima_lite.precision import Hardware
 
 # What turns the quick-start recipe into a few seconds on the tiny base (full precision, LIMA's format: the
 # tiny tokenizer has no chat template of its own); one epoch of 12 examples is 12 steps.
@@ -149,7 +149,7 @@ def test_on_a_gpu_the_box_shows_the_memory_plan_of_the_resolved_settings(form, m
     resolved (4-bit), instead of the CPU's host memory and time (a real GPU run is checked where there is one)."""
     from dataclasses import replace
 
-    from lima_lite import ui_train
+    from lima_lite.app import train_tab
     from lima_lite.recipe_yaml import resolve_recipe
     from lima_lite.train import prepare
 
@@ -157,8 +157,8 @@ def test_on_a_gpu_the_box_shows_the_memory_plan_of_the_resolved_settings(form, m
     overrides = form_overrides("quickstart", runs, values, TINY.replace("load_in_4bit=false ", ""))
     setup = prepare(resolve_recipe("quickstart"), overrides)
     on_gpu = replace(setup, resolved=replace(setup.resolved, machine=replace(setup.resolved.machine, cuda=True)))
-    monkeypatch.setattr(ui_train, "detected_gpu_gib", lambda: 24.0)
-    shown = ui_train.machine_text(on_gpu, runs)
+    monkeypatch.setattr(train_tab, "detected_gpu_gib", lambda: 24.0)
+    shown = train_tab.machine_text(on_gpu, runs)
     assert shown.startswith(setup.resolved.summary()) and "\nMemory plan: hidden 64, 2 layers" in shown
     assert "GiB of 24.000 GiB (this GPU): fits" in shown and "Estimate for this machine" not in shown
 
@@ -168,7 +168,7 @@ def cli_error(capsys, overrides: list[str]) -> str:
     from lima_lite.entry import run
 
     capsys.readouterr()
-    assert run("lima_lite.inspect:main", ["quickstart", *overrides]) == 2
+    assert run("lima_lite.inspection:main", ["quickstart", *overrides]) == 2
     return capsys.readouterr().err.strip()
 
 
@@ -495,7 +495,7 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
 
 
 def test_runs_started_from_a_terminal_are_listed(tmp_path):
-    from lima_lite.ui_train import runs_text
+    from lima_lite.app.train_tab import runs_text
 
     runs = tmp_path / "runs"
     for name, status in (("ours", "running"), ("theirs", "running"), ("old", "finished")):
@@ -508,7 +508,7 @@ def test_runs_started_from_a_terminal_are_listed(tmp_path):
 
 
 def test_export_merges_and_writes_the_hub_folder_of_the_chosen_epoch(tiny_llama_tied, tmp_path):
-    from lima_lite.ui_train import export_adapter
+    from lima_lite.app.train_tab import export_adapter
 
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -63,7 +63,7 @@ def plain(lm_head, hidden, labels):
 
 
 def chunked(lm_head, hidden, labels):
-    from lima_lite.loss import chunked_cross_entropy
+    from lima_lite.memory.loss import chunked_cross_entropy
 
     return chunked_cross_entropy(lm_head, hidden, labels)[0]
 

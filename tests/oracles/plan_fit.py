@@ -13,7 +13,7 @@ LONG_SETTING = ["per_device_train_batch_size=1", "gradient_accumulation_steps=1"
 
 def plan_json(args: list[str]) -> dict:
     """`lima-lite plan ARGS --json`, run here: its JSON."""
-    from lima_lite.plan import main
+    from lima_lite.memory.plan import main
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

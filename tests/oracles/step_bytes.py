@@ -1,5 +1,5 @@
 """Live tensor bytes of real training steps, counted on the CPU: the oracle that calibrates the memory plan
-(lima_lite/memory.py). Used by the tests and by bench/plan_calibration.py, whose docstring explains the count.
+(lima_lite/memory/estimate.py). Used by the tests and by bench/plan_calibration.py, whose docstring explains the count.
 
 `measure` builds a random-init LLaMA from a config, loads it the way `lima-lite train` does (4-bit NF4, LoRA, an
 added EOT as PEFT trainable tokens, LIMA's residual dropout), trains 3 steps on examples of exactly max_length
@@ -186,8 +186,9 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
     from trl import SFTConfig
 
-    from lima_lite.kernels import attention_implementation
-    from lima_lite.model import LEAN_CHUNK_TOKENS, add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
+    from lima_lite.memory.kernels import attention_implementation
+    from lima_lite.memory.rewrites import LEAN_CHUNK_TOKENS, lean_lora, lean_norms, tile_mlp
+    from lima_lite.model import add_residual_dropout, get_model
     from lima_lite.trainer import keep_4bit_layout, sft_trainer_class
 
     root = Path(root or tempfile.mkdtemp(prefix="plan-calibration-"))
@@ -265,7 +266,7 @@ def measure(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
                                       processing_class=tiny_tokenizer(vocab), peft_config=peft_config, callbacks=[Count()])
     if lean_activations:
         lean_lora(trainer.model)
-    from lima_lite.loss import output_head
+    from lima_lite.memory.loss import output_head
 
     offload = HostOffload(head=output_head(trainer.model))
     if activation_offloading:
@@ -285,8 +286,8 @@ def planned(shape: dict, micro_batch: int, max_length: int, gradient_checkpointi
             attention: str = "sdpa_varlen", fp32_layers: bool = True, activation_offloading: bool = False,
             mlp_chunk_tokens: int = 0, lean_activations: bool = False) -> dict:
     """The plan's bytes for the same run (no CUDA context, no fragmentation margin: they are GPU-only)."""
-    from lima_lite.loss import CHUNK_TOKENS
-    from lima_lite.memory import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
+    from lima_lite.memory.estimate import GIB, ModelShape, PlanSettings, component_bytes, host_offload_gib
+    from lima_lite.memory.loss import CHUNK_TOKENS
 
     model = ModelShape(hidden=shape["hidden_size"], intermediate=shape["intermediate_size"],
                        layers=shape["num_hidden_layers"], heads=shape["num_attention_heads"],

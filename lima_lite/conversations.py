@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lima_lite.template
 from lima_lite import LimaError
-from lima_lite.io import json_problem, loads_line, loads_strict, read_jsonl
+from lima_lite.files import json_problem, loads_line, loads_strict, read_jsonl
 from lima_lite.template import IGNORE
 
 SAMPLES = Path(__file__).resolve().parent / "samples"

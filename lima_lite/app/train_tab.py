@@ -1,7 +1,7 @@
 """The app's Train tab: `lima-lite train` started, watched, stopped and resumed from the browser.
 
     $ lima-lite ui                       # the Train tab trains into runs/ (only from this machine, or with --auth)
-    $ python -m lima_lite.ui_train recipes/quickstart.yaml output_dir=runs/quickstart   # what Start runs
+    $ python -m lima_lite.app.train_tab recipes/quickstart.yaml output_dir=runs/quickstart   # what Start runs
 
 Pick a recipe, edit a few values, check the data (the same one-line errors as `lima-lite inspect`, the
 `lima-lite data stats` table and response-length histogram, and the first example as it will be trained, its
@@ -19,7 +19,7 @@ writes its Hub folder (`lima-lite push --dry-run`), each the CLI command in a ch
 Every folder the tab writes or watches lies under --runs, once resolved (`..` and symlinks followed): the
 output folder from its field or from "more settings" (output_dir=, logging_dir=), an export's output, the
 run whose progress it reads; anything else is refused in the status line. The tab exists only where the page
-is this machine's or behind a login (lima_lite.ui.app_from_args); there it reads the data and recipes the
+is this machine's or behind a login (lima_lite.app.ui.app_from_args); there it reads the data and recipes the
 user names, as `lima-lite train` does.
 """
 
@@ -38,19 +38,19 @@ from pathlib import Path
 
 import lima_lite
 from lima_lite import LimaError
+from lima_lite.app.events import event
 from lima_lite.config import load_recipe, writable
-from lima_lite.curate.stats import data_stats, summary_html
-from lima_lite.data import load_conversations
-from lima_lite.fit_search import RECOMPUTE_COST
+from lima_lite.conversations import load_conversations
+from lima_lite.data.stats import data_stats, summary_html
 from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_metrics, read_run
 from lima_lite.machine import available_host_gib
-from lima_lite.memory import GIB, component_bytes, linear_shapes, read_shape, recipe_settings
-from lima_lite.plan import detected_gpu_gib, format_plan, recipe_plan
+from lima_lite.memory.estimate import GIB, component_bytes, linear_shapes, read_shape, recipe_settings
+from lima_lite.memory.fit import RECOMPUTE_COST
+from lima_lite.memory.plan import detected_gpu_gib, format_plan, recipe_plan
 from lima_lite.precision import matmul_flops
 from lima_lite.recipe_yaml import resolve_recipe
 from lima_lite.template import IGNORE
 from lima_lite.train import check_output, prepare, recipe_parser, train
-from lima_lite.ui_events import event
 
 TRAIN_LOG = "train.log"  # the child's output, appended to at every start
 TICK_SECONDS = 2.0
@@ -93,7 +93,7 @@ def stop_at_checkpoint():
 
 
 def main(argv=None) -> int:
-    args = recipe_parser("python -m lima_lite.ui_train", "`lima-lite train`, stopped cleanly by SIGTERM (a checkpoint "
+    args = recipe_parser("python -m lima_lite.app.train_tab", "`lima-lite train`, stopped cleanly by SIGTERM (a checkpoint "
                          "at the end of the step), as the app's Train tab runs it.").parse_args(argv)
     train(resolve_recipe(args.recipe), args.overrides, callbacks=[stop_at_checkpoint()])
     return 0
@@ -350,7 +350,7 @@ def duration(seconds: float) -> str:
 
 @dataclass
 class Training:
-    """The training the app runs: at most one child process `python -m lima_lite.ui_train RECIPE key=value ...`.
+    """The training the app runs: at most one child process `python -m lima_lite.app.train_tab RECIPE key=value ...`.
 
     `allowed` is False when the app is reachable beyond this machine without a login: then nothing starts."""
 
@@ -385,7 +385,7 @@ class Training:
             with (output_dir / TRAIN_LOG).open("a", encoding="utf-8") as log:
                 log.write(f"$ {command_line(recipe, overrides)}\n")
                 log.flush()
-                self.process = subprocess.Popen([sys.executable, "-m", "lima_lite.ui_train", str(recipe), *overrides],
+                self.process = subprocess.Popen([sys.executable, "-m", "lima_lite.app.train_tab", str(recipe), *overrides],
                                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                 env=child_env())
             self.command, self.output_dir, self.stopping = [str(recipe), *overrides], output_dir, False
@@ -773,4 +773,4 @@ def train_tab(app, training: Training, models, pickers: list) -> None:
 if __name__ == "__main__":
     from lima_lite.entry import run
 
-    sys.exit(run("lima_lite.ui_train:main", sys.argv[1:]))
+    sys.exit(run("lima_lite.app.train_tab:main", sys.argv[1:]))

@@ -11,7 +11,7 @@ generation stops); user messages are shown as typed, as text. Compare: one conve
 two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
 --prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
 --votes (JSONL that records which model was which), and the win / tie / loss chart at the end of the rater's
-round (earlier, it would tell which side was which). Train: lima_lite/ui_train.py.
+round (earlier, it would tell which side was which). Train: lima_lite/app/train_tab.py.
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
 gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import read_prompts
+from lima_lite.app.events import event
+from lima_lite.app.train_tab import Training, train_tab
+from lima_lite.conversations import read_prompts
 from lima_lite.evaluate.protocols import human_vote_record
+from lima_lite.files import read_jsonl, write_jsonl
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, sampling_args
-from lima_lite.io import read_jsonl, write_jsonl
 from lima_lite.layout import EPOCH, find_adapters, read_metrics, run_of
 from lima_lite.plots import pyplot, stacked_percent_bars
-from lima_lite.ui_events import event
-from lima_lite.ui_train import Training, train_tab
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")
@@ -385,7 +385,7 @@ def pair_chart(votes: Votes, x: str, y: str):
 def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_input_chars: int = 4000,
               sampling: dict | None = None, seed: int | None = None, training=None):
     """The gr.Blocks app: widgets wired to the handlers above; `sampling` sets the sliders (LIMA's otherwise).
-    `training`: a lima_lite.ui_train.Training to add the Train tab with (None: no Train tab)."""
+    `training`: a lima_lite.app.train_tab.Training to add the Train tab with (None: no Train tab)."""
     import gradio as gr
 
     adapters = [label for label, (_, on) in models.specs.items() if on]
