@@ -494,6 +494,33 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
     print(f"screenshot: {tmp_path / 'train-tab.png'}")
 
 
+def test_the_status_line_follows_the_run_once_it_stops_running(tmp_path):
+    """A start that fails in the child: the next tick puts the failure in the status line too (it never keeps
+    saying "started" while the progress line says "failed"), once; a running run leaves the status line alone."""
+    from lima_lite.app.train_tab import tick
+    from lima_lite.app.ui import Models
+
+    runs = tmp_path / "runs"
+    (runs / "r").mkdir(parents=True)
+    (runs / "r" / "train.log").write_text("$ lima-lite train quickstart\nerror: r: something the child refused\n")
+    training = Training(runs)
+    training.output_dir = runs / "r"
+    training.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        *_, status, said = tick(training, Models({}, runs_dir=runs), str(runs / "r"), None, 0, None)
+        assert status == {"__type__": "update"}, status  # gr.skip(): running, the status line is left alone
+        assert said == f"running (pid {training.process.pid})"
+    finally:
+        training.process.kill()
+        training.process.wait()
+    training.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    training.process.wait()
+    line, *_, status, said = tick(training, Models({}, runs_dir=runs), str(runs / "r"), None, 0, said)
+    assert status == said == "failed: error: r: something the child refused" and said in line
+    *_, status, _ = tick(training, Models({}, runs_dir=runs), str(runs / "r"), None, 0, said)
+    assert status == {"__type__": "update"}, status  # said once
+
+
 def test_runs_started_from_a_terminal_are_listed(tmp_path):
     from lima_lite.app.train_tab import runs_text
 
