@@ -159,6 +159,18 @@ def output_folder(output_dir: str | None) -> Path:
     return path
 
 
+def check_output(setup: Setup) -> Path:
+    """The run folder, once it is known to take this run: a folder (or none yet) holding nobody else's files,
+    no finished run, and no interrupted run of other settings. The app's Train tab asks before it starts one."""
+    output_dir = output_folder(setup.sft_config.output_dir)
+    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir",
+                     writes=("adapter", "epoch-*", "checkpoint-*", METRICS_FILE, LOSS_PLOT, "tensorboard", "README.md"))
+    if adapter_dir(output_dir).exists():
+        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
+    check_same_run(output_dir, setup)
+    return output_dir
+
+
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
@@ -167,13 +179,8 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
         print(precision_report(resolved.model_args.dtype, resolved.sft_config.bf16, resolved.sft_config.fp16, "training"))
         for line in resolved.notes:
             print(line)
-    output_dir = output_folder(resolved.sft_config.output_dir)
-    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir",
-                     writes=("adapter", "epoch-*", "checkpoint-*", METRICS_FILE, LOSS_PLOT, "tensorboard", "README.md"))
+    output_dir = check_output(setup)
     check_training_fit(resolved, setup.base, len(setup.added))
-    if adapter_dir(output_dir).exists():
-        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
-    check_same_run(output_dir, setup)
     output_dir.mkdir(parents=True, exist_ok=True)
     # One writer per run folder: the main process holds the lock (the others only follow it)
     with run_lock(output_dir, resolved.sft_config.process_index == 0):
