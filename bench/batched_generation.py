@@ -62,7 +62,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if sizes[0] != 1:
         parser.error("--sizes must start with 1, the one-at-a-time reference")
-    from lima_lite.data import read_prompts
+    from lima_lite.conversations import read_prompts
     from lima_lite.evaluate.answers import LocalModel
     from lima_lite.generate import load_engine
 

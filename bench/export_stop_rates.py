@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=400)
     args = parser.parse_args()
-    from lima_lite.data import load_conversations
+    from lima_lite.conversations import load_conversations
     from lima_lite.export import export_gguf
 
     prompts = [c["messages"][0]["content"] for c in load_conversations("embedded:dev.jsonl")]

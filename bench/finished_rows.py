@@ -24,7 +24,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from lima_lite.data import load_conversations
+    from lima_lite.conversations import load_conversations
     from lima_lite.flags import LIMA_SAMPLING
     from lima_lite.generate import load_engine, seeded
 

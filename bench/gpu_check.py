@@ -40,6 +40,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the oracles the tests use too
+from oracles.plan_fit import long_overrides, longest, plan_json  # noqa: E402
+
 SHAPES = {  # LLaMA-1/2 shapes; "tiny" for --dry-run
     "7b": (dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32), "llama-7b"),
     "13b": (dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40), "llama-13b"),
@@ -49,8 +52,6 @@ VOCAB = 32000
 LONG_SHAPES = {"llama3.1-8b": ROOT / "tests" / "assets" / "llama-shapes" / "llama3.1-8b" / "config.json",
                "tiny": dict(hidden_size=64, intermediate_size=224, num_hidden_layers=6, num_attention_heads=4,
                             num_key_value_heads=1, vocab_size=2000)}
-LONG_SETTING = ["per_device_train_batch_size=1", "gradient_accumulation_steps=1", "gradient_checkpointing=true",
-                "activation_offloading=true", "fp32_layers=false", "mlp_chunk_tokens=4096", "lean_activations=true"]
 PATH_WORDS = ("attention:", "loss:", "Liger kernels:", "activation offloading:", "auto_fit:")
 
 
@@ -220,27 +221,6 @@ def run_lima(base: Path, recipe: str, data: Path, steps: int, fitted: bool, cut:
             "tokens_per_s": clock.tokens_per_second(), "peak_gib": peak_gib(), "planned_gib": chosen.get("peak_gib"),
             "first_loss": clock.losses[0] if clock.losses else None, "step_down": fit.get("step_down"),
             "paths": paths}
-
-
-def plan_json(args: list[str]) -> dict:
-    """`lima-lite plan ARGS --json`, run here: its JSON."""
-    from lima_lite.plan import main
-
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        main([*args, "--json"])
-    return json.loads(printed.getvalue().strip().splitlines()[-1])
-
-
-def long_overrides(base: Path, length: int) -> list[str]:
-    return [f"model_name_or_path={base}", f"max_length={length}", "auto_fit=false", *LONG_SETTING]
-
-
-def longest(base: Path, budget_gib: float) -> int:
-    """The plan's longest example at micro-batch 1 in `budget_gib`, with LONG_SETTING."""
-    fit = plan_json([str(ROOT / "recipes" / "llama3.1-8b.yaml"), *long_overrides(base, 2048), "--fit",
-                     "--gpu-gib", str(budget_gib), "--host-gib", "1024"])
-    return fit["max_length_at_micro_batch_1"]
 
 
 def run_long(base: Path, length: int, budget_gib: float) -> dict:

@@ -27,7 +27,7 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from conftest import build_tiny_llama
-    from lima_lite.data import encode_dataset
+    from lima_lite.conversations import encode_dataset
     from lima_lite.generate import Engine
     from lima_lite.template import ChatTemplate
 

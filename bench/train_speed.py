@@ -1,5 +1,5 @@
 """Training speed and memory: plain TRL SFTTrainer (padded to the longest) against lima_lite's path
-(padding-free batches + lima_lite.loss), same 4-bit base, same LoRA, same LIMA-like examples, one run.
+(padding-free batches + lima_lite.memory.loss), same 4-bit base, same LoRA, same LIMA-like examples, one run.
 
     $ python bench/train_speed.py                      # CPU: the embedded SmolLM2-135M, lengths scaled by 1/4
     $ python bench/train_speed.py --size 7b            # CUDA: random-init LLaMA-7B shape, LIMA's lengths
@@ -8,7 +8,7 @@
 Each mode runs in its own process (so peak memory is its own) for `--steps` timed optimizer steps after
 two untimed ones. Printed per mode: real tokens/s (non-padding tokens, Trainer's "non_padding" count),
 mean step time; peak memory: on CUDA torch.cuda.max_memory_allocated, on the CPU the process's maximum
-resident set and the peak of tensor bytes created during one extra, untimed step (bench/loss_memory.py's
+resident set and the peak of tensor bytes created during one extra, untimed step (tests/oracles/loss_bytes.py's
 LiveBytes). Then lima_lite / plain ratios.
 
 Data, as in the H100 method of the GPU measurements: lengths log-normal around a median of 600 tokens
@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the oracles the tests use too
 
 SIZES = {  # LLaMA-1/2 shapes, vocabulary 32,000
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
@@ -70,8 +72,9 @@ def random_llama(size: str, root: Path) -> Path:
 
 def step_times(measure_last: bool, last_step: int):
     """A callback keeping seconds and non-padding tokens of every optimizer step; LiveBytes around the last."""
-    from loss_memory import LiveBytes
     from transformers import TrainerCallback
+
+    from oracles.loss_bytes import LiveBytes
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -101,7 +104,7 @@ def run_mode(mode: str, args) -> dict:
     from peft import LoraConfig
 
     from lima_lite.config import load_recipe, writable
-    from lima_lite.kernels import apply_liger_kernels, attention_implementation
+    from lima_lite.memory.kernels import apply_liger_kernels, attention_implementation
     from lima_lite.model import get_model, get_tokenizer, resolve_model
     from lima_lite.trainer import sft_trainer_class, trainer_config
 

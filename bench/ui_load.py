@@ -32,7 +32,7 @@ def tiny_adapter(folder: Path) -> Path:
 
 
 def serve(adapter: Path, queue_size: int, port: int, folder: Path):
-    from lima_lite.ui import Models, build_app, launch
+    from lima_lite.app.ui import Models, build_app, launch
 
     models = Models({"tuned": (str(adapter), True)}, load_in_4bit=False)
     models.engine("tuned")  # loaded before the clock starts

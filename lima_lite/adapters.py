@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import atomic_dir
+from lima_lite.files import atomic_dir
 from lima_lite.layout import ADAPTER_CONFIG
 
 

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import LONE_SURROGATE
+from lima_lite.conversations import LONE_SURROGATE
+from lima_lite.files import check_parent, inside, write_jsonl
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded
-from lima_lite.io import check_parent, inside, write_jsonl
 
 HELP = """commands:
   /reset            start a new conversation

@@ -16,10 +16,10 @@ from lima_lite.entry import run
 COMMANDS = {
     "quickstart": ("lima_lite.quickstart:main", "train the quick-start recipe on the embedded model and compare"),
     "train": ("lima_lite.train:main", "fine-tune a base model with the LIMA recipe (QLoRA)"),
-    "plan": ("lima_lite.plan:main", "predict a recipe's peak GPU memory from config.json: components, fit, largest batch"),
-    "inspect": ("lima_lite.inspect:main", "validate a recipe's data and show exactly what is trained"),
+    "plan": ("lima_lite.memory.plan:main", "predict a recipe's peak GPU memory from config.json: components, fit, largest batch"),
+    "inspect": ("lima_lite.inspection:main", "validate a recipe's data and show exactly what is trained"),
     "chat": ("lima_lite.chat:main", "talk to a base model or an adapter in the terminal"),
-    "ui": ("lima_lite.ui:main", "the Gradio app: train, chat, compare two models, judge blind (ui/app.py)"),
+    "ui": ("lima_lite.app.ui:main", "the Gradio app: train, chat, compare two models, judge blind (ui/app.py)"),
     "push": ("lima_lite.push:main", "write a model card and upload an adapter to the Hugging Face Hub"),
     "merge": ("lima_lite.merge:main", "merge an adapter into its base: one standalone model"),
     "export": ("lima_lite.export:main", "export gguf: one GGUF that stops at the trained turn end, plus an Ollama Modelfile"),
@@ -29,7 +29,7 @@ COMMANDS = {
     "eval": ("lima_lite.evaluate.cli:main",
              "answers, judges (pairwise, Likert, absolute, knowledge, human), epoch choice, report"),
     "env": ("lima_lite.env:main", "what lima_lite will do on this machine: versions, CPU/GPU, precision, fast paths"),
-    "data": ("lima_lite.curate.mix:main", "data tools: `data stats` (a set at a glance), `data mix` (the 1,030 variant), "
+    "data": ("lima_lite.data:main", "data tools: `data stats` (a set at a glance), `data mix` (the 1,030 variant), "
                                           "`data overlap` (train/eval duplicates)"),
 }
 

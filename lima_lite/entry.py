@@ -12,7 +12,7 @@ import importlib
 import sys
 from contextlib import contextmanager
 
-from lima_lite import LimaError, io
+from lima_lite import LimaError, files
 from lima_lite.quiet import quiet_third_party
 
 # What the machine, not lima_lite, refused: a read-only or full disk, a quota, no permission, a folder
@@ -35,17 +35,17 @@ def disk_error(error: OSError) -> str:
 @contextmanager
 def json_only(on: bool):
     """With --json, stdout carries one JSON document and nothing else: while the command runs, everything
-    printed (notes, warnings, a library's messages) goes to stderr, and io.print_json writes to the real
+    printed (notes, warnings, a library's messages) goes to stderr, and files.print_json writes to the real
     stdout. Every command that offers --json gets this here, so a script's `| jq` never meets a note."""
     if not on:
         yield
         return
-    io.JSON_STDOUT.append(sys.stdout)
+    files.JSON_STDOUT.append(sys.stdout)
     sys.stdout = sys.stderr
     try:
         yield
     finally:
-        sys.stdout = io.JSON_STDOUT.pop()
+        sys.stdout = files.JSON_STDOUT.pop()
 
 
 def asks_json(argv: list[str]) -> bool:

@@ -13,7 +13,7 @@ import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from lima_lite.io import print_json
+from lima_lite.files import print_json
 from lima_lite.machine import Machine, detect_machine
 from lima_lite.precision import choose_precision
 

@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 from lima_lite import LimaError, merge, precision
+from lima_lite.files import atomic_dir, check_output_dir, write_text
 from lima_lite.flags import LIMA_SAMPLING
-from lima_lite.io import atomic_dir, check_output_dir, write_text
 from lima_lite.layout import check_lima_adapter, find_run
 from lima_lite.template import ChatTemplate
 

@@ -273,8 +273,8 @@ def default_precision() -> tuple[bool, str]:
 def load_engine(adapter: str | Path | None = None, base: str | None = None, load_in_4bit: bool | None = None,
                 dtype: str | None = None, trust_remote_code: bool = False) -> Engine:
     """Load base (+ adapter) once. `adapter` is a folder or Hub id; `base` defaults to the adapter's base."""
-    from lima_lite.host_memory import map_large_blocks
     from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, readable_weights
+    from lima_lite.memory.host import map_large_blocks
     from lima_lite.model import check_vocabulary, get_model, get_tokenizer, load_tokenizer, resolve_base, resolve_model
 
     map_large_blocks()  # on a CPU, a growing KV cache frees a block of every size: keep them off the heap

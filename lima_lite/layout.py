@@ -25,7 +25,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import write_json
+from lima_lite.files import write_json
 from lima_lite.template import (
     TEMPLATE_FILE,  # the template owns its file name
     ChatTemplate,
@@ -184,7 +184,7 @@ class RunRecord:
     train_seconds: float | None = None
     resumed_from: str | None = None
     final_train_loss: float | None = None
-    fit: dict | None = None  # auto_fit's choice (lima_lite/plan.py) and its step down after an out-of-memory first step
+    fit: dict | None = None  # auto_fit's choice (lima_lite/memory/plan.py) and its step down after an out-of-memory first step
 
     def save(self, run: str | Path) -> None:
         write_json(Path(run) / RUN_FILE, asdict(self))
@@ -422,17 +422,44 @@ def last_complete_checkpoint(run: str | Path) -> Path | None:
 
 
 def find_adapters(runs_dir: str | Path) -> dict[str, Path]:
-    """{"RUN/epoch-03": path, ..., "RUN/adapter": path} for every run under runs_dir, epochs in order, final last."""
+    """{"RUN/epoch-03": path, ..., "RUN/adapter": path} for every run under runs_dir, epochs in order, final last.
+
+    A folder reached through a symlink is searched too when it lies under runs_dir once resolved, the rule the
+    app applies to every folder its Train tab reads (lima_lite.app.train_tab.under_runs); a link that leads out of
+    runs_dir, or back up to a folder above itself (a loop), is not followed."""
     runs_dir = Path(runs_dir)
+    root = runs_dir.resolve()
     found = []
-    for config in runs_dir.rglob(ADAPTER_CONFIG):
-        folder = config.parent
+    for top, dirs, files in os.walk(runs_dir, followlinks=True):
+        here = Path(top).resolve()
+        dirs[:] = sorted(d for d in dirs if _walkable(Path(top, d).resolve(), root, here))
+        folder = Path(top)
         match = EPOCH.match(folder.name)
-        if folder.name != FINAL_ADAPTER and not match:
+        if ADAPTER_CONFIG not in files or (folder.name != FINAL_ADAPTER and not match):
             continue  # checkpoints, Hub upload folders
         run = folder.parent.relative_to(runs_dir).as_posix()
         found.append(((run, int(match[1]) if match else float("inf")), f"{run}/{folder.name}".lstrip("./"), folder))
     return {label: folder for _, label, folder in sorted(found)}
+
+
+def links_out_of(runs_dir: str | Path) -> list[Path]:
+    """The symlinks under runs_dir that find_adapters does not follow because they lead out of runs_dir."""
+    runs_dir = Path(runs_dir)
+    root = runs_dir.resolve()
+    links = []
+    for top, dirs, _ in os.walk(runs_dir, followlinks=True):
+        here = Path(top).resolve()
+        for name in dirs:
+            target = Path(top, name).resolve()
+            if Path(top, name).is_symlink() and target != root and root not in target.parents:
+                links.append(Path(top, name))
+        dirs[:] = sorted(d for d in dirs if _walkable(Path(top, d).resolve(), root, here))
+    return sorted(links)
+
+
+def _walkable(target: Path, root: Path, here: Path) -> bool:
+    """A subfolder (its resolved path `target`) of the folder resolved as `here`: under root, and no loop."""
+    return root in target.parents and target != here and target not in here.parents
 
 
 def _lock_holder(lock: Path) -> dict | None:

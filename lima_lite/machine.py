@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, replace
 
 from lima_lite import precision
-from lima_lite.memory import GIB
+from lima_lite.memory.estimate import GIB
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import atomic_dir, check_output_dir
+from lima_lite.files import atomic_dir, check_output_dir
 from lima_lite.layout import adapter_base, adapter_for_base, check_lima_adapter, read_run, readable_weights
 from lima_lite.precision import chosen_precision, precision_report
 from lima_lite.template import ChatTemplate, protected_tokens, token_id

@@ -3,7 +3,7 @@
     >>> plt = pyplot()
     >>> fig = stacked_percent_bars([("tuned vs base\\n(gpt-4o)", {"win": 31, "tie": 12, "loss": 7, "n": 50})],
     ...                            ("win", "tie", "loss"), xlabel="% of prompts", title="LIMA vs base")
-    >>> save_figure(fig, "report/pairwise.png")      # lima_lite.io: atomic, usual permissions
+    >>> save_figure(fig, "report/pairwise.png")      # lima_lite.files: atomic, usual permissions
 
 `stacked_percent_bars` draws LIMA's Figure 1: one horizontal bar per comparison, stacked win / tie / loss
 as a share of its n. The evaluation report (pairwise, absolute) and the UI's Judge tab both use it; `plot_loss`
@@ -12,7 +12,7 @@ draws a run's loss.png.
 
 from pathlib import Path
 
-from lima_lite.io import save_figure
+from lima_lite.files import save_figure
 from lima_lite.layout import LOSS_PLOT, read_metrics
 
 COLORS = {"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828", "unparsed": "#ffffff",

@@ -86,6 +86,14 @@ def _matmul_seconds(size: int = 256, rounds: int = 10) -> tuple[float, float]:
 
 
 @functools.cache
+def matmul_flops(dtype: str) -> float:
+    """FLOP/s of one CPU thread on a 256^3 matmul in `dtype` ("float32" or "bfloat16"; float16 counts as
+    float32, its math being emulated on a CPU): what the Train tab's time estimate scales from."""
+    fp32, bf16 = _matmul_seconds()
+    return 2 * 256**3 / (bf16 if dtype == "bfloat16" else fp32)
+
+
+@functools.cache
 def cpu_bf16_native() -> bool:
     """Whether torch on this CPU runs bf16 matmuls natively, from a timed matmul (a few ms).
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from lima_lite import LimaError, __version__
 from lima_lite.config import EMBEDDED_BASE, HUB_ID
-from lima_lite.curate.stats import card_lines, data_stats
-from lima_lite.data import file_sha256, load_conversations, resolve_data_path
-from lima_lite.io import atomic_dir, check_output_dir, own_regular_file, write_text
+from lima_lite.conversations import file_sha256, load_conversations, resolve_data_path
+from lima_lite.data.stats import card_lines, data_stats
+from lima_lite.files import atomic_dir, check_output_dir, own_regular_file, write_text
 from lima_lite.layout import (
     ADAPTER_CONFIG,
     FINAL_ADAPTER,

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from lima_lite.config import load_recipe
-from lima_lite.data import load_conversations
-from lima_lite.host_memory import return_freed_memory
+from lima_lite.conversations import load_conversations
 from lima_lite.layout import adapter_dir
 from lima_lite.machine import detect_machine
+from lima_lite.memory.host import return_freed_memory
 from lima_lite.recipe_yaml import resolve_recipe
 from lima_lite.resolve import resolve
 from lima_lite.train import train

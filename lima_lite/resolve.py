@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 from lima_lite import LimaError, precision
 from lima_lite.config import COMMAND_LINE, MACHINE_SOURCE, LimaArguments, Recipe, frozen, writable
-from lima_lite.fit_search import FIT_KEYS, FIT_MARGIN, current_values, describe, fit, fit_summary
 from lima_lite.machine import Machine
-from lima_lite.memory import ModelShape, recipe_settings
+from lima_lite.memory.estimate import ModelShape, recipe_settings
+from lima_lite.memory.fit import FIT_KEYS, FIT_MARGIN, current_values, describe, fit, fit_summary
 
 if TYPE_CHECKING:
     from trl import ModelConfig, ScriptArguments, SFTConfig
@@ -215,7 +215,7 @@ def dev_choices(inputs: Inputs | None) -> Choices:
 
 def fast_path_choices(sft, model, machine: Machine) -> tuple[Choices, list[str]]:
     """attn_implementation and activation_offloading this machine can run, and the lines a CUDA run prints."""
-    from lima_lite.kernels import activation_offloading, attention_choice
+    from lima_lite.memory.kernels import activation_offloading, attention_choice
 
     attn, attn_line = attention_choice(model.attn_implementation, machine.cuda, machine.flash_attn)
     offloading, offload_line = activation_offloading(sft.activation_offloading, machine.cuda)

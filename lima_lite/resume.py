@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lima_lite import LimaError
-from lima_lite.io import write_jsonl
+from lima_lite.files import write_jsonl
 from lima_lite.layout import (
     CHECKPOINT,
     CHECKPOINT_STATE,

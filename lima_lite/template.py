@@ -20,7 +20,7 @@ from itertools import groupby
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.io import write_json
+from lima_lite.files import write_json
 
 TEMPLATE_FILE = "lima_template.json"
 IGNORE = -100  # label of tokens that are not trained

@@ -29,11 +29,9 @@ from typing import TYPE_CHECKING
 from lima_lite import LimaError
 from lima_lite.adapters import save_trained_adapter
 from lima_lite.config import LimaArguments, Recipe, lima_help, load_recipe
-from lima_lite.data import encode_dataset, load_conversations, read_conversations
+from lima_lite.conversations import encode_dataset, load_conversations, read_conversations
 from lima_lite.env import package_versions
-from lima_lite.fit_search import step_down
-from lima_lite.host_memory import map_large_blocks
-from lima_lite.io import check_output_dir
+from lima_lite.files import check_output_dir
 from lima_lite.layout import (
     CHECKPOINT,
     LOCK_FILE,
@@ -45,8 +43,10 @@ from lima_lite.layout import (
     run_lock,
 )
 from lima_lite.machine import Machine, detect_machine, with_free_memory
-from lima_lite.memory import read_shape
-from lima_lite.plan import check_training_fit
+from lima_lite.memory.estimate import read_shape
+from lima_lite.memory.fit import step_down
+from lima_lite.memory.host import map_large_blocks
+from lima_lite.memory.plan import check_training_fit
 from lima_lite.plots import plot_loss
 from lima_lite.precision import precision_report
 from lima_lite.recipe_yaml import resolve_recipe
@@ -163,6 +163,18 @@ def output_folder(output_dir: str | None) -> Path:
     return path
 
 
+def check_output(setup: Setup) -> Path:
+    """The run folder, once it is known to take this run: a folder (or none yet) holding nobody else's files,
+    no finished run, and no interrupted run of other settings. The app's Train tab asks before it starts one."""
+    output_dir = output_folder(setup.sft_config.output_dir)
+    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir",
+                     writes=("adapter", "epoch-*", "checkpoint-*", METRICS_FILE, LOSS_PLOT, "tensorboard", "README.md"))
+    if adapter_dir(output_dir).exists():
+        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
+    check_same_run(output_dir, setup)
+    return output_dir
+
+
 def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
     """Train and return the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     setup = prepare(recipe, overrides)
@@ -171,13 +183,8 @@ def train(recipe: str | None, overrides=(), callbacks=()) -> Path:
         print(precision_report(resolved.model_args.dtype, resolved.sft_config.bf16, resolved.sft_config.fp16, "training"))
         for line in resolved.notes:
             print(line)
-    output_dir = output_folder(resolved.sft_config.output_dir)
-    check_output_dir(output_dir, protected=[setup.base], own=(RUN_FILE, LOCK_FILE, "train.log"), how="output_dir",
-                     writes=("adapter", "epoch-*", "checkpoint-*", METRICS_FILE, LOSS_PLOT, "tensorboard", "README.md"))
+    output_dir = check_output(setup)
     check_training_fit(resolved, setup.base, len(setup.added))
-    if adapter_dir(output_dir).exists():
-        raise LimaError(f"{output_dir}: holds a finished run (adapter/ exists); choose another output_dir or delete it")
-    check_same_run(output_dir, setup)
     output_dir.mkdir(parents=True, exist_ok=True)
     # One writer per run folder: the main process holds the lock (the others only follow it)
     with run_lock(output_dir, resolved.sft_config.process_index == 0):

@@ -37,14 +37,14 @@ def steps_per_epoch(trainer) -> int:
 
 
 def sft_trainer_class():
-    """TRL's SFTTrainer, resumable in one precision, with lima_lite.loss's loss.
+    """TRL's SFTTrainer, resumable in one precision, with lima_lite.memory.loss's loss.
 
     TRL's fused LM head reads `lm_head.weight` directly, which skips PEFT's trainable-token rows (an added
-    EOT would never learn to be predicted); lima_lite.loss goes through the model's head, chunk by chunk.
+    EOT would never learn to be predicted); lima_lite.memory.loss goes through the model's head, chunk by chunk.
     """
     from trl import SFTTrainer
 
-    from lima_lite.loss import with_lima_loss
+    from lima_lite.memory.loss import with_lima_loss
 
     class ResumableSFTTrainer(SFTTrainer):
         def evaluate(self, *args, **kwargs):
@@ -86,17 +86,9 @@ def build_trainer(setup: Setup, callbacks=()):
     from transformers import set_seed
     from trl import get_peft_config
 
-    from lima_lite.kernels import SDPA_VARLEN, apply_liger_kernels, register_sdpa_varlen
-    from lima_lite.model import (
-        LEAN_CHUNK_TOKENS,
-        add_residual_dropout,
-        fsdp_enabled,
-        get_model,
-        lean_lora,
-        lean_norms,
-        tile_mlp,
-        trainable_token_indices,
-    )
+    from lima_lite.memory.kernels import SDPA_VARLEN, apply_liger_kernels, register_sdpa_varlen
+    from lima_lite.memory.rewrites import LEAN_CHUNK_TOKENS, lean_lora, lean_norms, tile_mlp
+    from lima_lite.model import add_residual_dropout, fsdp_enabled, get_model, trainable_token_indices
 
     sft_config, model_args, lima_args = setup.sft_config, setup.model_args, setup.lima_args
     set_seed(sft_config.seed)  # new token rows are drawn at random: the same seed must give the same run

@@ -71,3 +71,10 @@ def quickstart_run(tmp_path_factory) -> Path:
 
     output_dir = tmp_path_factory.mktemp("quickstart") / "run"
     return train(ROOT / "recipes" / "quickstart.yaml", [f"output_dir={output_dir}"])
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_llama_tied, tmp_path_factory) -> Path:
+    """An adapter of 2 steps on 4 questions over the tied tiny LLaMA: what the bad-input cases load or damage
+    (a copy). One per test module, as each module may damage its own."""
+    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("bad-inputs") / "run", [qa(i) for i in range(4)]) / "adapter"

@@ -268,6 +268,19 @@ def with_lora(model, dropout: float = 0.0):
                                             init_lora_weights=False))
 
 
+def dropout_lora_llama(checkpointing: bool, dropout: float = 0.3):
+    """tiny_fp32_llama with LIMA's residual dropout and LoRA dropout `dropout`, its layers checkpointed as `train`
+    does when asked."""
+    from lima_lite.model import add_residual_dropout
+
+    model = tiny_fp32_llama()
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    add_residual_dropout(model, dropout)
+    return with_lora(model, dropout=dropout)
+
+
 def loss_and_grads(model, batch: dict, seed: int = 0):
     import torch
 
@@ -287,3 +300,16 @@ def tiny_fp32_llama():
     return LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
                                         use_cache=False))
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` (relative POSIX path -> bytes): to show that nothing in it changed."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_settings(base: Path, data: Path, output_dir: Path, **overrides) -> dict:
+    """train_tiny's settings: a 2-step-per-epoch run of 4 conversations on a tiny base, full precision."""
+    return {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
+            "max_steps": 4, "num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+            "load_in_4bit": False, "dtype": "float32", "bf16": False, "gradient_checkpointing": False,
+            "eot_token": EOT, "max_length": 256, **overrides}

@@ -10,36 +10,30 @@ Cases that need a model share one tiny trained adapter (test_chat.train_tiny) an
 weights where the input allows.
 """
 
-import contextlib
-import io
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from bad_input import (
+    ANSWER,
+    ARTICLE,
+    BAD_UTF8,
+    COMMENT,
+    JUDGE,
+    NESTED,
+    PROMPTS,
+    QA,
+    SUBMISSION,
+    VOTES_DIR,
+    WIKIHOW_HEADER,
+    Case,
+    NoModels,
+    check_case,
+    jsonl,
+)
 from helpers import truncate
-from lima_lite import LimaError
-
-NESTED = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit: json raises RecursionError
-BAD_UTF8 = b"\xff\xfe not text \xc3\x28"
-QA = {"messages": [{"role": "user", "content": "How?"}, {"role": "assistant", "content": "Like this."}]}
-
-
-def jsonl(*rows) -> str:
-    return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
-
-
-@dataclass
-class Case:
-    name: str
-    run: list | object  # argv for lima_lite.cli.main ({tmp}, {base}, {adapter} filled in), or a handler call
-    expect: tuple  # substrings of the error line ({tmp} filled in)
-    files: dict = field(default_factory=dict)  # name -> str or bytes, written into the case's folder
-    prepare: object = None  # prepare(tmp, fixtures) after the files, e.g. copy and damage the adapter
-    needs: tuple = ()  # fixtures: "base", "adapter"
-
 
 CASES: list[Case] = []
 
@@ -212,10 +206,6 @@ case("mix-bad-line", ["data", "mix", "--single", "{tmp}/s.jsonl", "--dialogues",
 
 # ---------------------------------------------------------------- curate
 
-WIKIHOW_HEADER = "headline,title,text\n"
-ARTICLE = '"Step one.","How to Sell Art","' + "Paint, then sell. " * 40 + '"\n'
-
-
 def wikihow_case(name: str, content, expect: tuple, extra=()) -> None:
     case(f"wikihow-{name}", ["curate", "wikihow", "--csv", "{tmp}/w.csv", "--out", "{tmp}/out.jsonl", *extra],
          ("{tmp}/w.csv", *expect), files={"w.csv": content})
@@ -232,10 +222,6 @@ case("wikihow-missing", ["curate", "wikihow", "--csv", "{tmp}/none.csv", "--out"
      ("{tmp}/none.csv", "not found"))
 case("wikihow-n-zero", ["curate", "wikihow", "--csv", "{tmp}/w.csv", "--out", "{tmp}/out.jsonl", "--n", "0"],
      ("--n",), files={"w.csv": WIKIHOW_HEADER + ARTICLE})
-
-SUBMISSION = {"id": "s1", "subreddit": "WritingPrompts", "title": "[WP] A story", "score": 50}
-COMMENT = {"id": "c1", "link_id": "t3_s1", "parent_id": "t3_s1", "body": "Once upon a time. " * 80, "score": 40}
-
 
 def reddit_case(name: str, files: dict, expect: tuple, subs="{tmp}/rs.jsonl", comments="{tmp}/rc.jsonl") -> None:
     files = {"rs.jsonl": jsonl(SUBMISSION), "rc.jsonl": jsonl(COMMENT), **files}
@@ -274,11 +260,6 @@ select_case("tokenizer-not-given", {"in.jsonl": jsonl(QA)}, ("--tokenizer",), ex
 select_case("k-zero", {"in.jsonl": jsonl(QA)}, ("--k",), extra=("--k", "0"))
 
 # ---------------------------------------------------------------- eval
-
-PROMPTS = {"p.jsonl": jsonl({"id": "a", "prompt": "How?"})}
-ANSWER = {"id": "a", "prompt": "How?", "answer": "So.", "model": "m", "finish_reason": "eot", "sample": 0}
-JUDGE = "m@http://127.0.0.1:9/v1"
-
 
 def generate_case(name: str, extra: list, expect: tuple, files: dict = PROMPTS, prompts="{tmp}/p.jsonl",
                   out="{tmp}/out.jsonl", needs=("adapter",), model="{adapter}") -> None:
@@ -429,22 +410,6 @@ case("ui-no-adapters", ["ui", "--runs", "{tmp}", "--no-train"], ("{tmp}", "no ad
 # ---------------------------------------------------------------- app handlers
 
 
-class NoModels:
-    """Models that fail the case if any handler gets as far as loading or running one."""
-
-    labels = ["m", "n"]
-
-    def engine(self, label):
-        raise Accepted("a model was loaded: the input was not refused first")
-
-    def stream(self, label, messages, **sampling):
-        raise Accepted("a model was asked to reply: the input was not refused first")
-
-
-class Accepted(Exception):
-    pass
-
-
 U = {"role": "user", "content": "hi"}
 A = {"role": "assistant", "content": "hello"}
 SLIDERS = (0.7, 0.9, 1.2, 16)
@@ -455,27 +420,26 @@ def handler_case(name: str, call, expect: tuple) -> None:
 
 
 def chat_turn(history, message="next", cap=4000):
-    from lima_lite.ui import chat_turn
+    from lima_lite.app.ui import chat_turn
     return chat_turn(NoModels(), cap, message, history, "m", *SLIDERS)
 
 
 def chat_retry(history):
-    from lima_lite.ui import chat_retry
+    from lima_lite.app.ui import chat_retry
     return chat_retry(NoModels(), 4000, history, "m", *SLIDERS)
 
 
 def compare_turn(left, right, message="next", cap=4000):
-    from lima_lite.ui import compare_turn
+    from lima_lite.app.ui import compare_turn
     return compare_turn(NoModels(), cap, 0, message, left, right, "m", "n", *SLIDERS)
 
 
 def judge_vote(rater="me", choice="a", record=None):
-    from lima_lite.ui import Votes, judge_vote
+    from lima_lite.app.ui import Votes, judge_vote
     record = record or {"prompt": "p", "id": "1", "model_a": "m", "model_b": "n", "answer_a": "x", "answer_b": "y"}
     return judge_vote(Votes(Path(VOTES_DIR[0]) / "votes.jsonl"), choice, record, "m", "n", rater)
 
 
-VOTES_DIR = [""]  # the case's folder, set by the runner
 handler_case("chat-two-users", lambda: chat_turn([U]), ("history[0]", "user"))
 handler_case("chat-starts-assistant", lambda: chat_turn([A]), ("history[0].role",))
 handler_case("chat-role-unknown", lambda: chat_turn([{"role": "tool", "content": "x"}, A]), ("history[0].role",))
@@ -492,111 +456,28 @@ handler_case("retry-two-users", lambda: chat_retry([U, U]), ("history[1]",))
 handler_case("retry-empty", lambda: chat_retry([]), ("nothing to retry",))
 handler_case("retry-too-long", lambda: chat_retry([{"role": "user", "content": "x" * 400_001}]),
              ("history", "characters"))
-handler_case("undo-not-list", lambda: __import__("lima_lite.ui").ui.chat_undo("hi"), ("history",))
-handler_case("undo-bad-message", lambda: __import__("lima_lite.ui").ui.chat_undo([{"text": "hi"}]),
+handler_case("undo-not-list", lambda: __import__("lima_lite.app.ui").app.ui.chat_undo("hi"), ("history",))
+handler_case("undo-bad-message", lambda: __import__("lima_lite.app.ui").app.ui.chat_undo([{"text": "hi"}]),
              ("history[0]",))
 handler_case("compare-left-two-users", lambda: compare_turn([U], []), ("history[0]",))
 handler_case("compare-right-bad", lambda: compare_turn([], [A]), ("history[0].role",))
 handler_case("compare-too-long", lambda: compare_turn([U, {"role": "assistant", "content": "x" * 400_001}], []),
              ("history", "characters"))
 handler_case("compare-message-too-long", lambda: compare_turn([], [], message="y" * 5000), ("5,000", "4,000"))
-handler_case("judge-same-models", lambda: __import__("lima_lite.ui").ui.judge_next(
+handler_case("judge-same-models", lambda: __import__("lima_lite.app.ui").app.ui.judge_next(
     NoModels(), [{"id": "1", "prompt": "p"}], __import__("random").Random(0), 0, "m", "m", *SLIDERS),
     ("two different models",))
 handler_case("vote-rater-long", lambda: judge_vote(rater="r" * 81), ("rater", "80"))
 handler_case("vote-choice-bad", lambda: judge_vote(choice="c"), ("vote",))
-handler_case("vote-no-record", lambda: __import__("lima_lite.ui").ui.judge_vote(
+handler_case("vote-no-record", lambda: __import__("lima_lite.app.ui").app.ui.judge_vote(
     None, "a", None, "m", "n", "me"), ("Next prompt",))
 
 
 # ---------------------------------------------------------------- the runner
 
 
-def fill(text: str, tmp: Path, fixtures: dict) -> str:
-    return text.replace("{tmp}", str(tmp)).replace("{base}", str(fixtures.get("base", ""))).replace(
-        "{adapter}", str(fixtures.get("adapter", "")))
-
-
-def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def outcome(c: Case, tmp: Path, fixtures: dict) -> tuple[str, str]:
-    """("clear" | "traceback" | "silent" | "vague" | "changed", detail) of one case, run in `tmp`."""
-    from lima_lite.cli import main
-
-    for name, content in c.files.items():
-        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        text = content if isinstance(content, bytes) else fill(content, tmp, fixtures).encode()
-        (tmp / name).write_bytes(text)
-    if c.prepare is not None:
-        c.prepare(tmp, fixtures)
-    before = snapshot(tmp)
-    expect = [fill(e, tmp, fixtures) for e in c.expect]
-    stderr, stdout = io.StringIO(), io.StringIO()
-    VOTES_DIR[0] = str(tmp)
-    if callable(c.run):
-        try:
-            result = c.run()
-            if hasattr(result, "__next__"):
-                list(result)
-            return "silent", "the handler accepted it"
-        except Accepted as error:
-            return "silent", str(error)
-        except LimaError as error:
-            lines = str(error).splitlines()
-        except Exception as error:  # noqa: BLE001 - the point is to see what escapes
-            return "traceback", f"{type(error).__name__}: {error}"[:300]
-    else:
-        argv = [fill(a, tmp, fixtures) for a in c.run]
-        try:
-            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
-                code = main(argv)
-        except SystemExit as exit:
-            code = exit.code
-        except Exception as error:  # noqa: BLE001
-            return "traceback", f"{type(error).__name__}: {error}"[:300]
-        err = stderr.getvalue()
-        if "Traceback" in err:
-            return "traceback", err[-300:]
-        if code == 0:
-            return "silent", f"exit 0: {stdout.getvalue()[-200:]}"
-        if code != 2:
-            return "vague", f"exit {code}: {err[-300:]}"
-        lines = err.splitlines()
-        first = next((i for i, line in enumerate(lines) if "error" in line), len(lines))
-        lines = lines[first:]  # the error and the rows it lists (load_conversations names every bad row)
-    if not any(all(e in line for e in expect) for line in lines):
-        return "vague", f"no line with {expect}: {lines[:3]}"
-    if snapshot(tmp) != {k: v for k, v in before.items()}:
-        changed = sorted(k for k in set(before) | set(snapshot(tmp)) if before.get(k) != snapshot(tmp).get(k))
-        if any(k in before for k in changed):
-            return "changed", f"pre-existing files changed: {changed}"
-    return "clear", ""
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_llama_tied, tmp_path_factory) -> Path:
-    from helpers import qa, train_tiny
-
-    return train_tiny(tiny_llama_tied, tmp_path_factory.mktemp("bad-inputs") / "run", [qa(i) for i in range(4)]) / "adapter"
-
-
 def test_enough_cases():
     assert len(CASES) >= 100 and len({c.name for c in CASES}) == len(CASES)
-
-
-def check_case(c: Case, tmp_path, request) -> None:
-    """Run one case with the fixtures it needs; it must fail in one clear line."""
-    fixtures = {}
-    if "base" in c.needs:
-        fixtures["base"] = request.getfixturevalue("tiny_llama_tied")
-    if "adapter" in c.needs:
-        fixtures["adapter"] = request.getfixturevalue("tiny_adapter")
-    folder = tmp_path / "case"
-    folder.mkdir()
-    kind, detail = outcome(c, folder, fixtures)
-    assert kind == "clear", f"{kind}: {detail}"
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
@@ -630,7 +511,7 @@ def counting(monkeypatch, module, name: str) -> list[int]:
 
 def test_a_huge_example_is_cut_to_characters_before_it_is_tokenized(tokenizer_template, monkeypatch):
     import lima_lite.template
-    from lima_lite.data import CHARS_PER_TOKEN, encode_dataset
+    from lima_lite.conversations import CHARS_PER_TOKEN, encode_dataset
     from lima_lite.template import encode_conversation
 
     tokenizer, template = tokenizer_template
@@ -678,7 +559,7 @@ def test_the_guard_closes_cancel_and_reset_to_strangers_and_says_busy(tmp_path):
 
     import httpx
 
-    from lima_lite.ui import Guard, Models, build_app, launch
+    from lima_lite.app.ui import Guard, Models, build_app, launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

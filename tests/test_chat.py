@@ -79,7 +79,7 @@ def test_undo_retry_reset(engine, recorded):
 
 
 def test_save_writes_canonical_messages_jsonl(engine, tmp_path):
-    from lima_lite.data import load_conversations
+    from lima_lite.conversations import load_conversations
 
     s = session(engine)
     s.handle("Plan a picnic")

@@ -8,11 +8,11 @@ import pytest
 
 from lima_lite import LimaError
 from lima_lite.cli import main as cli_main
+from lima_lite.conversations import load_conversations
 from lima_lite.curate import main as curate_main
-from lima_lite.curate.mix import main as mix_main
 from lima_lite.curate.reddit import curate_reddit
 from lima_lite.curate.wikihow import curate_wikihow, prompt_from_title
-from lima_lite.data import load_conversations
+from lima_lite.data import main as data_main
 
 ASSETS = Path(__file__).parent / "assets" / "curate"
 RS, RC = ASSETS / "reddit" / "RS_2019-01.ndjson", ASSETS / "reddit" / "RC_2019-01.ndjson"
@@ -122,7 +122,7 @@ def test_mix_builds_the_dialogue_variant_that_training_reads(tmp_path):
     dialogues.write_text("".join(json.dumps({"conversations": [f"u{i}", f"a{i}", f"u{i}b", f"a{i}b"]}) + "\n"
                                  for i in range(3)))
     out = tmp_path / "mix.jsonl"
-    assert mix_main(["mix", "--single", str(single), "--dialogues", str(dialogues), "--out", str(out),
+    assert data_main(["mix", "--single", str(single), "--dialogues", str(dialogues), "--out", str(out),
                      "--single-k", "10"]) == 0
     mixed = load_conversations(str(out))  # exactly what `lima-lite train ... dataset_name=OUT` reads
     assert len(mixed) == 13
@@ -132,8 +132,8 @@ def test_mix_builds_the_dialogue_variant_that_training_reads(tmp_path):
     assert report["counts"] == {"single-turn": 10, "dialogues": 3}
     assert report["dropped_by_rule"] == {"over --single-k 10": 2}
     with pytest.raises(LimaError, match=r"single\.jsonl:1: messages: 1 user turn\(s\) in a --dialogues file"):
-        mix_main(["mix", "--single", str(single), "--dialogues", str(single), "--out", str(out), "--overwrite"])
-    # `lima-lite data mix` is lima_lite/curate/mix.py: the same error is one line and exit status 2.
+        data_main(["mix", "--single", str(single), "--dialogues", str(single), "--out", str(out), "--overwrite"])
+    # `lima-lite data mix` is lima_lite/data/mix.py: the same error is one line and exit status 2.
     assert cli_main(["data", "mix", "--single", str(single), "--dialogues", str(single), "--out", str(out),
                      "--overwrite"]) == 2
 

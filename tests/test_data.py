@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from lima_lite.data import DataError, load_conversations
-from lima_lite.io import write_jsonl
+from lima_lite import LimaError
+from lima_lite.conversations import DataError, load_conversations
+from lima_lite.files import read_jsonl, write_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
 
@@ -54,6 +55,22 @@ def test_bad_rows_are_named_by_file_line_and_field(tmp_path, line, message):
     path = write(tmp_path, [GOOD, line, GOOD])
     with pytest.raises(DataError, match=message):
         load_conversations(str(path))
+
+
+def test_a_json_error_names_its_true_column(tmp_path):
+    """A line cut short fails after its last character (JSON would say column 1 of the line its line end
+    starts); a problem inside the line is at its own column; CRLF line ends are no problem either."""
+    good = json.dumps({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]})
+    cut, inner = good[:56], good.replace('"A"', "A")
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(f"{good}\r\n{cut}\r\n{inner}\n".encode())
+    with pytest.raises(DataError) as error:
+        load_conversations(str(path))
+    assert ("data.jsonl:2: invalid JSON at column 57 (the end of the line: is it cut short?): Expecting value"
+            in str(error.value)), str(error.value)
+    assert f"data.jsonl:3: invalid JSON at column {inner.index('A}') + 1}: Expecting value" in str(error.value)
+    with pytest.raises(LimaError, match=r"data\.jsonl:2: invalid JSON at column 57 \(the end of the line"):
+        read_jsonl(path)
 
 
 def test_all_bad_rows_are_reported_at_once(tmp_path):
@@ -109,7 +126,7 @@ def test_missing_model_path_and_offline_hub_model_are_clear(tmp_path):
 
 
 def test_atomic_dir_keeps_the_previous_folder_when_writing_fails(tmp_path):
-    from lima_lite.io import atomic_dir
+    from lima_lite.files import atomic_dir
 
     target = tmp_path / "adapter"
     with atomic_dir(target) as tmp:

@@ -16,8 +16,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, ROOT, browser_tools, free_port, qa, run_cli
-from lima_lite.curate.stats import FLAGS, data_stats, recipe_tokenizer
-from lima_lite.data import CHARS_PER_TOKEN, cut_chars, load_conversations
+from lima_lite.conversations import CHARS_PER_TOKEN, cut_chars, load_conversations
+from lima_lite.data.stats import FLAGS, data_stats, recipe_tokenizer
 
 MAX_LENGTH = 256
 TOPICS = [
@@ -316,7 +316,7 @@ def test_json_alone_on_stdout_and_a_progress_bar_for_a_large_set(recipe, tiny_ll
 
 
 def tab_values(tiny_llama_tied, planted: Path, runs: Path) -> dict:
-    from lima_lite.ui_train import recipe_values
+    from lima_lite.app.train_tab import recipe_values
 
     return {**recipe_values("quickstart", runs), "model_name_or_path": str(tiny_llama_tied),
             "dataset_name": str(planted), "max_length": str(MAX_LENGTH),
@@ -327,7 +327,7 @@ TAB_MORE = f"load_in_4bit=false dtype=float32 bf16=false chat_format=lima eot_to
 
 
 def test_check_data_shows_the_stats_under_the_chosen_recipe(recipe, tiny_llama_tied, tmp_path):
-    from lima_lite.ui_train import Training, check_form
+    from lima_lite.app.train_tab import Training, check_form
 
     rows = [r for r in planted_rows() if r["id"] != "empty"]  # train refuses empty turns, so the tab does
     data = write_rows(tmp_path / "train.jsonl", rows)
@@ -346,8 +346,8 @@ def test_check_data_shows_the_stats_under_the_chosen_recipe(recipe, tiny_llama_t
 
 
 def test_check_data_in_a_real_browser(tiny_llama_tied, tmp_path):
-    from lima_lite.ui import Models, build_app
-    from lima_lite.ui_train import Training
+    from lima_lite.app.train_tab import Training
+    from lima_lite.app.ui import Models, build_app
 
     playwright = browser_tools()
     runs = tmp_path / "runs"
@@ -411,7 +411,7 @@ def test_the_model_card_says_what_the_adapter_learned_from(tiny_run, tiny_llama_
 def test_shared_minhash_permutations_give_datasketchs_own_signatures():
     from datasketch import MinHash
 
-    from lima_lite.curate.overlap import NUM_PERM, ngrams, signature
+    from lima_lite.data.overlap import NUM_PERM, ngrams, signature
 
     for seed in (0, 3):
         grams = ngrams(GARDEN)

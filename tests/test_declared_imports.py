@@ -15,10 +15,11 @@ import tomllib
 from helpers import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-# bench/ scripts the tests load from their folder, and the test files' own helpers
 # modules whose distribution is named otherwise, for those not installed here (found by name when installed)
 DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python"}
-LOCAL = {p.stem for p in (ROOT / "tests").glob("*.py")} | {p.stem for p in (ROOT / "bench").glob("*.py")} | {"lima_lite"}
+# the package, the tests' own modules and their support packages (oracles); not bench/: no test imports a script
+LOCAL = {p.stem for p in (ROOT / "tests").glob("*.py")} | {p.parent.name for p in (ROOT / "tests").glob("*/__init__.py")} \
+    | {"lima_lite"}
 
 
 def distribution_name(requirement: str) -> str:

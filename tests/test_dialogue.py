@@ -2,16 +2,13 @@
 the whole history in view; scripted and simulated user turns; resuming and re-judging stored conversations."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from lima_lite import LimaError
 from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues, turn_seed
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from judge_concurrency import FakeEndpoint, completion  # noqa: E402
+from oracles.endpoint import FakeEndpoint, completion
 
 # what the fake judge says about turn t of each dialogue, whoever the model is
 VERDICTS = {"d1": ["Excellent", "Pass", "Fail", "Fail"], "d2": ["Pass", "Pass", "Pass", "Excellent"],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.data import read_prompts
+from lima_lite.conversations import read_prompts
 from lima_lite.evaluate import select_epoch, steps
 from lima_lite.evaluate.answers import generate_answers
 from lima_lite.evaluate.protocols import (

@@ -12,12 +12,11 @@ import pytest
 
 from helpers import run_cli, write_run
 from lima_lite import LimaError
-from lima_lite.fit_search import FIT_MARGIN, MLP_CHUNK_TOKENS, TILED_MLP_COST, fit, fit_summary, relative_speed, step_down
-from lima_lite.memory import CUDA_CONTEXT_GIB, GIB, ModelShape, PlanSettings, read_shape, settings_peak
+from lima_lite.memory.estimate import CUDA_CONTEXT_GIB, GIB, ModelShape, PlanSettings, read_shape, settings_peak
+from lima_lite.memory.fit import FIT_MARGIN, MLP_CHUNK_TOKENS, TILED_MLP_COST, fit, fit_summary, relative_speed, step_down
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
-sys.path.insert(0, str(ROOT / "bench"))
 LLAMA_7B = ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
 RECIPE_7B = PlanSettings(micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True, padding_free=True,
                          optim="paged_adamw_8bit", added_tokens=1, loss_chunk_tokens=512)
@@ -80,7 +79,7 @@ def test_tiled_mlp_only_when_the_length_needs_it():
     """At LIMA's 2,048 tokens nothing is tiled; at 50,000 tokens only the tiled MLP with lean activations fits, and
     fit chooses it (at its cost, x TILED_MLP_COST x LEAN_COST); the longest example it reports is beyond what fits
     untiled; mlp_chunk_tokens=0 given by the user keeps the MLP whole (and tries no lean activations either)."""
-    from lima_lite.fit_search import LEAN_COST
+    from lima_lite.memory.fit import LEAN_COST
 
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     recipe = replace(RECIPE_7B, lora_dropout=True)
@@ -108,7 +107,7 @@ def test_tiled_mlp_in_the_plan_is_per_chunk():
     outside the MLP (attention, norms) is unchanged."""
     from dataclasses import replace
 
-    from lima_lite.memory import component_bytes, layer_parts_per_token
+    from lima_lite.memory.estimate import component_bytes, layer_parts_per_token
 
     shape = read_shape(SHAPES / "llama3.1-8b" / "config.json")
     tokens, chunk = 40_000, 4096
@@ -242,7 +241,7 @@ def test_resume_reuses_the_runs_own_fit(tiny_llama, tmp_path, monkeypatch, capsy
 def test_counted_peak_of_the_chosen_setting_is_under_budget(tmp_path):
     """A tiny LLaMA trained (3 steps, CPU) with the setting fit chose for a budget the recipe's own setting
     (no checkpointing, micro-batch 4) exceeds: its counted peak plus the CUDA context stays under the budget."""
-    from plan_calibration import measure
+    from oracles.step_bytes import measure
 
     config = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=4, vocab_size=2000)
@@ -260,9 +259,9 @@ def test_counted_peak_of_the_chosen_setting_is_under_budget(tmp_path):
 
 
 def test_calibration_with_offloading(tmp_path):
-    """Checkpoints offloaded as TRL does (bench/plan_calibration.HostOffload): the counted device peak stays
+    """Checkpoints offloaded as TRL does (oracles.step_bytes.HostOffload): the counted device peak stays
     under the plan (within 12 %), and the host bytes under the plan's bound."""
-    from plan_calibration import OFFLOAD_SHAPES, compare
+    from oracles.step_bytes import OFFLOAD_SHAPES, compare
 
     shape = OFFLOAD_SHAPES["llama-h128-L10"]
     on = compare("test", shape, 2, 256, True, True, root=str(tmp_path), activation_offloading=True)["rows"]
@@ -277,8 +276,9 @@ def test_offloading_gives_the_same_loss_and_lora_gradients():
     offloaded (TRL's policy, and torch's save_on_cpu) equal those without, within 1e-5."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from plan_calibration import HostOffload
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from oracles.step_bytes import HostOffload
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=8,
@@ -381,8 +381,7 @@ def test_gpu_check_long_dry_run(tmp_path):
     """bench/gpu_check.py --long on a tiny shape on the CPU: `train` with the long-context setting (micro-batch 1,
     bf16 layers, the MLP tiled, lean activations) runs two steps at two lengths, against the plan; for
     Llama-3.1-8B the lengths it would check on a GPU are 80,000 tokens and the plan's longest in 24 GiB."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from gpu_check import longest
+    from oracles.plan_fit import longest
 
     out = tmp_path / "long.md"
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--long", "--dry-run",

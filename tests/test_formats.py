@@ -188,7 +188,7 @@ def test_a_bare_base_is_talked_to_in_its_own_format_with_its_own_turn_end(folder
 def test_inspect_shows_trained_spans_in_both_formats(tmp_path, capsys):
     from families import build_family_model
     from helpers import sample_texts
-    from lima_lite.inspect import main as inspect_main
+    from lima_lite.inspection import main as inspect_main
 
     base = build_family_model(tmp_path / "llama3", "llama3", sample_texts())
     data = tmp_path / "data.jsonl"

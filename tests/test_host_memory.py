@@ -1,18 +1,18 @@
-"""lima_lite.host_memory: with a fixed mmap threshold, freed tensors leave the resident size (glibc only)."""
+"""lima_lite.memory.host: with a fixed mmap threshold, freed tensors leave the resident size (glibc only)."""
 
 import subprocess
 import sys
 
 import pytest
 
-from lima_lite.host_memory import map_large_blocks
+from lima_lite.memory.host import map_large_blocks
 
 # In a fresh process: free one 16 MiB tensor (glibc then raises its mmap threshold to 16 MiB), then make
 # twenty 8 MiB tensors, each followed by a small one that stays alive (so the heap cannot shrink from its
 # top), free the large ones, and print how many MiB of their 160 stay resident.
 SCRIPT = """
 import sys, torch
-from lima_lite.host_memory import map_large_blocks
+from lima_lite.memory.host import map_large_blocks
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
 if sys.argv[1] == "fixed":

@@ -44,7 +44,7 @@ def test_every_event_of_a_public_app_answers_an_anonymous_client_without_touchin
     import httpx
     from gradio_client import Client
 
-    from lima_lite.ui import app_from_args, launch, parser
+    from lima_lite.app.ui import app_from_args, launch, parser
 
     secret = secret_file(tmp_path)
     runs, target = tmp_path / "runs", tmp_path / "elsewhere"
@@ -83,7 +83,7 @@ def test_every_event_of_a_public_app_answers_an_anonymous_client_without_touchin
 
 @pytest.fixture
 def trusted_form(tmp_path):
-    from lima_lite.ui_train import Training, recipe_values
+    from lima_lite.app.train_tab import Training, recipe_values
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -98,7 +98,7 @@ def trusted_form(tmp_path):
     ("link", ""),
 ])
 def test_the_train_tab_writes_only_under_runs(trusted_form, tmp_path, where, more):
-    from lima_lite.ui_train import check_form, form_handler, start_form
+    from lima_lite.app.train_tab import check_form, form_handler, start_form
 
     training, values = trusted_form
     runs = training.runs_dir
@@ -118,13 +118,13 @@ def test_the_train_tab_writes_only_under_runs(trusted_form, tmp_path, where, mor
 
 
 def test_export_and_progress_stay_under_runs(tmp_path):
-    from lima_lite.ui import Models
-    from lima_lite.ui_train import Training, tick
+    from lima_lite.app.train_tab import Training, tick
+    from lima_lite.app.ui import Models
 
     runs = tmp_path / "runs"
     (runs / "r" / "adapter").mkdir(parents=True)
     models = Models({"r/adapter": (str(runs / "r" / "adapter"), True)}, runs_dir=runs)
-    from lima_lite.ui_train import export_adapter
+    from lima_lite.app.train_tab import export_adapter
 
     for kind in ("merge", "gguf", "push"):
         with pytest.raises(LimaError, match="not a folder under"):
@@ -132,5 +132,5 @@ def test_export_and_progress_stay_under_runs(tmp_path):
     outside = tmp_path / "other-run"
     outside.mkdir()
     (outside / "run.json").write_text(json.dumps({"status": SECRET}))
-    line, *_ = tick(Training(runs), Models({}, runs_dir=runs), str(outside), None, 0)
+    line, *_ = tick(Training(runs), str(outside))
     assert SECRET not in line and "not a folder under" in line

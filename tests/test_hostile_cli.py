@@ -217,14 +217,14 @@ def test_a_disk_that_refuses_the_write_is_one_line(tmp_path, monkeypatch, code, 
     import errno
     import os
 
-    import lima_lite.io
+    import lima_lite.files
 
     files(tmp_path)
 
     def refused(*args, dir=None, **kwargs):
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(dir))
 
-    monkeypatch.setattr(lima_lite.io.tempfile, "mkstemp", refused)  # every atomic write starts here
+    monkeypatch.setattr(lima_lite.files.tempfile, "mkstemp", refused)  # every atomic write starts here
     before = snapshot(tmp_path)
     exit_code, out, err = run(["select", "--strategy", "longest", "--k", "1", str(tmp_path / "d.jsonl"),
                                str(tmp_path / "o.jsonl")])

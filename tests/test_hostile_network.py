@@ -7,19 +7,15 @@ servers bind 127.0.0.1 on a free port and stop themselves.
 
 import json
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from lima_lite import LimaError
 from lima_lite.evaluate.answers import get_answerer
 from lima_lite.judges import get_judge
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from judge_concurrency import FakeEndpoint, completion  # noqa: E402
+from oracles.endpoint import FakeEndpoint, completion
 
 REPLY = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
                     "choices": [{"index": 0, "finish_reason": "stop",

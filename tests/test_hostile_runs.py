@@ -13,7 +13,7 @@ import lima_lite.train
 from helpers import EOT, adapter_weights, qa, run_cli, train_tiny, write_jsonl
 from lima_lite import LimaError
 from lima_lite.config import load_recipe
-from lima_lite.data import read_conversations
+from lima_lite.conversations import read_conversations
 from lima_lite.layout import read_run
 
 # ---------------------------------------------------------------- the data file edited while it is read

@@ -9,7 +9,8 @@ from lima_lite.cli import COMMANDS
 from lima_lite.curate import SOURCES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lima_lite"
-ENTRY_POINTS = {"lima_lite.cli", "lima_lite.__main__", "lima_lite.ui_train"}  # `lima-lite`, `python -m lima_lite[.ui_train]`
+# `lima-lite`, `python -m lima_lite`, and the training process the Train tab starts (`python -m lima_lite.app.train_tab`)
+ENTRY_POINTS = {"lima_lite.cli", "lima_lite.__main__", "lima_lite.app.train_tab"}
 
 
 def module_name(path: Path) -> str:
@@ -86,8 +87,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_walk_sees_the_package():
-    assert {"lima_lite.train", "lima_lite.resolve", "lima_lite.evaluate.cli", "lima_lite.curate.overlap"} <= set(MODULES)
-    assert "lima_lite.resolve" in GRAPH["lima_lite.train"] and "lima_lite.data" in GRAPH["lima_lite.curate.overlap"]
+    assert {"lima_lite.train", "lima_lite.resolve", "lima_lite.evaluate.cli", "lima_lite.data.overlap"} <= set(MODULES)
+    assert "lima_lite.resolve" in GRAPH["lima_lite.train"] and "lima_lite.conversations" in GRAPH["lima_lite.data.overlap"]
     assert COMMAND_MODULES <= set(MODULES)
 
 
@@ -99,3 +100,22 @@ def test_no_library_module_imports_a_command():
     upward = sorted(f"{name} -> {target}" for name, targets in GRAPH.items() if name not in COMMAND_MODULES
                     for target in targets if target in COMMAND_MODULES)
     assert upward == []
+
+
+TESTS = PACKAGE.parent / "tests"
+
+
+def test_files_stand_on_their_own():
+    """No test file imports another test file or a bench/ script, and none reaches them through sys.path:
+    what several tests share lives in helpers.py, bad_input.py, conftest.py or the oracles package."""
+    bench = {path.stem for path in (PACKAGE.parent / "bench").glob("*.py")}
+    offenders = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name} imports {name}" for name in names
+                          if name.split(".")[0].startswith("test_") or name.split(".")[0] in bench]
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in ("sys.path.insert", "sys.path.append"):
+                offenders.append(f"{path.name} changes sys.path")
+    assert bench and not offenders, offenders

@@ -1,4 +1,4 @@
-"""lima_lite.io: atomic writes with the usual permissions, and a JSONL reader that names file:line."""
+"""lima_lite.files: atomic writes with the usual permissions, and a JSONL reader that names file:line."""
 
 import os
 import stat
@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from lima_lite import LimaError
-from lima_lite.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
+from lima_lite.files import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
 
 
 @pytest.fixture

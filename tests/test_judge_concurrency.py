@@ -17,10 +17,9 @@ from lima_lite import LimaError
 from lima_lite.evaluate import steps
 from lima_lite.evaluate.answers import generate_answers, get_answerer
 from lima_lite.judges import get_judge
+from oracles.endpoint import FakeEndpoint, answer_files, completion, longer_answer_wins
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from judge_concurrency import FakeEndpoint, answer_files, completion, longer_answer_wins  # noqa: E402
 
 
 @pytest.fixture

@@ -1,18 +1,15 @@
-"""Lean activations (lima_lite.model.lean_norms and lean_lora): the same loss and LoRA gradients as without (fp32
+"""Lean activations (lima_lite.memory.rewrites.lean_norms and lean_lora): the same loss and LoRA gradients as without (fp32
 and the 4-bit path, padding-free, inside gradient checkpointing, with LoRA and residual dropout, with the
 checkpoints offloaded), and what they keep for the backward."""
 
 import contextlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
-from lima_lite.model import add_residual_dropout, get_model, lean_lora, lean_norms, tile_mlp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from helpers import dropout_lora_llama, loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
+from lima_lite.memory.rewrites import lean_lora, lean_norms, tile_mlp
+from lima_lite.model import get_model
 
 
 def assert_same(got, want, atol: float, layers: int = 2):
@@ -40,12 +37,7 @@ def test_same_loss_and_lora_gradients_fp32_with_dropout(checkpointing, tile):
     mask (a recomputation with another mask changes the gradients far more than that)."""
     runs = []
     for make_lean in (False, True):
-        model = tiny_fp32_llama()
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        add_residual_dropout(model, 0.3)
-        model = with_lora(model, dropout=0.3)
+        model = dropout_lora_llama(checkpointing)
         if make_lean:
             lean(model, 16, tile)
         elif tile:
@@ -109,10 +101,10 @@ def test_no_grad_forward_is_the_same_and_lean_lora_is_idempotent():
 
 
 def test_with_offloaded_checkpoints():
-    """Checkpoints offloaded as TRL does (bench/plan_calibration.HostOffload) and by torch's save_on_cpu, with lean
+    """Checkpoints offloaded as TRL does (oracles.step_bytes.HostOffload) and by torch's save_on_cpu, with lean
     activations and the tiled MLP nested inside each layer's checkpoint: the loss and LoRA gradients of the
     plain run, within 1e-5."""
-    from plan_calibration import HostOffload
+    from oracles.step_bytes import HostOffload
 
     model = tiny_fp32_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -136,7 +128,7 @@ def test_keeps_less_per_token(tmp_path):
     dropout, bf16 autocast, bf16 layers, checkpoints offloaded, MLP tiled) at two lengths: lean activations keep
     about half the bytes per token (0.52x counted), and the plan stays above the counted peak (within 15 % with
     them, 20 % without)."""
-    from plan_calibration import OFFLOAD_SHAPES, compare
+    from oracles.step_bytes import OFFLOAD_SHAPES, compare
 
     shape = OFFLOAD_SHAPES["llama-h128-L10"]
     per_token, errors = {}, {}

@@ -1,4 +1,4 @@
-"""lima_lite.loss against the plain path (full logits + transformers' cross-entropy), fp32 on CPU.
+"""lima_lite.memory.loss against the plain path (full logits + transformers' cross-entropy), fp32 on CPU.
 
 The plain reference is the model's own forward with labels: PEFT's trainable-token rows and LoRA take
 part there by construction, so equal losses and gradients mean the chunked loss sees them too.
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from helpers import IGNORE, padded_batch, peft_model
-from lima_lite.kernels import activation_offloading, apply_liger_kernels, attention_implementation
-from lima_lite.loss import causal_lm_loss, chunked_cross_entropy, loss_path, output_head
+from lima_lite.memory.kernels import activation_offloading, apply_liger_kernels, attention_implementation
+from lima_lite.memory.loss import causal_lm_loss, chunked_cross_entropy, loss_path, output_head
 
 
 def grads(model) -> dict:
@@ -30,7 +30,7 @@ def compare(model, inputs, num_items_in_batch=None, chunk_tokens=None):
     if chunk_tokens is None:
         ours, stats = causal_lm_loss(model, inputs, num_items_in_batch)
     else:
-        from lima_lite.loss import causal_lm_hidden
+        from lima_lite.memory.loss import causal_lm_hidden
 
         hidden = causal_lm_hidden(model, inputs)
         ours, stats = chunked_cross_entropy(output_head(model), hidden, inputs["labels"], num_items_in_batch,
@@ -74,7 +74,7 @@ def test_accuracy_and_entropy_equal_trl_from_the_full_logits(tiny_llama):
         expected_correct = (logits.argmax(-1) == labels)[mask].sum().item()
         expected_entropy = entropy_from_logits(logits)[mask].sum().item()
         _, stats = causal_lm_loss(model, inputs)  # one chunk
-        from lima_lite.loss import causal_lm_hidden
+        from lima_lite.memory.loss import causal_lm_hidden
 
         _, chunked = chunked_cross_entropy(output_head(model), causal_lm_hidden(model, inputs), inputs["labels"],
                                            chunk_tokens=5)
@@ -165,13 +165,10 @@ def test_liger_path_equals_the_plain_path_on_cuda(tiny_llama):
 
 
 def test_chunked_loss_memory_does_not_grow_with_the_tokens():
-    """Live bytes of the loss's forward and backward (bench/loss_memory.py's count): the plain path's grow with
+    """Live bytes of the loss's forward and backward (oracles/loss_bytes.py's count): the plain path's grow with
     the micro-batch (full logits), the chunked loss's stay at a chunk's worth, many times smaller."""
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from loss_memory import chunked, head, peak_bytes, plain
+    from oracles.loss_bytes import chunked, head, peak_bytes, plain
 
     vocab, hidden = 4000, 64
     lm_head = head(vocab, hidden, trainable_token=True)
@@ -192,16 +189,12 @@ def test_hidden_state_keeps_no_layers_output():
     output until the forward returned (the checkpoints offloading moves to CPU memory among them), and
     accelerate's bf16 autocast wrapper copied each to fp32 on the way out. A 12-layer model's forward peak stays
     at about 10 hidden states: one layer's work (it was 39: 13 states in bf16 and their 13 fp32 copies)."""
-    import sys
-    from pathlib import Path
 
     from accelerate.utils import convert_outputs_to_fp32
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lima_lite.loss import causal_lm_hidden
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from plan_calibration import LiveBytes
+    from lima_lite.memory.loss import causal_lm_hidden
+    from oracles.step_bytes import LiveBytes
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=1024, intermediate_size=64, num_hidden_layers=12,

@@ -73,7 +73,7 @@ def test_chat_renders_a_three_turn_history_as_training_did(dialogue_run):
     assert prompt.count(eot) == 5  # one EOT per utterance; the typed "<|im_end|>" stayed text
 
     # The app sends the same ids through the same core.
-    from lima_lite.ui import Models
+    from lima_lite.app.ui import Models
 
     models = Models.discover(run.parent, load_in_4bit=False)
     models.engines[str(run / "adapter")] = engine

@@ -6,8 +6,8 @@ import pytest
 
 from helpers import write_run
 from lima_lite import LimaError
-from lima_lite.curate.overlap import find_overlap, overlapping_pairs, run_overlap_warning, train_prompts
-from lima_lite.data import read_prompts, resolve_data_path
+from lima_lite.conversations import read_prompts, resolve_data_path
+from lima_lite.data.overlap import find_overlap, overlapping_pairs, run_overlap_warning, train_prompts
 
 LONG = ("I have a small vegetable garden behind my house and the tomato plants keep getting yellow leaves "
         "at the bottom every summer, what am I doing wrong and how can I fix it?")
@@ -62,7 +62,7 @@ def test_clean_split_has_no_overlap():
 
 
 def test_data_overlap_command_prints_the_count(split, tmp_path, capsys):
-    from lima_lite.curate.mix import main
+    from lima_lite.data import main
 
     train, evals, _ = split
     out = tmp_path / "found.jsonl"

@@ -8,8 +8,8 @@ import torch
 from transformers import TrainerCallback
 
 from helpers import IGNORE, dataset, overrides, padded_batch, peft_model
-from lima_lite.kernels import register_sdpa_varlen
-from lima_lite.loss import causal_lm_hidden, causal_lm_loss, head_logits, output_head
+from lima_lite.memory.kernels import register_sdpa_varlen
+from lima_lite.memory.loss import causal_lm_hidden, causal_lm_loss, head_logits, output_head
 from lima_lite.train import train
 
 
@@ -191,7 +191,7 @@ def test_steps_per_epoch_is_right_under_packing(tiny_llama, tmp_path):
 
 def test_sequence_bounds_from_position_ids_equal_trls_cu_seq_lens():
     """Without TRL's cu_seq_lens (another collator), the example bounds come from the position ids."""
-    from lima_lite.kernels import sequence_bounds
+    from lima_lite.memory.kernels import sequence_bounds
 
     collated = padding_free(examples(256))
     query = torch.zeros(1, 2, collated["input_ids"].shape[1], 4)

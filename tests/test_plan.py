@@ -11,8 +11,8 @@ import pytest
 
 from helpers import run_cli
 from lima_lite import LimaError
-from lima_lite.memory import ModelShape, PlanSettings, component_bytes, memory_plan, nf4_bytes
-from lima_lite.plan import check_fit, recipe_plan
+from lima_lite.memory.estimate import ModelShape, PlanSettings, component_bytes, memory_plan, nf4_bytes
+from lima_lite.memory.plan import check_fit, recipe_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "tests" / "assets" / "llama-shapes"
@@ -122,14 +122,14 @@ def test_refusal_with_a_fake_gpu():
 
 
 def test_train_stops_before_loading_weights(tiny_llama, tmp_path, monkeypatch):
+    import lima_lite.memory.plan
     import lima_lite.model
-    import lima_lite.plan
     from lima_lite.train import train
 
     def loaded(*args, **kwargs):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(lima_lite.plan, "detected_gpu_gib", lambda: 0.25)  # a GPU too small for anything
+    monkeypatch.setattr(lima_lite.memory.plan, "detected_gpu_gib", lambda: 0.25)  # a GPU too small for anything
     monkeypatch.setattr(lima_lite.model, "get_model", loaded)
     with pytest.raises(LimaError, match="does not fit this GPU"):
         train(ROOT / "recipes" / "quickstart.yaml", [f"model_name_or_path={tiny_llama}", f"output_dir={tmp_path / 'run'}",
@@ -204,8 +204,7 @@ def test_calibration_against_counted_bytes(tmp_path, attention, fp32_layers):
     Weights, quantization constants, LoRA and optimizer state: within 2% of the plan (they match to the
     byte today); the bytes allocated during the step (gradients, activations, loss) at its peak: within 10%.
     """
-    sys.path.insert(0, str(ROOT / "bench"))
-    from plan_calibration import compare
+    from oracles.step_bytes import compare
 
     shape = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=2000)
@@ -225,8 +224,7 @@ def test_recomputed_layer_per_token_is_a_close_bound(tmp_path, fp32_layers):
     in real training steps: the plan's slope stays above the counted one and within 10 % of it. The peak is then at
     the end of a layer's recomputed MLP forward, where down_proj's input and, with fp32 layers, its bf16 copy for
     LoRA are still referenced; with fp32 layers the plan used to count 7 % too few bytes per token there."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from plan_calibration import LONG_SHAPE, STATIC, measure, planned
+    from oracles.step_bytes import LONG_SHAPE, STATIC, measure, planned
 
     counted, plan = [], []
     for length in (1024, 2048):

@@ -63,7 +63,7 @@ def test_adapter_reloads_with_the_same_logits_and_chat_stops_at_eot(quickstart_r
 
 
 def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
-    from lima_lite.data import load_conversations
+    from lima_lite.conversations import load_conversations
     from lima_lite.quickstart import SAMPLING_NOTE
     from lima_lite.quickstart import main as quickstart_main
 
@@ -80,7 +80,7 @@ def test_quickstart_command_compares_base_and_tuned(quickstart_run, capsys):
 def test_tuned_replies_end_cleanly_on_all_12_dev_prompts(quickstart_run):
     """The quick start's promise: the tuned replies end at the turn end before the limit, with no template
     words or role headers ("assistant", "<|im_start|>"); the base answers in its own ChatML format."""
-    from lima_lite.data import load_conversations
+    from lima_lite.conversations import load_conversations
     from lima_lite.generate import leaks_template, load_engine, stop_rates
     from lima_lite.template import ChatTemplate
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import dataset
 from lima_lite.config import load_recipe
 from lima_lite.machine import Machine
-from lima_lite.memory import ModelShape
+from lima_lite.memory.estimate import ModelShape
 from lima_lite.precision import Hardware
 from lima_lite.resolve import Inputs, resolve
 
@@ -78,7 +78,7 @@ def test_no_setting_is_assigned_outside_resolve():
 
 
 def test_inspect_prints_the_resolved_settings_with_their_reasons(tiny_llama, tmp_path, capsys):
-    from lima_lite.inspect import main
+    from lima_lite.inspection import main
 
     data = dataset(tmp_path)
     assert main(["quickstart", f"model_name_or_path={tiny_llama}", f"dataset_name={data}", "chat_format=lima",

@@ -1,17 +1,16 @@
-"""The tiled MLP (lima_lite.model.tile_mlp): the same loss and LoRA gradients as the whole MLP (fp32 and the 4-bit
+"""The tiled MLP (lima_lite.memory.rewrites.tile_mlp): the same loss and LoRA gradients as the whole MLP (fp32 and the 4-bit
 path, padding-free batches, inside gradient checkpointing), and a lower counted peak, by about what the plan says."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
-from lima_lite.model import get_model, tile_mlp
+from helpers import dropout_lora_llama, loss_and_grads, padding_free_batch, tiny_fp32_llama, with_lora
+from lima_lite.memory.rewrites import tile_mlp
+from lima_lite.model import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def assert_same(got, want, atol: float):
@@ -75,16 +74,9 @@ def test_dropout_is_recomputed_with_the_same_masks(checkpointing):
     """LoRA dropout and residual dropout on: the tiled MLP (with or without gradient checkpointing around the
     layer) gives the loss and gradients of the same chunks kept without recomputation, from the same seed:
     every recomputation drew the forward's masks."""
-    from lima_lite.model import add_residual_dropout
-
     runs = []
     for tile in (chunks_kept, tile_mlp):
-        model = tiny_fp32_llama()
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        add_residual_dropout(model, 0.3)
-        model = with_lora(model, dropout=0.3)
+        model = dropout_lora_llama(checkpointing)
         tile(model, 16)
         model.train()
         runs.append(loss_and_grads(model, padding_free_batch(300, [50, 70]), seed=5))
@@ -109,7 +101,7 @@ def test_counted_peak_is_lower_by_about_what_the_plan_says(tmp_path):
     LoRA, bf16 autocast, gradient checkpointing) on one 2,048-token example, MLP 3.5x the hidden size as in
     Llama-3.1-8B: tiling by 256 tokens lowers the counted peak by roughly what the plan predicts, and the plan
     stays above the counted peak with tiling."""
-    from plan_calibration import compare
+    from oracles.step_bytes import compare
 
     shape = dict(hidden_size=128, intermediate_size=448, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=1000)
@@ -125,7 +117,7 @@ def test_lean_norms_survive_train_and_eval_switches(tiny_llama):
     """transformers kernelizes a model by default when the `kernels` package is installed, and resets every
     kernelized layer's forward (RMSNorm's among them) at each train()/eval() switch: get_model turns that off,
     so lean_norms stays in place through the Trainer's model.train()."""
-    from lima_lite.model import lean_norms
+    from lima_lite.memory.rewrites import lean_norms
 
     model = get_model(str(tiny_llama), load_in_4bit=True, dtype="float32")
     assert not model.use_kernels

@@ -204,7 +204,7 @@ def test_packing_packs_conversations_into_one_row_with_the_unpacked_loss(tiny_ll
 
 
 def test_inspect_shows_exactly_the_trained_tokens(tiny_llama, tmp_path, capsys):
-    from lima_lite.inspect import main as inspect_main
+    from lima_lite.inspection import main as inspect_main
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "x1", "messages": [{"role": "user", "content": "Say hi"},

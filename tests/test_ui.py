@@ -16,8 +16,7 @@ import pytest
 import helpers
 from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port, qa, train_tiny
 from lima_lite import LimaError
-from lima_lite.layout import find_adapters
-from lima_lite.ui import (
+from lima_lite.app.ui import (
     WRITING,
     Models,
     Votes,
@@ -27,6 +26,7 @@ from lima_lite.ui import (
     chat_undo,
     compare_turn,
     event,
+    input_box,
     judge_next,
     judge_vote,
     parse_auth,
@@ -36,6 +36,7 @@ from lima_lite.ui import (
     vote_chart,
     vote_counts,
 )
+from lima_lite.layout import find_adapters
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_find_adapters_lists_final_and_every_epoch_only(runs):
 
 
 def test_no_adapters_yet_is_an_empty_list_that_says_what_to_do(tmp_path):
-    from lima_lite.ui import main
+    from lima_lite.app.ui import main
 
     models = Models.discover(tmp_path)
     assert models.labels == [] and models.choices() == []
@@ -99,8 +100,10 @@ def core_reply(models, label, messages, sliders, seed=None):
 
 
 def test_chat_turn_streams_the_reply_into_the_history(models):
+    models.engine("tiny/adapter")  # loaded (a load's "loading the model (N s)" steps: tests/test_ui_chat_errors.py)
     steps = list(chat_turn(models, 500, FERN, [], "tiny/adapter", *GREEDY))
-    assert steps[0] == ("", shown([{"role": "user", "content": FERN}]), WRITING)  # shown at once, the box emptied
+    # shown at once, the box emptied
+    assert steps[0] == (input_box(""), shown([{"role": "user", "content": FERN}]), WRITING)
     expected = core_reply(models, "tiny/adapter", [{"role": "user", "content": FERN}], GREEDY)
     box, history, note_text = steps[-1]
     assert plain(history) == [{"role": "user", "content": FERN}, {"role": "assistant", "content": expected.text}]
@@ -109,10 +112,11 @@ def test_chat_turn_streams_the_reply_into_the_history(models):
     assert note_text == ("stopped at max_new_tokens=6" if expected.finish_reason == "length" else "")
     replies = [h[-1]["content"] for _, h, _ in steps[1:]]
     assert all(expected.text.startswith(text) for text in replies)  # each step a longer piece of the one reply
-    with pytest.raises(LimaError, match="type a message first"):
-        next(chat_turn(models, 500, "  ", [], "tiny/adapter", *GREEDY))
-    with pytest.raises(LimaError, match="501 characters; the limit is 500"):
-        next(chat_turn(models, 500, "x" * 501, [], "tiny/adapter", *GREEDY))
+    # a refusal changes only the note: the box keeps its text (editable), the history is left as it is
+    assert list(chat_turn(models, 500, "  ", [], "tiny/adapter", *GREEDY)) == [
+        (input_box(), untouched(), "error: type a message first")]
+    [(box, history, note_text)] = chat_turn(models, 500, "x" * 501, steps[-1][1], "tiny/adapter", *GREEDY)
+    assert history == untouched() and note_text == "error: the message is 501 characters; the limit is 500"
 
 
 def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
@@ -126,8 +130,8 @@ def test_retry_replaces_the_last_reply_and_undo_drops_the_last_exchange(models):
     # a turn whose reply failed ends with the user: Retry answers it
     history, _ = list(chat_retry(models, 500, earlier + [{"role": "user", "content": FERN}], "tiny/adapter", *GREEDY))[-1]
     assert history[-1] == {"role": "assistant", "content": expected} and len(history) == 4
-    with pytest.raises(LimaError, match="nothing to retry"):
-        next(chat_retry(models, 500, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY))
+    assert list(chat_retry(models, 500, [{"role": "assistant", "content": "alone"}], "tiny/adapter", *GREEDY)) == [
+        (untouched(), "error: nothing to retry")]
 
     assert plain(chat_undo(page)) == earlier
     assert chat_undo(earlier) == [] and chat_undo(None) == []
@@ -160,8 +164,9 @@ def test_compare_gives_both_models_the_same_seed(models, seed):
 
 def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
     prompts = [{"id": "p1", "prompt": FERN}, {"id": "p2", "prompt": "Name a fast bird."}]
-    with pytest.raises(LimaError, match="two different models"):
-        next(judge_next(models, prompts, random.Random(0), 0, "tiny/adapter", "tiny/adapter", *GREEDY))
+    [refused] = judge_next(models, prompts, random.Random(0), 0, "tiny/adapter", "tiny/adapter", *GREEDY)
+    assert refused == (*[untouched()] * 8, "error: choose two different models", untouched())
+    models.engine("tiny/adapter")  # loaded: no "loading the models (N s)" steps first
     steps = list(judge_next(models, prompts, random.Random(0), 2, "tiny/adapter", "tiny/base", *GREEDY))
     heading, a, b, record, index, *buttons, status, chart = steps[0]
     assert FERN in heading and "Prompt 1 of 2" in heading and record is None and index == 2
@@ -195,11 +200,27 @@ def test_judge_deals_a_blind_pair_and_saves_the_vote(models, tmp_path):
 
 
 def test_vote_chart_is_the_stacked_percent_bar():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     chart = vote_chart({"win": 1, "tie": 1, "loss": 2}, "x", "y")
     ax = chart.axes[0]
     assert [round(bar.get_width()) for bar in ax.patches] == [25, 25, 50]
     assert [round(bar.get_x()) for bar in ax.patches] == [0, 25, 50]  # stacked, left to right
     assert ax.get_title() == "x vs y: 4 votes" and ax.get_xlim() == (0, 100)
+    # long names: every label inside the figure as gradio saves it (no tight bounding box), legend included
+    long_x, long_y = "smollm2-135m-lima-quickstart-run/epoch-03", "smollm2-135m-lima-quickstart-run/base"
+    chart = vote_chart({"win": 3, "tie": 1, "loss": 2}, long_x, long_y)
+    canvas = FigureCanvasAgg(chart)  # what savefig draws with
+    canvas.draw()
+    ax, renderer = chart.axes[0], canvas.get_renderer()
+    texts = [ax.title, ax.xaxis.label, *ax.get_xticklabels(), *ax.get_legend().get_texts(), *ax.texts]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["win", "tie", "loss"]
+    figure = chart.bbox
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert figure.x0 <= box.x0 and box.x1 <= figure.x1 and figure.y0 <= box.y0 and box.y1 <= figure.y1, text
+    assert " ".join(ax.get_title().split("\n")) == f"{long_x} vs {long_y}: 6 votes"
+    assert chart.get_figwidth() / chart.get_figheight() == 2  # ~170 pixels tall on a 400-pixel phone
     empty = vote_chart({"win": 0, "tie": 0, "loss": 0}, "x", "y")  # before the first vote
     assert [bar.get_width() for bar in empty.axes[0].patches] == [0, 0, 0]
 
@@ -207,8 +228,6 @@ def test_vote_chart_is_the_stacked_percent_bar():
 def test_input_errors_reach_the_page_as_gradio_errors(models, tmp_path):
     import gradio as gr
 
-    with pytest.raises(gr.Error, match="nothing to retry"):
-        list(event(chat_retry, models, 500)([], "tiny/adapter", *GREEDY))
     with pytest.raises(gr.Error, match="press Next prompt first"):
         event(judge_vote, Votes(tmp_path / "v.jsonl"), "a")(None, "x", "y", "me")
 
@@ -223,10 +242,10 @@ def test_the_sliders_start_at_limas_settings_unless_told_otherwise(models, tmp_p
     assert sliders == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 24}
 
 def test_chat_eval_and_ui_share_one_definition_of_the_sampling_flags():
+    from lima_lite.app.ui import parser as ui_parser
     from lima_lite.chat import parser as chat_parser
     from lima_lite.evaluate.cli import build_parser
     from lima_lite.flags import sampling_args
-    from lima_lite.ui import parser as ui_parser
 
     def flags(p):
         group = next(g for g in p._action_groups if g.title == "sampling (LIMA's by default)")
@@ -277,6 +296,9 @@ def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
 
         # Chat: type, press Enter, watch the reply grow in the DOM.
@@ -331,6 +353,7 @@ def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     assert {vote["model_a"], vote["model_b"]} == {"tiny/adapter", "tiny/base"}  # X and Y, in a random order
     assert vote["prompt"] == "How do I water a fern?" and vote["answer_a"] == shown_a.strip()
     assert (tmp_path / "ui.png").stat().st_size > 10_000
+    assert errors == [], errors
     print(f"screenshot: {tmp_path / 'ui.png'}")
 
 
@@ -339,12 +362,15 @@ def test_a_refused_user_is_told_busy_try_again_in_the_page(playwright, tmp_path)
     import httpx
     from gradio_client import Client
 
+    from lima_lite.app.ui import launch
     from lima_lite.generate import Reply
-    from lima_lite.ui import launch
 
     class Slow(Models):
+        def prepare(self, label, messages, max_new_tokens):
+            yield from ()  # nothing to load
+
         def stream(self, label, messages, **sampling):
-            time.sleep(6)
+            time.sleep(15)  # long enough for a loaded machine to reach the refusals below meanwhile
             yield "slow answer"
             yield Reply(text="slow answer", finish_reason="eot")
 
@@ -399,6 +425,9 @@ class Endless(Models):
 
     closed: list = []
 
+    def prepare(self, label, messages, max_new_tokens):
+        yield from ()  # nothing to load
+
     def stream(self, label, messages, **sampling):
         from lima_lite.generate import Reply
 
@@ -427,6 +456,9 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page()
+            errors = []
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"http://127.0.0.1:{port}")
             page.locator(box).fill(typed)
             page.locator(box).press("Enter")
@@ -464,6 +496,16 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
             assert page.locator(shown).count() == 0
             assert len(models.closed) == 2
 
+            # the chatbot's own trash icon during a reply: the same as New conversation
+            page.locator(box).fill("and again")
+            page.locator(box).press("Enter")
+            page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
+            page.locator("#chat-history").get_by_role("button", name="Clear").click()
+            page.wait_for_function(f"() => document.querySelectorAll(\"{shown}\").length === 0", timeout=30_000)
+            page.wait_for_timeout(1500)
+            assert page.locator(shown).count() == 0
+            assert len(models.closed) == 3
+
             # a paste over the cap: refused with a message, the text left in the box to shorten
             page.locator(box).fill("x" * 501)
             page.locator(box).press("Enter")
@@ -476,9 +518,10 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
             page.locator(bot).get_by_text("w3").wait_for(timeout=30_000)
             page.close()
             deadline = time.time() + 30
-            while len(models.closed) < 3 and time.time() < deadline:
+            while len(models.closed) < 4 and time.time() < deadline:
                 time.sleep(0.2)
-            assert len(models.closed) == 3
+            assert len(models.closed) == 4
             browser.close()
     finally:
         app.close()
+    assert errors == [], errors

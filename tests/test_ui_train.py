@@ -1,4 +1,4 @@
-"""The app's Train tab (lima_lite/ui_train.py): the form's overrides and command line, the data check with the
+"""The app's Train tab (lima_lite/app/train_tab.py): the form's overrides and command line, the data check with the
 CLI's own messages, the first example with its trained tokens marked, one run at a time, progress read from
 metrics.jsonl, new epoch adapters in the model lists with their dev loss, `report_to: tensorboard`, and the
 whole tab driven in a real headless Chromium: start the quick-start recipe on a tiny model, watch the loss
@@ -18,17 +18,20 @@ import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny, write_run
 from lima_lite import LimaError
-from lima_lite.ui import Models, build_app
-from lima_lite.ui_train import (
+from lima_lite.app.train_tab import (
     Training,
     check_form,
     command_line,
+    finishing,
     form_handler,
     form_overrides,
     progress,
+    progress_text,
     recipe_values,
     start_form,
 )
+from lima_lite.app.ui import Models, build_app
+from lima_lite.precision import Hardware
 
 # What turns the quick-start recipe into a few seconds on the tiny base (full precision, LIMA's format: the
 # tiny tokenizer has no chat template of its own); one epoch of 12 examples is 12 steps.
@@ -48,7 +51,7 @@ def form(tiny_llama_tied, tmp_path):
     values = {**recipe_values("quickstart", runs), "model_name_or_path": str(tiny_llama_tied),
               "dataset_name": str(data_file(tmp_path / "train.jsonl", 12)),
               "dev_dataset": str(data_file(tmp_path / "dev.jsonl", 2)), "num_train_epochs": "1",
-              "output_dir": str(runs / "quick")}
+              "max_length": "256", "output_dir": str(runs / "quick")}
     return runs, values
 
 
@@ -58,7 +61,7 @@ def test_the_form_becomes_the_recipe_plus_what_was_changed(form):
     overrides = form_overrides("quickstart", runs, {**values, "learning_rate": "5e-4"}, "max_steps=3 seed='4'")
     # 5e-4 is the recipe's own learning rate: not repeated; the output folder always is
     assert overrides == [f"model_name_or_path={values['model_name_or_path']}", f"dataset_name={values['dataset_name']}",
-                         f"dev_dataset={values['dev_dataset']}", "num_train_epochs=1",
+                         f"dev_dataset={values['dev_dataset']}", "num_train_epochs=1", "max_length=256",
                          f"output_dir={runs / 'quick'}", "max_steps=3", "seed=4"]
     assert command_line("quickstart", ["output_dir=my runs/x"]) == "lima-lite train quickstart 'output_dir=my runs/x'"
     with pytest.raises(LimaError, match="more settings: expected key=value, found 'max_steps'"):
@@ -73,10 +76,91 @@ def test_check_shows_the_first_example_as_trained_and_the_command(form):
     # LIMA's format: the user's turn and its EOT untrained, the reply and its EOT trained (highlighted)
     assert ("How do I water plant number 0?&lt;|im_end|&gt;<mark>Water plant 0 once a week, in the morning."
             "&lt;|im_end|&gt;</mark>") in example
-    assert plan == "Memory plan: skipped (it covers 4-bit QLoRA; load_in_4bit is false)"
     assert command.startswith("lima-lite train quickstart model_name_or_path=") and command.endswith("max_steps=12")
-    status, _, plan, _ = check_form(training, "quickstart", *values.values(), TINY.replace("load_in_4bit=false", ""))
-    assert plan.startswith("Memory plan: hidden 64, 2 layers") and "no GPU: assumed 24 GiB" in plan
+    # the settings as `lima-lite inspect --resolved` gives them, each with its reason, then this CPU's estimate
+    assert plan.startswith("Resolved settings: float32, unquantized base, 1 epoch(s) of 1 x 1 examples per step")
+    assert re.search(r"\ndtype = 'float32' +# set at command line\n", plan), plan
+    assert "Estimate for this machine (CPU with" in plan and "GPU plan" not in plan and "GiB (" not in plan
+    assert re.search(r"host memory  about \d+\.\d GiB of tensors at the peak, of [\d.]+ GiB available now", plan), plan
+    assert re.search(r"about [\d.]+ s per step of 1 x 1 examples \(~\d+ tokens; rough: ", plan), plan
+    assert "per epoch of 12 steps" in plan and "for 12 steps" in plan
+
+
+def test_a_taken_output_folder_gets_a_free_name_and_start_refuses_a_finished_run(form):
+    """After the quick start runs/quickstart holds a finished run: the tab proposes quickstart-2 (then -3), and a
+    Start into a finished run is refused at once, with train's own message, before any process starts."""
+    runs, values = form
+    (runs / "quickstart" / "adapter").mkdir(parents=True)
+    write_run(runs / "quickstart", status="finished")
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart-2")
+    (runs / "quickstart-2").mkdir()  # empty: free
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart-2")
+    (runs / "quickstart-2" / "notes.txt").write_text("mine")
+    assert recipe_values("quickstart", runs)["output_dir"] == str(runs / "quickstart-3")
+    training = Training(runs)
+    status, *_ = form_handler(training, start_form)("quickstart", *{**values, "output_dir": str(runs / "quickstart")}.values(),
+                                                   TINY)
+    assert status == (f"error: {runs / 'quickstart'}: holds a finished run (adapter/ exists); choose another output_dir "
+                      "or delete it")
+    assert training.process is None
+
+
+def test_more_settings_never_silently_override_a_field(form):
+    runs, values = form
+    training = Training(runs)
+    status, *rest = form_handler(training, check_form)("quickstart", *values.values(), f"{TINY} max_length=1024")
+    assert status == ('error: more settings: max_length=1024 conflicts with the field "max length (tokens)" (256); '
+                      "change the field, or take max_length out of more settings")
+    assert training.process is None
+    status, *_ = check_form(training, "quickstart", *values.values(), f"{TINY} learning_rate=0.0005 lora_r=16")
+    assert status.startswith("data OK")  # the same values as the fields (5e-4, 16): no conflict
+
+
+@pytest.mark.parametrize("kind", [Hardware("cpu", "AVX2", False), Hardware("cpu", "AVX512", True)], ids=["avx2", "bf16"])
+def test_the_tab_resolves_the_quick_start_as_the_cli_does(form, monkeypatch, kind):
+    """The quick-start recipe as the tab shows it, on a CPU without and with native bf16: the settings and reasons
+    of lima_lite.resolve, as `lima-lite quickstart` gets them (without bf16: unquantized, one epoch)."""
+    from lima_lite import precision
+    from lima_lite.config import load_recipe
+    from lima_lite.machine import detect_machine
+    from lima_lite.recipe_yaml import resolve_recipe
+    from lima_lite.resolve import resolve
+
+    monkeypatch.setattr(precision, "detect_hardware", lambda: kind)
+    runs, values = form
+    values = {**values, "num_train_epochs": recipe_values("quickstart", runs)["num_train_epochs"]}  # the recipe's 2
+    more = f"chat_format=lima eot_token={EOT} max_steps=12"
+    _, _, shown, command = check_form(Training(runs), "quickstart", *values.values(), more)
+    overrides = form_overrides("quickstart", runs, values, more)
+    cli = resolve(load_recipe(resolve_recipe("quickstart"), overrides), detect_machine())
+    assert shown.splitlines()[0] == cli.summary()
+    for key in ("load_in_4bit", "num_train_epochs", "dtype", "bf16"):
+        if key in cli.reasons:
+            assert f"  # {cli.reasons[key]}" in shown
+    expected = ("float32, unquantized base, 1 epoch(s)" if not kind.bf16 else "bfloat16, 4-bit NF4 base, 2 epoch(s)")
+    assert shown.startswith(f"Resolved settings: {expected}"), shown.splitlines()[0]
+    if not kind.bf16:
+        assert re.search(r"\nload_in_4bit = False +# slow_cpu_fallback on a CPU without native bf16 \(AVX2\)\n", shown)
+    assert f"Estimate for this machine ({kind.label}, no GPU)" in shown and "Memory plan" not in shown
+
+
+def test_on_a_gpu_the_box_shows_the_memory_plan_of_the_resolved_settings(form, monkeypatch):
+    """The GPU branch of the box, its machine said to have a 24 GiB GPU: the memory plan of the settings as
+    resolved (4-bit), instead of the CPU's host memory and time (a real GPU run is checked where there is one)."""
+    from dataclasses import replace
+
+    from lima_lite.app import train_tab
+    from lima_lite.recipe_yaml import resolve_recipe
+    from lima_lite.train import prepare
+
+    runs, values = form
+    overrides = form_overrides("quickstart", runs, values, TINY.replace("load_in_4bit=false ", ""))
+    setup = prepare(resolve_recipe("quickstart"), overrides)
+    on_gpu = replace(setup, resolved=replace(setup.resolved, machine=replace(setup.resolved.machine, cuda=True)))
+    monkeypatch.setattr(train_tab, "detected_gpu_gib", lambda: 24.0)
+    shown = train_tab.machine_text(on_gpu, runs)
+    assert shown.startswith(setup.resolved.summary()) and "\nMemory plan: hidden 64, 2 layers" in shown
+    assert "GiB of 24.000 GiB (this GPU): fits" in shown and "Estimate for this machine" not in shown
 
 
 def cli_error(capsys, overrides: list[str]) -> str:
@@ -84,7 +168,7 @@ def cli_error(capsys, overrides: list[str]) -> str:
     from lima_lite.entry import run
 
     capsys.readouterr()
-    assert run("lima_lite.inspect:main", ["quickstart", *overrides]) == 2
+    assert run("lima_lite.inspection:main", ["quickstart", *overrides]) == 2
     return capsys.readouterr().err.strip()
 
 
@@ -135,6 +219,33 @@ def test_progress_reads_step_eta_and_tokens_per_second(tmp_path):
     assert found["step"] == 3 and found["total"] == 20 and found["epoch"] == 0.3
     assert found["eta_s"] == pytest.approx(17 * 2.0) and found["tokens_per_s"] == pytest.approx(50.0)
     assert found["train"] == [(1, 2.9), (3, 2.7)] and found["dev"] == [(0, 3.0)]
+
+
+def test_progress_keeps_its_pace_through_slow_steps_and_a_pause(tmp_path):
+    """Steps of 235 s still give the step time, ETA and tokens/s; a stop and resume (a 300 s gap) does not
+    count in the step time; Stop's line names the step it waits for and its time left."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run(run, steps_per_epoch=10, training={"max_steps": -1, "num_train_epochs": 1})
+    metrics, pace, rows = run / "metrics.jsonl", {}, []
+    for step, moment in ((1, 1000.0), (2, 1235.0), (3, 1470.0), (4, 2005.0), (5, 2240.0)):  # 4: after a 300 s pause
+        rows.append({"step": step, "epoch": step / 10, "loss": 3 - step / 10, "num_tokens": 940.0 * step})
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.utime(metrics, (moment, moment))
+        found = progress(run, pace)
+        if step == 2:
+            assert found["step_s"] == 235.0 and found["eta_s"] == 8 * 235.0 and found["tokens_per_s"] == 4.0
+    assert found["step_s"] == 235.0 and found["eta_s"] == 5 * 235.0 and found["tokens_per_s"] == 4.0
+    assert "235.0 s/step · ETA 00:19:35 · 4 tokens/s" in progress_text("running", run, found)
+    found["last_logged"] = time.time() - 35
+    assert re.fullmatch(r"finishing step 6 \(about 20\d s\)", finishing(found)), finishing(found)
+    found["last_logged"] = time.time() - 300
+    assert finishing(found) == "finishing step 6 (any moment: steps take about 235 s)"
+    assert finishing({**found, "step_s": None}) == "finishing step 6 (its time is measured from the second logged step on)"
+    rows = rows[:1]  # trained again from the start in the same folder: the pace starts over
+    metrics.write_text(json.dumps(rows[0]) + "\n")
+    os.utime(metrics, (3000.0, 3000.0))
+    assert progress(run, pace)["step_s"] is None and pace[str(run)] == [(3000.0, 1, 940.0)]
 
 
 def test_a_new_epoch_adapter_joins_the_model_lists_with_its_dev_loss(tiny_llama_tied, tmp_path):
@@ -235,51 +346,99 @@ def chat_one_turn(page, model: str, message: str) -> str:
     return page.locator("#chat-history [data-testid='bot']").last.inner_text().strip()
 
 
+def curve_on(page) -> dict:
+    """The loss curves as the page draws them: each polyline's points (data-points, "step:loss") and colour,
+    and whether each legend entry lies inside the drawn box."""
+    return page.evaluate("""() => {
+        const svg = document.querySelector('#train-loss svg');
+        if (!svg) return null;
+        const box = svg.getBoundingClientRect();
+        const curves = {};
+        for (const line of svg.querySelectorAll('polyline')) {
+            const points = line.dataset.points.trim();
+            curves[line.getAttribute('class')] = {color: line.getAttribute('stroke'),
+                points: points ? points.split(' ').map(p => Number(p.split(':')[0])) : []};
+        }
+        const legend = [...svg.querySelectorAll('g.legend')].map(g => {
+            const r = g.getBoundingClientRect();
+            return {text: g.textContent, color: g.querySelector('line').getAttribute('stroke'),
+                    inside: r.width > 0 && r.top >= box.top && r.bottom <= box.bottom && r.left >= box.left
+                            && r.right <= box.right};
+        });
+        return {curves, legend, height: box.height};
+    }""")
+
+
+LEGEND = [{"text": "train loss", "color": "#1f77b4", "inside": True}, {"text": "dev loss", "color": "#ff7f0e", "inside": True}]
+
+
 @pytest.mark.slow  # a whole training in a child process, stopped and resumed from the page
 def test_train_tab_in_a_real_browser(served, form, tmp_path):
+    """A person's path through the Train tab, on the page that starts the run, never reloaded: bad input, Check,
+    the quick-start folder taken (a free name proposed; Start into the taken one refused at once), Start, the
+    curve drawn on this page as the run goes (both curves, legend in the box, fixed colours), ETA and tokens/s,
+    chat meanwhile, Stop (the step it waits for), Resume, the end, the new epoch in Chat; no console error."""
     playwright = browser_tools()
     url, runs, training = served
     _, values = form
-    values["output_dir"] = str(runs / "quick")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": qa(0)}) + "\n{not json\n")
+    finished = runs / "quickstart"  # the quick start's finished run, where the recipe trains by default
+    finished.mkdir()
+    (finished / "adapter").mkdir()
+    write_run(finished, status="finished")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
         page.get_by_role("tab", name="Train").click()
-        assert page.locator("#train-output_dir input, #train-output_dir textarea").first.input_value() == \
-            str(runs / "quickstart")  # the recipe's values, its output folder under --runs
+        output = page.locator("#train-output_dir input, #train-output_dir textarea").first
+        page.wait_for_function("(name) => [...document.querySelectorAll('#train-output_dir input, #train-output_dir "
+                               "textarea')].some(e => e.value.endsWith(name))", arg="/quickstart-2", timeout=30_000)
+        assert output.input_value() == str(runs / "quickstart-2")  # the recipe's folder holds a finished run
+        values["output_dir"] = output.input_value()
 
         # Bad input: the CLI's one-line messages in the page.
         for changed, more, words in [({"dataset_name": str(tmp_path / "missing.jsonl")}, "", "data file not found"),
-                                     ({"dataset_name": str(bad)}, "", "bad.jsonl:2: invalid JSON"),
-                                     ({}, "bogus_key=1", "error: command line: unknown key 'bogus_key'")]:
+                                     ({"dataset_name": str(bad)}, "", "bad.jsonl:2: invalid JSON at column 2"),
+                                     ({}, "bogus_key=1", "error: command line: unknown key 'bogus_key'"),
+                                     ({"output_dir": str(finished)}, "", "holds a finished run (adapter/ exists)")]:
             fill(page, {**values, **changed}, f"{TINY} {more}")
-            page.locator("#train-check").click()
+            page.locator("#train-start" if "output_dir" in changed else "#train-check").click()
             page.locator("#train-status").get_by_text(words).wait_for(timeout=30_000)
+        assert training.process is None  # the refused Start started nothing
 
         fill(page, values, TINY)
         page.locator("#train-check").click()
         page.locator("#train-status").get_by_text("data OK: 12 conversations read").wait_for(timeout=30_000)
         assert page.locator("#train-example mark").first.inner_text().startswith("Water plant 0")
         assert page.locator("#train-command input, #train-command textarea").first.input_value().endswith("max_steps=12")
+        shown = page.locator("#train-plan textarea").input_value()
+        assert shown.startswith("Resolved settings: float32, unquantized base") and "Estimate for this machine" in shown
 
         page.locator("#train-start").click()
         page.locator("#train-status").get_by_text("started (pid").wait_for(timeout=60_000)
         page.locator("#train-start").click()  # a second Start while it runs
         page.locator("#train-status").get_by_text("a training is already running").wait_for(timeout=30_000)
 
-        # The loss curve grows: the progress line's count of train-loss points seen at three values.
-        seen = set()
-        deadline = time.time() + 120
+        # The curve grows on this very page: the train curve's points seen at three counts, the dev curve's
+        # first point (the base's, at step 0) with it, the legend inside the box, the colours fixed.
+        seen, deadline = set(), time.time() + 120
         while len(seen) < 3 and time.time() < deadline:
-            found = re.search(r"train loss [\d.]+ \((\d+) points\)", page.locator("#train-progress").inner_text())
-            if found:
-                seen.add(int(found[1]))
+            drawn = curve_on(page)
+            if drawn and drawn["curves"].get("train-loss", {}).get("points"):
+                seen.add(len(drawn["curves"]["train-loss"]["points"]))
+                assert drawn["curves"]["dev-loss"]["points"][:1] == [0], drawn
             page.wait_for_timeout(300)
-        assert len(seen) >= 3, seen
-        assert page.locator("#train-loss canvas, #train-loss svg").count() >= 1
+        assert len(seen) >= 3 and min(seen) <= 4, seen
+        drawn = curve_on(page)
+        assert drawn["legend"] == LEGEND and drawn["height"] > 150, drawn
+        assert (drawn["curves"]["train-loss"]["color"], drawn["curves"]["dev-loss"]["color"]) == ("#1f77b4", "#ff7f0e")
+        page.locator("#train-progress").get_by_text(re.compile(r"s/step · ETA \d\d:\d\d:\d\d · [\d,]+ tokens/s")).wait_for(
+            timeout=30_000)
         page.screenshot(path=str(tmp_path / "train-tab.png"), full_page=True)
 
         # Chat is served during the training.
@@ -288,32 +447,81 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
 
         page.get_by_role("tab", name="Train").click()
         page.locator("#train-stop").click()
+        # Stop's own line, or the same words from the next tick ("stopping (pid N): finishing step ...")
+        page.locator("#train-status").get_by_text(re.compile(
+            r"stopping( \(pid \d+\))?: finishing step \d+ \((about \d+ s|any moment: steps take about \d+ s)\)")
+        ).wait_for(timeout=30_000)
         page.locator("#train-progress").get_by_text("stopped: Resume continues").wait_for(timeout=60_000)
-        stopped_at = max(int(p.name.split("-")[1]) for p in (runs / "quick").glob("checkpoint-*"))
-        assert 0 < stopped_at < 12 and not (runs / "quick" / "epoch-01").exists()
+        # the status line follows: it says what the progress line says, not "stopping"
+        page.locator("#train-status").get_by_text("stopped: Resume continues").wait_for(timeout=10_000)
+        stopped_at = max(int(p.name.split("-")[1]) for p in Path(values["output_dir"]).glob("checkpoint-*"))
+        assert 0 < stopped_at < 12 and not (Path(values["output_dir"]) / "epoch-01").exists()
 
         page.locator("#train-resume").click()
         page.locator("#train-progress").get_by_text("finished:").wait_for(timeout=180_000)
-        log = (runs / "quick" / "train.log").read_text()
-        assert f"Resuming from {runs / 'quick' / f'checkpoint-{stopped_at}'}" in log
-        steps = [json.loads(line)["step"] for line in (runs / "quick" / "metrics.jsonl").read_text().splitlines()
+        page.locator("#train-status").get_by_text("finished:").wait_for(timeout=10_000)
+        log = (Path(values["output_dir"]) / "train.log").read_text()
+        assert f"Resuming from {Path(values['output_dir']) / f'checkpoint-{stopped_at}'}" in log
+        steps = [json.loads(line)["step"] for line in (Path(values["output_dir"]) / "metrics.jsonl").read_text().splitlines()
                  if "loss" in json.loads(line)]
         assert steps == list(range(1, 13))  # each step once: the resumed run went on from the checkpoint
 
+        # At the end, on the same page: every train point and both dev points (the base's and the epoch's);
+        # a page opened now draws the same curves in the same colours.
+        page.wait_for_function("() => document.querySelector('#train-loss polyline.dev-loss').dataset.points"
+                               ".trim().split(' ').length === 2", timeout=10_000)
+        drawn = curve_on(page)
+        assert drawn["curves"]["train-loss"]["points"] == list(range(1, 13)) and drawn["legend"] == LEGEND
+        assert drawn["curves"]["dev-loss"]["points"] == [0, 12]
+        other = browser.new_page(viewport={"width": 1280, "height": 1400})
+        other.goto(url)
+        other.get_by_role("tab", name="Train").click()
+        other.wait_for_function("() => document.querySelectorAll('#train-loss polyline.dev-loss circle, "
+                                "#train-loss circle.dev-loss').length === 2", timeout=10_000)
+        assert curve_on(other) == drawn
+        other.close()
+
         # The new epoch adapter is in the Chat tab's list, with its dev loss; one turn with it.
-        page.wait_for_timeout(3000)  # a tick of the timer
+        name = Path(values["output_dir"]).name
         page.get_by_role("tab", name="Chat").click()
         page.locator("#chat-model input").click()
-        assert page.get_by_role("option", name=re.compile(r"quick\/epoch-01 · dev loss \d")).count() == 1
+        assert page.get_by_role("option", name=re.compile(rf"{name}\/epoch-01 · dev loss \d")).count() == 1
         page.keyboard.press("Escape")
         page.locator("#chat-new").click()
-        assert chat_one_turn(page, "quick/epoch-01", "How do I water plant number 3?")
+        assert chat_one_turn(page, f"{name}/epoch-01", "How do I water plant number 3?")
         browser.close()
+    assert errors == [], errors
     print(f"screenshot: {tmp_path / 'train-tab.png'}")
 
 
+def test_the_status_line_follows_the_run_once_it_stops_running(tmp_path):
+    """A start that fails in the child: the next tick puts the failure in the status line too (it never keeps
+    saying "started" while the progress line says "failed"), once; a running run leaves the status line alone."""
+    from lima_lite.app.train_tab import tick
+
+    runs = tmp_path / "runs"
+    (runs / "r").mkdir(parents=True)
+    (runs / "r" / "train.log").write_text("$ lima-lite train quickstart\nerror: r: something the child refused\n")
+    training = Training(runs)
+    training.output_dir = runs / "r"
+    training.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        *_, status, said = tick(training, str(runs / "r"), None)
+        assert status == {"__type__": "update"}, status  # gr.skip(): running, the status line is left alone
+        assert said == f"running (pid {training.process.pid})"
+    finally:
+        training.process.kill()
+        training.process.wait()
+    training.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    training.process.wait()
+    line, *_, status, said = tick(training, str(runs / "r"), said)
+    assert status == said == "failed: error: r: something the child refused" and said in line
+    *_, status, _ = tick(training, str(runs / "r"), said)
+    assert status == {"__type__": "update"}, status  # said once
+
+
 def test_runs_started_from_a_terminal_are_listed(tmp_path):
-    from lima_lite.ui_train import runs_text
+    from lima_lite.app.train_tab import runs_text
 
     runs = tmp_path / "runs"
     for name, status in (("ours", "running"), ("theirs", "running"), ("old", "finished")):
@@ -326,7 +534,7 @@ def test_runs_started_from_a_terminal_are_listed(tmp_path):
 
 
 def test_export_merges_and_writes_the_hub_folder_of_the_chosen_epoch(tiny_llama_tied, tmp_path):
-    from lima_lite.ui_train import export_adapter
+    from lima_lite.app.train_tab import export_adapter
 
     runs = tmp_path / "runs"
     runs.mkdir()

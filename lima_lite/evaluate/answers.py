@@ -4,10 +4,10 @@
     >>> model = get_answerer("runs/quickstart/epoch-03")             # or a run, a base, MODEL@URL
     >>> rows = generate_answers(model, prompts, "answers/epoch-03.jsonl", max_new_tokens=256)
 
-A prompts file is read by lima_lite.data.read_prompts. An answers file has one JSONL line per answer:
-`{"id", "prompt", "answer", "model", "finish_reason", "sample", "sampling"}` (finish_reason "eot": the model
-ended its turn; "length": it hit max_new_tokens; sampling: the settings it was drawn with). Rerunning skips
-the (id, sample) pairs already answered, and goes on with the settings the file was made with.
+A prompts file is read by lima_lite.conversations.read_prompts. An answers file has one JSONL line per answer:
+`{"id", "prompt", "answer", "model", "finish_reason", "sample", "sampling", "source"}` (finish_reason "eot":
+the model ended its turn; "length": it hit max_new_tokens; sampling: the settings it was drawn with; source:
+what answered). Rerunning skips the (id, sample) pairs already answered, and goes on with the file's settings.
 A local model can answer `batch_size` prompts at a time (`generate_answers(..., batch_size=8)`).
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima_lite import LimaError
+from lima_lite.files import read_jsonl, write_jsonl
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES
-from lima_lite.io import read_jsonl, write_jsonl
 from lima_lite.judges import chat_completion, parse_endpoint
 from lima_lite.layout import ADAPTER_CONFIG, adapter_base, adapter_dir, is_adapter
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from lima_lite import LimaError, judges
-from lima_lite.curate.overlap import run_overlap_warning
-from lima_lite.data import read_prompts
+from lima_lite.conversations import read_prompts
+from lima_lite.data.overlap import run_overlap_warning
 from lima_lite.evaluate import dialogue, steps
 from lima_lite.evaluate.answers import answerer_name, answerer_source, check_resumable, generate_answers, get_answerer
 from lima_lite.evaluate.dialogue import dialogue_file, dialogue_summary, read_dialogues
@@ -36,8 +36,8 @@ from lima_lite.evaluate.protocols import (
 )
 from lima_lite.evaluate.report import build_report
 from lima_lite.evaluate.select_epoch import select_epoch
+from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
 from lima_lite.flags import add_sampling_args, bounded, sampling_args
-from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 from lima_lite.judges import parse_endpoint
 from lima_lite.layout import RUN_FILE, read_run
 
@@ -391,7 +391,7 @@ REPORT_FILES = ("report.md", "summary.json")
 
 
 def check_eval_outputs(args) -> None:
-    """io.check_outputs for every step, before a model, judge or file is read: --out is never an input or a
+    """files.check_outputs for every step, before a model, judge or file is read: --out is never an input or a
     folder; the steps that do not resume (human, report) replace an existing output only with --overwrite."""
     if args.step in RESUMABLE_INPUTS:
         check_outputs([args.out], [getattr(args, name) for name in RESUMABLE_INPUTS[args.step]], overwrite=True)

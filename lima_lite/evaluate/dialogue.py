@@ -20,10 +20,10 @@ import zlib
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import claim_id, local_data_file
+from lima_lite.conversations import claim_id, local_data_file
 from lima_lite.evaluate.answers import read_records
 from lima_lite.evaluate.protocols import ABSOLUTE_CHOICES, ask, load_prompt, render
-from lima_lite.io import write_jsonl
+from lima_lite.files import write_jsonl
 
 SIMULATOR_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128}  # a user's turn is short
 

@@ -29,7 +29,7 @@ from lima_lite.evaluate.protocols import (
     likert_summary,
     win_tie_loss,
 )
-from lima_lite.io import read_jsonl, save_figure, write_json, write_text
+from lima_lite.files import read_jsonl, save_figure, write_json, write_text
 from lima_lite.plots import pyplot, stacked_percent_bars
 from lima_lite.text import markdown_text as md
 

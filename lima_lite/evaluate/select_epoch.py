@@ -17,11 +17,11 @@ from itertools import combinations
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import read_prompts
+from lima_lite.conversations import read_prompts
 from lima_lite.evaluate.answers import LocalModel, answerer_source, generate_answers, get_answerer
 from lima_lite.evaluate.protocols import win_tie_loss
 from lima_lite.evaluate.steps import pairwise_file
-from lima_lite.io import check_output_dir, write_json, write_text
+from lima_lite.files import check_output_dir, write_json, write_text
 from lima_lite.layout import epoch_adapters, epoch_name
 
 AGAINST = ("base", "each-other")

@@ -14,7 +14,7 @@ resumes. `concurrency` > 1 judges that many prompts at once (endpoint judges: th
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import local_data_file
+from lima_lite.conversations import local_data_file
 from lima_lite.evaluate.answers import LocalModel, answers_by_id, get_answerer, read_records, resolve_spec, resume
 from lima_lite.evaluate.protocols import (
     absolute_judge,
@@ -27,7 +27,7 @@ from lima_lite.evaluate.protocols import (
     pairwise_judge,
     render,
 )
-from lima_lite.io import read_jsonl, write_jsonl
+from lima_lite.files import read_jsonl, write_jsonl
 from lima_lite.layout import is_adapter
 
 KNOWLEDGE_SAMPLING = {"temperature": 0, "max_new_tokens": 32}  # greedy: a fact is either there or not

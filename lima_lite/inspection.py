@@ -10,7 +10,7 @@ the end-of-turn token follow. It runs everything `lima-lite train` runs before l
 
 import sys
 
-from lima_lite.io import print_json
+from lima_lite.files import print_json
 from lima_lite.recipe_yaml import resolve_recipe
 from lima_lite.template import IGNORE, mark_trained_spans
 from lima_lite.train import prepare, recipe_parser
@@ -50,4 +50,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     from lima_lite.entry import run
 
-    sys.exit(run("lima_lite.inspect:main", sys.argv[1:]))
+    sys.exit(run("lima_lite.inspection:main", sys.argv[1:]))

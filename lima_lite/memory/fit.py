@@ -1,6 +1,6 @@
 """The fit search: the fastest setting whose planned peak fits a budget, ranked by a cost model.
 
-    >>> result = fit(shape, settings, examples_per_step=64, budget_gib=24)   # lima_lite.memory's shape, settings
+    >>> result = fit(shape, settings, examples_per_step=64, budget_gib=24)   # lima_lite.memory.estimate's shape, settings
     >>> result["chosen"], fit_summary(shape, result)["per_device_train_batch_size"]
 
 auto_fit (lima_lite.resolve) applies the chosen setting before training; `lima-lite plan --fit` shows the table.
@@ -8,7 +8,7 @@ auto_fit (lima_lite.resolve) applies the chosen setting before training; `lima-l
 
 from dataclasses import replace
 
-from lima_lite.memory import ModelShape, PlanSettings, host_offload_gib, largest, settings_peak
+from lima_lite.memory.estimate import ModelShape, PlanSettings, host_offload_gib, largest, settings_peak
 
 FIT_MARGIN = 0.05  # of the budget, kept free: the plan is +2.5 to +5.8 % over counted peaks, the allocator rounds
 # Throughput per micro-batch size, tokens/s proportional to mb / (mb + BATCH_HALF_SPEED): fitted to the H100
@@ -21,7 +21,7 @@ BATCH_HALF_SPEED = 41.0
 # On a GPU TRL copies on a side stream, overlapped with compute, so 1.03 stands for the part that is not hidden.
 RECOMPUTE_COST = 1.27
 OFFLOAD_COST = 1.03
-# The tiled MLP (lima_lite.model.tile_mlp) computes each MLP forward once more: its step time relative to the
+# The tiled MLP (lima_lite.memory.rewrites.tile_mlp) computes each MLP forward once more: its step time relative to the
 # same setting untiled, with checkpointing, measured as RECOMPUTE_COST is (bench/plan_calibration.py --costs:
 # 2.057 s against 1.906 s of CPU time, 4 chunks). On the CPU shape the head and attention weigh more than at 8B,
 # where one more MLP forward is about 2/3 x 1/4 of a checkpointed step's matmul FLOPs (x1.17). fit turns it on

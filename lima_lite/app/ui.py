@@ -6,18 +6,24 @@
 
 Chat: multi-turn, streamed, Stop, Retry and Undo, sampling sliders (LIMA's settings unless the sampling flags
 say otherwise), a picker of every adapter found under --runs (the final `adapter/` and each `epoch-NN/`, with
-its dev loss) and the base model of each run. Stop, New conversation and a closed tab cancel the reply (its
-generation stops); user messages are shown as typed, as text. Compare: one conversation answered by
-two models side by side (base vs adapter, epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from
---prompts, two answers in random order with their sources hidden, A / B / tie, each vote appended to
---votes (JSONL that records which model was which), and the win / tie / loss chart at the end of the rater's
-round (earlier, it would tell which side was which). Train: lima_lite/ui_train.py.
+its dev loss) and the base model of each run. Every page's lists follow --runs (a timer of the app, with or
+without the Train tab): a new epoch adapter joins them, a deleted one leaves them; runs reached through a
+symlink are listed when it stays under --runs (one that leads out is named at start). Stop, New
+conversation, the chatbot's trash icon and a closed tab cancel the reply (its generation stops); user
+messages are shown as typed, as text. A refused message or a model that does not load is one line in the
+note (and a toast): the conversation stays as it was and the message stays in the box; a model loading says
+so with its seconds. Compare: one conversation answered by two models side by side (base vs adapter,
+epoch 5 vs epoch 10). Judge: LIMA's human study: a prompt from --prompts, two answers in random order with
+their sources hidden, A / B / tie, each vote appended to --votes (JSONL that records which model was which),
+and the win / tie / loss chart at the end of the rater's round (earlier, it would tell which side was which).
+Train: lima_lite/app/train_tab.py.
 Safe by default: binds 127.0.0.1, no share link unless --share, optional --auth (also on the two routes
 gradio leaves open, see Guard), a bounded queue whose refusals say "busy, try again", caps on the message and
 on the whole history, a history checked like a data file (alternating user/assistant, text only), and one
 generation at a time per model (each model's Engine.lock). The app's API is its page: reachable beyond this
 machine (--host, --share) without --auth, the Train tab is not built, so no event that reads or writes a path
-exists to be called; the other tabs touch only the models listed and the votes file, fixed at start.
+exists to be called; the other tabs touch only the models listed under --runs (or named at start) and the
+votes file, fixed at start.
 Each tab's handlers (chat_turn, chat_retry, chat_undo, compare_turn, judge_next, judge_vote) are plain
 functions of plain values; build_app only lays out the widgets and wires them to the handlers.
 """
@@ -28,19 +34,21 @@ import json
 import random
 import string
 import sys
+import textwrap
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import read_prompts
+from lima_lite.app.events import event
+from lima_lite.app.train_tab import Training, train_tab
+from lima_lite.conversations import read_prompts
 from lima_lite.evaluate.protocols import human_vote_record
+from lima_lite.files import read_jsonl, write_jsonl
 from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, sampling_args
-from lima_lite.io import read_jsonl, write_jsonl
-from lima_lite.layout import EPOCH, find_adapters, read_metrics, run_of
+from lima_lite.layout import EPOCH, METRICS_FILE, find_adapters, links_out_of, read_metrics, run_of
 from lima_lite.plots import pyplot, stacked_percent_bars
-from lima_lite.ui_events import event
-from lima_lite.ui_train import Training, train_tab
 
 BASE = "base"
 VOTE_KEYS = ("a", "tie", "b")
@@ -50,7 +58,8 @@ VOTE_KEYS = ("a", "tie", "b")
 class Models:
     """The models the app offers, each loaded once on first use: label -> (adapter folder or Hub id, adapter on?).
 
-    `refresh` looks under `runs_dir` again: an epoch adapter written by a training run joins the lists."""
+    `refresh` looks under `runs_dir` again (the app's pages at most every LIST_SECONDS, however many they are):
+    an epoch adapter written by a training run joins the lists, a deleted one leaves them."""
 
     specs: dict[str, tuple[str, bool]]
     load_in_4bit: bool | None = None
@@ -58,6 +67,10 @@ class Models:
     loading: threading.Lock = field(default_factory=threading.Lock)
     runs_dir: Path | None = None
     extra: tuple[str, ...] = ()
+    listed: list[tuple[str, str]] | None = None  # choices() as of the last refresh
+    refreshed: float = float("-inf")  # time.monotonic() of the last refresh
+    listing: threading.Lock = field(default_factory=threading.Lock)
+    dev_losses: dict = field(default_factory=dict)  # run folder -> ((mtime, size) of metrics.jsonl, {epoch: loss})
 
     @classmethod
     def discover(cls, runs_dir: str | Path, extra: list[str] = (), load_in_4bit: bool | None = None) -> "Models":
@@ -65,17 +78,26 @@ class Models:
         models.refresh()
         return models
 
-    def refresh(self) -> None:
-        found = find_adapters(self.runs_dir) if self.runs_dir and self.runs_dir.is_dir() else {}
-        specs = {label: (str(path), True) for label, path in found.items()}
-        # Each run's base model: its final adapter (listed last) loaded once, with the adapter switched off.
-        for label, path in found.items():
-            specs[f"{label.rsplit('/', 1)[0]}/{BASE}"] = (str(path), False)
-        for name in self.extra:
-            specs[name] = (name, True)
-            specs[f"{name} · {BASE}"] = (name, False)
-        # A label keeps the folder it had (a base already loaded from epoch-01/ is not loaded again from epoch-02/).
-        self.specs = {**specs, **self.specs}
+    def refresh(self, max_age: float = 0.0) -> None:
+        """Look under runs_dir again, unless the last look is less than `max_age` seconds old."""
+        with self.listing:
+            if time.monotonic() - self.refreshed < max_age:
+                return
+            found = find_adapters(self.runs_dir) if self.runs_dir and self.runs_dir.is_dir() else {}
+            specs = {label: (str(path), True) for label, path in found.items()}
+            # Each run's base model: its final adapter (listed last) loaded once, with the adapter switched off.
+            for label, path in found.items():
+                specs[f"{label.rsplit('/', 1)[0]}/{BASE}"] = (str(path), False)
+            for name in self.extra:
+                specs[name] = (name, True)
+                specs[f"{name} · {BASE}"] = (name, False)
+            # A label keeps the folder it had while that folder is still there (a base already loaded from
+            # epoch-01/ is not loaded again from epoch-02/); a deleted folder leaves the list.
+            present = {path for path, _ in specs.values()}
+            self.specs = {label: self.specs[label] if self.specs.get(label, ("",))[0] in present else spec
+                          for label, spec in specs.items()}
+            self.listed = self.shown_choices()
+            self.refreshed = time.monotonic()
 
     @property
     def labels(self) -> list[str]:
@@ -83,22 +105,82 @@ class Models:
 
     def choices(self) -> list[tuple[str, str]]:
         """(shown, label) of every model, an adapter shown with its dev loss when its run logged one."""
-        return [(f"{label} · dev loss {loss:.3f}" if (loss := dev_loss(path) if on else None) is not None else label,
-                 label) for label, (path, on) in self.specs.items()]
+        return self.listed if self.listed is not None else self.shown_choices()
+
+    def shown_choices(self) -> list[tuple[str, str]]:
+        return [(f"{label} · dev loss {loss:.3f}" if (loss := self.dev_loss(path) if on else None) is not None
+                 else label, label) for label, (path, on) in self.specs.items()]
+
+    def dev_loss(self, adapter: str) -> float | None:
+        """The dev loss its run logged for an epoch-NN/ adapter (that epoch's) or adapter/ (the last one).
+
+        A run's metrics.jsonl is read again only when it changed (a look under 20 runs of 16 adapters read
+        each file 16 times: 2 s; bench/list_refresh.py); a damaged one shows no dev loss (the Train tab's
+        progress names the line)."""
+        run = run_of(adapter)
+        try:
+            stat = (run / METRICS_FILE).stat() if run is not None else None
+        except FileNotFoundError:
+            stat = None
+        if stat is None:
+            return None
+        seen, losses = self.dev_losses.get(run, (None, {}))
+        if seen != (stat.st_mtime_ns, stat.st_size):
+            try:
+                losses = {round(r["epoch"] or 0): r["eval_loss"] for r in read_metrics(run) if "eval_loss" in r}
+            except LimaError:
+                losses = {}
+            self.dev_losses[run] = ((stat.st_mtime_ns, stat.st_size), losses)
+        match = EPOCH.match(Path(adapter).name)
+        if match:
+            return losses.get(int(match[1]))
+        return losses[max(losses)] if losses else None
 
     def engine(self, label: str):
+        """(the loaded Engine, adapter on?) of `label`; a model that does not load is a LimaError in one line."""
         from lima_lite.generate import load_engine
 
         if not self.specs:
             raise LimaError("no model yet: train one in the Train tab (its epoch adapters appear here), "
                             "or pass --adapter DIR_OR_HUB_ID")
         if label not in self.specs:
-            raise LimaError(f"unknown model {label!r}: choose one from the list")
+            raise LimaError(f"model {label!r}: not in the list any more (deleted?): choose another one")
         path, use_adapter = self.specs[label]
         with self.loading:
             if path not in self.engines:
-                self.engines[path] = load_engine(adapter=path, load_in_4bit=self.load_in_4bit)
+                try:
+                    self.engines[path] = load_engine(adapter=path, load_in_4bit=self.load_in_4bit)
+                except LimaError as error:
+                    raise LimaError(f"model {label!r} did not load: {error}") from None
+                except Exception as error:  # noqa: BLE001 - a damaged or vanished folder fails in many ways
+                    raise LimaError(f"model {label!r} did not load from {path}: {type(error).__name__}: "
+                                    f"{first_line(error)}") from None
         return self.engines[path], use_adapter
+
+    def prepare(self, label: str, messages: list[dict], max_new_tokens: int):
+        """Load `label`'s model if it is not loaded yet, yielding the whole seconds waited once a second
+        meanwhile, then check that `messages` fit its context; a LimaError says what failed."""
+        path = self.specs.get(label, (None,))[0]
+        if path not in self.engines:
+            done = {}
+
+            def load():
+                try:
+                    done["engine"] = self.engine(label)
+                except LimaError as error:
+                    done["error"] = error
+
+            loader = threading.Thread(target=load, daemon=True)
+            start = time.monotonic()
+            loader.start()
+            loader.join(0.2)
+            while loader.is_alive():
+                yield int(time.monotonic() - start)
+                loader.join(1.0)
+            if "error" in done:
+                raise done["error"]
+        engine, _ = self.engine(label)
+        engine.prompt_ids(messages, max_new_tokens)
 
     def stream(self, label: str, messages: list[dict], **sampling):
         """Yield the reply so far (the whole text each time), then the finished Reply as the last item."""
@@ -108,18 +190,6 @@ class Models:
             text += piece
             yield text
         yield engine.last
-
-
-def dev_loss(adapter: str) -> float | None:
-    """The dev loss its run logged for an epoch-NN/ adapter (that epoch's) or adapter/ (the last one)."""
-    run = run_of(adapter)
-    if run is None:
-        return None
-    losses = {round(r["epoch"] or 0): r["eval_loss"] for r in read_metrics(run) if "eval_loss" in r}
-    match = EPOCH.match(Path(adapter).name)
-    if match:
-        return losses.get(int(match[1]))
-    return losses[max(losses)] if losses else None
 
 
 def plain(history) -> list[dict]:
@@ -206,11 +276,21 @@ def vote_counts(votes: list[dict], first: str, second: str) -> dict:
 
 
 def vote_chart(counts: dict, first: str, second: str):
-    """The report's stacked bar (LIMA's Figure 1) for one pair: win / tie / loss of `first` as % of the votes."""
+    """The report's stacked bar (LIMA's Figure 1) for one pair: win / tie / loss of `first` as % of the votes.
+
+    Drawn to fit the page: gradio saves the figure as it is (no tight bounding box) and scales it to the
+    column's width, so every label lies inside the figure (the names, wrapped, in the title; the legend under
+    the bar) and the figure is 2:1, small in inches so that its text stays legible scaled down to a phone's
+    width (about 170 pixels tall there)."""
     total = sum(counts.values())
-    fig = stacked_percent_bars([(f"{first}\nvs {second}", {**counts, "n": total})], ("win", "tie", "loss"),
-                               "% of votes", f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}",
-                               annotate=True)
+    title = f"{first} vs {second}: {total} vote{'' if total == 1 else 's'}"
+    fig = stacked_percent_bars([("", {**counts, "n": total})], ("win", "tie", "loss"), "% of votes",
+                               textwrap.fill(title, 48, break_on_hyphens=False), annotate=True)
+    fig.set_size_inches(5, 2.5)
+    ax = fig.axes[0]
+    ax.set_yticks([])
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+    fig.set_layout_engine("constrained")
     pyplot().close(fig)  # gradio draws it from the figure; pyplot need not keep it open
     return fig
 
@@ -260,20 +340,30 @@ def slider_sampling(temperature: float, top_p: float, repetition_penalty: float,
 
 
 def stream_reply(models: Models, label: str, history: list[dict], sampling: dict):
-    """Stream one model's reply to `history` (ending with the user); yields (history + the reply so far, note)."""
+    """Stream one model's reply to `history` (ending with the user); yields (history + the reply so far, note).
+    A failure while generating keeps what was written and says so in the note."""
     page = shown(history)
     so_far = page + [{"role": "assistant", "content": ""}]
-    for item in models.stream(label, history, **sampling):
-        if isinstance(item, str):
-            so_far = page + [{"role": "assistant", "content": item}]  # a new list each time: gradio diffs them
-            yield so_far, WRITING
-        else:
-            yield so_far, note(item, sampling["max_new_tokens"])
+    try:
+        for item in models.stream(label, history, **sampling):
+            if isinstance(item, str):
+                so_far = page + [{"role": "assistant", "content": item}]  # a new list each time: gradio diffs them
+                yield so_far, WRITING
+            else:
+                yield so_far, note(item, sampling["max_new_tokens"])
+    except LimaError as error:
+        yield so_far, failed(error)
+    except Exception as error:  # noqa: BLE001 - said in the note; the conversation stays on the page
+        yield so_far, failed(f"{label}: the reply failed: {type(error).__name__}: {first_line(error)}")
 
 
 # The note while a reply streams. The input box is emptied once, when the message is taken, and left alone
 # after that: what the user types meanwhile stays there, to send when the reply ends (or after Stop).
 WRITING = "writing… (Stop interrupts; you can type your next message meanwhile)"
+
+
+def loading_note(seconds: int, which: str = "the model") -> str:
+    return f"loading {which} ({seconds} s)…"
 
 
 def untouched():
@@ -283,24 +373,61 @@ def untouched():
     return gr.skip()
 
 
+def input_box(value=None, interactive: bool = True):
+    """The input box's update: read-only (its text kept) while a model loads, editable again after; `value`
+    None leaves its text as it is."""
+    import gradio as gr
+
+    return gr.update(interactive=interactive) if value is None else gr.update(value=value, interactive=interactive)
+
+
+def first_line(error) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+def failed(error) -> str:
+    """The note an error leaves: one line, also shown as a toast. Nothing else on the page changes (gradio's
+    own error state would cover the conversation and the input box until dismissed)."""
+    import gradio as gr
+
+    gr.Warning(str(error), duration=5)
+    return f"error: {error}"
+
+
 def chat_turn(models: Models, max_input_chars: int, message: str, history: list, label: str, *sliders):
-    """Chat's Send: yields (the input box: emptied, then untouched; history with the message and the reply
-    so far; note)."""
-    history = with_message(plain(history or []), message, max_input_chars)
-    yield "", shown(history), WRITING
-    for updated, text in stream_reply(models, label, history, slider_sampling(*sliders)):
+    """Chat's Send: yields (input box, history, note). The message stays in the box (read-only while the
+    model loads, "loading the model (N s)") until the model is ready and the conversation fits its context;
+    then it joins the history, the box is emptied and the reply streams. A refusal or a model that does not
+    load changes nothing but the note: the history as it was, the message still in the box."""
+    try:
+        turn = with_message(plain(history or []), message, max_input_chars)
+        sampling = slider_sampling(*sliders)
+        for seconds in models.prepare(label, turn, sampling["max_new_tokens"]):
+            yield input_box(interactive=False), untouched(), loading_note(seconds)
+    except LimaError as error:
+        yield input_box(), untouched(), failed(error)
+        return
+    yield input_box(""), shown(turn), WRITING
+    for updated, text in stream_reply(models, label, turn, sampling):
         yield untouched(), updated, text
 
 
 def chat_retry(models: Models, max_input_chars: int, history: list, label: str, *sliders):
     """Chat's Retry: the last reply drawn again (or the reply a failed turn never got); yields (history, note)."""
-    history = plain(history or [])
-    if history and history[-1]["role"] == "assistant":
-        history = history[:-1]
-    if not history:
-        raise LimaError("nothing to retry")
-    checked_history(history, max_input_chars)
-    yield from stream_reply(models, label, history, slider_sampling(*sliders))
+    try:
+        turn = plain(history or [])
+        if turn and turn[-1]["role"] == "assistant":
+            turn = turn[:-1]
+        if not turn:
+            raise LimaError("nothing to retry")
+        checked_history(turn, max_input_chars)
+        sampling = slider_sampling(*sliders)
+        for seconds in models.prepare(label, turn, sampling["max_new_tokens"]):
+            yield untouched(), loading_note(seconds)
+    except LimaError as error:
+        yield untouched(), failed(error)
+        return
+    yield from stream_reply(models, label, turn, sampling)
 
 
 def chat_undo(history: list) -> list[dict]:
@@ -310,12 +437,21 @@ def chat_undo(history: list) -> list[dict]:
 
 def compare_turn(models: Models, max_input_chars: int, seed: int | None, message: str, left: list, right: list,
                  model_a: str, model_b: str, *sliders):
-    """Compare's Ask both: the same message to A then B, each streamed; yields (input box, A, B, note)."""
-    left = with_message(plain(left or []), message, max_input_chars, "A: ")
-    right = with_message(plain(right or []), message, max_input_chars, "B: ")
-    yield "", shown(left), shown(right), WRITING
+    """Compare's Ask both: the same message to A then B, each streamed; yields (input box, A, B, note). As in
+    Chat, the message leaves the box only once both models are loaded, and an error changes only the note."""
+    try:
+        left = with_message(plain(left or []), message, max_input_chars, "A: ")
+        right = with_message(plain(right or []), message, max_input_chars, "B: ")
+        sampling = slider_sampling(*sliders)
+        for side, label, history in (("A", model_a, left), ("B", model_b, right)):
+            for seconds in models.prepare(label, history, sampling["max_new_tokens"]):
+                yield input_box(interactive=False), untouched(), untouched(), loading_note(seconds, f"model {side}")
+    except LimaError as error:
+        yield input_box(), untouched(), untouched(), failed(error)
+        return
+    yield input_box(""), shown(left), shown(right), WRITING
     # The same seed for both, so the comparison is of the models, not of the dice.
-    sampling = {**slider_sampling(*sliders), "seed": seed if seed is not None else random.randrange(2**31)}
+    sampling["seed"] = seed if seed is not None else random.randrange(2**31)
     left_now, text = shown(left), ""
     for left_now, text in stream_reply(models, model_a, left, sampling):
         yield untouched(), left_now, shown(right), text
@@ -327,23 +463,41 @@ def compare_turn(models: Models, max_input_chars: int, seed: int | None, message
 def judge_next(models: Models, prompts: list[dict], rng: random.Random, index: int, x: str, y: str, *sliders):
     """Judge's Next prompt: both answers to prompt `index`, X and Y in a random order. Yields (prompt text,
     answer A, answer B, the pending record or None, next index, three vote-button updates, status, the
-    chart hidden: the tally so far would tell which side was which model)."""
+    chart hidden: the tally so far would tell which side was which model). The status counts the seconds of
+    each wait: the models loading, answer A, answer B. An error says so in the status and changes nothing else."""
     import gradio as gr
 
-    if x == y:
-        raise LimaError("choose two different models")
-    item = prompts[index % len(prompts)]
-    shown = [x, y]
-    rng.shuffle(shown)
+    keep = [untouched()] * 8
+    try:
+        if x == y:
+            raise LimaError("choose two different models")
+        item = prompts[index % len(prompts)]
+        shown = [x, y]
+        rng.shuffle(shown)
+        messages = [{"role": "user", "content": item["prompt"]}]
+        sampling = slider_sampling(*sliders)
+        for label in shown:
+            for seconds in models.prepare(label, messages, sampling["max_new_tokens"]):
+                yield *keep, loading_note(seconds, "the models"), untouched()
+    except LimaError as error:
+        yield *keep, failed(error), untouched()
+        return
     heading = f"**Prompt {index % len(prompts) + 1} of {len(prompts)}** ({item['id']})\n\n{item['prompt']}"
     hidden = gr.update(visible=False)
-    yield heading, "", "", None, index, *[gr.update(interactive=False)] * 3, "generating both answers…", hidden
-    messages = [{"role": "user", "content": item["prompt"]}]
-    sampling = slider_sampling(*sliders)
     answers = []
-    for label in shown:
-        engine, use_adapter = models.engine(label)
-        answers.append(engine.reply(messages, use_adapter=use_adapter, **sampling).text.strip())
+    for side, label in zip("AB", shown, strict=True):
+        start, said = time.monotonic(), None
+        try:
+            for piece in models.stream(label, messages, **sampling):
+                if not isinstance(piece, str):
+                    answers.append(piece.text.strip())
+                elif (seconds := int(time.monotonic() - start)) != said:
+                    said = seconds
+                    yield (heading, *answers, *[""] * (2 - len(answers)), None, index,
+                           *[gr.update(interactive=False)] * 3, f"generating answer {side}… ({seconds} s)", hidden)
+        except LimaError as error:
+            yield *keep, failed(error), untouched()
+            return
     record = {"prompt": item["prompt"], "id": item["id"], "model_a": shown[0], "model_b": shown[1],
               "answer_a": answers[0], "answer_b": answers[1], "ends_round": index % len(prompts) == len(prompts) - 1}
     yield (heading, answers[0], answers[1], record, index + 1, *[gr.update(interactive=True)] * 3,
@@ -385,7 +539,7 @@ def pair_chart(votes: Votes, x: str, y: str):
 def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_input_chars: int = 4000,
               sampling: dict | None = None, seed: int | None = None, training=None):
     """The gr.Blocks app: widgets wired to the handlers above; `sampling` sets the sliders (LIMA's otherwise).
-    `training`: a lima_lite.ui_train.Training to add the Train tab with (None: no Train tab)."""
+    `training`: a lima_lite.app.train_tab.Training to add the Train tab with (None: no Train tab)."""
     import gradio as gr
 
     adapters = [label for label, (_, on) in models.specs.items() if on]
@@ -403,8 +557,35 @@ def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_i
             pickers += judge_tab(app, models, tuned, base, sliders, prompts, Votes(votes_path), seed)
         if training is not None:
             with gr.Tab("Train", id="train"):
-                train_tab(app, training, models, pickers)
+                pickers.append(train_tab(app, training, models))
+        # The model lists follow --runs on every page, whichever tab it shows and with or without the Train
+        # tab: when the page loads, then every LIST_SECONDS. Outside the queue: a tick never waits behind a
+        # reply, nor takes a place a person's request needs; the look under --runs is shared by all pages.
+        sent, timer = gr.State(None), gr.Timer(LIST_SECONDS)
+        for trigger in (app.load, timer.tick):
+            trigger(event(model_lists, models), [sent, *pickers], [sent, *pickers], queue=False,
+                    show_progress="hidden")
     return app
+
+
+# How often every page's model lists look again; the look itself is shared (Models.refresh's max_age).
+LIST_SECONDS = 3.0
+GONE = "no longer on disk"
+
+
+def model_lists(models: Models, sent: list | None, *selected: str) -> tuple:
+    """The model lists as --runs holds them now: (the choices each picker has, then each picker's update,
+    nothing when its list did not change). A model a picker still shows as chosen stays in that picker's list,
+    marked as gone, until another is chosen: its conversation stays on the page, and a send says what happened."""
+    import gradio as gr
+
+    models.refresh(max_age=LIST_SECONDS)
+    choices = [list(choice) for choice in models.choices()]
+    labels = {label for _, label in choices}
+    lists = [choices + ([[f"{value} · {GONE}", value]] if value and value not in labels else []) for value in selected]
+    updates = [gr.skip() if sent and sent[i] == mine else gr.update(choices=[tuple(c) for c in mine])
+               for i, mine in enumerate(lists)]
+    return lists, *updates
 
 
 def sampling_sliders(start: dict) -> list:
@@ -422,15 +603,16 @@ def sampling_sliders(start: dict) -> list:
 # The input boxes have no max_length: the browser would cut a long paste silently; the handlers refuse it
 # with the message's length and the limit, and the text stays in the box to shorten.
 def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int):
-    """The Chat tab; returns its model picker (the Train tab adds new adapters to it)."""
+    """The Chat tab; returns its model picker (the app's timer keeps its list current)."""
     import gradio as gr
 
     chat_model = gr.Dropdown(models.choices(), value=tuned, label="model", elem_id="chat-model")
     chatbot = gr.Chatbot(label="conversation", elem_id="chat-history", height=420)
     chat_note = gr.Markdown(elem_id="chat-note")
+    # min_width: on a phone the box takes the whole width and Send goes below it
     with gr.Row():
         chat_box = gr.Textbox(placeholder=f"Type a message and press Enter (at most {max_input_chars:,} characters)",
-                              show_label=False, scale=5, elem_id="chat-input")
+                              show_label=False, scale=5, min_width=320, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     with gr.Row():
         stop = gr.Button("Stop", elem_id="chat-stop")
@@ -441,12 +623,16 @@ def chat_tab(models: Models, tuned: str, sliders: list, max_input_chars: int):
     replies.append(retry.click(event(chat_retry, models, max_input_chars), [chatbot, chat_model, *sliders],
                                [chatbot, chat_note]))
     # Stop and New conversation cancel the reply: gradio closes its generator, which stops generate()
-    # (Engine.stream); a closed tab does the same when its session ends.
-    stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, chat_note)
+    # (Engine.stream); a closed tab does the same when its session ends. The box, read-only while a model
+    # loads, is editable again with its text.
+    stop.click(None, None, None, cancels=replies).then(lambda: ("stopped", input_box()), None, [chat_note, chat_box])
     undo.click(event(chat_undo), chatbot, chatbot, cancels=replies)
-    for trigger in (clear.click, chat_model.change):  # a new model starts a new conversation
+    # the chatbot's own trash icon (it empties the page's history at once) is New conversation too: without the
+    # cancel, the reply being written would stream back in
+    for trigger in (clear.click, chat_model.change, chatbot.clear):  # a new model starts a new conversation
         # cancel first, as Stop does, then clear: a clear that also cancels could land before the cancel took
-        trigger(None, None, None, cancels=replies).then(lambda: ([], ""), None, [chatbot, chat_note])
+        trigger(None, None, None, cancels=replies).then(lambda: ([], "", input_box()), None,
+                                                        [chatbot, chat_note, chat_box])
     return chat_model
 
 
@@ -454,24 +640,26 @@ def compare_tab(models: Models, base: str, tuned: str, sliders: list, max_input_
     import gradio as gr
 
     with gr.Row():
-        model_a = gr.Dropdown(models.choices(), value=base, label="model A")
-        model_b = gr.Dropdown(models.choices(), value=tuned, label="model B")
+        model_a = gr.Dropdown(models.choices(), value=base, label="model A", min_width=320, elem_id="compare-model-a")
+        model_b = gr.Dropdown(models.choices(), value=tuned, label="model B", min_width=320, elem_id="compare-model-b")
     with gr.Row():
         left = gr.Chatbot(label="A", elem_id="compare-a", height=380)
         right = gr.Chatbot(label="B", elem_id="compare-b", height=380)
-    compare_note = gr.Markdown()
+    compare_note = gr.Markdown(elem_id="compare-note")
     with gr.Row():
         compare_box = gr.Textbox(placeholder="One prompt, or the next turn of the conversation", show_label=False,
-                                 scale=5, elem_id="compare-input")
+                                 scale=5, min_width=320, elem_id="compare-input")
         send = gr.Button("Ask both", variant="primary", scale=1, elem_id="compare-send")
     with gr.Row():
         stop, clear = gr.Button("Stop"), gr.Button("New conversation")
     replies = [trigger(event(compare_turn, models, max_input_chars, seed),
                        [compare_box, left, right, model_a, model_b, *sliders], [compare_box, left, right, compare_note])
                for trigger in (compare_box.submit, send.click)]
-    stop.click(None, None, None, cancels=replies).then(lambda: "stopped", None, compare_note)
-    for trigger in (clear.click, model_a.change, model_b.change):
-        trigger(None, None, None, cancels=replies).then(lambda: ([], [], ""), None, [left, right, compare_note])
+    stop.click(None, None, None, cancels=replies).then(lambda: ("stopped", input_box()), None,
+                                                       [compare_note, compare_box])
+    for trigger in (clear.click, model_a.change, model_b.change, left.clear, right.clear):
+        trigger(None, None, None, cancels=replies).then(lambda: ([], [], "", input_box()), None,
+                                                        [left, right, compare_note, compare_box])
     return [model_a, model_b]
 
 
@@ -482,10 +670,10 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
     gr.Markdown("Blind side-by-side, as in LIMA's human study: which answer is better? The order is random and "
                 f"the models are hidden. A round is the {len(prompts)} prompts once each; the win / tie / loss "
                 "chart shows at its end (or at End my round), since a running tally tells which side was which.")
-    with gr.Row():
-        first = gr.Dropdown(models.choices(), value=tuned, label="model X")
-        second = gr.Dropdown(models.choices(), value=base, label="model Y")
-        rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=RATER_MAX_CHARS)
+    with gr.Row():  # min_width: on a phone each takes the whole width, so long names stay readable
+        first = gr.Dropdown(models.choices(), value=tuned, label="model X", min_width=320, elem_id="judge-x")
+        second = gr.Dropdown(models.choices(), value=base, label="model Y", min_width=320, elem_id="judge-y")
+        rater = gr.Textbox(value="anonymous", label="your name (rater)", max_length=RATER_MAX_CHARS, min_width=200)
     next_prompt = gr.Button("Next prompt", variant="primary", elem_id="judge-next")
     judge_prompt = gr.Markdown(elem_id="judge-prompt")
     with gr.Row():
@@ -496,7 +684,8 @@ def judge_tab(app, models: Models, tuned: str, base: str, sliders: list, prompts
                    for text, key in zip(("A is better", "Tie", "B is better"), VOTE_KEYS, strict=True)]
     status = gr.Markdown(elem_id="judge-status")
     end_round = gr.Button("End my round: show the chart", elem_id="judge-end")
-    chart = gr.Plot(label="win / tie / loss of model X against model Y", visible=False, elem_id="judge-chart")
+    # no label over the chart: it would cover the chart's own title, which names X and Y
+    chart = gr.Plot(show_label=False, visible=False, elem_id="judge-chart")
     pending, position = gr.State(None), gr.State(0)
     next_prompt.click(event(judge_next, models, prompts, random.Random(seed)), [position, first, second, *sliders],
                       [judge_prompt, answer_a, answer_b, pending, position, *buttons, status, chart])
@@ -618,13 +807,16 @@ def app_from_args(args):
     """The gr.Blocks app `lima-lite ui ARGS` serves. Beyond this machine without a login the Train tab (the
     events that read and write paths: data check, start, export, run progress) is not built at all, so its
     events do not exist in the app's API either; what stays (Chat, Compare, Judge) touches only the models
-    listed and the votes file, both fixed when the app starts."""
+    listed (adapters under --runs and those named by --adapter) and the votes file fixed when the app starts."""
     auth = parse_auth(args.auth)
     train = args.train and trusted(args.host, args.share, auth)
     if args.train and not train:
         print("note: no Train tab: this app is reachable beyond this machine without a login (--auth USER:PASSWORD "
               "adds it)", file=sys.stderr)
     models = Models.discover(args.runs, args.adapter, args.load_in_4bit)
+    for link in links_out_of(args.runs) if Path(args.runs).is_dir() else []:
+        print(f"note: {link} leads out of {args.runs} (to {link.resolve()}): its adapters are not listed "
+              "(--adapter DIR lists one)", file=sys.stderr)
     if not models.specs and not train:
         raise LimaError(f"{args.runs}: no adapters found (adapter/ or epoch-NN/ folders); train one with "
                         "`lima-lite quickstart` or pass --adapter DIR_OR_HUB_ID")

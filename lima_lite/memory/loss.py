@@ -1,6 +1,6 @@
 """The training step's loss: a cross-entropy that never holds a micro-batch's full-vocabulary logits, and still
 trains an added EOT's rows (Liger's fused one on CUDA when it can see them). Attention kernels and the other
-fast paths are in lima_lite.kernels.
+fast paths are in lima_lite.memory.kernels.
 
     >>> loss, stats = causal_lm_loss(peft_model, batch)   # batch from TRL's collator, padded or padding-free
     >>> trainer = with_lima_loss(SFTTrainer)(model=model, args=sft_config, ...)   # SFTTrainer with that loss

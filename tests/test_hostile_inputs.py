@@ -1,11 +1,11 @@
 """Bad input, third table: symlinks out of an upload, outputs that would replace inputs or foreign folders,
 answers that belong to another prompt or model, values that are not plain data or out of range, and the
-inputs that used to be accepted silently. Same runner and rules as tests/test_bad_inputs.py: exit status 2,
+inputs that used to be accepted silently. Same runner and rules as tests/bad_input.py: exit status 2,
 one line naming the file (and line, field), no traceback, every file in the case's folder byte-identical.
 Below the table: what a table cannot show (escaped text in reports and cards, damaged checkpoints on resume,
 normalised matching, the reworded prompts file).
 
-    $ PYTHONPATH=$PWD python -m pytest tests/test_bad_inputs_3.py -q
+    $ PYTHONPATH=$PWD python -m pytest tests/test_hostile_inputs.py -q
 """
 
 import json
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import truncate
+from bad_input import QA, Case, check_case, jsonl
+from helpers import snapshot, tiny_settings, truncate
 from lima_lite import LimaError
-from test_bad_inputs import QA, Case, check_case, jsonl, tiny_adapter  # noqa: F401
 
 CASES: list[Case] = []
 
@@ -174,15 +174,14 @@ for name, line, expect in [("list", "[1, 2]", "not a JSON object"), ("step-text"
          ("{tmp}/run/metrics.jsonl:", expect), prepare=run_with_metrics(line), needs=("adapter",))
 
 
-# ---------------------------------------------------------------- the runner (tests/test_bad_inputs.py's)
+# ---------------------------------------------------------------- the runner (tests/bad_input.py)
 
 
-def test_cases_are_named_once_across_the_tables():
-    from test_bad_inputs import CASES as FIRST
-    from test_bad_inputs_2 import CASES as SECOND
-
-    names = [c.name for c in CASES + FIRST + SECOND]
-    assert len(set(names)) == len(names)
+def test_cases_are_named_once_across_the_tables(request):
+    """docs/hostile-cases.md names each case once: no two tables collected with this one share a name (the
+    whole suite collects all three)."""
+    names = [item.callspec.id for item in request.session.items if item.originalname == "test_bad_input"]
+    assert len(set(names)) == len(names) and set(names) >= {c.name for c in CASES}
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
@@ -200,7 +199,7 @@ def test_eval_report_escapes_rater_model_and_judge_names(tmp_path):
     from lima_lite.evaluate.protocols import human_vote_record
     from lima_lite.evaluate.report import build_report
     from lima_lite.evaluate.steps import human_file
-    from lima_lite.io import write_jsonl
+    from lima_lite.files import write_jsonl
 
     votes = [human_vote_record("How?", HOSTILE, "base", "a", "b", choice, HOSTILE) for choice in ("a", "b", "tie")]
     votes += [human_vote_record("How?", HOSTILE, "base", "a", "b", "a", "human:second") for _ in range(2)]
@@ -219,11 +218,11 @@ def outside_code(markdown: str) -> str:
     return re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", literal, flags=re.S))
 
 
-def test_model_card_escapes_what_the_run_and_its_report_recorded(tiny_adapter, tmp_path):  # noqa: F811 (the fixture)
+def test_model_card_escapes_what_the_run_and_its_report_recorded(tiny_adapter, tmp_path):
     from lima_lite.evaluate.protocols import human_vote_record
     from lima_lite.evaluate.report import build_report
     from lima_lite.evaluate.steps import human_file
-    from lima_lite.io import write_jsonl
+    from lima_lite.files import write_jsonl
     from lima_lite.push import build_upload_folder
 
     run = tmp_path / "run"
@@ -249,7 +248,6 @@ def two_checkpoints(tiny_llama_tied, tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, data) of a tiny run stopped after its second checkpoint (steps 2 and 4), no adapter yet."""
     from helpers import qa
     from lima_lite.train import train
-    from test_bad_inputs_2 import tiny_settings
 
     folder = tmp_path_factory.mktemp("two-checkpoints")
     data = folder / "d.jsonl"
@@ -285,7 +283,6 @@ DAMAGE = {
 @pytest.mark.parametrize("name", DAMAGE)
 def test_a_damaged_checkpoint_is_named_with_the_way_to_resume(two_checkpoints, tiny_llama_tied, tmp_path, name):
     from lima_lite.train import train
-    from test_bad_inputs_2 import snapshot, tiny_settings
 
     file, change = DAMAGE[name]
     run = tmp_path / "run"
@@ -303,7 +300,7 @@ def test_a_damaged_checkpoint_is_named_with_the_way_to_resume(two_checkpoints, t
 
 
 def test_overlap_sees_through_fullwidth_invisible_and_look_alike_letters():
-    from lima_lite.curate.overlap import overlapping_pairs
+    from lima_lite.data.overlap import overlapping_pairs
 
     train = [{"id": "t", "prompt": "How do I reset my password on the router?"}]
     disguised = {"fullwidth": "Ｈｏｗ ｄｏ Ｉ reset my password on the router?",
@@ -327,7 +324,7 @@ def test_curation_drops_a_duplicate_written_in_look_alike_letters():
 
 
 def test_a_prompts_file_splits_at_line_ends_only(tmp_path):
-    from lima_lite.data import read_prompts
+    from lima_lite.conversations import read_prompts
 
     (tmp_path / "p.txt").write_text("first\u2028still the first\nsecond\x0cwith a form feed\r\nthird\n", encoding="utf-8")
     assert [p["prompt"] for p in read_prompts(str(tmp_path / "p.txt"))] == [

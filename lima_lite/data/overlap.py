@@ -17,14 +17,15 @@ difference between X and Y?") share at most 0.38 on the embedded samples. A prom
 reworded in several places falls below the threshold: lower it to search wider.
 """
 
+import argparse
 import functools
 import hashlib
 import re
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.data import load_conversations, read_prompts, resolve_data_path
-from lima_lite.io import write_jsonl
+from lima_lite.conversations import load_conversations, read_prompts, resolve_data_path
+from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
 from lima_lite.layout import find_run, is_adapter, is_run, read_run
 from lima_lite.text import fold
 
@@ -190,3 +191,25 @@ def run_overlap_warning(spec: str, prompts: str, rows: list[dict] | None = None)
         return None
     return (f"warning: {summary} of {data} (run.json); answers to them measure memory, not skill "
             f"(list: lima-lite data overlap {data} {prompts} --out overlap.jsonl)")
+
+
+def overlap_main(args) -> int:
+    """`data overlap`: the pairs file and one summary line."""
+    out = args.out or Path(f"{Path(args.eval).name.split(':')[-1].rsplit('.', 1)[0]}.overlap.jsonl")
+    check_outputs([out], [args.train, args.eval], args.overwrite)
+    pairs, summary = find_overlap(args.train, args.eval, out, args.threshold)
+    print(f"{summary}; {len(pairs)} pair(s) in {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """`data overlap` under `lima-lite data` (lima_lite.data)."""
+    o = sub.add_parser("overlap", help="eval prompts that duplicate training prompts, exactly or nearly",
+                       description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
+    o.add_argument("eval", metavar="EVAL", help="eval prompts (any file `lima-lite eval generate` reads)")
+    o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
+    o.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
+    add_overwrite_flag(o)
+    o.set_defaults(func=overlap_main)

@@ -1,9 +1,9 @@
 """Bad input, second table: outputs that would replace inputs, resumes that would change a run, two runs in
 one folder, a run that diverges, damaged bases and adapters, hostile data. Same runner and rules as
-tests/test_bad_inputs.py: exit status 2, one line naming the file (and line, field), no traceback, every
+tests/bad_input.py: exit status 2, one line naming the file (and line, field), no traceback, every
 file that was in the case's folder before byte-identical after.
 
-    $ PYTHONPATH=$PWD python -m pytest tests/test_bad_inputs_2.py -q --tb=short
+    $ PYTHONPATH=$PWD python -m pytest tests/test_bad_runs_and_outputs.py -q --tb=short
 """
 
 import json
@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import truncate
-from lima_lite import LimaError
-from test_bad_inputs import (  # noqa: F401
+from bad_input import (
     ANSWER,
     ARTICLE,
     COMMENT,
@@ -27,9 +25,9 @@ from test_bad_inputs import (  # noqa: F401
     Case,
     check_case,
     jsonl,
-    outcome,
-    tiny_adapter,
 )
+from helpers import snapshot, tiny_settings, truncate
+from lima_lite import LimaError
 
 CASES: list[Case] = []
 
@@ -254,14 +252,7 @@ case("eval-generate-adapter-for-another-base", ["eval", "generate", "--model", C
 case("chat-adapter-names-another-base", ["chat", "--adapter", COPY, "--prompt", "hi"], (COPY, "{tmp}/other", "base"),
      prepare=pointed_at_other_base, needs=("base", "adapter"))
 
-# ---------------------------------------------------------------- the runner (tests/test_bad_inputs.py's)
-
-
-def test_cases_are_named_once():
-    from test_bad_inputs import CASES as FIRST
-
-    names = [c.name for c in CASES + FIRST]
-    assert len(set(names)) == len(names)
+# ---------------------------------------------------------------- the runner (tests/bad_input.py)
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
@@ -284,20 +275,6 @@ def test_overwrite_replaces_an_output_and_its_report(tmp_path):
 
 
 # ---------------------------------------------------------------- train: resume, lock, divergence
-
-
-def tiny_settings(base: Path, data: Path, output_dir: Path, **overrides) -> dict:
-    """test_chat.train_tiny's settings: a 2-step-per-epoch run of 4 conversations on a tiny base, full precision."""
-    from helpers import EOT
-
-    return {"model_name_or_path": str(base), "dataset_name": str(data), "output_dir": str(output_dir),
-            "max_steps": 4, "num_train_epochs": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-            "load_in_4bit": False, "dtype": "float32", "bf16": False, "gradient_checkpointing": False,
-            "eot_token": EOT, "max_length": 256, **overrides}
-
-
-def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +481,7 @@ def test_set_takes_a_value_in_range():
     assert (session.settings["repetition_penalty"], session.settings["top_p"], session.settings["temperature"]) == (0.5, 1, 0)
 
 
-def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_adapter, tmp_path):  # noqa: F811 (the imported fixture)
+def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_adapter, tmp_path):
     """A real terminal (a pty): Ctrl-C while the reply streams, then go on talking, then Ctrl-C at the prompt."""
     import sys
 

@@ -241,10 +241,18 @@ def loads_strict(text: str):
     return json.loads(text, object_pairs_hook=_unique_keys)
 
 
+def loads_line(line: str):
+    """loads_strict of one JSONL line, its line end left out: a line cut short then fails at the column after
+    its last character, not at column 1 of the "next line" that the line end would start."""
+    return loads_strict(line.rstrip("\r\n"))
+
+
 def json_problem(error: Exception) -> str:
     """What loads_strict found wrong, for a `file:line: ...` message."""
     if isinstance(error, json.JSONDecodeError):
-        return f"invalid JSON at column {error.colno}: {error.msg}"
+        line = error.doc.rstrip()
+        end = " (the end of the line: is it cut short?)" if error.pos >= len(line) and "\n" not in line else ""
+        return f"invalid JSON at column {error.colno}{end}: {error.msg}"
     if isinstance(error, RecursionError):
         return "invalid JSON: nested too deeply"
     if isinstance(error, DuplicateKey):
@@ -264,7 +272,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
                 if not line.strip():
                     continue
                 try:
-                    rows.append((number, loads_strict(line)))
+                    rows.append((number, loads_line(line)))
                 except (ValueError, RecursionError) as error:
                     raise JsonlError(f"{path}:{number}: {json_problem(error)}") from None
     except UnicodeDecodeError as error:

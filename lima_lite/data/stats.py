@@ -48,10 +48,10 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.config import HUB_ID, load_recipe
+from lima_lite.conversations import CHARS_PER_TOKEN, cut_chars, load_conversations
 from lima_lite.curate.filters import first_person, prose
-from lima_lite.curate.overlap import THRESHOLD, duplicate_pairs, overlapping_pairs
-from lima_lite.data import CHARS_PER_TOKEN, cut_chars, load_conversations
-from lima_lite.io import add_overwrite_flag, check_outputs, print_json, save_figure, write_text
+from lima_lite.data.overlap import THRESHOLD, duplicate_pairs, overlapping_pairs
+from lima_lite.files import add_overwrite_flag, check_outputs, print_json, save_figure, write_text
 from lima_lite.plots import pyplot
 from lima_lite.recipe_yaml import resolve_recipe
 from lima_lite.template import IGNORE, encode_conversation
@@ -204,7 +204,7 @@ def available_cores() -> int:
 def data_stats(conversations: list[dict], tokenizer, template, max_length: int | None, drop_too_long: bool = False,
                multi_turn: bool = True, threshold: float = THRESHOLD, desc: str | None = None,
                processes: int = 1) -> tuple[dict, list[int]]:
-    """(summary, response tokens of each example) of conversations as lima_lite.data loads them; the summary's
+    """(summary, response tokens of each example) of conversations as lima_lite.conversations loads them; the summary's
     keys are those of `--json`. `desc` names the progress bar, drawn (on stderr) for 2,000 examples or more;
     `processes` > 1 shares the work of such a set among that many processes."""
     prompts, responses, trained, turns = [], [], 0, Counter()
@@ -481,7 +481,7 @@ def write_report(out: Path, summaries: list[dict], responses: list[list[int]], s
 
 
 def add_parser(sub) -> None:
-    """`data stats` under `lima-lite data` (lima_lite.curate.mix)."""
+    """`data stats` under `lima-lite data` (lima_lite.data.mix)."""
 
 
     s = sub.add_parser("stats", help="a training set at a glance: counts, token lengths, cuts, duplicates, style flags",

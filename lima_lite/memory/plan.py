@@ -4,7 +4,7 @@
     $ lima-lite plan recipes/llama-33b.yaml model_name_or_path=tests/assets/llama-shapes/33b --gpu-gib 24 --json
     $ lima-lite plan recipes/llama-7b.yaml --fit --gpu-gib 24 --json    # the fastest setting that fits
 
-What is counted and why: lima_lite.memory; the fit search and its cost model: lima_lite.fit_search; auto_fit,
+What is counted and why: lima_lite.memory.estimate; the fit search and its cost model: lima_lite.memory.fit; auto_fit,
 which applies a fit before training: lima_lite.resolve.
 """
 
@@ -13,7 +13,12 @@ from pathlib import Path
 
 from lima_lite import LimaError
 from lima_lite.config import EMBEDDED_BASE, HUB_ID, load_recipe
-from lima_lite.fit_search import (
+from lima_lite.files import print_json
+from lima_lite.flags import bounded
+from lima_lite.layout import TOKENIZER_FILES
+from lima_lite.machine import available_host_gib
+from lima_lite.memory.estimate import GIB, OFFLOAD_ON_GPU, OFFLOAD_STASH, PlanSettings, memory_plan, read_shape, recipe_settings
+from lima_lite.memory.fit import (
     BATCH_HALF_SPEED,
     FIT_MARGIN,
     LEAN_COST,
@@ -27,11 +32,6 @@ from lima_lite.fit_search import (
     fit_summary,
     is_tiled,
 )
-from lima_lite.flags import bounded
-from lima_lite.io import print_json
-from lima_lite.layout import TOKENIZER_FILES
-from lima_lite.machine import available_host_gib
-from lima_lite.memory import GIB, OFFLOAD_ON_GPU, OFFLOAD_STASH, PlanSettings, memory_plan, read_shape, recipe_settings
 from lima_lite.recipe_yaml import parse_overrides, resolve_recipe
 
 DEFAULT_GPU_GIB = 24.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lima_lite.template
 from lima_lite import LimaError
-from lima_lite.io import json_problem, loads_strict, read_jsonl
+from lima_lite.files import json_problem, loads_line, loads_strict, read_jsonl
 from lima_lite.template import IGNORE
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -154,7 +154,8 @@ def _json_row(text: bytes, path: Path, number: int | None = None):
     why not: not UTF-8, invalid JSON, nested too deeply."""
     where = f"{path}:{number}" if number is not None else str(path)
     try:
-        return loads_strict(text.decode("utf-8"))
+        text = text.decode("utf-8")
+        return loads_strict(text) if number is None else loads_line(text)
     except UnicodeDecodeError as error:
         return DataError(f"{where}: not UTF-8 text (byte {error.start} cannot be decoded)")
     except json.JSONDecodeError as error:

@@ -1,6 +1,6 @@
 """The memory model: the peak GPU memory of QLoRA training, by component, from the model's config.json alone.
 
-    $ lima-lite plan recipes/llama-7b.yaml          # lima_lite.plan: the command; lima_lite.fit_search: --fit
+    $ lima-lite plan recipes/llama-7b.yaml          # lima_lite.memory.plan: the command; lima_lite.memory.fit: --fit
     >>> shape = model_shape(json.load(open("config.json")))
     >>> settings = PlanSettings(micro_batch=4, max_length=2048, lora_r=64, gradient_checkpointing=True,
     ...                         padding_free=True, optim="paged_adamw_8bit", added_tokens=1)
@@ -31,7 +31,7 @@ trl 1.16, bitsandbytes 0.50), in bytes:
   fp32 (the embeddings are; bf16 with `fp32_layers: false`). With gradient checkpointing each layer keeps
   only its input; the backward of one layer recomputes its forward, which saves per token 36h + 4kv + 15m
   bytes (h hidden, kv the key/value width, m the MLP width; worked out in `layer_bytes_per_token`).
-  Without it every layer keeps those. With the tiled MLP (`mlp_chunk_tokens` N, lima_lite.model.tile_mlp) the
+  Without it every layer keeps those. With the tiled MLP (`mlp_chunk_tokens` N, lima_lite.memory.rewrites.tile_mlp) the
   MLP's part of that, 3 rb m plus LoRA's inputs, exists for N tokens at a time, and no layer keeps it.
 - The loss: the model's own head (used when an EOT is added, so its lm_head row trains) builds the logits
   of the micro-batch: bf16 logits, their fp32 copy and log-softmax in the forward; in the backward the
@@ -75,7 +75,7 @@ TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # TRL's fused head (trl/kernels/ch
 RESIDUAL_BYTES = 4  # fp32 embeddings -> fp32 residual stream
 COMPUTE_BYTES = 2  # bf16 autocast
 MASK_BYTES = 1  # a dropout mask on CUDA is bool
-LEAN_CHUNK_TOKENS = 4096  # lima_lite.model.LEAN_CHUNK_TOKENS: the norms' chunk when the MLP is not tiled
+LEAN_CHUNK_TOKENS = 4096  # lima_lite.memory.rewrites.LEAN_CHUNK_TOKENS: the norms' chunk when the MLP is not tiled
 NORM_BACKWARD_VALUES = 5  # fp32 values per input value alive at once in an RMSNorm's backward (counted on the CPU)
 COMPONENTS = ("cuda_context", "weights_4bit", "weights_16_32bit", "lora", "trainable_tokens", "gradients",
               "optimizer", "activations", "loss", "layer_backward", "fragmentation")
@@ -154,7 +154,7 @@ def layer_parts_per_token(shape: ModelShape, lora: bool, lora_dropout: bool, res
     dropout masks) and inside it (gate, up, SiLU and the LoRA inputs: 3 rb m + (2h + m) with LoRA's
     dropout), the part a tiled MLP holds for one chunk of tokens only.
 
-    `lean` (lean_activations: lima_lite.model.lean_norms and lean_lora): a norm keeps only its input, which is
+    `lean` (lean_activations: lima_lite.memory.rewrites.lean_norms and lean_lora): a norm keeps only its input, which is
     kept anyway (the layer's input, the residual after attention), and a LoRA layer only its input, which is the
     norm's output or the attention's (kept by sdpa) or, in the MLP, SiLU(gate) x up: outside, the two norms'
     outputs rb h each, sdpa's q, k, v, output and log-sum-exp, the residual after attention rb h; inside, gate,
@@ -181,7 +181,7 @@ def offloaded_bytes(shape: ModelShape, tokens: int, rb: int = RESIDUAL_BYTES) ->
     TRL's forward stash (its OFFLOAD_STASH newest packed tensors, kept on the GPU until the first backward node
     has run) holds the loss's last tensors, packed after every layer's (counted as the loss's); in the backward,
     the layer being recomputed has its checkpoint brought back, and TRL frees a brought-back tensor when the next
-    node runs (bench/plan_calibration.HostOffload follows those rules)."""
+    node runs (tests/oracles/step_bytes.HostOffload follows those rules)."""
     return max(0, shape.layers - OFFLOAD_ON_GPU) * tokens * shape.hidden * rb
 
 
@@ -207,8 +207,8 @@ class PlanSettings:
     attention: str = "sdpa_varlen"
     fp32_layers: bool = True
     activation_offloading: bool = False
-    mlp_chunk_tokens: int = 0  # > 0: the tiled MLP (lima_lite.model.tile_mlp)
-    lean_activations: bool = False  # norms and LoRA inputs recomputed (lima_lite.model.lean_norms, lean_lora)
+    mlp_chunk_tokens: int = 0  # > 0: the tiled MLP (lima_lite.memory.rewrites.tile_mlp)
+    lean_activations: bool = False  # norms and LoRA inputs recomputed (lima_lite.memory.rewrites.lean_norms, lean_lora)
 
 
 def component_bytes(shape: ModelShape, settings: PlanSettings, tokens: int | None = None, cpu_masks: bool = False) -> dict:
@@ -219,7 +219,7 @@ def component_bytes(shape: ModelShape, settings: PlanSettings, tokens: int | Non
     fused head (used when no token is added); N: a chunked loss over N tokens at a time. With fp32_layers false
     the unquantized weights and the residual stream are bf16, as for a base that skips
     `prepare_model_for_kbit_training` (plain TRL, as in the H100 anchor). mlp_chunk_tokens N > 0: the tiled MLP
-    (lima_lite.model.tile_mlp), whose intermediate activations exist for N tokens at a time. lean_activations:
+    (lima_lite.memory.rewrites.tile_mlp), whose intermediate activations exist for N tokens at a time. lean_activations:
     norms and LoRA inputs recomputed in the backward (`layer_parts_per_token`); a norm's backward then works on
     one chunk of LEAN_CHUNK_TOKENS (or the MLP's chunk) at a time. `cpu_masks`: dropout masks as the CPU keeps
     them, for the calibration.
@@ -411,10 +411,10 @@ def read_shape(config_file: Path) -> ModelShape:
 def recipe_settings(sft_config, model_args, lima_args, added_tokens: int) -> PlanSettings:
     """The plan's settings for a loaded recipe (SFTConfig, ModelConfig, LimaArguments).
 
-    The loss: training always goes through lima_lite's chunked loss (lima_lite/loss.py)."""
+    The loss: training always goes through lima_lite's chunked loss (lima_lite/memory/loss.py)."""
     if not model_args.load_in_4bit:
         raise LimaError("the memory plan covers 4-bit QLoRA training (load_in_4bit: true)")
-    from lima_lite.loss import CHUNK_TOKENS
+    from lima_lite.memory.loss import CHUNK_TOKENS
 
     return PlanSettings(
         micro_batch=sft_config.per_device_train_batch_size, max_length=sft_config.max_length,

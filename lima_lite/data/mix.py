@@ -16,12 +16,10 @@ import random
 from pathlib import Path
 
 from lima_lite import LimaError
-from lima_lite.curate import overlap, stats
-from lima_lite.curate.overlap import THRESHOLD, find_overlap
+from lima_lite.conversations import load_conversations
 from lima_lite.curate.report import Funnel, response_text, with_report, write_report
-from lima_lite.data import load_conversations
+from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
 from lima_lite.flags import bounded
-from lima_lite.io import add_overwrite_flag, check_outputs, write_jsonl
 
 
 def user_turns(example: dict) -> int:
@@ -55,22 +53,8 @@ def load(path: str, kind: str) -> list[dict]:
     return examples
 
 
-def overlap_doc() -> str:
-    return overlap.__doc__.split("\n\n", 1)[1]
-
-
-def overlap_main(args) -> int:
-    out = args.out or Path(f"{Path(args.eval).name.split(':')[-1].rsplit('.', 1)[0]}.overlap.jsonl")
-    check_outputs([out], [args.train, args.eval], args.overwrite)
-    pairs, summary = find_overlap(args.train, args.eval, out, args.threshold)
-    print(f"{summary}; {len(pairs)} pair(s) in {out}")
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lima-lite data", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="tool", required=True)
+def add_parser(sub) -> None:
+    """`data mix` under `lima-lite data` (lima_lite.data)."""
     m = sub.add_parser("mix", help="single-turn examples + multi-turn dialogues -> one training file",
                        description=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("--single", nargs="+", required=True, help="JSONL file(s) of single-turn examples")
@@ -80,20 +64,6 @@ def main(argv=None) -> int:
     m.add_argument("--seed", type=int, default=0, help="seed for the output order")
     add_overwrite_flag(m)
     m.set_defaults(func=mix_main)
-    o = sub.add_parser("overlap", help="eval prompts that duplicate training prompts, exactly or nearly",
-                       description=overlap_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    o.add_argument("train", metavar="TRAIN", help="training data (any form lima_lite trains on; every user turn)")
-    o.add_argument("eval", metavar="EVAL", help="eval prompts (any file `lima-lite eval generate` reads)")
-    o.add_argument("--out", type=Path, help="overlapping pairs JSONL (default: EVAL's name + .overlap.jsonl here)")
-
-    o.add_argument("--threshold", type=float, default=THRESHOLD,
-                   help=f"near duplicate: word 2-gram Jaccard >= this (default {THRESHOLD})")
-    add_overwrite_flag(o)
-    o.set_defaults(func=overlap_main)
-
-    stats.add_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def check_distinct(paths: list[str]) -> None:
