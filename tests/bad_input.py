@@ -55,8 +55,14 @@ class NoModels:
     def engine(self, label):
         raise Accepted("a model was loaded: the input was not refused first")
 
+    def prepare(self, label, messages, max_new_tokens):
+        raise Accepted("a model was loaded: the input was not refused first")
+
     def stream(self, label, messages, **sampling):
         raise Accepted("a model was asked to reply: the input was not refused first")
+
+
+REFUSED = "error: "  # how the app's note starts when it refuses (lima_lite.app.ui.failed)
 
 
 class Accepted(Exception):
@@ -88,9 +94,13 @@ def outcome(c: Case, tmp: Path, fixtures: dict) -> tuple[str, str]:
     if callable(c.run):
         try:
             result = c.run()
-            if hasattr(result, "__next__"):
-                list(result)
-            return "silent", "the handler accepted it"
+            outputs = list(result) if hasattr(result, "__next__") else [result]
+            # the app refuses in its note ("error: ..."), leaving the page as it was; a handler may also raise
+            notes = [part for out in outputs for part in (out if isinstance(out, tuple) else (out,))
+                     if isinstance(part, str) and part.startswith(REFUSED)]
+            if not notes:
+                return "silent", "the handler accepted it"
+            lines = notes[-1].removeprefix(REFUSED).splitlines()
         except Accepted as error:
             return "silent", str(error)
         except LimaError as error:
