@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
 
 
-# The H100 anchor (/work/shared/bench/gpu-measurements.md): LLaMA-2-7B shape, plain TRL (bf16 base without
+# The H100 anchor (its gpu-measurements.md): LLaMA-2-7B shape, plain TRL (bf16 base without
 # prepare_model_for_kbit_training, so 16-bit embeddings and residual stream), no token added (TRL's fused
 # head), LoRA r 16 with dropout, no residual dropout, gradient checkpointing, paged_adamw_8bit, micro-batch 4.
 # Tokens of its largest micro-batch, from bench/anchor_batches.py (its batch order replayed on the CPU).
