@@ -23,13 +23,19 @@ def bounded(kind, low: float | None = None, high: float | None = None, low_open:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, not {text!r}") from None
         if value != value or (low is not None and (value <= low if low_open else value < low)) or \
                 (high is not None and value > high):
+            show = str if kind is int else "{:g}".format  # an integer bound in full: 4294967295, not 4.29497e+09
             rule = " and ".join(part for part in (
-                None if low is None else f"{'>' if low_open else '>='} {low:g}",
-                None if high is None else f"<= {high:g}") if part)
+                None if low is None else f"{'>' if low_open else '>='} {show(low)}",
+                None if high is None else f"<= {show(high)}") if part)
             raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+# A seed for curation's draws: numpy (MinHash, k-means) takes 0 <= seed < 2**32, so every command that draws
+# with one takes the same range (chat and the app, which seed torch, take 64 bits).
+DRAW_SEED = bounded(int, 0, 2**32 - 1)
 
 
 def workable(parse, least: float, most: float, zero: bool = False):

@@ -231,3 +231,29 @@ def test_a_disk_that_refuses_the_write_is_one_line(tmp_path, monkeypatch, code, 
     assert exit_code == 2 and "Traceback" not in err and words in err, err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
     assert snapshot(tmp_path) == before
+
+
+SEEDED = {  # every command that draws with a seed numpy takes (MinHash, k-means): argv before --seed
+    "select": ["select", "--strategy", "random", "--k", "1", "{tmp}/in.jsonl", "{tmp}/out.jsonl"],
+    "data mix": ["data", "mix", "--single", "{tmp}/in.jsonl", "--dialogues", "{tmp}/in.jsonl", "--out", "{tmp}/out.jsonl"],
+    "curate wikihow": ["curate", "wikihow", "--csv", "{tmp}/w.csv", "--out", "{tmp}/out.jsonl"],
+    "curate reddit": ["curate", "reddit", "--submissions", "{tmp}/rs.jsonl", "--comments", "{tmp}/rc.jsonl",
+                      "--out", "{tmp}/out.jsonl"],
+    "curate stackexchange": ["curate", "stackexchange", "--dump", "{tmp}", "--out", "{tmp}/out.jsonl"],
+}
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+@pytest.mark.parametrize("command", SEEDED)
+def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_flag(command, seed, tmp_path):
+    """A negative seed or one of 2**32 used to reach numpy (MinHash in every curation's dedupe, k-means in
+    `select --strategy diversity`) and end in its traceback; every seeded command now says so at the flag."""
+    from helpers import run_cli
+
+    write_jsonl(tmp_path / "in.jsonl", [qa(0)])
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in SEEDED[command]]
+    done = run_cli(*argv, "--seed", seed)
+    assert done.returncode == 2 and "--seed" in done.stderr and f"must be >= 0 and <= {2**32 - 1}" in done.stderr, \
+        done.stderr[-500:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.jsonl").exists()
+    assert run_cli(*argv, "--seed", str(2**32 - 1), "--help").returncode == 0  # the top of the range is taken

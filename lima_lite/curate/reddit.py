@@ -22,7 +22,7 @@ from pathlib import Path
 from lima_lite.curate import filters
 from lima_lite.curate.report import Funnel, check_kept, dedupe, read_lines, with_report, write_report
 from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
-from lima_lite.flags import bounded
+from lima_lite.flags import DRAW_SEED, bounded
 
 BOTS = {"AutoModerator", "WritingPromptsRobot"}
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-score", type=int, default=10, help="least score of the top comment")
     parser.add_argument("--min-chars", type=bounded(int, 0), default=1000, help="shortest story kept")
     parser.add_argument("--max-chars", type=bounded(int, 1), default=4096, help="longest story kept")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the draws")
+    parser.add_argument("--seed", type=DRAW_SEED, default=0, help="seed for the draws")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a corrupted JSON line: stop with its file:line, or count it in the report and go on")
     add_overwrite_flag(parser)

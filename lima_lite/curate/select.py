@@ -31,7 +31,7 @@ from lima_lite import LimaError, judges
 from lima_lite.conversations import load_conversations
 from lima_lite.curate.report import Funnel, example_hash, response_text, with_report, write_report
 from lima_lite.files import add_overwrite_flag, check_outputs, read_jsonl, write_jsonl
-from lima_lite.flags import bounded
+from lima_lite.flags import DRAW_SEED, bounded
 
 STRATEGIES = ("longest", "random", "quality", "diversity")
 
@@ -160,7 +160,7 @@ def parse_args(argv):
     parser.add_argument("output", type=Path, help="output JSONL; the report is written next to it")
     parser.add_argument("--strategy", choices=STRATEGIES, required=True, help="how to choose (see below)")
     parser.add_argument("--k", type=bounded(int, 1), default=1000, help="how many examples to keep (LIMA and Long Is More: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for random, the diversity draws and k-means")
+    parser.add_argument("--seed", type=DRAW_SEED, default=0, help="seed for random, the diversity draws and k-means")
     parser.add_argument("--by", choices=("chars", "tokens"), default="chars",
                         help="longest: measure responses in characters or in tokens of --tokenizer")
     parser.add_argument("--tokenizer", help="longest --by tokens: tokenizer folder or Hub id (the base model's)")

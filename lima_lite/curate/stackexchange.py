@@ -43,7 +43,7 @@ from lima_lite import LimaError
 from lima_lite.curate import filters
 from lima_lite.curate.report import SNIPPET, Funnel, check_kept, dedupe, read_lines, with_report, write_report
 from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
-from lima_lite.flags import bounded
+from lima_lite.flags import DRAW_SEED, bounded
 
 # Sites counted as STEM (LIMA: 75 STEM communities out of 179). Anything else is "other".
 STEM_SITES = frozenset("""
@@ -254,7 +254,7 @@ def parse_args(argv):
                         help="examples drawn from each group, STEM and other (LIMA: 200)")
     parser.add_argument("--tau", type=bounded(float, 0, 1e6, low_open=True), default=3.0,
                         help="sampling temperature over sites: p ∝ size^(1/tau)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for site draws and title-or-body prompt choice")
+    parser.add_argument("--seed", type=DRAW_SEED, default=0, help="seed for site draws and title-or-body prompt choice")
     parser.add_argument("--stem-sites", help="comma-separated site names counted as STEM (default: a built-in list "
                         "of science, maths and computing sites)")
     parser.add_argument("--min-score", type=int, default=filters.MIN_ANSWER_SCORE, help="least score of the top answer")

@@ -23,7 +23,7 @@ from lima_lite import LimaError
 from lima_lite.curate import filters
 from lima_lite.curate.report import Funnel, check_kept, dedupe, with_report, write_report
 from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
-from lima_lite.flags import bounded
+from lima_lite.flags import DRAW_SEED, bounded
 
 
 def rows(path: Path, funnel: Funnel, on_error: str):
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=bounded(int, 1), default=200, help="articles to keep (LIMA: 200)")
     parser.add_argument("--min-chars", type=int, default=filters.MIN_ANSWER_CHARS, help="shortest article kept")
     parser.add_argument("--max-chars", type=int, default=filters.MAX_ANSWER_CHARS, help="longest article kept")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the category and article draws")
+    parser.add_argument("--seed", type=DRAW_SEED, default=0, help="seed for the category and article draws")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="on a malformed CSV row: stop with its file:line, or count it in the report and go on")
     add_overwrite_flag(parser)

@@ -19,7 +19,7 @@ from lima_lite import LimaError
 from lima_lite.conversations import load_conversations
 from lima_lite.curate.report import Funnel, response_text, with_report, write_report
 from lima_lite.files import add_overwrite_flag, check_outputs, write_jsonl
-from lima_lite.flags import bounded
+from lima_lite.flags import DRAW_SEED, bounded
 
 
 def user_turns(example: dict) -> int:
@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
     m.add_argument("--dialogues", required=True, help="JSONL file of multi-turn dialogues (LIMA: 30)")
     m.add_argument("--out", type=Path, required=True, help="output JSONL; the report is written next to it")
     m.add_argument("--single-k", type=bounded(int, 0), default=1000, help="how many single-turn examples to take (LIMA: 1000)")
-    m.add_argument("--seed", type=int, default=0, help="seed for the output order")
+    m.add_argument("--seed", type=DRAW_SEED, default=0, help="seed for the output order")
     add_overwrite_flag(m)
     m.set_defaults(func=mix_main)
 
