@@ -19,7 +19,7 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.conversations import LONE_SURROGATE
 from lima_lite.files import check_parent, inside, write_jsonl
-from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, length_note
 
 HELP = """commands:
   /reset            start a new conversation
@@ -80,7 +80,7 @@ class Session:
         if reply.dropped_turns:
             self.say(f"(the history outgrew the context: the oldest {reply.dropped_turns} turns were left out)")
         if reply.finish_reason == "length":
-            self.say(f"(stopped at max_new_tokens={self.settings['max_new_tokens']})")
+            self.say(f"({length_note(reply.new_tokens, self.settings['max_new_tokens'])})")
         if self.compare:
             self.say("[base]    ", end="")
             self.say() if self.streamed(use_adapter=False, seed=seed) is not None else self.say("\n(stopped)")

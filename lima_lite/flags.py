@@ -78,3 +78,11 @@ def sampling_args(args) -> dict:
     """The sampling flags given on the command line (see add_sampling_args), as keyword arguments."""
     values = {name: getattr(args, name) for name in LIMA_SAMPLING}
     return {name: value for name, value in values.items() if value is not None}
+
+
+def length_note(new_tokens: int, max_new_tokens: int) -> str:
+    """Why a reply that never ended its turn stopped: at max_new_tokens, or earlier, when the prompt and the reply
+    filled the model's context (generation is capped there whatever max_new_tokens says)."""
+    if new_tokens < max_new_tokens:
+        return f"stopped when the model's context was full, after {new_tokens:,} new tokens (max_new_tokens={max_new_tokens:,})"
+    return f"stopped at max_new_tokens={max_new_tokens:,}"

@@ -239,3 +239,31 @@ def test_a_finished_row_is_cut_after_its_turn_end(engine):
     reply = engine.finished([40, 41, eot, pad, pad], dropped=0)
     assert reply.token_ids == [40, 41, eot] and reply.finish_reason == "eot" and reply.new_tokens == 3
     assert engine.finished([40, 41], dropped=2).finish_reason == "length"
+
+
+def test_a_reply_cut_by_the_full_context_says_so_not_max_new_tokens(engine, capsys):
+    """max_new_tokens far past the context (`/set max_new_tokens=100000`): generation stops when prompt and reply
+    fill the context, and the chat says that, not "stopped at max_new_tokens=100000". The engine's turn end is
+    taken away (a token it never writes), so the reply can only stop at a limit."""
+    from dataclasses import fields
+
+    from lima_lite.chat import Session
+    from lima_lite.flags import length_note
+    from lima_lite.generate import Engine
+
+    class NoTurnEnd(Engine):
+        stop_ids = property(lambda self: [len(self.tokenizer) - 1])
+
+    assert length_note(6, 6) == "stopped at max_new_tokens=6"
+    messages = [{"role": "user", "content": "Tell me about the history of tea in three parts."}]
+    prompt = len(engine.prompt_ids(messages, 1)[0])
+    small = NoTurnEnd(**{f.name: getattr(engine, f.name) for f in fields(engine)})
+    small.context_length = 2 * prompt + 2  # the prompt fits (half the context), prompt + 2 tokens to reply
+    session = Session(small, compare=False, seed=0, max_new_tokens=100_000, temperature=0.0)
+    session.messages = list(messages)
+    session.respond()
+    out = capsys.readouterr().out
+    room = prompt + 2
+    assert small.last.finish_reason == "length" and small.last.new_tokens == room
+    assert f"stopped when the model's context was full, after {room} new tokens (max_new_tokens=100,000)" in out
+    assert "stopped at max_new_tokens" not in out

@@ -46,7 +46,7 @@ from lima_lite.app.train_tab import Training, train_tab
 from lima_lite.conversations import read_prompts
 from lima_lite.evaluate.protocols import human_vote_record
 from lima_lite.files import read_jsonl, write_jsonl
-from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, sampling_args
+from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, length_note, sampling_args
 from lima_lite.layout import EPOCH, METRICS_FILE, find_adapters, links_out_of, read_metrics, run_of
 from lima_lite.plots import pyplot, stacked_percent_bars
 
@@ -262,7 +262,7 @@ def note(reply, max_new_tokens: int) -> str:
     if reply.dropped_turns:
         notes.append(f"the history outgrew the context: the oldest {reply.dropped_turns} turns were left out")
     if reply.finish_reason == "length":
-        notes.append(f"stopped at max_new_tokens={max_new_tokens}")
+        notes.append(length_note(reply.new_tokens, max_new_tokens))
     return "; ".join(notes)
 
 
