@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lima_lite.template
 from lima_lite import LimaError
-from lima_lite.files import json_problem, loads_line, loads_strict, read_jsonl
+from lima_lite.files import json_problem, loads_line, loads_strict, no_file, read_jsonl
 from lima_lite.template import IGNORE
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -44,7 +44,7 @@ def local_data_file(name: str, kind: str) -> Path:
     """The local file `name` names (a path, or `embedded:NAME`); a missing one is an error naming it a `kind` file."""
     path = resolve_data_path(name) or Path(name)
     if not path.is_file():
-        raise LimaError(f"{path}: {kind} file not found")
+        raise LimaError(no_file(path, kind))
     return path
 
 
@@ -213,7 +213,7 @@ def read_conversations(name: str, split: str = "train", empty_turns: bool = Fals
     what run.json records, never the file hashed again later, which may have been edited in between."""
     path = resolve_data_path(name)
     if path is not None and not path.is_file():
-        raise DataError(f"{path}: data file not found")
+        raise DataError(no_file(path, "data"))
     digest = hashlib.sha256()
     rows = _rows_from_file(path, digest) if path is not None else _rows_from_hub(name, split)
     label = str(path) if path is not None else f"{name}[{split}]"

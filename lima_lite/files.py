@@ -260,11 +260,21 @@ def json_problem(error: Exception) -> str:
     return f"invalid JSON: a number longer than {sys.get_int_max_str_digits():,} digits"
 
 
+def no_file(path: Path, kind: str = "") -> str:
+    """Why `path`, which is not a regular file, cannot be read: absent ("not found"), or a folder, a broken link, a
+    FIFO or a device in its place (a read of a FIFO would wait forever, so none is tried)."""
+    label = f"{kind} file" if kind else "file"
+    if not os.path.lexists(path):
+        return f"{path}: {label} not found"
+    what = "a folder" if path.is_dir() else "a broken link" if not path.exists() else "a FIFO or a device"
+    return f"{path}: the {label} is {what}, not a regular file"
+
+
 def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
     """(line number, parsed row) for every non-blank line; the first bad line raises with file:line."""
     path = Path(path)
     if not path.is_file():
-        raise JsonlError(f"{path}: file not found")
+        raise JsonlError(no_file(path))
     rows = []
     try:
         with path.open(encoding="utf-8") as lines:

@@ -8,11 +8,13 @@ Values stay the text the user wrote; lima_lite.config reads each with its field'
 """
 
 import json
+import os
 from pathlib import Path
 
 import yaml
 
 from lima_lite import LimaError
+from lima_lite.files import no_file
 
 NULL_TAG = "tag:yaml.org,2002:null"
 
@@ -54,7 +56,7 @@ def read_yaml(path: str | Path) -> dict[str, tuple[object, int]]:
     """key -> (raw value, line) of a recipe file; invalid YAML, a non-mapping and duplicate keys name their line."""
     path = Path(path)
     if not path.is_file():
-        raise LimaError(f"{path}: recipe file not found")
+        raise LimaError(no_file(path, "recipe"))
     try:
         text = path.read_text(encoding="utf-8")
         # A recipe has no use for aliases (*name), and a few nested ones expand to billions of values.
@@ -108,6 +110,8 @@ def resolve_recipe(name: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
+    if os.path.lexists(path) and not path.is_dir():  # a FIFO, a device or a broken link by that name
+        raise LimaError(no_file(path, "recipe"))
     here = Path(__file__).resolve().parent
     for folder in (here / "recipes", here.parent / "recipes"):
         for candidate in (folder / name, folder / f"{name}.yaml"):

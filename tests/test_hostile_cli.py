@@ -257,3 +257,28 @@ def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_flag(command, seed
         done.stderr[-500:]
     assert "Traceback" not in done.stderr and not (tmp_path / "out.jsonl").exists()
     assert run_cli(*argv, "--seed", str(2**32 - 1), "--help").returncode == 0  # the top of the range is taken
+
+
+FIFO_INPUTS = {  # command -> argv with {fifo} where the command reads a file
+    "train data": ["inspect", "quickstart", "dataset_name={fifo}"],
+    "recipe": ["inspect", "{fifo}"],
+    "select input": ["select", "--strategy", "longest", "--k", "1", "{fifo}", "{tmp}/out.jsonl"],
+    "data stats": ["data", "stats", "{fifo}"],
+}
+
+
+@pytest.mark.parametrize("what", FIFO_INPUTS)
+def test_a_fifo_given_as_an_input_is_named_as_such_not_as_missing(what, tmp_path):
+    """A FIFO where a data, recipe or select file is expected is refused before any read (a read would wait for a
+    writer forever) and the line says what is there instead of "file not found"."""
+    import os
+
+    from helpers import run_cli
+
+    fifo = tmp_path / "input.jsonl"
+    os.mkfifo(fifo)
+    argv = [arg.replace("{fifo}", str(fifo)).replace("{tmp}", str(tmp_path)) for arg in FIFO_INPUTS[what]]
+    done = run_cli(*argv)
+    assert done.returncode == 2 and f"{fifo}: the " in done.stderr and "is a FIFO or a device, not a regular file" \
+        in done.stderr, done.stderr[-500:]
+    assert "not found" not in done.stderr and "Traceback" not in done.stderr
