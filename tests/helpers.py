@@ -202,6 +202,15 @@ def browser_tools():
     return sync_api
 
 
+def console_errors(page) -> list[str]:
+    """Every console error and uncaught page error of a Playwright `page`, as they happen: a browser test
+    asserts the list is empty at its end."""
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`lima-lite ARGS` in this process, as the console script runs it: exit status, stdout and stderr.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port, qa, train_tiny
+from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, console_errors, free_port, qa, train_tiny
 from lima_lite import LimaError
 from lima_lite.app.ui import (
     WRITING,
@@ -296,9 +296,7 @@ def test_three_tabs_in_a_real_browser(playwright, served, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors = []
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        errors = console_errors(page)
         page.goto(url)
 
         # Chat: type, press Enter, watch the reply grow in the DOM.
@@ -456,9 +454,7 @@ def test_stop_new_conversation_and_typing_during_a_reply_in_a_real_browser(playw
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page()
-            errors = []
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
+            errors = console_errors(page)
             page.goto(f"http://127.0.0.1:{port}")
             page.locator(box).fill(typed)
             page.locator(box).press("Enter")

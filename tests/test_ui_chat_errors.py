@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
+from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, console_errors, free_port
 from lima_lite.app.ui import Models, build_app, chat_turn, compare_turn, input_box, loading_note, untouched
 from lima_lite.layout import ADAPTER_WEIGHTS
 
@@ -70,13 +70,6 @@ def test_a_model_that_does_not_load_changes_only_the_note(runs):
     *_, (_, answered, _) = chat_turn(models, 500, "Still there?", history, "tiny/adapter", *GREEDY)
     assert [m["role"] for m in answered] == ["user", "assistant"] * 2
 
-
-def console_errors(page) -> list[str]:
-    """Every console error and uncaught page error of `page`, as they happen."""
-    errors = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    return errors
 
 
 def readable(page, selector: str) -> bool:

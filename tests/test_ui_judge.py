@@ -7,7 +7,7 @@ import json
 import shutil
 import time
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
+from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, console_errors, free_port
 from lima_lite.app.ui import Models, build_app
 
 RUN = "smollm2-135m-lima-quickstart"  # a run name as long as the quick start's
@@ -30,9 +30,7 @@ def test_a_judge_round_on_a_phone_in_a_real_browser(tiny_run, tmp_path):
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 400, "height": 800})
-            errors = []
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
+            errors = console_errors(page)
             page.goto(f"http://127.0.0.1:{port}")
             page.get_by_role("tab", name="Judge").click()
             pickers = [page.locator(f"{picker} input") for picker in ("#judge-x", "#judge-y")]

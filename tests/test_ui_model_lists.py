@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, free_port
+from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, console_errors, free_port
 from lima_lite.app.ui import GONE, Models, app_from_args, model_lists, parser
 from lima_lite.layout import find_adapters
 
@@ -90,13 +90,6 @@ def test_a_deleted_model_still_chosen_is_refused_in_one_line_and_the_conversatio
     assert steps == [(input_box(), untouched(), "error: model 'archive/tiny/epoch-01': not in the list any more "
                                                 "(deleted?): choose another one")]
 
-
-def console_errors(page) -> list[str]:
-    """Every console error and uncaught page error of `page`, as they happen."""
-    errors = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    return errors
 
 
 def chat_options(page) -> list[str]:

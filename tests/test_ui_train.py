@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, free_port, qa, train_tiny, write_run
+from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, console_errors, free_port, qa, train_tiny, write_run
 from lima_lite import LimaError
 from lima_lite.app.train_tab import (
     Training,
@@ -390,9 +390,7 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        errors = []
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        errors = console_errors(page)
         page.goto(url)
         page.get_by_role("tab", name="Train").click()
         output = page.locator("#train-output_dir input, #train-output_dir textarea").first
