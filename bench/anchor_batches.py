@@ -1,6 +1,6 @@
-"""Which examples form each step of the H100 anchor run (/work/shared/bench/qlora_anchor.py), replayed on the CPU.
+"""Which examples form each step of the H100 anchor run (its script qlora_anchor.py), replayed on the CPU.
 
-    $ python bench/anchor_batches.py padfree      # -> SHAPES padfree [[1, 2912], [1, 2455], ...]
+    $ ANCHOR_DIR=path/to/anchor python bench/anchor_batches.py padfree      # -> SHAPES padfree [[1, 2912], [1, 2455], ...]
     $ python bench/anchor_batches.py baseline     # -> SHAPES baseline [[4, 1092], ...]
     $ python bench/anchor_batches.py baseline 8   # qlora_anchor.py --mbs 8 (--steps 8: 80 examples)
     $ python bench/anchor_batches.py baseline 4 6 # qlora_anchor.py --mbs 4 --steps 6 (its default: 32 examples)
@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 
-ANCHOR = os.environ.get("ANCHOR_DIR", "/work/shared/bench")
+ANCHOR = os.environ.get("ANCHOR_DIR", "anchor")  # the folder holding qlora_anchor.py
 
 
 def main() -> int:
