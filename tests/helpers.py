@@ -211,6 +211,26 @@ def console_errors(page) -> list[str]:
     return errors
 
 
+@contextlib.contextmanager
+def served_page(app, width: int = 1280, height: int = 900):
+    """`app` (a gradio Blocks) served on a free local port, and a Chromium page of that size opened on it; yields
+    (page, its console errors as they happen), then closes the browser and the app."""
+    playwright = browser_tools()
+    app.queue(max_size=8, default_concurrency_limit=1)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors = console_errors(page)
+            page.goto(f"http://127.0.0.1:{port}")
+            yield page, errors
+            browser.close()
+    finally:
+        app.close()
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`lima-lite ARGS` in this process, as the console script runs it: exit status, stdout and stderr.
 

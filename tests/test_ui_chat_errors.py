@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, console_errors, free_port
+from helpers import served_page
 from lima_lite.app.ui import Models, build_app, chat_turn, compare_turn, input_box, loading_note, untouched
 from lima_lite.layout import ADAPTER_WEIGHTS
 
@@ -87,74 +87,62 @@ def choose(page, picker: str, label: str) -> None:
 
 
 def test_errors_keep_the_conversation_in_a_real_browser(runs, slow_load, tmp_path):
-    playwright = browser_tools()
     models = Models.discover(runs, load_in_4bit=False)
     app = build_app(models, [{"id": "p", "prompt": "x"}], tmp_path / "votes.jsonl", max_input_chars=500,
                     sampling={"max_new_tokens": 6})
-    app.queue(max_size=8, default_concurrency_limit=1)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
     box, note = "#chat-input textarea", "#chat-note"
     user, bot = "#chat-history [data-testid='user']", "#chat-history [data-testid='bot']"
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors = console_errors(page)
-            page.goto(f"http://127.0.0.1:{port}")
-            # the first message loads the model: the note counts the seconds, the message waits in the box
-            page.locator(box).fill("How do I water a fern?")
-            page.locator(box).press("Enter")
-            page.locator(note).get_by_text("loading the model (1 s)").wait_for(timeout=30_000)
-            assert page.locator(box).is_disabled() and page.locator(box).input_value() == "How do I water a fern?"
-            page.locator(bot).first.wait_for(timeout=60_000)
-            page.wait_for_function(f"() => document.querySelector('{box}').value === '' && "
-                                   f"!document.querySelector('{box}').disabled", timeout=60_000)
+    with served_page(app) as (page, errors):
+        # the first message loads the model: the note counts the seconds, the message waits in the box
+        page.locator(box).fill("How do I water a fern?")
+        page.locator(box).press("Enter")
+        page.locator(note).get_by_text("loading the model (1 s)").wait_for(timeout=30_000)
+        assert page.locator(box).is_disabled() and page.locator(box).input_value() == "How do I water a fern?"
+        page.locator(bot).first.wait_for(timeout=60_000)
+        page.wait_for_function(f"() => document.querySelector('{box}').value === '' && "
+                               f"!document.querySelector('{box}').disabled", timeout=60_000)
 
-            # an empty send: one line in the note, the conversation readable, nothing covering it
-            page.locator("#chat-send").click()
-            page.locator(note).get_by_text("error: type a message first").wait_for(timeout=30_000)
-            page.wait_for_timeout(500)
-            assert page.locator(user).count() == 1 and page.locator(bot).count() == 1
-            assert readable(page, user) and readable(page, bot) and readable(page, box)
-            assert page.locator("#chat-history, #chat-input").get_by_text("Error", exact=True).count() == 0
+        # an empty send: one line in the note, the conversation readable, nothing covering it
+        page.locator("#chat-send").click()
+        page.locator(note).get_by_text("error: type a message first").wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        assert page.locator(user).count() == 1 and page.locator(bot).count() == 1
+        assert readable(page, user) and readable(page, bot) and readable(page, box)
+        assert page.locator("#chat-history, #chat-input").get_by_text("Error", exact=True).count() == 0
 
-            # a model that does not load: said in one line; the typed message stays in the box, editable
-            choose(page, "#chat-model", "broken/adapter")  # a new model: a new conversation
-            page.wait_for_function(f"() => !document.querySelector(\"{bot}\")", timeout=30_000)
-            page.locator(box).fill("Still there?")
-            page.locator(box).press("Enter")
-            page.locator(note).get_by_text("error: model 'broken/adapter' did not load").wait_for(timeout=30_000)
-            page.wait_for_timeout(500)
-            assert page.locator(box).input_value() == "Still there?" and page.locator(box).is_editable()
-            assert readable(page, box) and page.locator(user).count() == 0
-            assert page.locator("#chat-history, #chat-input").get_by_text("Error", exact=True).count() == 0
-            page.screenshot(path=str(tmp_path / "ui-chat-error.png"), full_page=True)
+        # a model that does not load: said in one line; the typed message stays in the box, editable
+        choose(page, "#chat-model", "broken/adapter")  # a new model: a new conversation
+        page.wait_for_function(f"() => !document.querySelector(\"{bot}\")", timeout=30_000)
+        page.locator(box).fill("Still there?")
+        page.locator(box).press("Enter")
+        page.locator(note).get_by_text("error: model 'broken/adapter' did not load").wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        assert page.locator(box).input_value() == "Still there?" and page.locator(box).is_editable()
+        assert readable(page, box) and page.locator(user).count() == 0
+        assert page.locator("#chat-history, #chat-input").get_by_text("Error", exact=True).count() == 0
+        page.screenshot(path=str(tmp_path / "ui-chat-error.png"), full_page=True)
 
-            # the next message, to a model that loads, gets its reply
-            choose(page, "#chat-model", "tiny/adapter")
-            page.locator(box).press("Enter")
-            page.locator(bot).first.wait_for(timeout=60_000)
-            assert page.locator(user).first.inner_text().strip() == "Still there?"
-            page.wait_for_function(f"() => document.querySelector('{box}').value === ''", timeout=60_000)
+        # the next message, to a model that loads, gets its reply
+        choose(page, "#chat-model", "tiny/adapter")
+        page.locator(box).press("Enter")
+        page.locator(bot).first.wait_for(timeout=60_000)
+        assert page.locator(user).first.inner_text().strip() == "Still there?"
+        page.wait_for_function(f"() => document.querySelector('{box}').value === ''", timeout=60_000)
 
-            # Compare: the same for a model that does not load
-            page.get_by_role("tab", name="Compare").click()
-            choose(page, "#compare-model-b", "broken/base")
-            page.locator("#compare-input textarea").fill("Name a fast bird.")
-            page.locator("#compare-send").click()
-            page.locator("#compare-note").get_by_text("error: model 'broken/base' did not load").wait_for(timeout=30_000)
-            assert page.locator("#compare-input textarea").input_value() == "Name a fast bird."
-            assert page.locator("#compare-a, #compare-b, #compare-input").get_by_text("Error", exact=True).count() == 0
+        # Compare: the same for a model that does not load
+        page.get_by_role("tab", name="Compare").click()
+        choose(page, "#compare-model-b", "broken/base")
+        page.locator("#compare-input textarea").fill("Name a fast bird.")
+        page.locator("#compare-send").click()
+        page.locator("#compare-note").get_by_text("error: model 'broken/base' did not load").wait_for(timeout=30_000)
+        assert page.locator("#compare-input textarea").input_value() == "Name a fast bird."
+        assert page.locator("#compare-a, #compare-b, #compare-input").get_by_text("Error", exact=True).count() == 0
 
-            # on a phone the input box takes the whole width (Send goes below it)
-            page.get_by_role("tab", name="Chat").click()
-            page.set_viewport_size({"width": 400, "height": 800})
-            page.wait_for_timeout(500)
-            width = page.locator("#chat-input").bounding_box()["width"]
-            assert width >= page.locator("#chat-history").bounding_box()["width"] - 4, width
-            page.screenshot(path=str(tmp_path / "ui-chat-phone.png"), full_page=True)
-            browser.close()
-    finally:
-        app.close()
+        # on a phone the input box takes the whole width (Send goes below it)
+        page.get_by_role("tab", name="Chat").click()
+        page.set_viewport_size({"width": 400, "height": 800})
+        page.wait_for_timeout(500)
+        width = page.locator("#chat-input").bounding_box()["width"]
+        assert width >= page.locator("#chat-history").bounding_box()["width"] - 4, width
+        page.screenshot(path=str(tmp_path / "ui-chat-phone.png"), full_page=True)
     assert errors == [], errors

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, browser_tools, console_errors, free_port
+from helpers import served_page
 from lima_lite.app.ui import GONE, Models, app_from_args, model_lists, parser
 from lima_lite.layout import find_adapters
 
@@ -104,62 +104,50 @@ def chat_options(page) -> list[str]:
 
 @pytest.mark.parametrize("train", [True, False], ids=["train-tab-never-opened", "no-train"])
 def test_a_page_that_never_opens_train_sees_a_new_epoch_in_a_real_browser(runs, tmp_path, train):
-    playwright = browser_tools()
     args = parser().parse_args(["--runs", str(runs), "--max-new-tokens", "4", *([] if train else ["--no-train"])])
     app = app_from_args(args)
-    app.queue(max_size=8, default_concurrency_limit=1)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors = console_errors(page)
-            page.goto(f"http://127.0.0.1:{port}")
-            page.locator("#chat-input textarea").wait_for(timeout=30_000)
-            assert (page.get_by_role("tab", name="Train").count() == 1) == train
+    with served_page(app) as (page, errors):
+        page.locator("#chat-input textarea").wait_for(timeout=30_000)
+        assert (page.get_by_role("tab", name="Train").count() == 1) == train
+        options = chat_options(page)
+        assert "latest/adapter" in options and not any("outside" in o or "loop" in o for o in options), options
+        # a new epoch adapter appears on disk: the open page lists it within a few seconds, no reload
+        shutil.copytree(runs / "archive" / "tiny" / "epoch-01", runs / "archive" / "tiny" / "epoch-02")
+        deadline = time.time() + 60  # the lists refresh every 3 s; a loaded machine can take longer
+        while "archive/tiny/epoch-02" not in options and time.time() < deadline:
+            page.wait_for_timeout(1000)
             options = chat_options(page)
-            assert "latest/adapter" in options and not any("outside" in o or "loop" in o for o in options), options
-            # a new epoch adapter appears on disk: the open page lists it within a few seconds, no reload
-            shutil.copytree(runs / "archive" / "tiny" / "epoch-01", runs / "archive" / "tiny" / "epoch-02")
+        assert "archive/tiny/epoch-02" in options, options
+        # and one deleted leaves it
+        shutil.rmtree(runs / "archive" / "tiny" / "epoch-02")
+        deadline = time.time() + 60  # the lists refresh every 3 s; a loaded machine can take longer
+        while "archive/tiny/epoch-02" in options and time.time() < deadline:
+            page.wait_for_timeout(1000)
+            options = chat_options(page)
+        assert "archive/tiny/epoch-02" not in options, options
+        if not train:
+            # the symlinked run answers; then its folder is deleted while chosen: the send is refused in the
+            # note, the conversation and the typed text stay
+            page.locator("#chat-model input").click()
+            page.get_by_role("option", name="latest/epoch-01", exact=True).click()
+            page.locator("#chat-input textarea").fill("How do I water a fern?")
+            page.locator("#chat-input textarea").press("Enter")
+            page.locator("#chat-history [data-testid='bot']").first.wait_for(timeout=60_000)
+            page.wait_for_function("() => document.querySelector('#chat-input textarea').value === '' && "
+                                   "!document.querySelector('#chat-history .pending')", timeout=60_000)
+            shutil.rmtree(runs / "archive" / "tiny" / "epoch-01")  # latest/epoch-01 with it
             deadline = time.time() + 60  # the lists refresh every 3 s; a loaded machine can take longer
-            while "archive/tiny/epoch-02" not in options and time.time() < deadline:
+            while f"latest/epoch-01 · {GONE}" not in options and time.time() < deadline:
                 page.wait_for_timeout(1000)
                 options = chat_options(page)
-            assert "archive/tiny/epoch-02" in options, options
-            # and one deleted leaves it
-            shutil.rmtree(runs / "archive" / "tiny" / "epoch-02")
-            deadline = time.time() + 60  # the lists refresh every 3 s; a loaded machine can take longer
-            while "archive/tiny/epoch-02" in options and time.time() < deadline:
-                page.wait_for_timeout(1000)
-                options = chat_options(page)
-            assert "archive/tiny/epoch-02" not in options, options
-            if not train:
-                # the symlinked run answers; then its folder is deleted while chosen: the send is refused in the
-                # note, the conversation and the typed text stay
-                page.locator("#chat-model input").click()
-                page.get_by_role("option", name="latest/epoch-01", exact=True).click()
-                page.locator("#chat-input textarea").fill("How do I water a fern?")
-                page.locator("#chat-input textarea").press("Enter")
-                page.locator("#chat-history [data-testid='bot']").first.wait_for(timeout=60_000)
-                page.wait_for_function("() => document.querySelector('#chat-input textarea').value === '' && "
-                                       "!document.querySelector('#chat-history .pending')", timeout=60_000)
-                shutil.rmtree(runs / "archive" / "tiny" / "epoch-01")  # latest/epoch-01 with it
-                deadline = time.time() + 60  # the lists refresh every 3 s; a loaded machine can take longer
-                while f"latest/epoch-01 · {GONE}" not in options and time.time() < deadline:
-                    page.wait_for_timeout(1000)
-                    options = chat_options(page)
-                assert f"latest/epoch-01 · {GONE}" in options and "archive/tiny/epoch-01" not in options, options
-                page.locator("#chat-input textarea").fill("Still there?")
-                page.locator("#chat-input textarea").press("Enter")
-                page.locator("#chat-note").get_by_text("not in the list any more").wait_for(timeout=30_000)
-                assert page.locator("#chat-input textarea").input_value() == "Still there?"
-                assert page.locator("#chat-history [data-testid='user']").count() == 1
-                assert page.locator("#chat-history [data-testid='bot']").count() == 1
-                page.screenshot(path=str(tmp_path / "ui-deleted-model.png"), full_page=True)
-            browser.close()
-    finally:
-        app.close()
+            assert f"latest/epoch-01 · {GONE}" in options and "archive/tiny/epoch-01" not in options, options
+            page.locator("#chat-input textarea").fill("Still there?")
+            page.locator("#chat-input textarea").press("Enter")
+            page.locator("#chat-note").get_by_text("not in the list any more").wait_for(timeout=30_000)
+            assert page.locator("#chat-input textarea").input_value() == "Still there?"
+            assert page.locator("#chat-history [data-testid='user']").count() == 1
+            assert page.locator("#chat-history [data-testid='bot']").count() == 1
+            page.screenshot(path=str(tmp_path / "ui-deleted-model.png"), full_page=True)
     assert errors == [], errors
 
 
