@@ -19,7 +19,7 @@ from pathlib import Path
 from lima_lite import LimaError
 from lima_lite.conversations import LONE_SURROGATE
 from lima_lite.files import check_parent, inside, write_jsonl
-from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, length_note
+from lima_lite.flags import LIMA_SAMPLING, REPLY_SEED, SAMPLING_TYPES, add_sampling_args, length_note
 
 HELP = """commands:
   /reset            start a new conversation
@@ -204,7 +204,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                    help="compute dtype (default: bfloat16 with CUDA, float32 on a CPU)")
     add_sampling_args(p)
-    p.add_argument("--seed", type=bounded(int, 0, 2**63 - 1),  # torch's generator takes a 64-bit seed
+    p.add_argument("--seed", type=REPLY_SEED,
                    help="seed the sampler, for a repeatable conversation")
     return p
 

@@ -34,8 +34,9 @@ def bounded(kind, low: float | None = None, high: float | None = None, low_open:
 
 
 # A seed for curation's draws: numpy (MinHash, k-means) takes 0 <= seed < 2**32, so every command that draws
-# with one takes the same range (chat and the app, which seed torch, take 64 bits).
+# with one takes the same range; chat and the app seed torch's generator, which takes 64 bits.
 DRAW_SEED = bounded(int, 0, 2**32 - 1)
+REPLY_SEED = bounded(int, 0, 2**63 - 1)
 
 
 def workable(parse, least: float, most: float, zero: bool = False):

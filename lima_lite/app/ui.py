@@ -46,7 +46,7 @@ from lima_lite.app.train_tab import Training, train_tab
 from lima_lite.conversations import read_prompts
 from lima_lite.evaluate.protocols import human_vote_record
 from lima_lite.files import read_jsonl, write_jsonl
-from lima_lite.flags import LIMA_SAMPLING, SAMPLING_TYPES, add_sampling_args, bounded, length_note, sampling_args
+from lima_lite.flags import LIMA_SAMPLING, REPLY_SEED, SAMPLING_TYPES, add_sampling_args, bounded, length_note, sampling_args
 from lima_lite.layout import EPOCH, METRICS_FILE, find_adapters, links_out_of, read_metrics, run_of
 from lima_lite.plots import pyplot, stacked_percent_bars
 
@@ -786,7 +786,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-input-chars", type=bounded(int, 1), default=4000, help="longest message accepted (default 4000)")
     p.add_argument("--load-in-4bit", dest="load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                    help="4-bit NF4 base (default: on with CUDA, off on a CPU)")
-    p.add_argument("--seed", type=bounded(int, 0, 2**63 - 1),  # torch's generator takes a 64-bit seed
+    p.add_argument("--seed", type=REPLY_SEED,
                    help="seed the Judge tab's order and the Compare tab's sampling")
     p.add_argument("--no-train", dest="train", action="store_false",
                    help="no Train tab (it starts `lima-lite train` runs; with --share or a --host other than "
