@@ -207,7 +207,7 @@ def console_errors(page) -> list[str]:
     asserts the list is empty at its end."""
     errors = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
     return errors
 
 

@@ -561,11 +561,20 @@ def build_app(models: Models, prompts: list[dict], votes_path: str | Path, max_i
         # The model lists follow --runs on every page, whichever tab it shows and with or without the Train
         # tab: when the page loads, then every LIST_SECONDS. Outside the queue: a tick never waits behind a
         # reply, nor takes a place a person's request needs; the look under --runs is shared by all pages.
-        sent, timer = gr.State(None), gr.Timer(LIST_SECONDS)
+        # The page says which picker has the focus (its list is open, or being typed into): that list is left
+        # as it is until the picker loses the focus, so an option never moves under the pointer.
+        sent, timer, focused = gr.State(None), gr.Timer(LIST_SECONDS), gr.JSON(None, visible=False)
         for trigger in (app.load, timer.tick):
-            trigger(event(model_lists, models), [sent, *pickers], [sent, *pickers], queue=False,
-                    show_progress="hidden")
+            trigger(event(model_lists, models), [focused, sent, *pickers], [sent, *pickers], queue=False,
+                    show_progress="hidden", js=focused_js([picker.elem_id for picker in pickers]))
     return app
+
+
+def focused_js(elem_ids: list[str]) -> str:
+    """The browser's side of the list refresh: the event's inputs with the first (`focused`) replaced by, for
+    each picker in `elem_ids`, whether the focus is inside it."""
+    return (f"(focused, ...rest) => [{json.dumps(elem_ids)}.map(id => {{ const picker = document.getElementById(id);"
+            f" return !!picker && picker.contains(document.activeElement); }}), ...rest.slice(0, {len(elem_ids) + 1})]")
 
 
 # How often every page's model lists look again; the look itself is shared (Models.refresh's max_age).
@@ -573,16 +582,21 @@ LIST_SECONDS = 3.0
 GONE = "no longer on disk"
 
 
-def model_lists(models: Models, sent: list | None, *selected: str) -> tuple:
+def model_lists(models: Models, focused: list | None, sent: list | None, *selected: str) -> tuple:
     """The model lists as --runs holds them now: (the choices each picker has, then each picker's update,
     nothing when its list did not change). A model a picker still shows as chosen stays in that picker's list,
-    marked as gone, until another is chosen: its conversation stays on the page, and a send says what happened."""
+    marked as gone, until another is chosen: its conversation stays on the page, and a send says what happened.
+    A picker that has the focus (`focused[i]`) keeps the list it has until it loses it: an option must not move
+    under the pointer (and gradio's open list fails on one that shrinks under it)."""
     import gradio as gr
 
     models.refresh(max_age=LIST_SECONDS)
     choices = [list(choice) for choice in models.choices()]
     labels = {label for _, label in choices}
     lists = [choices + ([[f"{value} · {GONE}", value]] if value and value not in labels else []) for value in selected]
+    if sent:
+        held = [bool(focused and i < len(focused) and focused[i]) for i in range(len(lists))]
+        lists = [sent[i] if held[i] else mine for i, mine in enumerate(lists)]
     updates = [gr.skip() if sent and sent[i] == mine else gr.update(choices=[tuple(c) for c in mine])
                for i, mine in enumerate(lists)]
     return lists, *updates
