@@ -16,7 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, EOT, browser_tools, console_errors, free_port, qa, train_tiny, write_run
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    EOT,
+    browser_tools,
+    console_errors,
+    free_port,
+    qa,
+    served_page,
+    train_tiny,
+    write_run,
+)
 from lima_lite import LimaError
 from lima_lite.app.train_tab import (
     Training,
@@ -187,6 +198,53 @@ def test_bad_input_gives_the_clis_message(form, tmp_path, capsys):
         assert status == cli_error(capsys, overrides) and words in status, status
         assert status.startswith("error: ")
     assert not (runs / "quick").exists()  # nothing started
+
+
+def test_the_status_ends_on_the_form_as_it_is_whatever_check_was_running_in_a_real_browser(form, tmp_path,
+                                                                                             monkeypatch):
+    """A check that takes a while (a big data file) runs when the data field is left and when Check is clicked;
+    the person changes "more settings" and clicks Check again meanwhile. That click is not lost, and no older
+    check ends after it: the status line ends on what the form says now."""
+    from lima_lite.app import train_tab
+
+    runs, values = form
+    slow = data_file(tmp_path / "slow.jsonl", 12)
+    checks = []  # (more settings, the status it returned, when it ended: None while it runs)
+
+    def timed_check(training, recipe, *values_and_more):
+        checks.append([values_and_more[-1], None, None])
+        try:
+            result = check_form(training, recipe, *values_and_more)
+            if values_and_more[1] == str(slow):
+                time.sleep(4)
+            checks[-1][1] = result[0]
+            return result
+        except LimaError as error:
+            checks[-1][1] = f"error: {error}"
+            raise
+        finally:
+            checks[-1][2] = time.monotonic()
+
+    monkeypatch.setattr(train_tab, "check_form", timed_check)
+    runs.mkdir()
+    app = build_app(Models.discover(runs), [{"id": "p", "prompt": "Hi?"}], tmp_path / "votes.jsonl",
+                    training=Training(runs))
+    with served_page(app, height=1400) as (page, errors):
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-output_dir input, #train-output_dir textarea").first.wait_for(timeout=30_000)
+        fill(page, {**values, "dataset_name": str(slow)}, TINY)  # leaving the data field checks it (slow)
+        page.locator("#train-check").click()
+        page.locator("#train-more textarea, #train-more input").first.fill(f"{TINY} bogus_key=1")
+        page.locator("#train-check").click()  # while the slow checks run
+        page.locator("#train-status").get_by_text("unknown key 'bogus_key'").wait_for(timeout=60_000)
+        deadline = time.time() + 60
+        while any(ended is None for *_, ended in checks) and time.time() < deadline:
+            page.wait_for_timeout(200)
+        last = max(checks, key=lambda check: check[2])
+        assert "bogus_key" in last[0] and "unknown key 'bogus_key'" in last[1], checks
+        assert len(checks) >= 2 and sum("bogus_key" in more for more, *_ in checks) == 1, checks
+        assert "unknown key 'bogus_key'" in status_text(page)
+    assert errors == [], errors
 
 
 def test_one_training_at_a_time_and_none_from_a_public_page_without_login(form):

@@ -753,9 +753,13 @@ def train_tab(app, training: Training, models):
 
     form = [recipe, *values, more]
     recipe.change(lambda name: fill_form(training, name), recipe, [status, *values])
-    for trigger in (check.click, values[1].blur, values[1].submit, values[2].blur):
-        trigger(form_handler(training, check_form), form, [status, example, plan, command])
-    start_button.click(form_handler(training, start_form), form, [status, example, plan, command])
+    # Check runs when clicked and when a data field is left. The checks and Start run one at a time, in the
+    # order asked; a Check asked while one runs runs again after it, on the form as it is then: the status
+    # line ends on what the form says now, never on an older check that took longer.
+    gr.on([check.click, values[1].blur, values[1].submit, values[2].blur], form_handler(training, check_form), form,
+          [status, example, plan, command], trigger_mode="always_last", concurrency_limit=1, concurrency_id="form")
+    start_button.click(form_handler(training, start_form), form, [status, example, plan, command],
+                       concurrency_limit=1, concurrency_id="form")
     stop.click(form_handler(training, lambda t: (t.stop(), *[gr.skip()] * 3)), None, [status, example, plan, command])
     resume.click(form_handler(training, lambda t: (t.resume(), *[gr.skip()] * 3)), None,
                  [status, example, plan, command])
