@@ -540,9 +540,15 @@ def test_train_tab_in_a_real_browser(served, form, tmp_path):
         # The new epoch adapter is in the Chat tab's list, with its dev loss; one turn with it.
         name = Path(values["output_dir"]).name
         page.get_by_role("tab", name="Chat").click()
-        page.locator("#chat-model input").click()
-        assert page.get_by_role("option", name=re.compile(rf"{name}\/epoch-01 · dev loss \d")).count() == 1
-        page.keyboard.press("Escape")
+        listed, deadline = 0, time.time() + 30  # the lists refresh every 3 s, not while the list is open
+        while not listed and time.time() < deadline:
+            page.locator("#chat-model input").click()
+            page.get_by_role("option").first.wait_for(timeout=10_000)
+            listed = page.get_by_role("option", name=re.compile(rf"{name}\/epoch-01 · dev loss \d")).count()
+            page.keyboard.press("Escape")
+            page.locator("#chat-model input").blur()
+            page.wait_for_timeout(0 if listed else 1000)
+        assert listed == 1
         page.locator("#chat-new").click()
         assert chat_one_turn(page, f"{name}/epoch-01", "How do I water plant number 3?")
         browser.close()
