@@ -139,7 +139,9 @@ def test_the_tab_resolves_the_quick_start_as_the_cli_does(form, monkeypatch, kin
 
     monkeypatch.setattr(precision, "detect_hardware", lambda: kind)
     runs, values = form
-    values = {**values, "num_train_epochs": recipe_values("quickstart", runs)["num_train_epochs"]}  # the recipe's 2
+    # the field shows the epochs a run gets here: the recipe's 2, one on a CPU without native bf16
+    assert recipe_values("quickstart", runs)["num_train_epochs"] == ("2" if kind.bf16 else "1")
+    values = {**values, "num_train_epochs": recipe_values("quickstart", runs)["num_train_epochs"]}
     more = f"chat_format=lima eot_token={EOT} max_steps=12"
     _, _, shown, command = check_form(Training(runs), "quickstart", *values.values(), more)
     overrides = form_overrides("quickstart", runs, values, more)
@@ -153,6 +155,11 @@ def test_the_tab_resolves_the_quick_start_as_the_cli_does(form, monkeypatch, kin
     if not kind.bf16:
         assert re.search(r"\nload_in_4bit = False +# slow_cpu_fallback on a CPU without native bf16 \(AVX2\)\n", shown)
     assert f"Estimate for this machine ({kind.label}, no GPU)" in shown and "Memory plan" not in shown
+    assert "num_train_epochs" not in command  # left as shown: `lima-lite train quickstart` decides it here too
+    # a value typed in the field is the run's, as on the command line: the recipe's 2 too, where one is shown
+    typed = "3" if kind.bf16 else "2"
+    _, _, shown, command = check_form(Training(runs), "quickstart", *{**values, "num_train_epochs": typed}.values(), more)
+    assert f", {typed} epoch(s) of" in shown.splitlines()[0] and f"num_train_epochs={typed}" in command
 
 
 def test_on_a_gpu_the_box_shows_the_memory_plan_of_the_resolved_settings(form, monkeypatch):

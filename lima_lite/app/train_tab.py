@@ -43,28 +43,29 @@ from lima_lite.config import load_recipe, writable
 from lima_lite.conversations import load_conversations
 from lima_lite.data.stats import data_stats, summary_html
 from lima_lite.layout import METRICS_FILE, RUN_FILE, adapter_dir, read_metrics, read_run
-from lima_lite.machine import available_host_gib
+from lima_lite.machine import available_host_gib, detect_machine
 from lima_lite.memory.estimate import GIB, component_bytes, linear_shapes, read_shape, recipe_settings
 from lima_lite.memory.fit import RECOMPUTE_COST
 from lima_lite.memory.plan import detected_gpu_gib, format_plan, recipe_plan
 from lima_lite.precision import matmul_flops
 from lima_lite.recipe_yaml import resolve_recipe
+from lima_lite.resolve import resolve
 from lima_lite.template import IGNORE
 from lima_lite.train import check_output, prepare, recipe_parser, train
 
 TRAIN_LOG = "train.log"  # the child's output, appended to at every start
 TICK_SECONDS = 2.0
-# The recipe values the tab shows for editing: key -> (label, the Recipe member it belongs to).
+# The settings the tab shows for editing: key -> label.
 FIELDS = {
-    "model_name_or_path": ("base model (folder, Hub id or embedded:...)", "model_args"),
-    "dataset_name": ("training data (JSONL)", "script_args"),
-    "dev_dataset": ("dev data (JSONL; empty: no dev loss)", "lima_args"),
-    "num_train_epochs": ("epochs", "sft_config"),
-    "learning_rate": ("learning rate", "sft_config"),
-    "lora_r": ("LoRA r", "model_args"),
-    "lora_alpha": ("LoRA alpha", "model_args"),
-    "max_length": ("max length (tokens)", "sft_config"),
-    "output_dir": ("output folder", "sft_config"),
+    "model_name_or_path": "base model (folder, Hub id or embedded:...)",
+    "dataset_name": "training data (JSONL)",
+    "dev_dataset": "dev data (JSONL; empty: no dev loss)",
+    "num_train_epochs": "epochs",
+    "learning_rate": "learning rate",
+    "lora_r": "LoRA r",
+    "lora_alpha": "LoRA alpha",
+    "max_length": "max length (tokens)",
+    "output_dir": "output folder",
 }
 
 
@@ -120,10 +121,12 @@ def free_folder(path: Path) -> Path:
 
 
 def recipe_values(recipe: str, runs_dir: Path) -> dict[str, str]:
-    """The recipe's value of every FIELDS key, as text; its output folder moved under the app's --runs, to a
-    free name (free_folder) when the recipe's is taken."""
-    loaded = load_recipe(resolve_recipe(recipe))
-    values = {key: getattr(getattr(loaded, member), key) for key, (_, member) in FIELDS.items()}
+    """The value of every FIELDS key that a run of the recipe gets on this machine with nothing changed, as text:
+    the recipe's, or what lima_lite.resolve decides here (one epoch on a CPU without native bf16), so that a field
+    shows what the run will do, and a value typed in it is one the run takes. The output folder is moved under
+    the app's --runs, to a free name (free_folder) when the recipe's is taken."""
+    resolved = resolve(load_recipe(resolve_recipe(recipe)), detect_machine())
+    values = {key: resolved.value(key) for key in FIELDS}
     values["output_dir"] = str(free_folder(runs_dir / Path(values["output_dir"]).name))
     return {key: "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
             for key, value in values.items()}
@@ -182,7 +185,7 @@ def check_conflicts(values: dict[str, str], more: str) -> None:
         key, _, value = word.partition("=")
         key, value = key.strip(), value.strip()
         if key in FIELDS and not same(value, values[key].strip()):
-            raise LimaError(f"more settings: {key}={value} conflicts with the field \"{FIELDS[key][0]}\" "
+            raise LimaError(f"more settings: {key}={value} conflicts with the field \"{FIELDS[key]}\" "
                             f"({values[key].strip() or 'empty'}); change the field, or take {key} out of more settings")
 
 
@@ -722,7 +725,7 @@ def train_tab(app, training: Training, models):
         more = gr.Textbox(label="more settings (key=value ...)", placeholder="max_steps=50 report_to=tensorboard",
                           elem_id="train-more", scale=2)
     with gr.Row():
-        values = [gr.Textbox(start[key], label=label, elem_id=f"train-{key}") for key, (label, _) in FIELDS.items()]
+        values = [gr.Textbox(start[key], label=label, elem_id=f"train-{key}") for key, label in FIELDS.items()]
     with gr.Row():
         check = gr.Button("Check data and plan", elem_id="train-check")
         start_button = gr.Button("Start", variant="primary", elem_id="train-start")
