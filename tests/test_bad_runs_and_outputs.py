@@ -488,15 +488,20 @@ def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_ada
     import pexpect
 
     root = Path(__file__).resolve().parents[1]
-    # 20 ms a token, so that the Ctrl-C sent on the reply's first characters lands while it streams, however fast
-    # this CPU samples the tiny model (test-only: a sitecustomize in the child's path)
+    # 20 ms a token, and no turn end before max_new_tokens, so that the Ctrl-C sent on the reply's first
+    # characters lands while it streams, however fast this CPU samples the tiny model and wherever its random
+    # weights happen to sample the turn end (test-only: a sitecustomize in the child's path)
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(
-        "import time\nfrom transformers.generation import streamers\n"
+        "import time\nfrom transformers.generation import streamers, utils\n"
         "put = streamers.TextIteratorStreamer.put\n"
         "def slow_put(self, value):\n    time.sleep(0.02)\n    return put(self, value)\n"
-        "streamers.TextIteratorStreamer.put = slow_put\n")
+        "streamers.TextIteratorStreamer.put = slow_put\n"
+        "generate = utils.GenerationMixin.generate\n"
+        "def whole_generate(self, *args, **kwargs):\n"
+        "    return generate(self, *args, min_new_tokens=kwargs.get('max_new_tokens'), **kwargs)\n"
+        "utils.GenerationMixin.generate = whole_generate\n")
     child = pexpect.spawn(sys.executable, ["-m", "lima_lite.chat", "--adapter", str(tiny_adapter), "--no-load-in-4bit",
                                            "--dtype", "float32", "--temperature", "2", "--top-p", "1", "--seed", "0",
                                            "--max-new-tokens", "900"],
@@ -514,6 +519,7 @@ def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_ada
         child.expect_exact(">>> ")
         child.sendline("And plant 4?")
         child.expect_exact("plant 4?\r\n")
+        child.expect_exact("stopped at max_new_tokens=4")  # no turn end before it: the child's sitecustomize works
         child.expect_exact(">>> ")  # a whole reply: the stopped one no longer holds the model
         child.sendline(f"/save {tmp_path / 'chat.jsonl'}")
         child.expect_exact("(saved 4 turns")
