@@ -437,6 +437,41 @@ def curve_on(page) -> dict:
 LEGEND = [{"text": "train loss", "color": "#1f77b4", "inside": True}, {"text": "dev loss", "color": "#ff7f0e", "inside": True}]
 
 
+@pytest.mark.slow  # a training in a child process
+def test_a_second_stop_ends_the_run_now_even_in_an_app_that_ignores_ctrl_c(form, tmp_path, monkeypatch):
+    """The second Stop (SIGINT: now, without waiting for the step to end) ends the run, also when the app was
+    started with SIGINT ignored, as `nohup lima-lite ui ... &` starts it and its child inherits."""
+    import signal
+
+    runs, values = form
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_STEPS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LIMA_TEST_STEP_SECONDS", "60")  # the first step would take a minute
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    training = Training(runs)
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        status, *_ = form_handler(training, start_form)("quickstart", *values.values(), TINY)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    try:
+        assert status.startswith("started (pid"), status
+        metrics = Path(values["output_dir"]) / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not (metrics.exists() and "eval_loss" in metrics.read_text()) and time.time() < deadline:
+            time.sleep(0.5)  # the dev loss at step 0: the run is in its first (one-minute) step
+        assert training.running() and "eval_loss" in metrics.read_text()
+        assert training.stop().startswith("stopping: ")
+        assert training.stop() == "stopping now (no checkpoint of this step)"
+        training.process.wait(timeout=30)  # well before the step would end
+        assert training.state() == "stopped: Resume continues from its last checkpoint"
+    finally:
+        if training.running():
+            training.process.kill()
+
+
 @pytest.mark.slow  # a whole training in a child process, stopped and resumed from the page
 def test_train_tab_in_a_real_browser(served, form, tmp_path):
     """A person's path through the Train tab, on the page that starts the run, never reloaded: bad input, Check,

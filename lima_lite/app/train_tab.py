@@ -79,6 +79,9 @@ def stop_at_checkpoint():
 
     requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: requested.set())
+    # SIGINT (a second Stop) stops now, through Python's KeyboardInterrupt, even when the app was started with
+    # SIGINT ignored (`nohup lima-lite ui ... &` does that), which this process would otherwise inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     class StopAtCheckpoint(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
