@@ -481,6 +481,14 @@ def test_set_takes_a_value_in_range():
     assert (session.settings["repetition_penalty"], session.settings["top_p"], session.settings["temperature"]) == (0.5, 1, 0)
 
 
+def default_ctrl_c() -> None:
+    """In a child before it runs: SIGINT at its default, as a person's shell starts a program; tests started
+    from a background job (`pytest ... &` in a script) have it ignored, and a child would inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_adapter, tmp_path):
     """A real terminal (a pty): Ctrl-C while the reply streams, then go on talking, then Ctrl-C at the prompt."""
     import sys
@@ -506,7 +514,7 @@ def test_ctrl_c_stops_a_reply_keeps_the_history_and_at_the_prompt_quits(tiny_ada
                                            "--dtype", "float32", "--temperature", "2", "--top-p", "1", "--seed", "0",
                                            "--max-new-tokens", "900"],
                           cwd=str(root), env={**os.environ, "PYTHONPATH": f"{slow}{os.pathsep}{root}", "OMP_NUM_THREADS": "1"},
-                          encoding="utf-8", timeout=120)
+                          encoding="utf-8", timeout=120, preexec_fn=default_ctrl_c)
     try:
         child.expect_exact(">>> ")
         child.sendline("How do I water plant number 3?")
