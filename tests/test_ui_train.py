@@ -363,18 +363,24 @@ SLOW_STEPS = textwrap.dedent("""
 """)
 
 
+def slow_steps(tmp_path: Path, monkeypatch, seconds: float) -> None:
+    """Training children started from here take `seconds` longer per step (SLOW_STEPS, a sitecustomize in their
+    path) and one thread."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_STEPS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LIMA_TEST_STEP_SECONDS", str(seconds))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture
 def served(tiny_llama_tied, tmp_path, monkeypatch):
     """The app with its Train tab over a runs folder that holds one tiny run (to chat with during training)."""
     runs = tmp_path / "runs"
     runs.mkdir()
     train_tiny(tiny_llama_tied, runs / "tiny", [qa(i) for i in range(4)])
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    (slow / "sitecustomize.py").write_text(SLOW_STEPS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("LIMA_TEST_STEP_SECONDS", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    slow_steps(tmp_path, monkeypatch, seconds=1)
     models = Models.discover(runs, load_in_4bit=False)
     training = Training(runs)
     app = build_app(models, [{"id": "p", "prompt": "Hi?"}], tmp_path / "votes.jsonl", max_input_chars=500,
@@ -444,12 +450,7 @@ def test_a_second_stop_ends_the_run_now_even_in_an_app_that_ignores_ctrl_c(form,
     import signal
 
     runs, values = form
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    (slow / "sitecustomize.py").write_text(SLOW_STEPS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("LIMA_TEST_STEP_SECONDS", "60")  # the first step would take a minute
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    slow_steps(tmp_path, monkeypatch, seconds=60)  # the first step would take a minute
     training = Training(runs)
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

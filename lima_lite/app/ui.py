@@ -594,9 +594,8 @@ def model_lists(models: Models, focused: list | None, sent: list | None, *select
     choices = [list(choice) for choice in models.choices()]
     labels = {label for _, label in choices}
     lists = [choices + ([[f"{value} · {GONE}", value]] if value and value not in labels else []) for value in selected]
-    if sent:
-        held = [bool(focused and i < len(focused) and focused[i]) for i in range(len(lists))]
-        lists = [sent[i] if held[i] else mine for i, mine in enumerate(lists)]
+    if sent and focused:
+        lists = [sent[i] if i < len(focused) and focused[i] else mine for i, mine in enumerate(lists)]
     updates = [gr.skip() if sent and sent[i] == mine else gr.update(choices=[tuple(c) for c in mine])
                for i, mine in enumerate(lists)]
     return lists, *updates
